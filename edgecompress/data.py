@@ -1,0 +1,145 @@
+"""Data input: an `.npz` with `x` (and optionally `y`, `labels`), or a folder of images in class
+sub-folders. Everything becomes float32 NCHW arrays plus integer labels when known."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLIT_SEED = 0
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # float32, (N, C, H, W) or (N, features)
+    y: Optional[np.ndarray]  # int64 (N,) or None
+    source: str
+    labels: Optional[List[str]] = None
+    preprocessing: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, idx: np.ndarray) -> "Dataset":
+        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
+
+    @property
+    def sample_shape(self) -> Tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+
+def split_indices(n: int, held_out_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded split: the same data always gives the same held-out set, so the demo teacher
+    and every later run agree on which samples are never trained on."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_held = max(1, int(round(n * held_out_fraction)))
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def split(data: Dataset, held_out_fraction: float) -> Tuple[Dataset, Dataset]:
+    train_idx, held_idx = split_indices(len(data), held_out_fraction)
+    return data.subset(train_idx), data.subset(held_idx)
+
+
+def load_npz(path: Path) -> Dataset:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # a zip error, a pickle refusal, a truncated file
+        raise InputError(f"data file {path} could not be read as .npz: {exc}",
+                         hint="save it with numpy.savez(path, x=inputs, y=labels)") from None
+    if "x" not in archive.files:
+        raise InputError(f"data file {path} has no array 'x' (it has: {', '.join(archive.files) or 'nothing'})",
+                         hint="save inputs as x (N, C, H, W) and optional integer labels as y (N,)")
+    x = archive["x"]
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"data file {path}: 'x' has dtype {x.dtype}, expected floating point",
+                         hint="store preprocessed float32 inputs (scaled and normalised as the model expects)")
+    if x.ndim < 2 or len(x) == 0:
+        raise InputError(f"data file {path}: 'x' has shape {x.shape}; expected (N, ...) with N >= 1 samples")
+    y = _labels_array(archive, path, len(x))
+    labels = [str(v) for v in archive["labels"]] if "labels" in archive.files else None
+    return Dataset(x.astype(np.float32), y, str(path), labels, {"layout": "as given (npz)"})
+
+
+def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
+    if "y" not in archive.files:
+        return None
+    y = archive["y"]
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
+        raise InputError(f"data file {path}: 'y' has shape {y.shape} and dtype {y.dtype}; "
+                         f"expected integer class indices of shape ({n},)")
+    if y.min() < 0:
+        raise InputError(f"data file {path}: 'y' has negative class index {int(y.min())}")
+    return y.astype(np.int64)
+
+
+def load_image_folder(path: Path, pre, size_hw: Tuple[int, int]) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise InputError(f"image folder {path} has no class sub-folders",
+                         hint="lay it out as DATA/<class name>/<image files>")
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((path / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                img = Image.open(file).convert("RGB" if pre.channels == 3 else "L")
+            except (UnidentifiedImageError, OSError) as exc:
+                raise InputError(f"image {file} could not be read: {exc}") from None
+            xs.append(_preprocess(img.resize((size_hw[1], size_hw[0])), pre))
+            ys.append(label)
+    if not xs:
+        raise InputError(f"image folder {path} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    prep = {"layout": "NCHW", "size": list(size_hw), "scale": pre.scale, "mean": pre.mean, "std": pre.std}
+    return Dataset(np.stack(xs), np.array(ys, dtype=np.int64), str(path), classes, prep)
+
+
+def _preprocess(img, pre) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.float32) * pre.scale
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean = np.array(pre.mean[: arr.shape[0]], dtype=np.float32)[:, None, None]
+    std = np.array(pre.std[: arr.shape[0]], dtype=np.float32)[:, None, None]
+    return (arr - mean) / std
+
+
+def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise InputError(f"data path {spec} does not exist",
+                         hint="pass an .npz file with x (and y) or a folder of images in class sub-folders")
+    if path.is_dir():
+        size = tuple(pre.size) if pre.size else (tuple(input_shape[-2:]) if input_shape else (224, 224))
+        data = load_image_folder(path, pre, size)
+    elif path.suffix == ".npz":
+        data = load_npz(path)
+    else:
+        raise InputError(f"data path {spec} is neither an .npz file nor a folder")
+    if input_shape is not None and data.sample_shape != tuple(input_shape[1:]):
+        raise InputError(f"data {spec}: samples have shape {data.sample_shape} but --input-shape says "
+                         f"{tuple(input_shape[1:])} (after the batch dimension)",
+                         hint="fix --input-shape or the data")
+    return data
+
+
+def parse_shape(text: str) -> Tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise InputError(f"--input-shape {text!r} is not a shape like 1x3x224x224")
+    return shape
+
+
+def require_samples(data: Dataset, needed: int, what: str, key: str) -> None:
+    if len(data) < needed:
+        raise InputError(f"data {data.source} has {len(data)} samples for {what}, which needs {needed}",
+                         hint=f"give more data, or lower it with --set {key}={len(data)}")

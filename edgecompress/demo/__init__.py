@@ -1,0 +1,93 @@
+"""The built-in demo: scikit-learn's handwritten digits (1,797 real 8x8 scans that ship with the
+package, so nothing is downloaded) and a small CNN teacher, trained on first use and cached."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEMO_VERSION = 1
+LABELS = [str(d) for d in range(10)]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGECOMPRESS_CACHE") or Path.home() / ".cache" / "edgecompress"
+    return Path(root) / "demo"
+
+
+def dataset():
+    """Digits as float32 (N, 1, 8, 8) in [0, 1], labels 0-9."""
+    from sklearn.datasets import load_digits
+
+    from ..data import Dataset
+
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) / 16.0)[:, None]
+    prep = {"layout": "NCHW", "size": [8, 8], "scale": 1 / 16, "mean": [0.0], "std": [1.0],
+            "note": "sklearn digits: 8x8 grey levels 0-16, divided by 16"}
+    return Dataset(x, digits.target.astype(np.int64), "sklearn.datasets.load_digits", LABELS, prep)
+
+
+def build():
+    """The demo architecture: four conv blocks, wide enough that pruning half the channels matters."""
+    import torch.nn as nn
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(
+        *block(1, 32), *block(32, 64), nn.MaxPool2d(2),
+        *block(64, 128), *block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(128, 10),
+    )
+
+
+def teacher(held_out_fraction: float, log=print):
+    """The trained teacher, from the cache or trained now on the training split only."""
+    import torch
+
+    from ..data import split
+
+    path = cache_dir() / f"teacher-v{DEMO_VERSION}-held{held_out_fraction:.3f}.pt"
+    model = build()
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), path
+    train, _ = split(dataset(), held_out_fraction)
+    start = time.perf_counter()
+    _train(model, train.x, train.y)
+    log(f"demo: trained the teacher on {len(train)} digits in {time.perf_counter() - start:.1f} s, cached at {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return model.eval(), path
+
+
+def _train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch: int = 64) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * ((len(x) + batch - 1) // batch))
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch):
+            opt.zero_grad()
+            F.cross_entropy(model(_augment(xt[idx], gen)), yt[idx]).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+
+
+def _augment(x, gen):
+    """Shift by up to one pixel: digits are tiny and the teacher should not memorise positions."""
+    import torch
+
+    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))

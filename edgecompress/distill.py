@@ -1,0 +1,240 @@
+"""Knowledge distillation: the teacher (the unpruned model, or a larger one the user names)
+teaches the pruned student. Losses by name from the profile; a budget in steps and/or minutes;
+checkpoints so an interrupted run continues with --resume."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .errors import EdgeCompressError, ProfileError
+from .registry import Registry, closest
+
+LOSSES = Registry("distillation loss")
+SEED = 0
+
+
+class Interrupted(EdgeCompressError):
+    exit_code = 130
+
+
+@dataclass
+class DistillReport:
+    steps: int
+    seconds: float
+    temperature: float
+    alpha: float
+    losses: List[str]
+    final_loss: Optional[float]
+    label_free: bool
+
+
+@dataclass
+class Batch:
+    student_logits: object
+    teacher_logits: object
+    labels: object  # None when the data has no labels
+    temperature: float
+    features: list  # [(projected student feature, teacher feature)]
+
+
+@LOSSES.register("soft")
+def soft_kd(b: Batch):
+    """KL between temperature-softened distributions, scaled by T^2 to keep gradient size (Hinton)."""
+    import torch.nn.functional as F
+
+    t = b.temperature
+    return F.kl_div(F.log_softmax(b.student_logits / t, 1), F.log_softmax(b.teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+@LOSSES.register("ce")
+def cross_entropy(b: Batch):
+    import torch.nn.functional as F
+
+    return None if b.labels is None else F.cross_entropy(b.student_logits, b.labels)
+
+
+@LOSSES.register("hard")
+def hard_kd(b: Batch):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(b.student_logits, b.teacher_logits.argmax(1))
+
+
+@LOSSES.register("feature")
+def feature_mse(b: Batch):
+    import torch.nn.functional as F
+
+    return sum(F.mse_loss(s, t) for s, t in b.features) / max(1, len(b.features))
+
+
+def combine(terms: Dict[str, object], alpha: float, feature_weight: float):
+    """alpha weights the teacher's soft labels against the label losses (ce, hard); a group that
+    is absent (no labels: label-free) leaves the other with weight 1."""
+    soft = terms.get("soft")
+    label = [v for k, v in terms.items() if k in ("ce", "hard") and v is not None]
+    label_loss = sum(label) / len(label) if label else None
+    if soft is not None and label_loss is not None:
+        total = alpha * soft + (1 - alpha) * label_loss
+    else:
+        total = soft if soft is not None else label_loss
+    if terms.get("feature") is not None:
+        total = terms["feature"] * feature_weight + (0 if total is None else total)
+    return total
+
+
+class FeatureTap:
+    """Captures named layers' outputs in student and teacher; a learned 1x1 projection maps the
+    student's width onto the teacher's where pruning made them differ."""
+
+    def __init__(self, student, teacher, pairs, example):
+        import torch
+
+        self.pairs = [tuple(p) for p in pairs]
+        self.out: Dict[str, object] = {}
+        self.hooks = []
+        for role, model in (("s", student), ("t", teacher)):
+            modules = dict(model.named_modules())
+            for pair in self.pairs:
+                name = pair[0] if role == "s" else pair[1]
+                if name not in modules:
+                    which = "student" if role == "s" else "teacher"
+                    raise ProfileError(f"distill.feature_layers names {which} layer '{name}', which does not exist."
+                                       f"{closest(name, modules)}")
+                self.hooks.append(modules[name].register_forward_hook(self._keep(f"{role}:{name}")))
+        with torch.no_grad():
+            student.eval()(example), teacher(example)
+        self.proj = torch.nn.ModuleList(self._projection(s, t) for s, t in self.pairs)
+
+    def _keep(self, key):
+        def hook(module, inputs, output):
+            self.out[key] = output
+        return hook
+
+    def _projection(self, s_name, t_name):
+        import torch.nn as nn
+
+        s, t = self.out[f"s:{s_name}"], self.out[f"t:{t_name}"]
+        if s.shape[1] == t.shape[1]:
+            return nn.Identity()
+        return nn.Conv2d(s.shape[1], t.shape[1], 1) if s.dim() == 4 else nn.Linear(s.shape[1], t.shape[1])
+
+    def features(self):
+        return [(p(self.out[f"s:{s}"]), self.out[f"t:{t}"]) for p, (s, t) in zip(self.proj, self.pairs)]
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
+    """Step-seeded sampling: a resumed run draws exactly the batches the interrupted one would have."""
+    return np.random.default_rng(SEED + step).choice(n, size=min(batch_size, n), replace=False)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-write never destroys the previous checkpoint
+
+
+def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Optional[float],
+             checkpoint: Path, meta: dict, resume: Optional[dict] = None,
+             regularize: Optional[Callable[[], None]] = None, after_step: Optional[Callable[[], None]] = None,
+             label: str = "distill") -> DistillReport:
+    """Train `student` in place for at most `steps` steps and/or `seconds` seconds."""
+    import torch
+
+    x, y = torch.from_numpy(train.x), None if train.y is None else torch.from_numpy(train.y)
+    tap = FeatureTap(student, teacher, cfg.feature_layers, x[:2]) if "feature" in cfg.losses else None
+    params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    start_step, spent_s, recent = 0, 0.0, []
+    if resume:
+        opt.load_state_dict(resume["optimizer"])
+        if tap and resume.get("projections"):
+            tap.proj.load_state_dict(resume["projections"])
+        start_step, spent_s, recent = resume["step"], resume["seconds"], resume["recent_losses"]
+    teacher.eval()
+    student.train()
+    bar = _progress(label, steps, start_step)
+    t0, step = time.perf_counter() - spent_s, start_step
+
+    def state(at_step):
+        return dict(meta, step=at_step, seconds=time.perf_counter() - t0, optimizer=opt.state_dict(),
+                    student=_structure_state(student), recent_losses=recent[-20:],
+                    projections=tap.proj.state_dict() if tap else None)
+
+    try:
+        while (steps is None or step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+            idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
+            loss = _train_step(student, teacher, x[idx], None if y is None else y[idx], cfg, tap, opt, regularize)
+            if after_step:
+                after_step()
+            step += 1
+            recent.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")
+            if step % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint, state(step))
+    except KeyboardInterrupt:
+        save_checkpoint(checkpoint, state(step))
+        bar.close()
+        raise Interrupted(f"interrupted at {label} step {step}; progress saved to {checkpoint}",
+                          hint="run the same command again with --resume to continue") from None
+    finally:
+        if tap:
+            tap.close()
+    bar.close()
+    student.eval()
+    save_checkpoint(checkpoint, state(step))
+    return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, list(cfg.losses),
+                         float(np.mean(recent[-20:])) if recent else None, y is None)
+
+
+def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize) -> float:
+    import torch
+
+    with torch.no_grad():
+        t_logits = teacher(xb)
+    s_logits = student(xb)
+    batch = Batch(s_logits, t_logits, yb, cfg.temperature, tap.features() if tap else [])
+    terms = {name: LOSSES.get(name)(batch) for name in cfg.losses}
+    loss = combine(terms, cfg.alpha, cfg.feature_weight)
+    if loss is None:
+        raise ProfileError(f"distill.losses {cfg.losses} need labels, and the data has none",
+                           hint="add 'soft' or 'hard' to distill.losses for label-free distillation")
+    opt.zero_grad()
+    loss.backward()
+    if regularize:
+        regularize()
+    opt.step()
+    return float(loss.detach())
+
+
+def _structure_state(model):
+    """Weights plus the pruned layer sizes, so a fresh copy of the original can take this shape."""
+    import torch_pruning as tp
+
+    return tp.state_dict(model)
+
+
+def restore_structure_(model, state) -> None:
+    import torch_pruning as tp
+
+    tp.load_state_dict(model, state)
+
+
+def _progress(label: str, total: Optional[int], initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True,
+                disable=os.environ.get("EDGECOMPRESS_PROGRESS") == "0")

@@ -1,0 +1,61 @@
+"""PyTorch -> ONNX. The legacy TorchScript exporter is used because it is an order of magnitude
+faster than the dynamo exporter on these models and handles pruned graphs the same way."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from .errors import StageError
+
+INPUT_NAME = "input"
+
+
+def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
+    """Write `model` to `path` with a dynamic batch dimension; a failure names the layer."""
+    import torch
+
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        n_outputs = _count_outputs(model(example))
+    output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
+    axes = {name: {0: "batch"} for name in [INPUT_NAME] + output_names}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=output_names,
+                              dynamic_axes=axes, opset_version=cfg.opset, dynamo=False, do_constant_folding=True)
+    except Exception as exc:
+        layer = layer_of_failure(model, example) if layer_of_failure else None
+        where = f" in layer '{layer}'" if layer else ""
+        raise StageError("export", f"ONNX export failed{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                         hint="add the layer to prune.ignore, or try another export.opset") from None
+    return path
+
+
+def _count_outputs(out) -> int:
+    if isinstance(out, (tuple, list)):
+        return len(out)
+    if isinstance(out, dict):
+        raise StageError("export", "the model returns a dict; return a tensor or a tuple of tensors for export")
+    return 1
+
+
+def io_spec(path: Path) -> dict:
+    """Names, shapes and dtypes of an ONNX model's inputs and outputs, for the manifest."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+            out.append({"name": v.name, "shape": dims,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    inits = {i.name for i in model.graph.initializer}
+    return {"inputs": describe([v for v in model.graph.input if v.name not in inits]),
+            "outputs": describe(model.graph.output)}

@@ -1,0 +1,145 @@
+"""Model input: `path/file.py:factory` (+ optional weights), an `.onnx` file, or the built-in demo."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import InputError
+from .registry import closest
+
+
+@dataclass
+class ModelSource:
+    name: str
+    kind: str  # "torch" | "onnx"
+    sha256: str
+    module: Any = None  # nn.Module for kind == "torch"
+    onnx_path: Optional[Path] = None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def user_traceback(exc: BaseException, user_file: Path) -> str:
+    """The traceback from the first frame in the user's file on: their code, not ours."""
+    tb = exc.__traceback__
+    while tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve() != user_file.resolve():
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb) if tb else traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def _import_file(path: Path):
+    spec = importlib.util.spec_from_file_location(f"edgecompress_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))  # let the user's file import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InputError(f"importing {path} raised {type(exc).__name__}:\n{user_traceback(exc, path)}",
+                         hint=f"fix the error in {path}") from None
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def load_factory(spec: str, weights: Optional[str]) -> ModelSource:
+    import torch
+
+    file_part, _, factory_name = spec.rpartition(":")
+    if not file_part or not factory_name:
+        raise InputError(f"model {spec!r} is not path/file.py:factory", hint="example: models/net.py:build")
+    path = Path(file_part).expanduser()
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist")
+    module = _import_file(path)
+    factory = getattr(module, factory_name, None)
+    if factory is None:
+        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise InputError(f"{path} has no '{factory_name}'.{closest(factory_name, names)}",
+                         hint=f"callables in {path.name}: {', '.join(names) or 'none'}")
+    if not callable(factory):
+        raise InputError(f"{path}:{factory_name} is a {type(factory).__name__}, not a callable",
+                         hint="point at a function or class that returns an nn.Module")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise InputError(f"{path}:{factory_name}() raised {type(exc).__name__}:\n{user_traceback(exc, path)}",
+                         hint=f"fix the error in {path}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module")
+    digest = hashlib.sha256(path.read_bytes())
+    if weights:
+        _load_weights(model, Path(weights).expanduser())
+        digest.update(bytes.fromhex(sha256_file(Path(weights).expanduser())))
+    return ModelSource(factory_name if factory_name not in ("build", "model", "create") else path.stem,
+                       "torch", digest.hexdigest(), module=model.eval())
+
+
+def _load_weights(model, path: Path) -> None:
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"weights {path} could not be loaded with weights_only=True: {exc}",
+                         hint="save them with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"weights {path} hold a {type(state).__name__}, not a state_dict")
+    _check_state(model, state, path)
+    model.load_state_dict(state)
+
+
+def _check_state(model, state: dict, path: Path) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise InputError(f"weights {path} do not match the model:\n  " + "\n  ".join(parts),
+                         hint="check that the factory builds the same architecture the weights were saved from")
+
+
+def load_onnx(spec: str) -> ModelSource:
+    import onnx
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist")
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a valid ONNX model: {first}",
+                         hint="re-export it, or pass the PyTorch factory (file.py:factory) instead") from None
+    return ModelSource(path.stem, "onnx", sha256_file(path), onnx_path=path)
+
+
+def load(spec: Optional[str], weights: Optional[str]) -> ModelSource:
+    if spec is None:
+        raise InputError("no model given")  # the pipeline handles the demo before calling this
+    if spec.endswith(".onnx"):
+        if weights:
+            raise InputError("--weights applies to a PyTorch factory, not to an .onnx model")
+        return load_onnx(spec)
+    if ":" in spec:
+        return load_factory(spec, weights)
+    raise InputError(f"model {spec!r} is neither file.py:factory nor an .onnx file",
+                     hint="example: edgecompress deploy models/net.py:build --target arm --data calib.npz")

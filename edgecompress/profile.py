@@ -1,0 +1,232 @@
+"""Target profiles: a typed, closed schema (unknown keys are errors), loaded from YAML, merged with
+`--set key=value` overrides and reported all at once with the file, the key and a suggestion."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ProfileError
+from .registry import closest
+
+TARGETS_DIR = Path(__file__).parent / "targets"
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Device(Closed):
+    arch: Literal["arm64", "armv7", "x86_64"]
+    cores: int = Field(ge=1, le=256)
+    accelerator: str = "none"
+    memory_gb: Optional[float] = Field(default=None, gt=0)
+
+
+class SparsityTraining(Closed):
+    """Network slimming: L1 on BN scales before pruning with bn_scale importance."""
+
+    steps: int = Field(default=0, ge=0)
+    reg: float = Field(default=1e-4, ge=0)
+
+
+class Prune(Closed):
+    structure: Literal["channel", "unstructured", "none"] = "channel"
+    ratio: float = Field(default=0.5, gt=0, lt=1)
+    round_to: Optional[int] = Field(default=8, ge=1)
+    importance: Literal["l2", "taylor", "bn_scale"] = "l2"
+    iterative_steps: int = Field(default=1, ge=1, le=50)
+    ignore: List[str] = Field(default_factory=list)
+    sparsity_training: SparsityTraining = Field(default_factory=SparsityTraining)
+
+
+class Distill(Closed):
+    steps: Optional[int] = Field(default=600, ge=0)
+    minutes: Optional[float] = Field(default=None, gt=0)
+    losses: List[Literal["soft", "ce", "hard", "feature"]] = Field(default_factory=lambda: ["soft", "ce"])
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    feature_layers: List[Tuple[str, str]] = Field(default_factory=list)
+    feature_weight: float = Field(default=1.0, ge=0)
+    checkpoint_every: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give a budget: distill.steps and/or distill.minutes (steps: 0 skips distillation)")
+        if "feature" in self.losses and not self.feature_layers:
+            raise ValueError("losses has 'feature' but feature_layers is empty: name pairs [student_layer, teacher_layer]")
+        return self
+
+
+class Quantize(Closed):
+    precision: Literal["fp32", "fp16", "int8"] = "int8"
+    calibration_samples: int = Field(default=128, ge=1)
+    activations: Literal["uint8", "int8"] = "uint8"
+    weights: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class Preprocess(Closed):
+    """How raw images become the model's input: x = (pixel * scale - mean) / std, per channel."""
+
+    layout: Literal["NCHW"] = "NCHW"
+    size: Optional[Tuple[int, int]] = None  # (height, width); default: from --input-shape, else 224x224
+    channels: Literal[1, 3] = 3
+    scale: float = Field(default=1 / 255, gt=0)
+    mean: List[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+class Export(Closed):
+    format: Literal["onnx", "tflite", "tensorrt"] = "onnx"
+    opset: int = Field(default=17, ge=11, le=23)
+
+
+class Verify(Closed):
+    """Tolerances for the exported model against PyTorch on held-out inputs."""
+
+    max_abs_diff: float = Field(default=1e-3, gt=0)  # FP32 export: numerics must match closely
+    min_top1_agreement: float = Field(default=0.97, ge=0, le=1)  # quantized: decisions must agree
+    held_out_fraction: float = Field(default=0.2, gt=0, lt=1)
+    samples: int = Field(default=256, ge=1)
+
+
+class Bench(Closed):
+    warmup_runs: int = Field(default=10, ge=0)
+    warmup_seconds: float = Field(default=1.0, ge=0)
+    runs: int = Field(default=100, ge=1)
+    seconds: float = Field(default=3.0, ge=0)
+    threads: int = Field(default=2, ge=1)
+    energy: str = "auto"
+    idle_seconds: float = Field(default=1.0, ge=0)
+
+
+class Profile(Closed):
+    name: str
+    family: Literal["arm", "host", "jetson", "android"]
+    description: str = ""
+    default_for_family: bool = False
+    runtime: Literal["onnxruntime", "litert", "tensorrt"]
+    device: Device
+    prune: Prune = Field(default_factory=Prune)
+    distill: Distill = Field(default_factory=Distill)
+    quantize: Quantize = Field(default_factory=Quantize)
+    preprocess: Preprocess = Field(default_factory=Preprocess)
+    export: Export = Field(default_factory=Export)
+    verify: Verify = Field(default_factory=Verify)
+    bench: Bench = Field(default_factory=Bench)
+
+
+def _fields_at(loc: Tuple) -> List[str]:
+    """The valid keys of the schema section at `loc`, for suggestions."""
+    model: Any = Profile
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _describe(err: dict, overrides: Dict[str, str]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    where = f"--set {key}" if key in overrides else key
+    if err["type"] == "extra_forbidden":
+        parent, leaf = err["loc"][:-1], str(err["loc"][-1])
+        valid = _fields_at(parent)
+        return f"{where}: unknown key.{closest(leaf, valid)} Valid keys here: {', '.join(valid)}"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def validate(data: dict, source: str, overrides: Dict[str, str] | None = None) -> Profile:
+    overrides = overrides or {}
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, overrides) for e in exc.errors()]
+        raise ProfileError(
+            f"profile {source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+            hint="fix the keys above (edgecompress targets show NAME prints a valid profile)",
+        ) from None
+
+
+def available() -> Dict[str, Path]:
+    return {p.stem: p for p in sorted(TARGETS_DIR.glob("*.yaml"))}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {path} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def family_default(family: str) -> Optional[str]:
+    for name, path in available().items():
+        data = _read_yaml(path)
+        if data.get("family") == family and data.get("default_for_family"):
+            return name
+    return None
+
+
+def resolve_name(target: str) -> Tuple[Path, Optional[str]]:
+    """A profile name, family name or path to a YAML file -> (path, note for the user)."""
+    if target.endswith((".yaml", ".yml")):
+        path = Path(target)
+        if not path.is_file():
+            raise ProfileError(f"profile file {target} does not exist")
+        return path, None
+    known = available()
+    if target in known:
+        return known[target], None
+    default = family_default(target)
+    if default:
+        return known[default], f"target family '{target}' resolves to its default profile '{default}'"
+    families = sorted({_read_yaml(p).get("family") for p in known.values()})
+    raise ProfileError(
+        f"unknown target '{target}'.{closest(target, list(known) + families)}",
+        hint=f"known targets: {', '.join(known)}; families: {', '.join(families)} "
+        "(or pass a path to your own .yaml profile)",
+    )
+
+
+def parse_overrides(pairs: List[str]) -> Dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ProfileError(f"--set {pair!r} is not key=value", hint="example: --set prune.ratio=0.3")
+        out[key.strip()] = value
+    return out
+
+
+def _apply(data: dict, key: str, raw: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ProfileError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load(target: str, overrides: List[str] | None = None) -> Tuple[Profile, Optional[str]]:
+    path, note = resolve_name(target)
+    data = _read_yaml(path)
+    pairs = parse_overrides(overrides or [])
+    for key, raw in pairs.items():
+        _apply(data, key, raw)
+    return validate(data, str(path), pairs), note
+
+
+def dump(profile: Profile) -> str:
+    return yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,166 @@
+"""Pruning with Torch-Pruning's dependency graph: whole channels (`channel`) or single weights
+(`unstructured`, a size gain only: dense CPU kernels run zeros as fast as other numbers)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from .errors import ProfileError, StageError
+from .registry import Registry, closest
+
+IMPORTANCE = Registry("pruning importance")
+
+
+@IMPORTANCE.register("l2")
+def _l2():
+    import torch_pruning as tp
+
+    return tp.importance.GroupMagnitudeImportance(p=2)
+
+
+@IMPORTANCE.register("taylor")
+def _taylor():
+    import torch_pruning as tp
+
+    return tp.importance.GroupTaylorImportance()
+
+
+@IMPORTANCE.register("bn_scale")
+def _bn_scale():
+    import torch_pruning as tp
+
+    return tp.importance.BNScaleImportance()
+
+
+@dataclass
+class PruneReport:
+    structure: str
+    ratio: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    nonzero_params_after: int = 0
+    ignored_layers: List[str] = field(default_factory=list)
+
+
+def count(model, example) -> tuple:
+    """(MACs, params) by Torch-Pruning's counter."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
+
+
+def count_nonzero(model) -> int:
+    return int(sum(int((p != 0).sum()) for p in model.parameters()))
+
+
+def ignored_modules(model, cfg) -> List[str]:
+    """The profile's `ignore` names, checked, plus the classifier: its outputs are the classes."""
+    import torch.nn as nn
+
+    names = dict(model.named_modules())
+    for name in cfg.ignore:
+        if name not in names:
+            raise ProfileError(f"prune.ignore names layer '{name}', which the model does not have.{closest(name, names)}",
+                               hint="layer names are those of model.named_modules()")
+    heads = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return list(dict.fromkeys(list(cfg.ignore) + heads[-1:]))
+
+
+def step_ratio(ratio: float, step: int, steps: int) -> float:
+    """Ratio to prune at `step` (1-based) of the *current* width so that after `steps` steps the
+    model keeps 1 - ratio of its original width. Each step is a fresh one-shot pruning, so a run
+    resumed between steps needs no pruner state."""
+    keep_before = 1 - ratio * (step - 1) / steps
+    keep_after = 1 - ratio * step / steps
+    return 1 - keep_after / keep_before
+
+
+def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callable] = None) -> None:
+    """One step of `cfg.iterative_steps` channel pruning, in place."""
+    import torch_pruning as tp
+
+    names = dict(model.named_modules())
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=IMPORTANCE.get(cfg.importance)(),
+        pruning_ratio=step_ratio(cfg.ratio, step, cfg.iterative_steps), round_to=cfg.round_to,
+        ignored_layers=[names[n] for n in ignored_modules(model, cfg)],
+    )
+    if cfg.importance == "taylor":
+        if grad_fn is None:
+            raise StageError("prune", "taylor importance needs data to compute gradients")
+        model.zero_grad()
+        grad_fn(model)  # fills .grad, which GroupTaylorImportance reads
+    pruner.step()
+    model.zero_grad()
+    check_runs(model, example)
+
+
+def magnitude_masks(model, ratio: float, ignore: List[str]) -> dict:
+    """Per-layer masks that zero the `ratio` smallest-magnitude weights of each conv/linear layer."""
+    import torch
+    import torch.nn as nn
+
+    masks = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and name not in ignore:
+            w = module.weight.detach().abs().flatten()
+            k = int(len(w) * ratio)
+            if k:
+                threshold = torch.kthvalue(w, k).values
+                masks[name] = module.weight.detach().abs() > threshold
+    return masks
+
+
+def apply_masks_(model, masks: dict) -> None:
+    import torch
+
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            modules[name].weight.mul_(mask)
+
+
+def failing_layer(model, example) -> Optional[str]:
+    """The innermost layer whose forward raised, or None when the model runs."""
+    import torch
+
+    entered: List[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: entered.append(n))
+             for n, m in model.named_modules() if n]
+    hooks += [m.register_forward_hook(lambda mod, inp, out, n=n: entered.remove(n) if n in entered else None)
+              for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(example)
+        return None
+    except Exception:
+        return entered[-1] if entered else "<model forward>"
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def check_runs(model, example) -> None:
+    layer = failing_layer(model.eval(), example)
+    if layer is not None:
+        raise StageError("prune", f"the pruned model fails in layer '{layer}'",
+                         hint=f"add '{layer}' to prune.ignore (e.g. --set 'prune.ignore=[{layer}]') or lower prune.ratio")
+
+
+def slimming_regularizer(model, reg: float) -> Callable[[], None]:
+    """Network slimming: an L1 subgradient on every BatchNorm scale, applied after backward, so
+    that unimportant channels' scales go to zero before bn_scale importance ranks them."""
+    import torch
+    import torch.nn as nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+
+    def regularize() -> None:
+        for bn in bns:
+            if bn.weight.grad is not None:
+                bn.weight.grad.add_(reg * torch.sign(bn.weight.detach()))
+
+    return regularize

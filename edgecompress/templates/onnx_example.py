@@ -1,0 +1,51 @@
+"""Classify one input with this bundle's model (needs numpy and onnxruntime only).
+
+    python example.py                 # the first held-out sample stored in parity.npz
+    python example.py input.npy       # one preprocessed input, shaped like the model's input (batch optional)
+    python example.py photo.jpg       # an image, preprocessed as manifest.json says (needs Pillow)
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_input(arg, manifest):
+    if arg is None:
+        return np.load(HERE / "parity.npz")["x"][:1]
+    path = Path(arg)
+    if path.suffix == ".npy":
+        x = np.load(path).astype(np.float32)
+        return x if x.ndim == len(manifest["inputs"][0]["shape"]) else x[None]
+    from PIL import Image
+
+    pre = manifest["inputs"][0]["preprocessing"]
+    channels = manifest["inputs"][0]["shape"][1]
+    height, width = pre["size"]
+    img = Image.open(path).convert("RGB" if channels == 3 else "L").resize((width, height))
+    arr = np.asarray(img, dtype=np.float32) * pre["scale"]
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean = np.array(pre["mean"][:channels], np.float32)[:, None, None]
+    std = np.array(pre["std"][:channels], np.float32)[:, None, None]
+    return ((arr - mean) / std)[None]
+
+
+def main():
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    session = ort.InferenceSession(str(HERE / manifest["model"]["file"]), providers=["CPUExecutionProvider"])
+    x = load_input(sys.argv[1] if len(sys.argv) > 1 else None, manifest)
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+    labels_file = HERE / "labels.txt"
+    labels = labels_file.read_text().splitlines() if labels_file.exists() else [str(i) for i in range(len(logits))]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    for i in np.argsort(-probs)[:3]:
+        print(f"{labels[i]:>12}  {probs[i]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

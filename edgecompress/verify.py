@@ -1,0 +1,100 @@
+"""Numeric checks of an exported model against its reference on held-out inputs: max abs
+difference per output, top-1 agreement, and accuracy when labels exist."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import ToleranceError
+
+
+@dataclass
+class OutputDiff:
+    name: str
+    max_abs_diff: float
+    mean_abs_diff: float
+
+
+@dataclass
+class Parity:
+    what: str
+    samples: int
+    outputs: List[OutputDiff] = field(default_factory=list)
+    top1_agreement: Optional[float] = None
+    accuracy: Optional[float] = None
+    reference_accuracy: Optional[float] = None
+    tolerance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [f"  {o.name:<16} max |diff| {o.max_abs_diff:.3g}  mean |diff| {o.mean_abs_diff:.3g}" for o in self.outputs]
+        if self.top1_agreement is not None:
+            rows.append(f"  top-1 agreement  {self.top1_agreement:.2%} over {self.samples} held-out samples")
+        if self.accuracy is not None:
+            rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
+        return "\n".join(rows)
+
+
+def torch_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
+    import torch
+
+    chunks = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(torch.from_numpy(x[i: i + batch]))
+            chunks.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def onnx_session(path: Path, threads: int = 2):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2) -> List[np.ndarray]:
+    session = onnx_session(path, threads)
+    name = session.get_inputs()[0].name
+    chunks = [session.run(None, {name: x[i: i + batch].astype(np.float32)}) for i in range(0, len(x), batch)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray], names: List[str],
+            y: Optional[np.ndarray]) -> Parity:
+    report = Parity(what, len(reference[0]))
+    for name, c, r in zip(names, candidate, reference):
+        diff = np.abs(c.astype(np.float64) - r.astype(np.float64))
+        report.outputs.append(OutputDiff(name, float(diff.max()), float(diff.mean())))
+    if reference[0].ndim == 2 and reference[0].shape[1] > 1:
+        c_top, r_top = candidate[0].argmax(1), reference[0].argmax(1)
+        report.top1_agreement = float((c_top == r_top).mean())
+        if y is not None:
+            report.accuracy = float((c_top == y).mean())
+            report.reference_accuracy = float((r_top == y).mean())
+    return report
+
+
+def check(report: Parity, quantized: bool, cfg) -> Parity:
+    """FP32 exports must match closely; quantized ones must agree on the decision."""
+    problems = []
+    if quantized:
+        report.tolerance = {"min_top1_agreement": cfg.min_top1_agreement}
+        if report.top1_agreement is not None and report.top1_agreement < cfg.min_top1_agreement:
+            problems.append(f"top-1 agreement {report.top1_agreement:.2%} < {cfg.min_top1_agreement:.2%}")
+    else:
+        report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
+        problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"
+                     for o in report.outputs if o.max_abs_diff > cfg.max_abs_diff]
+    if problems:
+        raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(problems),
+                             report=report.table(),
+                             hint="loosen verify.* with --set if this is acceptable, or use more calibration data")
+    return report
