@@ -2,12 +2,14 @@
 goes to hidden temporary paths first, then two renames), with a manifest of checksums."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 
@@ -80,24 +82,31 @@ def _publish(tmp: Path, tmp_zip: Path, final: Path, force: bool) -> None:
     os.replace(tmp_zip, zip_path)
 
 
-def open_bundle(path: Path) -> Path:
-    """A bundle folder, or a .zip extracted next to a temporary folder; returns the folder."""
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Path]:
+    """A bundle folder as is, or a bundle .zip extracted to a temporary folder removed afterwards."""
     path = Path(path)
     if path.is_dir():
-        if not (path / MANIFEST).is_file():
-            raise InputError(f"{path} is not a bundle: it has no {MANIFEST}")
-        return path
-    if path.suffix == ".zip" and path.is_file():
-        import tempfile
+        yield _bundle_folder(path)
+    elif path.suffix == ".zip" and path.is_file():
+        with tempfile.TemporaryDirectory(prefix="ec-bundle-") as tmp:
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    zf.extractall(tmp)
+            except zipfile.BadZipFile as exc:
+                raise InputError(f"bundle {path} is not a valid zip: {exc}") from None
+            inner = [p for p in Path(tmp).iterdir() if p.is_dir()]
+            if len(inner) != 1:
+                raise InputError(f"{path} does not hold one bundle folder")
+            yield _bundle_folder(inner[0])
+    else:
+        raise InputError(f"bundle {path} does not exist", hint="pass the bundle folder or its .zip")
 
-        dst = Path(tempfile.mkdtemp(prefix="ec-bundle-"))
-        with zipfile.ZipFile(path) as zf:
-            zf.extractall(dst)
-        inner = [p for p in dst.iterdir() if p.is_dir()]
-        if len(inner) != 1:
-            raise InputError(f"{path} does not hold one bundle folder")
-        return open_bundle(inner[0])
-    raise InputError(f"bundle {path} does not exist", hint="pass the bundle folder or its .zip")
+
+def _bundle_folder(path: Path) -> Path:
+    if not (path / MANIFEST).is_file():
+        raise InputError(f"{path} is not a bundle: it has no {MANIFEST}")
+    return path
 
 
 def read_manifest(folder: Path) -> dict:

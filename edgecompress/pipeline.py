@@ -1,0 +1,421 @@
+"""The deploy pipeline: the only module that calls every stage. Reads top to bottom:
+load -> prune -> distill -> export -> quantize -> verify -> bench -> bundle."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from . import __version__
+from . import bundle, data as data_mod, distill, export, models, profile as profile_mod, prune, quantize, report, verify
+from .errors import InputError
+
+
+@dataclass
+class DeployOptions:
+    model: Optional[str] = None
+    target: str = "host"
+    data: Optional[str] = None
+    weights: Optional[str] = None
+    teacher: Optional[str] = None
+    teacher_weights: Optional[str] = None
+    input_shape: Optional[str] = None
+    out: Path = Path("dist")
+    overrides: List[str] = field(default_factory=list)
+    device: Optional[str] = None
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def deploy(opts: DeployOptions) -> dict:
+    t_start = time.perf_counter()
+    prof, note = profile_mod.load(opts.target, opts.overrides)
+    if note:
+        log(note)
+    if opts.device:
+        raise InputError(f"--device {opts.device}: running on a remote device is not available in this version",
+                         hint="leave out --device to measure on this host")
+    source, dataset = load_inputs(opts, prof)
+    name = bundle.bundle_name(source.name, prof.name)
+    final = bundle.check_destination(Path(opts.out), name, opts.force)
+    train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
+    if prof.quantize.precision == "int8":
+        data_mod.require_samples(train, prof.quantize.calibration_samples, "INT8 calibration",
+                                 "quantize.calibration_samples")
+    held = held.subset(slice(0, prof.verify.samples))
+    work = Path(opts.out) / f".{name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
+
+    if source.kind == "torch":
+        stages = compress_torch(source, prof, train, held, work, opts)
+    else:
+        stages = prepare_onnx(source, prof, held, work)
+    deployed, parity = quantize_and_check(stages, prof, train, held, work)
+    stages["parity"], stages["held_y"] = parity, held.y
+    log("bench: original and compressed model on this host, one after the other")
+    input_shape = [1, *dataset.sample_shape]
+    from . import bench  # noqa: E402  (keeps torch-free modules light at import)
+    results = bench.measure({"original": stages["original_onnx"], "compressed": deployed}, prof.bench, prof.runtime,
+                            input_shape, quiet=opts.quiet)
+    summary, manifest = describe(source, prof, dataset, stages, deployed, results, input_shape)
+    published = bundle.write(Path(opts.out), name, files=bundle_files(deployed),
+                             texts=bundle_texts(dataset, manifest, summary), manifest=manifest,
+                             parity=stages["parity_arrays"], force=opts.force)
+    shutil.rmtree(work, ignore_errors=True)  # the run finished: its checkpoint is no longer needed
+    summary["after"]["zip_bytes"] = bundle.zip_bytes(published)
+    summary.update(bundle=str(published), zip=str(published.with_suffix(".zip")),
+                   seconds=round(time.perf_counter() - t_start, 1))
+    return summary
+
+
+def load_inputs(opts: DeployOptions, prof):
+    shape = data_mod.parse_shape(opts.input_shape) if opts.input_shape else None
+    if opts.model is None:
+        from . import demo
+
+        teacher, path = demo.teacher(prof.verify.held_out_fraction, log=log)
+        source = models.ModelSource("demo", "torch", models.sha256_file(path), module=teacher)
+        dataset = data_mod.load(opts.data, prof.preprocess, shape) if opts.data else demo.dataset()
+        return source, dataset
+    source = models.load(opts.model, opts.weights)
+    if not opts.data:
+        raise InputError("--data is required with your own model (calibration, distillation and checks need samples)",
+                         hint="pass an .npz with x (and y) or a folder of images in class sub-folders")
+    return source, data_mod.load(opts.data, prof.preprocess, shape)
+
+
+def compress_torch(source, prof, train, held, work: Path, opts: DeployOptions) -> dict:
+    import torch
+
+    teacher = source.module.eval()
+    if opts.teacher:
+        teacher = models.load(opts.teacher, opts.teacher_weights).module.eval()
+    example = torch.from_numpy(train.x[:1])
+    student = copy.deepcopy(source.module).eval()
+    macs_before, params_before = prune.count(student, example)
+    prune_report, distill_report = prune_and_distill_(student, teacher, prof, train, example, work, source, opts)
+    macs_after, params_after = prune.count(student, example)
+    prune_report.update(params_before=params_before, params_after=params_after, macs_before=macs_before,
+                        macs_after=macs_after, nonzero_params_after=prune.count_nonzero(student))
+    log(f"prune: params {params_before:,} -> {params_after:,}, MACs {macs_before:,} -> {macs_after:,}")
+    original_onnx = export.export_onnx(source.module, example, work / "original.onnx", prof.export, prune.failing_layer)
+    student_onnx = export.export_onnx(student, example, work / "student_fp32.onnx", prof.export, prune.failing_layer)
+    names = [o["name"] for o in export.io_spec(student_onnx)["outputs"]]
+    ref_student = verify.torch_outputs(student, held.x)
+    ref_original = verify.torch_outputs(source.module, held.x)
+    checks = [
+        verify.check(verify.compare("original.onnx vs PyTorch original", verify.onnx_outputs(original_onnx, held.x),
+                                    ref_original, names, held.y), False, prof.verify),
+        verify.check(verify.compare("student FP32 ONNX vs PyTorch student", verify.onnx_outputs(student_onnx, held.x),
+                                    ref_student, names, held.y), False, prof.verify),
+    ]
+    log("export: ONNX FP32 matches PyTorch (max |diff| "
+        + ", ".join(f"{o.max_abs_diff:.2g}" for c in checks for o in c.outputs) + ")")
+    return {"original_onnx": original_onnx, "student_onnx": student_onnx, "reference": ref_student,
+            "reference_original": ref_original, "output_names": names, "checks": checks,
+            "pruning": prune_report, "distillation": distill_report,
+            "counts_before": (params_before, macs_before), "counts_after": (params_after, macs_after)}
+
+
+def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, opts) -> tuple:
+    """Prune in `iterative_steps` rounds with an equal share of the distillation budget after each;
+    every round checkpoints, so --resume continues where an interrupted run stopped."""
+    p, d = prof.prune, prof.distill
+    ckpt_path = work / "checkpoint.pt"
+    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof)}
+    resume = _load_checkpoint(ckpt_path, meta, student) if opts.resume else None
+    rounds = p.iterative_steps if p.structure == "channel" else 1
+    steps = None if d.steps is None else d.steps // rounds
+    seconds = None if d.minutes is None else d.minutes * 60 / rounds
+    ignore = prune.ignored_modules(student, p) if p.structure != "none" else []
+    masks = None
+    if p.structure == "unstructured":
+        masks = _masks_after_resume(student, resume) or prune.magnitude_masks(student, p.ratio, ignore)
+    regularize = None
+    if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
+        regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
+    report_d = None
+    first_round = 0 if regularize else 1
+    for rnd in range(first_round, rounds + 1):
+        state = resume if resume and resume["round"] == rnd else None
+        if resume and resume["round"] > rnd:
+            continue
+        if rnd == 0:  # network slimming: L1 on BN scales first, so bn_scale ranks channels well
+            distill.distill_(student, teacher, train, d, steps=p.sparsity_training.steps, seconds=None,
+                             checkpoint=ckpt_path, meta=dict(meta, round=0), resume=state, regularize=regularize,
+                             label="slimming")
+            continue
+        if state is None:
+            _prune_round_(student, teacher, prof, train, example, rnd, masks)
+        if d.steps == 0:
+            continue
+        report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
+                                    meta=dict(meta, round=rnd), resume=state,
+                                    after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
+                                    label=f"distill {rnd}/{rounds}")
+        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, loss {report_d.final_loss}")
+    pruning = {"structure": p.structure, "ratio": p.ratio if p.structure != "none" else 0.0,
+               "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
+    return pruning, _distill_dict(report_d, d)
+
+
+def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> None:
+    p = prof.prune
+    if p.structure == "channel":
+        prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
+    elif p.structure == "unstructured":
+        prune.apply_masks_(student, masks)
+
+
+def _taylor_grads(teacher, train, d):
+    """Gradients for Taylor importance: the loss against labels, or against the teacher's top-1."""
+    def fill(model):
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(train.x[: min(len(train), 4 * d.batch_size)])
+        target = torch.from_numpy(train.y[: len(x)]) if train.y is not None else teacher(x).argmax(1).detach()
+        F.cross_entropy(model(x), target).backward()
+    return fill
+
+
+def _masks_after_resume(student, resume) -> Optional[dict]:
+    if not resume:
+        return None
+    import torch.nn as nn
+    return {n: m.weight.detach() != 0 for n, m in student.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _profile_hash(prof) -> str:
+    return hashlib.sha256(json.dumps(prof.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
+    import torch
+
+    if not path.is_file():
+        log(f"--resume: no checkpoint at {path}; starting from the beginning")
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by distill
+    for key, value in meta.items():
+        if state.get(key) != value:
+            raise InputError(f"--resume: the checkpoint {path} is from a different {key.split('_')[0]}",
+                             hint="run without --resume (and with --force) to start over")
+    distill.restore_structure_(student, state["student"])
+    log(f"--resume: continuing round {state['round']} at step {state['step']} from {path}")
+    return state
+
+
+def _distill_dict(r, d) -> dict:
+    if r is None:
+        return {"steps": 0, "seconds": 0.0, "temperature": d.temperature, "alpha": d.alpha, "losses": list(d.losses),
+                "final_loss": None}
+    return {"steps": r.steps, "seconds": r.seconds, "temperature": r.temperature, "alpha": r.alpha,
+            "losses": r.losses, "final_loss": r.final_loss, "label_free": r.label_free}
+
+
+def prepare_onnx(source, prof, held, work: Path) -> dict:
+    """An .onnx model: no pruning or distillation; the reference is the model itself on ORT FP32."""
+    original = work / "original.onnx"
+    shutil.copy(source.onnx_path, original)
+    names = [o["name"] for o in export.io_spec(original)["outputs"]]
+    ref = verify.onnx_outputs(original, held.x)
+    return {"original_onnx": original, "student_onnx": original, "reference": ref, "reference_original": ref,
+            "output_names": names, "checks": [], "pruning": {"structure": "none", "ratio": 0.0},
+            "distillation": {"steps": 0, "seconds": 0.0, "final_loss": None, "note": "ONNX input: not distilled"},
+            "counts_before": (None, None), "counts_after": (None, None)}
+
+
+def quantize_and_check(stages: dict, prof, train, held, work: Path):
+    q = prof.quantize
+    if q.precision == "int8":
+        calib = train.x[: q.calibration_samples]
+        log(f"quantize: INT8 QDQ ({q.activations} activations, {q.weights} per-channel={q.per_channel} weights), "
+            f"{len(calib)} calibration samples")
+        deployed = quantize.quantize_int8(stages["student_onnx"], work / "model.onnx", calib, q, _input_name(stages))
+    elif q.precision == "fp32":
+        deployed = shutil.copy(stages["student_onnx"], work / "model.onnx")
+    else:
+        raise InputError(f"quantize.precision {q.precision} is not supported by the {prof.runtime} runtime",
+                         hint="use fp32 or int8 for ONNX Runtime targets")
+    deployed = Path(deployed)
+    out = verify.onnx_outputs(deployed, held.x)
+    parity = verify.check(verify.compare(f"deployed {q.precision} model vs its reference", out, stages["reference"],
+                                         stages["output_names"], held.y), q.precision != "fp32", prof.verify)
+    log("verify: " + parity.table().strip().replace("\n", "\n        "))
+    n = min(32, len(held))
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["deployed_outputs"] = out
+    return deployed, parity
+
+
+def _input_name(stages) -> str:
+    return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
+
+
+def describe(source, prof, dataset, stages, deployed: Path, results: dict, input_shape) -> tuple:
+    """The summary printed at the end and the manifest written into the bundle, from one set of facts."""
+    import onnxruntime
+    import torch
+
+    acc = _accuracy(stages, dataset)
+    q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" else {}
+    io = export.io_spec(deployed)
+    for tensor in io["inputs"] + io["outputs"]:
+        tensor["quantization"] = q.get(tensor["name"])
+    io["inputs"][0]["preprocessing"] = dataset.preprocessing
+    measured = {"device_name": "this host", "arch": results["compressed"]["device"]["arch"],
+                "runtime": prof.runtime, "runtime_version": onnxruntime.__version__, "where": "host",
+                "host": results["compressed"].get("host"),
+                "note": f"Measured on this host ({results['compressed']['device']['arch']}), not on the "
+                        f"{prof.name} target: run with --device to measure on the device."}
+    energy = results["compressed"].get("energy")
+    manifest = {
+        "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
+        "runtime": {"name": prof.runtime, "version": onnxruntime.__version__},
+        "model": {"file": "model.onnx", "format": "onnx", "opset": prof.export.opset},
+        **io,
+        "labels": dataset.labels,
+        "compression": {"pruning": stages["pruning"] | _counts(stages), "distillation": stages["distillation"],
+                        "quantization": {"precision": prof.quantize.precision,
+                                         **prof.quantize.model_dump(exclude={"precision"})}},
+        "metrics": {"accuracy": acc,
+                    "latency_ms": {k: v["latency_ms"] for k, v in results.items()},
+                    "first_run_ms": {k: v.get("first_run_ms") for k, v in results.items()},
+                    "load_ms": {k: v.get("load_ms") for k, v in results.items()},
+                    "peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in results.items()},
+                    "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
+                    "energy_reason": None if energy else results["compressed"].get("energy_reason"),
+                    "parity": [c.to_dict() for c in stages["checks"]] + [stages["parity"].to_dict()],
+                    "measured_on": measured,
+                    "device_state": results["compressed"].get("device")},
+        "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
+                       "runtime_version": onnxruntime.__version__, "source_model_sha256": source.sha256,
+                       "data": dataset.source, "profile": prof.model_dump(mode="json")},
+    }
+    summary = _summary(stages, deployed, results, acc, measured)
+    summary["name"], summary["target"] = source.name, prof.name
+    return summary, manifest
+
+
+def _counts(stages) -> dict:
+    (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
+    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma}
+
+
+def _accuracy(stages, dataset) -> dict:
+    """Top-1 accuracy on held-out labels; without labels, the deployed model's agreement with the teacher."""
+    parity, y = stages["parity"], stages["held_y"]
+    teacher_top1 = stages["reference_original"][0].argmax(1)
+    if y is not None:
+        return {"metric": "accuracy", "teacher": float((teacher_top1 == y).mean()), "student": parity.accuracy,
+                "student_fp32": parity.reference_accuracy, "samples": parity.samples}
+    agreement = float((stages["deployed_outputs"][0].argmax(1) == teacher_top1).mean())
+    return {"metric": "agreement", "teacher": 1.0, "student": agreement, "samples": parity.samples}
+
+
+def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -> dict:
+    from . import bench
+
+    (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
+    lat = {k: v["latency_ms"] for k, v in results.items()}
+    return {
+        "before": {"bytes": stages["original_onnx"].stat().st_size, "params": pb, "macs": mb,
+                   "accuracy": acc["teacher"], "p50_ms": lat["original"]["p50"]},
+        "after": {"bytes": deployed.stat().st_size, "params": pa, "macs": ma, "nonzero_params":
+                  stages["pruning"].get("nonzero_params_after"), "accuracy": acc["student"],
+                  "p50_ms": lat["compressed"]["p50"]},
+        "speedup_p50": bench.speedup(results["original"], results["compressed"]),
+        "accuracy_metric": acc["metric"],
+        "latency_ms": lat,
+        "measured_on": measured,
+        "measured_on_text": f"{measured['note']} n={lat['compressed']['n']} timed runs each.",
+        "energy_reason": results["compressed"].get("energy_reason"),
+    }
+
+
+def bundle_files(deployed: Path) -> dict:
+    return {"model.onnx": deployed, "example.py": bundle.EXAMPLES / "onnx_example.py"}
+
+
+def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
+    texts = {"README.md": report.bundle_readme(manifest, summary)}
+    if dataset.labels:
+        texts["labels.txt"] = "\n".join(dataset.labels) + "\n"
+    return texts
+
+
+def verify_bundle(path: Path) -> dict:
+    """Re-check a bundle: every file's checksum, then the model's outputs on the stored samples."""
+    with bundle.opened(Path(path)) as folder:
+        return _verify_folder(folder, str(path))
+
+
+def _verify_folder(folder: Path, path: str) -> dict:
+    import numpy as np
+
+    from .errors import StageError
+
+    manifest = bundle.read_manifest(folder)
+    problems = bundle.check_files(folder, manifest)
+    if problems:
+        raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
+                         hint="rebuild the bundle with edgecompress deploy; do not edit files inside it")
+    stored = np.load(folder / bundle.PARITY)
+    out = verify.onnx_outputs(folder / bundle.model_file(manifest), stored["x"])
+    tol = _Tol(**manifest["provenance"]["profile"]["verify"])
+    quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
+    # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
+    # differently on another CPU, so there the decisions must agree.
+    rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", [out[0]],
+                                        [stored["expected"]], ["output"], None), quantized, tol)
+    vs_ref = verify.compare("model vs the PyTorch reference (information)", [out[0]], [stored["reference"]],
+                            ["output"], None)
+    return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
+            "reference": vs_ref.to_dict(), "ok": True}
+
+
+@dataclass
+class _Tol:
+    max_abs_diff: float
+    min_top1_agreement: float
+    held_out_fraction: float = 0.2
+    samples: int = 256
+
+
+def bench_artifact(artifact: Path, runs: Optional[int], warmup: Optional[int], threads: Optional[int],
+                   seconds: Optional[float], quiet: bool = False) -> dict:
+    """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's)."""
+    from . import bench
+
+    artifact = Path(artifact)
+    if artifact.suffix == ".onnx":
+        model = models.load_onnx(str(artifact)).onnx_path
+        prof, _ = profile_mod.load("host")
+        return _bench_model(artifact, model, prof, runs, warmup, threads, seconds, quiet)
+    with bundle.opened(artifact) as folder:
+        manifest = bundle.read_manifest(folder)
+        prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
+        return _bench_model(artifact, folder / bundle.model_file(manifest), prof, runs, warmup, threads, seconds, quiet)
+
+
+def _bench_model(artifact: Path, model: Path, prof, runs, warmup, threads, seconds, quiet) -> dict:
+    from . import bench
+
+    cfg = prof.bench.model_copy(update={k: v for k, v in {"runs": runs, "warmup_runs": warmup, "threads": threads,
+                                                          "seconds": seconds}.items() if v is not None})
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in export.io_spec(model)["inputs"][0]["shape"]]
+    result = bench.measure({artifact.name: model}, cfg, prof.runtime, shape, quiet=quiet)[artifact.name]
+    return {"results": [dict(result, device_name="this host", artifact=str(artifact))]}

@@ -1,0 +1,84 @@
+"""Human-facing output: the before/after table printed at the end of deploy, and the bundle README."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def _fmt_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _fmt_count(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
+
+
+def _fmt_pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v * 100:.2f} %"
+
+
+def _fmt_ms(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.3f} ms"
+
+
+def _ratio(a, b, fmt="{:.2f}x") -> str:
+    return fmt.format(a / b) if a and b else "-"
+
+
+def table(s: dict) -> str:
+    """The before/after table from a deploy summary."""
+    b, a = s["before"], s["after"]
+    acc_name = "accuracy" if s["accuracy_metric"] == "accuracy" else "agreement w/ teacher"
+    rows = [
+        ("", "original", "compressed", "change"),
+        ("model file", _fmt_bytes(b["bytes"]), _fmt_bytes(a["bytes"]), _ratio(b["bytes"], a["bytes"], "{:.2f}x smaller")),
+        ("bundle zip", "-", _fmt_bytes(a.get("zip_bytes")), ""),
+        ("params", _fmt_count(b["params"]), _fmt_count(a["params"]), _ratio(b["params"], a["params"], "{:.2f}x fewer")),
+        ("MACs", _fmt_count(b["macs"]), _fmt_count(a["macs"]), _ratio(b["macs"], a["macs"], "{:.2f}x fewer")),
+        (acc_name, _fmt_pct(b["accuracy"]), _fmt_pct(a["accuracy"]), _delta_points(b["accuracy"], a["accuracy"])),
+        ("p50 latency", _fmt_ms(b["p50_ms"]), _fmt_ms(a["p50_ms"]), _ratio(b["p50_ms"], a["p50_ms"], "{:.2f}x faster")),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"latency: {s['measured_on_text']}")
+    if s.get("accuracy_note"):
+        lines.append(s["accuracy_note"])
+    return "\n".join(lines)
+
+
+def _delta_points(before, after) -> str:
+    return "-" if before is None or after is None else f"{(after - before) * 100:+.2f} points"
+
+
+def bundle_readme(manifest: dict, summary: dict) -> str:
+    m = manifest
+    inp = m["inputs"][0]
+    lat = m["metrics"]["latency_ms"]["compressed"]
+    return f"""# {m['name']} for {m['target']}
+
+A compressed model built by edgecompress {m['provenance']['edgecompress_version']} for the
+`{m['target']}` target ({m['runtime']['name']} {m['runtime']['version']}).
+
+- Model file: `{m['model']['file']}` ({m['compression']['quantization']['precision']})
+- Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {inp['preprocessing']}
+- Labels: {'`labels.txt`' if m.get('labels') else 'none known (outputs are class indices)'}
+
+## Run it
+
+    pip install numpy onnxruntime
+    python example.py            # classifies the first stored held-out sample
+
+## What was measured
+
+{table(summary)}
+
+p50 {lat.get('p50', float('nan')):.3f} ms over n={lat.get('n')} runs. {m['metrics']['measured_on']['note']}
+Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_inference'] is not None else 'not measured: ' + str(m['metrics'].get('energy_reason'))}
+
+`manifest.json` holds the full figures, the resolved target profile and a checksum for every
+file; `edgecompress verify` re-checks them and re-runs the stored parity samples.
+"""
