@@ -1,0 +1,56 @@
+"""The device side runs as loose scripts (`python ec_bench.py job.json`), so its modules import each
+other by plain name: the tests put its folder on sys.path the same way the script's folder is."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
+sys.path.insert(0, str(DEPLOY))
+
+
+def doubling_model(path: Path) -> Path:
+    """y = x + x with a dynamic batch: its output sum tells which input values were fed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by older onnxruntime releases too (e.g. a Python 3.8 device)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def job_dir(tmp_path):
+    doubling_model(tmp_path / "model.onnx")
+    return tmp_path
+
+
+def _run_bench(folder: Path, job: dict, python: str = sys.executable, timeout: float = 60):
+    """(exit code, parsed last stdout line, stdout lines, stderr lines) of ec_bench.py on `job`."""
+    (folder / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([python, str(DEPLOY / "ec_bench.py"), "job.json"], cwd=folder,
+                          capture_output=True, text=True, timeout=timeout)
+    out = done.stdout.splitlines()
+    return done.returncode, json.loads(out[-1]) if out else None, out, done.stderr.splitlines()
+
+
+@pytest.fixture
+def run_bench():
+    return _run_bench
+
+
+@pytest.fixture
+def small_job():
+    """A job that finishes in well under a second; tests change only what they examine."""
+    def make(**changes) -> dict:
+        base = {"protocol_version": 1, "model": "model.onnx", "runtime": "onnxruntime",
+                "runtime_options": {"threads": 1}, "warmup": {"runs": 2}, "runs": {"count": 5}}
+        base.update(changes)
+        return base
+    return make
