@@ -1,0 +1,175 @@
+"""The local runner: the device side runs on this host, as a separate process in a temp job folder,
+exactly as it would on a device (same files, same job, same result), minus the transport.
+
+Nothing heavy is imported here: the child process imports the runtime, the host never does."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from ..errors import DeviceError, InputError
+from . import RUNNERS, device_side_dir
+
+PROTOCOL_VERSION = 1
+PROGRESS = "progress: "
+STDERR_TAIL_LINES = 50
+JOB_FILE = "job.json"
+SCRIPT = "ec_bench.py"
+
+
+def stage_job(folder: Path, job: dict, model_path: Path, extra_files: Dict[str, Path]) -> None:
+    """Fill `folder` as a device's job folder: device-side programs, model, extra files, job.json."""
+    scripts = [p for p in device_side_dir().glob("*.py") if p.name != "__init__.py"]
+    taken = {p.name for p in scripts} | {JOB_FILE, model_path.name}
+    for name, source in extra_files.items():
+        if Path(name).name != name or name in taken:
+            raise InputError(f"extra file name '{name}' is not a plain file name or clashes with the job's "
+                             f"own files ({', '.join(sorted(taken))})")
+        if not Path(source).is_file():
+            raise InputError(f"extra file for '{name}' not found: {source}")
+        taken.add(name)
+    for script in scripts:
+        shutil.copy2(script, folder / script.name)
+    shutil.copyfile(model_path, folder / model_path.name)
+    for name, source in extra_files.items():
+        shutil.copyfile(source, folder / name)
+    (folder / JOB_FILE).write_text(json.dumps(dict(job, model=model_path.name), indent=1))
+
+
+def _pump(stream, name: str, lines: queue.Queue) -> None:
+    """Forward a pipe's lines to the queue, then None: the caller's thread handles them in order."""
+    for line in stream:
+        lines.put((name, line.rstrip("\r\n")))
+    lines.put((name, None))
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """Kill the whole process group, so a runtime's worker processes die with the benchmark."""
+    if process.poll() is not None:
+        return
+    try:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except ProcessLookupError:  # it exited between the poll and the kill
+        pass
+    process.wait()
+
+
+class _Streams:
+    """stdout lines, the tail of non-progress stderr lines, and the last progress message."""
+
+    def __init__(self) -> None:
+        self.stdout: list = []
+        self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.last_progress: Optional[str] = None
+
+    def take(self, name: str, line: str, on_progress: Optional[Callable[[str], None]]) -> None:
+        if name == "stdout":
+            self.stdout.append(line)
+        elif line.startswith(PROGRESS):
+            self.last_progress = line[len(PROGRESS):]
+            if on_progress is not None:
+                on_progress(self.last_progress)
+        else:
+            self.stderr_tail.append(line)
+
+
+def run_process(command: list, folder: Path, on_progress, timeout_s: float) -> tuple:
+    """(exit code or None on timeout, streams) of the device side run in `folder`."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    try:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                                   errors="replace", start_new_session=(os.name == "posix"))
+    except OSError as e:
+        raise DeviceError(f"cannot start the device side with {command[0]}: {e}",
+                          hint="pass python= an interpreter that has the runtime installed") from e
+    lines: queue.Queue = queue.Queue()
+    for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+        threading.Thread(target=_pump, args=(stream, name, lines), daemon=True).start()
+    streams, open_pipes = _Streams(), 2
+    deadline = time.monotonic() + timeout_s
+    try:
+        while open_pipes:
+            try:
+                name, line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None, streams
+            if line is None:
+                open_pipes -= 1
+            else:
+                streams.take(name, line, on_progress)
+        return process.wait(timeout=max(0.1, deadline - time.monotonic())), streams
+    except subprocess.TimeoutExpired:
+        return None, streams
+    finally:
+        _kill(process)  # no-op when it exited; otherwise a timeout or the caller's exception
+
+
+def _context(streams: _Streams) -> str:
+    parts = []
+    if streams.last_progress:
+        parts.append(f"last progress: {streams.last_progress}")
+    if streams.stderr_tail:
+        parts.append(f"stderr (last {len(streams.stderr_tail)} lines):\n" + "\n".join(streams.stderr_tail))
+    return "".join("\n" + p for p in parts)
+
+
+def parse_result(model_name: str, code: Optional[int], streams: _Streams) -> dict:
+    """The result JSON from the last stdout line, or DeviceError saying what went wrong."""
+    last = next((line for line in reversed(streams.stdout) if line.strip()), "")
+    try:
+        result = json.loads(last)
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        shown = "\n".join(streams.stdout[-5:]) or "(nothing)"
+        raise DeviceError(f"the benchmark of {model_name} printed no result JSON (exit code {code}); "
+                          f"stdout ended with:\n{shown}{_context(streams)}")
+    if result.get("error") or code != 0:
+        raise DeviceError(f"the benchmark of {model_name} failed on the local runner (exit code {code}): "
+                          f"{result.get('error', 'no error message')}{_context(streams)}")
+    if result.get("protocol_version") != PROTOCOL_VERSION:
+        raise DeviceError(f"the device side answered protocol_version {result.get('protocol_version')!r} "
+                          f"for {model_name}; this host speaks {PROTOCOL_VERSION}")
+    return result
+
+
+@RUNNERS.register("local")
+def run_local(job: dict, model_path: Path, *, extra_files: dict | None = None,
+              on_progress: Callable[[str], None] | None = None, timeout_s: float = 600.0,
+              python: str = sys.executable) -> dict:
+    """Run `job` on `model_path` in a separate process on this host and return its result.
+
+    extra_files maps a name in the job folder to a host file (e.g. the .npy inputs the job names);
+    on_progress gets each progress message; the process is killed after timeout_s. The temp job
+    folder is always removed. Raises InputError for a missing model or extra file, DeviceError when
+    the device side fails, times out or prints no result."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InputError(f"model file not found: {model_path}", hint="pass the path of an existing model file")
+    folder = Path(tempfile.mkdtemp(prefix="edgecompress-job-"))
+    try:
+        stage_job(folder, job, model_path, dict(extra_files or {}))
+        code, streams = run_process([python, SCRIPT, JOB_FILE], folder, on_progress, timeout_s)
+        if code is None:
+            raise DeviceError(f"the benchmark of {model_path.name} did not finish within {timeout_s:g} s and "
+                              f"was killed{_context(streams)}",
+                              hint="raise the timeout, or lower the job's warmup/runs seconds and counts")
+        result = parse_result(model_path.name, code, streams)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return dict(result, runner="local", measured_on="host")
