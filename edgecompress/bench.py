@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 PROTOCOL_VERSION = 1
 
 
-def make_job(cfg, runtime: str, input_shape: List[int], input_name: str = "input") -> dict:
+def make_job(cfg, runtime: str) -> dict:
+    """Inputs are left to the device side: it draws random inputs shaped like the model's own
+    (dynamic dimensions set to 1), so no input name or shape can disagree with the model."""
     return {
         "protocol_version": PROTOCOL_VERSION,
         "runtime": runtime,
         "runtime_options": {"threads": cfg.threads},
-        "inputs": {"random": [{"name": input_name, "shape": list(input_shape), "dtype": "float32"}]},
         "warmup": {"runs": cfg.warmup_runs, "seconds": cfg.warmup_seconds},
         "runs": {"count": cfg.runs, "seconds": cfg.seconds},
         "energy": cfg.energy,
@@ -35,16 +36,15 @@ def _log_progress(label: str) -> Callable[[str], None]:
     return show
 
 
-def measure(models: Dict[str, Path], cfg, runtime: str, input_shape: List[int], quiet: bool = False) -> Dict[str, dict]:
+def measure(models: Dict[str, Path], cfg, runtime: str, quiet: bool = False) -> Dict[str, dict]:
     """Each model in its own device-side process, one after the other, in one call: the original
     and the compressed model are measured in the same run under the same conditions."""
     from .runners import RUNNERS
-    from .runners import local  # noqa: F401  (registers the local runner)
 
     run = RUNNERS.get("local")
     results = {}
     for label, path in models.items():
-        job = make_job(cfg, runtime, input_shape)
+        job = make_job(cfg, runtime)
         results[label] = run(job, path, on_progress=None if quiet else _log_progress(label))
     return results
 

@@ -3,7 +3,11 @@ teaches the pruned student. Losses by name from the profile; a budget in steps a
 checkpoints so an interrupted run continues with --resume."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,31 +177,60 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                     student=_structure_state(student), recent_losses=recent[-20:],
                     projections=tap.proj.state_dict() if tap else None)
 
-    try:
-        while (steps is None or step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
-            idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
-            loss = _train_step(student, teacher, x[idx], None if y is None else y[idx], cfg, tap, opt, regularize)
-            if after_step:
-                after_step()
-            step += 1
-            recent.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")
-            if step % cfg.checkpoint_every == 0:
-                save_checkpoint(checkpoint, state(step))
-    except KeyboardInterrupt:
+    with _stop_on_ctrl_c() as stop:
+        try:
+            while (steps is None or step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+                if stop.requested:
+                    break
+                idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
+                loss = _train_step(student, teacher, x[idx], None if y is None else y[idx], cfg, tap, opt, regularize)
+                if after_step:
+                    after_step()
+                step += 1
+                recent.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")
+                if step % cfg.checkpoint_every == 0:
+                    save_checkpoint(checkpoint, state(step))
+        finally:
+            if tap:
+                tap.close()
+    if stop.requested:
         save_checkpoint(checkpoint, state(step))
         bar.close()
         raise Interrupted(f"interrupted at {label} step {step}; progress saved to {checkpoint}",
-                          hint="run the same command again with --resume to continue") from None
-    finally:
-        if tap:
-            tap.close()
+                          hint="run the same command again with --resume to continue")
     bar.close()
     student.eval()
     save_checkpoint(checkpoint, state(step))
     return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, list(cfg.losses),
                          float(np.mean(recent[-20:])) if recent else None, y is None)
+
+
+class _Stop:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c():
+    """The first Ctrl-C asks the loop to stop at the next step boundary, so the checkpoint holds
+    whole steps only; a second one interrupts at once (the last periodic checkpoint stays)."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from . import bundle, data as data_mod, distill, export, models, profile as profile_mod, prune, quantize, report, verify
+from . import bench, bundle, data as data_mod, distill, export, models, profile as profile_mod, prune, quantize, report, verify
 from .errors import InputError
 
 
@@ -65,11 +65,9 @@ def deploy(opts: DeployOptions) -> dict:
     deployed, parity = quantize_and_check(stages, prof, train, held, work)
     stages["parity"], stages["held_y"] = parity, held.y
     log("bench: original and compressed model on this host, one after the other")
-    input_shape = [1, *dataset.sample_shape]
-    from . import bench  # noqa: E402  (keeps torch-free modules light at import)
     results = bench.measure({"original": stages["original_onnx"], "compressed": deployed}, prof.bench, prof.runtime,
-                            input_shape, quiet=opts.quiet)
-    summary, manifest = describe(source, prof, dataset, stages, deployed, results, input_shape)
+                            quiet=opts.quiet)
+    summary, manifest = describe(source, prof, dataset, stages, deployed, results)
     published = bundle.write(Path(opts.out), name, files=bundle_files(deployed),
                              texts=bundle_texts(dataset, manifest, summary), manifest=manifest,
                              parity=stages["parity_arrays"], force=opts.force)
@@ -265,7 +263,7 @@ def _input_name(stages) -> str:
     return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
 
 
-def describe(source, prof, dataset, stages, deployed: Path, results: dict, input_shape) -> tuple:
+def describe(source, prof, dataset, stages, deployed: Path, results: dict) -> tuple:
     """The summary printed at the end and the manifest written into the bundle, from one set of facts."""
     import onnxruntime
     import torch
@@ -327,8 +325,6 @@ def _accuracy(stages, dataset) -> dict:
 
 
 def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -> dict:
-    from . import bench
-
     (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
     lat = {k: v["latency_ms"] for k, v in results.items()}
     return {
@@ -341,7 +337,7 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "accuracy_metric": acc["metric"],
         "latency_ms": lat,
         "measured_on": measured,
-        "measured_on_text": f"{measured['note']} n={lat['compressed']['n']} timed runs each.",
+        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed.",
         "energy_reason": results["compressed"].get("energy_reason"),
     }
 
@@ -398,8 +394,6 @@ class _Tol:
 def bench_artifact(artifact: Path, runs: Optional[int], warmup: Optional[int], threads: Optional[int],
                    seconds: Optional[float], quiet: bool = False) -> dict:
     """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's)."""
-    from . import bench
-
     artifact = Path(artifact)
     if artifact.suffix == ".onnx":
         model = models.load_onnx(str(artifact)).onnx_path
@@ -412,10 +406,7 @@ def bench_artifact(artifact: Path, runs: Optional[int], warmup: Optional[int], t
 
 
 def _bench_model(artifact: Path, model: Path, prof, runs, warmup, threads, seconds, quiet) -> dict:
-    from . import bench
-
     cfg = prof.bench.model_copy(update={k: v for k, v in {"runs": runs, "warmup_runs": warmup, "threads": threads,
                                                           "seconds": seconds}.items() if v is not None})
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in export.io_spec(model)["inputs"][0]["shape"]]
-    result = bench.measure({artifact.name: model}, cfg, prof.runtime, shape, quiet=quiet)[artifact.name]
+    result = bench.measure({artifact.name: model}, cfg, prof.runtime, quiet=quiet)[artifact.name]
     return {"results": [dict(result, device_name="this host", artifact=str(artifact))]}

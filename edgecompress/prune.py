@@ -124,20 +124,29 @@ def apply_masks_(model, masks: dict) -> None:
 
 
 def failing_layer(model, example) -> Optional[str]:
-    """The innermost layer whose forward raised, or None when the model runs."""
+    """The innermost layer whose forward raised (or the model's own forward code right after the
+    last layer that finished), or None when the model runs."""
     import torch
 
     entered: List[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: entered.append(n))
-             for n, m in model.named_modules() if n]
-    hooks += [m.register_forward_hook(lambda mod, inp, out, n=n: entered.remove(n) if n in entered else None)
-              for n, m in model.named_modules() if n]
+    done: List[str] = []
+
+    def leave(n):
+        if n in entered:
+            entered.remove(n)
+        done.append(n)
+
+    named = [(n, m) for n, m in model.named_modules() if n]
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: entered.append(n)) for n, m in named]
+    hooks += [m.register_forward_hook(lambda mod, inp, out, n=n: leave(n)) for n, m in named]
     try:
         with torch.no_grad():
             model(example)
         return None
     except Exception:
-        return entered[-1] if entered else "<model forward>"
+        if entered:
+            return entered[-1]
+        return f"the model's forward, after '{done[-1]}'" if done else "the model's forward"
     finally:
         for h in hooks:
             h.remove()

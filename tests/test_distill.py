@@ -1,0 +1,130 @@
+import copy
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgecompress import demo, distill, prune
+from edgecompress.data import Dataset
+from edgecompress.errors import ProfileError
+from edgecompress.profile import Distill, Prune
+
+from conftest import make_data
+
+
+def data(labels=True):
+    x, y = make_data(n=128)
+    # the demo net has 10 outputs; labels 0-3 are valid class indices for it
+    return Dataset(x, y if labels else None, "test")
+
+
+def pair():
+    torch.manual_seed(0)
+    teacher = demo.build().eval()
+    student = copy.deepcopy(teacher)
+    prune.prune_channels_(student, Prune(ratio=0.5, round_to=8), torch.zeros(1, 1, 8, 8))
+    return teacher, student
+
+
+def test_soft_kd_is_zero_for_identical_logits_and_scaled_by_t_squared():
+    logits = torch.randn(8, 10)
+    b = distill.Batch(logits, logits.clone(), None, 4.0, [])
+    assert distill.soft_kd(b).item() == pytest.approx(0.0, abs=1e-6)
+    s, t = torch.randn(8, 10), torch.randn(8, 10)
+    kl = F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="batchmean")
+    assert distill.soft_kd(distill.Batch(s, t, None, 2.0, [])).item() == pytest.approx(4 * kl.item(), rel=1e-5)
+
+
+def test_hard_kd_uses_teacher_top1_as_label():
+    s, t = torch.randn(8, 10), torch.randn(8, 10)
+    expected = F.cross_entropy(s, t.argmax(1))
+    assert distill.hard_kd(distill.Batch(s, t, None, 1.0, [])).item() == pytest.approx(expected.item())
+
+
+def test_combine_weights_soft_by_alpha_and_goes_label_free_without_labels():
+    soft, ce = torch.tensor(2.0), torch.tensor(4.0)
+    assert distill.combine({"soft": soft, "ce": ce}, 0.25, 1.0).item() == pytest.approx(0.25 * 2 + 0.75 * 4)
+    assert distill.combine({"soft": soft, "ce": None}, 0.25, 1.0).item() == pytest.approx(2.0)
+    assert distill.combine({"ce": None}, 0.5, 1.0) is None
+
+
+def run(student, teacher, train, cfg, tmp_path, **kw):
+    return distill.distill_(student, teacher, train, cfg, steps=kw.pop("steps", 12), seconds=None,
+                            checkpoint=tmp_path / "ckpt.pt", meta={"round": 1}, **kw)
+
+
+def test_distillation_lowers_the_loss_and_reports_budget(tmp_path):
+    teacher, student = pair()
+    cfg = Distill(steps=40, lr=3e-3, losses=["soft", "ce"])
+    report = run(student, teacher, data(), cfg, tmp_path, steps=40)
+    assert report.steps == 40 and report.seconds > 0 and not report.label_free
+    first = distill.distill_(copy.deepcopy(pair()[1]), teacher, data(), cfg, steps=3, seconds=None,
+                             checkpoint=tmp_path / "other.pt", meta={}).final_loss
+    assert report.final_loss < first
+
+
+def test_label_free_distillation_runs_without_labels(tmp_path):
+    teacher, student = pair()
+    report = run(student, teacher, data(labels=False), Distill(losses=["soft", "ce"]), tmp_path)
+    assert report.label_free and report.final_loss is not None
+
+
+def test_ce_only_without_labels_is_a_profile_error(tmp_path):
+    teacher, student = pair()
+    with pytest.raises(ProfileError, match="need labels"):
+        run(student, teacher, data(labels=False), Distill(losses=["ce"]), tmp_path)
+
+
+def test_feature_matching_learns_a_projection_where_widths_differ(tmp_path):
+    teacher, student = pair()
+    cfg = Distill(losses=["soft", "feature"], feature_layers=[("8", "8")])
+    tap = distill.FeatureTap(student, teacher, cfg.feature_layers, torch.zeros(2, 1, 8, 8))
+    assert isinstance(tap.proj[0], torch.nn.Conv2d) and (tap.proj[0].in_channels, tap.proj[0].out_channels) == (64, 128)
+    tap.close()
+    report = run(student, teacher, data(), cfg, tmp_path)
+    assert report.final_loss is not None
+
+
+def test_feature_layer_typo_is_named(tmp_path):
+    teacher, student = pair()
+    with pytest.raises(ProfileError, match="'80'"):
+        run(student, teacher, data(), Distill(losses=["soft", "feature"], feature_layers=[("80", "8")]), tmp_path)
+
+
+def test_minutes_budget_stops_on_time(tmp_path):
+    teacher, student = pair()
+    report = distill.distill_(student, teacher, data(), Distill(steps=None, minutes=0.01), steps=None, seconds=0.6,
+                              checkpoint=tmp_path / "c.pt", meta={})
+    assert 0.6 <= report.seconds < 3 and report.steps > 0
+
+
+def test_interrupt_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path):
+    teacher, student_a = pair()
+    student_b = copy.deepcopy(student_a)
+    cfg = Distill(steps=10, checkpoint_every=100)
+    run(student_a, teacher, data(), cfg, tmp_path / "a", steps=10)
+
+    calls = {"n": 0}
+
+    def ctrl_c_at_step_6():
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered mid-run
+
+    with pytest.raises(distill.Interrupted, match="--resume"):
+        run(student_b, teacher, data(), cfg, tmp_path / "b", steps=10, after_step=ctrl_c_at_step_6)
+    state = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    assert state["step"] == 6  # stopped at the step boundary, not mid-step
+    fresh = copy.deepcopy(teacher)  # a new process starts from the unpruned model ...
+    distill.restore_structure_(fresh, state["student"])  # ... and takes the pruned shape from the checkpoint
+    run(fresh, teacher, data(), cfg, tmp_path / "b", steps=10, resume=state)
+    for (name, pa), pb in zip(student_a.state_dict().items(), fresh.state_dict().values()):
+        assert torch.allclose(pa.float(), pb.float(), atol=1e-5), name
+
+
+def test_batches_are_a_function_of_the_step():
+    assert np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 7))
+    assert not np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 8))

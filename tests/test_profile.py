@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgecompress import profile
+from edgecompress.errors import ProfileError
+
+
+@pytest.mark.parametrize("name", sorted(profile.available()))
+def test_every_shipped_profile_validates_and_round_trips(name):
+    prof, _ = profile.load(name)
+    assert prof.name == name, "a profile's name must match its file name"
+    again = profile.validate(yaml.safe_load(profile.dump(prof)), "dump")
+    assert again == prof
+
+
+def test_each_family_has_exactly_one_default():
+    defaults = {}
+    for path in profile.available().values():
+        data = yaml.safe_load(path.read_text())
+        if data.get("default_for_family"):
+            assert data["family"] not in defaults, f"two defaults for {data['family']}"
+            defaults[data["family"]] = data["name"]
+    assert defaults == {"arm": "raspberry-pi-5", "host": "host-cpu"}
+
+
+def test_family_resolves_to_default_and_says_so():
+    prof, note = profile.load("arm")
+    assert prof.name == "raspberry-pi-5"
+    assert "raspberry-pi-5" in note and "arm" in note
+
+
+def test_required_arm_profiles_prune_channels_rounded_to_8_with_int8_qdq():
+    for name in ("raspberry-pi-5", "arm64-cpu"):
+        prof, _ = profile.load(name)
+        assert (prof.family, prof.runtime, prof.prune.structure, prof.prune.round_to) == ("arm", "onnxruntime", "channel", 8)
+        assert (prof.quantize.precision, prof.quantize.activations, prof.quantize.weights) == ("int8", "uint8", "int8")
+        assert prof.quantize.per_channel
+
+
+def test_set_overrides_any_nested_key_with_typed_values():
+    prof, _ = profile.load("host-cpu", ["prune.ratio=0.25", "distill.losses=[hard]", "bench.threads=1",
+                                        "prune.ignore=[features.0]"])
+    assert prof.prune.ratio == 0.25 and prof.distill.losses == ["hard"] and prof.bench.threads == 1
+    assert prof.prune.ignore == ["features.0"]
+
+
+def test_all_problems_reported_together_with_suggestion(tmp_path):
+    data = yaml.safe_load((profile.TARGETS_DIR / "host-cpu.yaml").read_text())
+    data["prune"]["ratoi"] = 0.3
+    data["prune"]["ratio"] = 0
+    data["bench"]["threads"] = "two"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError) as exc:
+        profile.load(str(path))
+    msg = str(exc.value)
+    assert str(path) in msg and "3 problem(s)" in msg
+    assert "prune.ratoi" in msg and "Did you mean 'ratio'" in msg
+    assert "prune.ratio" in msg and "bench.threads" in msg
+
+
+def test_set_that_is_not_key_value_is_refused():
+    with pytest.raises(ProfileError, match="not key=value"):
+        profile.load("host-cpu", ["prune.ratio"])
+
+
+def test_distillation_budget_and_feature_layers_are_checked():
+    with pytest.raises(ProfileError, match="budget"):
+        profile.load("host-cpu", ["distill.steps=null"])
+    with pytest.raises(ProfileError, match="feature_layers"):
+        profile.load("host-cpu", ["distill.losses=[soft, feature]"])
+
+
+def test_user_profile_file_is_accepted(tmp_path):
+    path = tmp_path / "board.yaml"
+    path.write_text("name: board\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 2}\n")
+    prof, _ = profile.load(str(path))
+    assert prof.prune.round_to == 8 and prof.quantize.precision == "int8"  # documented defaults
+
+
+def test_profile_docs_say_unstructured_gives_no_speed_up():
+    doc = Path(profile.__file__).read_text() + (Path(profile.__file__).parents[1] / "README.md").read_text()
+    assert "unstructured" in doc and "size" in doc

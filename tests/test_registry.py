@@ -1,0 +1,30 @@
+import pytest
+
+from edgecompress.distill import LOSSES
+from edgecompress.errors import InputError
+from edgecompress.prune import IMPORTANCE
+from edgecompress.registry import Registry
+
+
+def test_miss_lists_valid_names_and_suggests_closest():
+    with pytest.raises(InputError) as exc:
+        IMPORTANCE.get("taylr")
+    assert "Did you mean 'taylor'" in str(exc.value) and "bn_scale" in str(exc.value)
+
+
+def test_duplicate_registration_is_an_error():
+    reg = Registry("thing")
+    reg.register("a")(lambda: 1)
+    with pytest.raises(ValueError, match="twice"):
+        reg.register("a")(lambda: 2)
+
+
+def test_profile_choices_and_registries_agree():
+    """Adding a loss or importance to the schema without registering it (or the reverse) fails here."""
+    from typing import get_args
+
+    from edgecompress.profile import Distill, Prune
+
+    losses = set(get_args(get_args(Distill.model_fields["losses"].annotation)[0]))
+    assert losses == set(LOSSES.names())
+    assert set(get_args(Prune.model_fields["importance"].annotation)) == set(IMPORTANCE.names())
