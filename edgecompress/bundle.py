@@ -28,6 +28,8 @@ def bundle_name(model_name: str, target: str) -> str:
 
 def check_destination(out: Path, name: str, force: bool) -> Path:
     """Refuse to overwrite a bundle unless --force; checked before any work starts."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder", hint="pass a folder for the bundle, e.g. --out dist")
     final = out / name
     if (final.exists() or final.with_suffix(".zip").exists()) and not force:
         raise InputError(f"output {final} already exists", hint="pass --force to replace it, or choose another --out")

@@ -60,9 +60,11 @@ def cmd_targets(args) -> int:
             default = f" (default for '{prof.family}')" if prof.default_for_family else ""
             print(f"{name:<18} {prof.family:<8} {prof.runtime:<12} {prof.description}{default}")
         return 0
-    name = args.name or (args.action if args.action != "list" else None)
+    name = args.name
     if not name:
-        raise SystemExit("edgecompress targets show NAME: give a profile name")
+        from .errors import InputError
+
+        raise InputError("edgecompress targets show: give a profile name", hint="edgecompress targets lists them")
     prof, note = profile.load(name, args.overrides)
     if note:
         print(f"# {note}")

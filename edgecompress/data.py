@@ -55,12 +55,20 @@ def load_npz(path: Path) -> Dataset:
     if "x" not in archive.files:
         raise InputError(f"data file {path} has no array 'x' (it has: {', '.join(archive.files) or 'nothing'})",
                          hint="save inputs as x (N, C, H, W) and optional integer labels as y (N,)")
-    x = archive["x"]
+    try:
+        x = archive["x"]
+    except ValueError as exc:  # object arrays need pickle, which is refused for safety
+        raise InputError(f"data file {path}: 'x' could not be read: {exc}",
+                         hint="store x as a numeric float32 array, not Python objects") from None
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"data file {path}: 'x' has dtype {x.dtype}, expected floating point",
                          hint="store preprocessed float32 inputs (scaled and normalised as the model expects)")
     if x.ndim < 2 or len(x) == 0:
         raise InputError(f"data file {path}: 'x' has shape {x.shape}; expected (N, ...) with N >= 1 samples")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise InputError(f"data file {path}: 'x' has NaN or infinite values in {bad} sample(s)",
+                         hint="clean or drop those samples before compressing")
     y = _labels_array(archive, path, len(x))
     labels = [str(v) for v in archive["labels"]] if "labels" in archive.files else None
     return Dataset(x.astype(np.float32), y, str(path), labels, {"layout": "as given (npz)"})
@@ -69,7 +77,10 @@ def load_npz(path: Path) -> Dataset:
 def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     if "y" not in archive.files:
         return None
-    y = archive["y"]
+    try:
+        y = archive["y"]
+    except ValueError as exc:
+        raise InputError(f"data file {path}: 'y' could not be read: {exc}") from None
     if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
         raise InputError(f"data file {path}: 'y' has shape {y.shape} and dtype {y.dtype}; "
                          f"expected integer class indices of shape ({n},)")

@@ -266,8 +266,33 @@ def restore_structure_(model, state) -> None:
     tp.load_state_dict(model, state)
 
 
+class _LogProgress:
+    """Progress for logs (no terminal): a line every tenth of the budget, with loss and ETA."""
+
+    def __init__(self, label: str, total: Optional[int], initial: int):
+        self.label, self.total, self.n, self.start_n = label, total, initial, initial
+        self.t0, self.loss, self.next_at = time.perf_counter(), "", initial
+
+    def update(self, k: int) -> None:
+        self.n += k
+        if self.total and self.n >= self.next_at:
+            self.next_at = self.n + max(1, self.total // 10)
+            rate = (self.n - self.start_n) / max(1e-9, time.perf_counter() - self.t0)
+            eta = (self.total - self.n) / rate if rate else float("nan")
+            print(f"{self.label}: step {self.n}/{self.total} loss {self.loss} ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+    def set_postfix(self, loss: str) -> None:
+        self.loss = loss
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(label: str, total: Optional[int], initial: int):
+    if os.environ.get("EDGECOMPRESS_PROGRESS") == "0":
+        return _LogProgress(label, None, initial)
+    if not sys.stderr.isatty():
+        return _LogProgress(label, total, initial)
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True,
-                disable=os.environ.get("EDGECOMPRESS_PROGRESS") == "0")
+    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True)

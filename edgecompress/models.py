@@ -53,7 +53,7 @@ def _import_file(path: Path):
     return module
 
 
-def load_factory(spec: str, weights: Optional[str]) -> ModelSource:
+def load_factory(spec: str, weights: Optional[str], role: str = "model") -> ModelSource:
     import torch
 
     file_part, _, factory_name = spec.rpartition(":")
@@ -61,7 +61,7 @@ def load_factory(spec: str, weights: Optional[str]) -> ModelSource:
         raise InputError(f"model {spec!r} is not path/file.py:factory", hint="example: models/net.py:build")
     path = Path(file_part).expanduser()
     if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
+        raise InputError(f"{role} file {path} does not exist", hint="check the path; the form is path/file.py:factory")
     module = _import_file(path)
     factory = getattr(module, factory_name, None)
     if factory is None:
@@ -77,7 +77,8 @@ def load_factory(spec: str, weights: Optional[str]) -> ModelSource:
         raise InputError(f"{path}:{factory_name}() raised {type(exc).__name__}:\n{user_traceback(exc, path)}",
                          hint=f"fix the error in {path}") from None
     if not isinstance(model, torch.nn.Module):
-        raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module")
+        raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module",
+                         hint=f"make {factory_name}() return the model (an nn.Module instance)")
     digest = hashlib.sha256(path.read_bytes())
     if weights:
         _load_weights(model, Path(weights).expanduser())
@@ -90,7 +91,7 @@ def _load_weights(model, path: Path) -> None:
     import torch
 
     if not path.is_file():
-        raise InputError(f"weights file {path} does not exist")
+        raise InputError(f"weights file {path} does not exist", hint="check the --weights path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -132,7 +133,7 @@ def load_onnx(spec: str) -> ModelSource:
     return ModelSource(path.stem, "onnx", sha256_file(path), onnx_path=path)
 
 
-def load(spec: Optional[str], weights: Optional[str]) -> ModelSource:
+def load(spec: Optional[str], weights: Optional[str], role: str = "model") -> ModelSource:
     if spec is None:
         raise InputError("no model given")  # the pipeline handles the demo before calling this
     if spec.endswith(".onnx"):
@@ -140,6 +141,6 @@ def load(spec: Optional[str], weights: Optional[str]) -> ModelSource:
             raise InputError("--weights applies to a PyTorch factory, not to an .onnx model")
         return load_onnx(spec)
     if ":" in spec:
-        return load_factory(spec, weights)
-    raise InputError(f"model {spec!r} is neither file.py:factory nor an .onnx file",
+        return load_factory(spec, weights, role)
+    raise InputError(f"{role} {spec!r} is neither file.py:factory nor an .onnx file",
                      hint="example: edgecompress deploy models/net.py:build --target arm --data calib.npz")

@@ -46,9 +46,10 @@ def deploy(opts: DeployOptions) -> dict:
     if opts.device:
         raise InputError(f"--device {opts.device}: running on a remote device is not available in this version",
                          hint="leave out --device to measure on this host")
-    source, dataset = load_inputs(opts, prof)
+    source, dataset, teacher = load_inputs(opts, prof)
     name = bundle.bundle_name(source.name, prof.name)
     final = bundle.check_destination(Path(opts.out), name, opts.force)
+    data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
     if prof.quantize.precision == "int8":
         data_mod.require_samples(train, prof.quantize.calibration_samples, "INT8 calibration",
@@ -59,7 +60,8 @@ def deploy(opts: DeployOptions) -> dict:
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
 
     if source.kind == "torch":
-        stages = compress_torch(source, prof, train, held, work, opts)
+        check_fit(source.module, dataset)
+        stages = compress_torch(source, teacher, prof, train, held, work, opts)
     else:
         stages = prepare_onnx(source, prof, held, work)
     deployed, parity = quantize_and_check(stages, prof, train, held, work)
@@ -86,20 +88,41 @@ def load_inputs(opts: DeployOptions, prof):
         teacher, path = demo.teacher(prof.verify.held_out_fraction, log=log)
         source = models.ModelSource("demo", "torch", models.sha256_file(path), module=teacher)
         dataset = data_mod.load(opts.data, prof.preprocess, shape) if opts.data else demo.dataset()
-        return source, dataset
-    source = models.load(opts.model, opts.weights)
-    if not opts.data:
-        raise InputError("--data is required with your own model (calibration, distillation and checks need samples)",
-                         hint="pass an .npz with x (and y) or a folder of images in class sub-folders")
-    return source, data_mod.load(opts.data, prof.preprocess, shape)
+    else:
+        source = models.load(opts.model, opts.weights)
+        if not opts.data:
+            raise InputError("--data is required with your own model (calibration, distillation and checks need "
+                             "samples)", hint="pass an .npz with x (and y) or a folder of images in class sub-folders")
+        dataset = data_mod.load(opts.data, prof.preprocess, shape)
+    teacher = source.module
+    if opts.teacher:
+        teacher = models.load(opts.teacher, opts.teacher_weights, role="--teacher").module
+    elif opts.teacher_weights:
+        raise InputError("--teacher-weights needs --teacher", hint="name the teacher with --teacher file.py:factory")
+    return source, dataset, teacher
 
 
-def compress_torch(source, prof, train, held, work: Path, opts: DeployOptions) -> dict:
+def check_fit(model, dataset) -> None:
+    """The data must fit the model, and labels its outputs, before any work starts."""
     import torch
 
-    teacher = source.module.eval()
-    if opts.teacher:
-        teacher = models.load(opts.teacher, opts.teacher_weights).module.eval()
+    example = torch.from_numpy(dataset.x[:2])
+    layer = prune.failing_layer(model.eval(), example)
+    if layer is not None:
+        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit the model "
+                         f"(it fails in layer '{layer}')", hint="check the data's layout and --input-shape")
+    with torch.no_grad():
+        out = model(example)
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
+        raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but the model has "
+                         f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+
+
+def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployOptions) -> dict:
+    import torch
+
+    teacher = teacher.eval()
     example = torch.from_numpy(train.x[:1])
     student = copy.deepcopy(source.module).eval()
     macs_before, params_before = prune.count(student, example)
@@ -329,8 +352,10 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
     lat = {k: v["latency_ms"] for k, v in results.items()}
     return {
         "before": {"bytes": stages["original_onnx"].stat().st_size, "params": pb, "macs": mb,
+                   "deflated_bytes": _deflated_bytes(stages["original_onnx"]),
                    "accuracy": acc["teacher"], "p50_ms": lat["original"]["p50"]},
-        "after": {"bytes": deployed.stat().st_size, "params": pa, "macs": ma, "nonzero_params":
+        "after": {"bytes": deployed.stat().st_size, "deflated_bytes": _deflated_bytes(deployed),
+                  "params": pa, "macs": ma, "nonzero_params":
                   stages["pruning"].get("nonzero_params_after"), "accuracy": acc["student"],
                   "p50_ms": lat["compressed"]["p50"]},
         "speedup_p50": bench.speedup(results["original"], results["compressed"]),
@@ -340,6 +365,13 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed.",
         "energy_reason": results["compressed"].get("energy_reason"),
     }
+
+
+def _deflated_bytes(path: Path) -> int:
+    """The model's size once zipped: where unstructured pruning's zeros pay off."""
+    import zlib
+
+    return len(zlib.compress(path.read_bytes(), 9))
 
 
 def bundle_files(deployed: Path) -> dict:

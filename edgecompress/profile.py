@@ -69,6 +69,9 @@ class Quantize(Closed):
     activations: Literal["uint8", "int8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
+    # 7-bit weights: x86 CPUs without VNNI compute u8 x s8 with VPMADDUBSW, whose int16 sums
+    # saturate; on small layers that flipped a third of the decisions here. ARM has no such issue.
+    reduce_range: bool = False
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
 
@@ -136,7 +139,9 @@ def _fields_at(loc: Tuple) -> List[str]:
 
 def _describe(err: dict, overrides: Dict[str, str]) -> str:
     key = ".".join(str(p) for p in err["loc"])
-    where = f"--set {key}" if key in overrides else key
+    # an override of a section that does not exist is reported at the section: match by prefix
+    given = [k for k in overrides if k == key or k.startswith(key + ".")]
+    where = f"--set {given[0]}" if given else key
     if err["type"] == "extra_forbidden":
         parent, leaf = err["loc"][:-1], str(err["loc"][-1])
         valid = _fields_at(parent)

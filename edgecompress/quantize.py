@@ -46,7 +46,7 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
         try:
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],
-                            weight_type=types[cfg.weights], per_channel=cfg.per_channel,
+                            weight_type=types[cfg.weights], per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                             calibrate_method=methods[cfg.calibration_method],
                             extra_options={"CalibTensorRangeSymmetric": False})
         except Exception as exc:

@@ -35,7 +35,8 @@ def table(s: dict) -> str:
     rows = [
         ("", "original", "compressed", "change"),
         ("model file", _fmt_bytes(b["bytes"]), _fmt_bytes(a["bytes"]), _ratio(b["bytes"], a["bytes"], "{:.2f}x smaller")),
-        ("bundle zip", "-", _fmt_bytes(a.get("zip_bytes")), ""),
+        ("model zipped", _fmt_bytes(b.get("deflated_bytes")), _fmt_bytes(a.get("deflated_bytes")),
+         _ratio(b.get("deflated_bytes"), a.get("deflated_bytes"), "{:.2f}x smaller")),
         ("params", _fmt_count(b["params"]), _fmt_count(a["params"]), _ratio(b["params"], a["params"], "{:.2f}x fewer")),
         ("MACs", _fmt_count(b["macs"]), _fmt_count(a["macs"]), _ratio(b["macs"], a["macs"], "{:.2f}x fewer")),
         (acc_name, _fmt_pct(b["accuracy"]), _fmt_pct(a["accuracy"]), _delta_points(b["accuracy"], a["accuracy"])),

@@ -87,12 +87,13 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
     problems = []
     if quantized:
         report.tolerance = {"min_top1_agreement": cfg.min_top1_agreement}
+        problems += [f"output '{o.name}' is not finite" for o in report.outputs if not np.isfinite(o.max_abs_diff)]
         if report.top1_agreement is not None and report.top1_agreement < cfg.min_top1_agreement:
             problems.append(f"top-1 agreement {report.top1_agreement:.2%} < {cfg.min_top1_agreement:.2%}")
     else:
         report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
         problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"
-                     for o in report.outputs if o.max_abs_diff > cfg.max_abs_diff]
+                     for o in report.outputs if not o.max_abs_diff <= cfg.max_abs_diff]  # NaN fails too
     if problems:
         raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(problems),
                              report=report.table(),

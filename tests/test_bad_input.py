@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import MODEL_SRC, fast_sets, make_data, run_cli
+from ecutil import MODEL_SRC, fast_sets, make_data, run_cli
 
 BUNDLE = "net-host-cpu"  # the factory `build` in net.py is named after the file: net -> net-host-cpu
 
@@ -176,9 +176,6 @@ def test_import_error_in_model_file_shows_the_users_traceback(tmp_path, npz_data
 
 
 @pytest.mark.parametrize("case", ["file missing", "returns a non-Module"])
-@pytest.mark.xfail(reason="BUG: models.load_factory raises InputError without a hint for a missing model file "
-                          "and for a factory returning a non-Module; DESIGN.md says messages say what to do",
-                   strict=True)
 def test_bad_model_message_says_what_to_do(case, model_file, npz_data, out_dir):
     spec, _ = MODEL_CASES[case]
     code, _, err = run_cli(*deploy_args(model_file.parent / spec, npz_data, out=out_dir))
@@ -237,8 +234,6 @@ def test_weights_that_are_not_a_torch_file(tmp_path, model_file, npz_data, out_d
     assert str(weights) in err and "weights_only=True" in err and has_remedy(err)
 
 
-@pytest.mark.xfail(reason="BUG: models._load_weights raises 'weights file X does not exist' without a hint",
-                   strict=True)
 def test_weights_file_missing_says_what_to_do(tmp_path, model_file, npz_data, out_dir):
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--weights", tmp_path / "no.pt",
                                         out=out_dir))
@@ -439,7 +434,7 @@ def test_verify_bad_bundle_path(what, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# bad input that currently escapes as a raw traceback or a misleading message (xfail: BUG)
+# bad input that once escaped as a raw traceback or a misleading message
 # ---------------------------------------------------------------------------------------------
 
 def _run_or_traceback(*args) -> tuple:
@@ -452,8 +447,6 @@ def _run_or_traceback(*args) -> tuple:
         return 1, "", "".join(traceback.format_exception(exc))
 
 
-@pytest.mark.xfail(reason="BUG: data.load_npz reads archive['x'] outside its try: an object-dtype 'x' "
-                          "(allow_pickle=False) escapes as a raw ValueError", strict=True)
 def test_object_dtype_x(tmp_path, model_file, out_dir):
     data = _npz(tmp_path, "obj.npz", x=np.array([object()] * 3, dtype=object))
     code, _, err = _run_or_traceback(*deploy_args(f"{model_file}:build", data, out=out_dir))
@@ -461,8 +454,6 @@ def test_object_dtype_x(tmp_path, model_file, out_dir):
     assert "obj.npz" in err and "'x'" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="BUG: data that does not fit the model's input (3 channels into a 1-channel "
-                          "Conv2d) escapes from prune.count as a raw torch RuntimeError", strict=True)
 def test_data_does_not_fit_the_model(tmp_path, model_file, out_dir):
     x, y = make_data()
     data = _npz(tmp_path, "rgb.npz", x=np.repeat(x, 3, axis=1), y=y)
@@ -472,8 +463,6 @@ def test_data_does_not_fit_the_model(tmp_path, model_file, out_dir):
     assert has_remedy(err)
 
 
-@pytest.mark.xfail(reason="BUG: labels >= the model's number of outputs escape from distill's "
-                          "cross_entropy as a raw IndexError", strict=True)
 def test_labels_beyond_the_models_outputs(tmp_path, model_file, out_dir):
     x, y = make_data()
     data = _npz(tmp_path, "ybig.npz", x=x, y=y + 5)  # classes 5..8, the model has 4 outputs
@@ -482,8 +471,6 @@ def test_labels_beyond_the_models_outputs(tmp_path, model_file, out_dir):
     assert "ybig.npz" in err and "'y'" in err and "4" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="BUG: one sample leaves an empty training split; pipeline goes on and "
-                          "torch_pruning's op counter raises ZeroDivisionError", strict=True)
 def test_single_sample(tmp_path, model_file, out_dir):
     x, y = make_data()
     data = _npz(tmp_path, "one.npz", x=x[:1], y=y[:1])
@@ -493,8 +480,6 @@ def test_single_sample(tmp_path, model_file, out_dir):
     assert "one.npz" in err and "samples" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="BUG: non-finite 'x' is not rejected by data.load_npz; the run goes on and "
-                          "fails with exit 3 in [quantize] ('scale issue'), not naming the data", strict=True)
 @pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")
 def test_non_finite_x(tmp_path, model_file, out_dir):
     x, y = make_data()
@@ -506,8 +491,6 @@ def test_non_finite_x(tmp_path, model_file, out_dir):
     assert "nan.npz" in err and "'x'" in err and ("NaN" in err or "finite" in err)
 
 
-@pytest.mark.xfail(reason="BUG: verify.check compares `max_abs_diff > tol`, which is False for NaN, so "
-                          "NaN outputs pass the FP32 parity check", strict=True)
 def test_nan_outputs_fail_the_parity_check():
     from edgecompress import verify
     from edgecompress.errors import ToleranceError
@@ -519,8 +502,6 @@ def test_nan_outputs_fail_the_parity_check():
         verify.check(verify.compare("nan model", bad, ref, ["out"], None), False, Verify())
 
 
-@pytest.mark.xfail(reason="BUG: --out naming an existing file escapes from pipeline.deploy "
-                          "(work.mkdir) as a raw NotADirectoryError", strict=True)
 def test_out_is_a_file(tmp_path, model_file, npz_data):
     out = tmp_path / "afile"
     out.write_text("not a folder")
@@ -529,8 +510,6 @@ def test_out_is_a_file(tmp_path, model_file, npz_data):
     assert str(out) in err and "--out" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="BUG: a missing --teacher file says only 'model file X does not exist' "
-                          "(models.load_factory), not that it is the --teacher", strict=True)
 def test_teacher_missing_names_the_flag(tmp_path, model_file, npz_data, out_dir):
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--teacher", f"{tmp_path}/t.py:build",
                                         out=out_dir))
@@ -538,16 +517,12 @@ def test_teacher_missing_names_the_flag(tmp_path, model_file, npz_data, out_dir)
     assert "t.py" in err and "--teacher" in err
 
 
-@pytest.mark.xfail(reason="BUG: profile._describe names an unknown --set section by its first part only "
-                          "('foo: unknown key'), not as '--set foo.bar'", strict=True)
 def test_set_unknown_section_names_the_set_flag(model_file, npz_data, out_dir):
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--set", "foo.bar=1", out=out_dir))
     assert code == 2, err
     assert "--set foo.bar" in err
 
 
-@pytest.mark.xfail(reason="BUG: `edgecompress targets show` without a name looks up a target called "
-                          "'show' ('unknown target 'show'. Did you mean 'host'?')", strict=True)
 def test_targets_show_without_a_name():
     code, _, err = _run_or_traceback("targets", "show")
     assert code == 2, err

@@ -12,7 +12,7 @@ from edgecompress.data import Dataset
 from edgecompress.errors import ProfileError
 from edgecompress.profile import Distill, Prune
 
-from conftest import make_data
+from ecutil import make_data
 
 
 def data(labels=True):

@@ -1,0 +1,211 @@
+"""End to end through the real CLI: Torch-Pruning, distillation, ONNX export, ORT INT8, the
+local runner in its own process, and the bundle on disk."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecutil import fast_sets, make_data, run_cli, train_weights
+
+
+def deploy(*args):
+    code, out, err = run_cli("deploy", *args)
+    assert code == 0, err
+    return out, err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One fast deploy of a user model with labelled .npz data, shared by the bundle tests."""
+    from ecutil import MODEL_SRC
+
+    root = tmp_path_factory.mktemp("built")
+    (root / "net.py").write_text(MODEL_SRC)
+    x, y = make_data()
+    np.savez(root / "data.npz", x=x, y=y, labels=np.array(["nw", "ne", "sw", "se"]))
+    weights = train_weights(root / "net.pt", x, y)
+    out, err = deploy(f"{root}/net.py:build", "--weights", weights, "--target", "host-cpu", "--data", root / "data.npz",
+                      "--out", root / "dist", "--json", *fast_sets())
+    return root, json.loads(out), err
+
+
+def test_bundle_layout_and_manifest(built):
+    root, summary, _ = built
+    folder = root / "dist" / "net-host-cpu"
+    assert Path(summary["bundle"]) == folder
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "example.py", "labels.txt", "manifest.json",
+                                                        "model.onnx", "parity.npz"]
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["schema_version"] == 1 and m["target"] == "host-cpu" and m["runtime"]["name"] == "onnxruntime"
+    assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["quantization"]["scale"] > 0
+    p = m["compression"]["pruning"]
+    assert p["structure"] == "channel" and p["params_after"] < p["params_before"] / 3
+    assert m["compression"]["distillation"]["steps"] == 30
+    assert m["compression"]["quantization"]["precision"] == "int8"
+    lat = m["metrics"]["latency_ms"]
+    assert set(lat) == {"original", "compressed"} and lat["compressed"]["n"] >= 20
+    assert m["metrics"]["measured_on"]["where"] == "host" and "not on the host-cpu target" in m["metrics"]["measured_on"]["note"]
+    assert m["metrics"]["energy_mj_per_inference"] is None and "no power source" in m["metrics"]["energy_reason"]
+    acc = m["metrics"]["accuracy"]
+    assert acc["metric"] == "accuracy" and acc["teacher"] > 0.95 and acc["student"] > acc["teacher"] - 0.1
+    assert m["provenance"]["profile"]["prune"]["ratio"] == 0.5 and m["provenance"]["profile"]["distill"]["steps"] == 30
+    assert (folder / "labels.txt").read_text().split() == ["nw", "ne", "sw", "se"]
+    assert set(m["files"]) == {"README.md", "example.py", "labels.txt", "model.onnx", "parity.npz"}
+
+
+def test_zip_holds_the_same_files(built):
+    root, _, _ = built
+    with zipfile.ZipFile(root / "dist" / "net-host-cpu.zip") as zf:
+        names = sorted(zf.namelist())
+    assert names == sorted(f"net-host-cpu/{n}" for n in ["README.md", "example.py", "labels.txt", "manifest.json",
+                                                         "model.onnx", "parity.npz"])
+    assert not [p for p in (root / "dist").iterdir() if p.name.startswith(".")], "no temp or work folders left"
+
+
+def test_summary_table_and_json(built):
+    _, summary, _ = built
+    assert summary["before"]["params"] > summary["after"]["params"]
+    assert summary["speedup_p50"] == pytest.approx(summary["before"]["p50_ms"] / summary["after"]["p50_ms"])
+    from edgecompress.report import table
+
+    text = table(summary)
+    for row in ("model file", "params", "MACs", "accuracy", "p50 latency", "x faster", "Measured on this host"):
+        assert row in text
+
+
+def test_example_program_classifies_one_input(built):
+    root, _, _ = built
+    folder = root / "dist" / "net-host-cpu"
+    out = subprocess.run([sys.executable, "example.py"], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    top = out.stdout.split()[0]
+    assert top in {"nw", "ne", "sw", "se"}
+    np.save(root / "one.npy", make_data(n=1, seed=5)[0][0])
+    out = subprocess.run([sys.executable, str(folder / "example.py"), str(root / "one.npy")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split()[0] in {"nw", "ne", "sw", "se"}
+
+
+def test_verify_passes_then_catches_a_changed_file(built, tmp_path):
+    root, _, _ = built
+    code, out, err = run_cli("verify", root / "dist" / "net-host-cpu.zip")
+    assert code == 0 and "6 files" not in out and "OK" in out, err
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(root / "dist" / "net-host-cpu", copy)
+    with open(copy / "labels.txt", "a") as fh:
+        fh.write("extra\n")
+    code, _, err = run_cli("verify", copy)
+    assert code == 3 and "labels.txt" in err and "sha256" in err
+
+
+def test_bench_a_bundle_json(built):
+    root, _, _ = built
+    code, out, err = run_cli("bench", root / "dist" / "net-host-cpu", "--runs", "30", "--seconds", "0", "--json")
+    assert code == 0, err
+    result = json.loads(out)["results"][0]
+    assert result["device_name"] == "this host" and result["latency_ms"]["n"] >= 30
+    assert result["latency_ms"]["min"] <= result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
+
+
+def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
+    import torch
+
+    from ecutil import MODEL_SRC
+
+    ns = {}
+    exec(MODEL_SRC, ns)
+    onnx_path = tmp_path / "given.onnx"
+    torch.onnx.export(ns["build"]().eval(), (torch.zeros(1, 1, 8, 8),), str(onnx_path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    out, _ = deploy(onnx_path, "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o", "--json",
+                    *fast_sets())
+    summary = json.loads(out)
+    m = json.loads((tmp_path / "o" / "given-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["pruning"]["structure"] == "none" and m["compression"]["distillation"]["steps"] == 0
+    assert m["compression"]["quantization"]["precision"] == "int8" and m["inputs"][0]["name"] == "x"
+    assert summary["after"]["bytes"] < 0.7 * summary["before"]["bytes"]  # int8 weights, plus QDQ scales
+
+
+def test_label_free_data_reports_agreement(tmp_path, model_file):
+    x, _ = make_data()
+    np.savez(tmp_path / "x_only.npz", x=x)
+    out, _ = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", tmp_path / "x_only.npz",
+                    "--out", tmp_path / "o", "--json", *fast_sets())
+    summary = json.loads(out)
+    assert summary["accuracy_metric"] == "agreement" and 0 <= summary["after"]["accuracy"] <= 1
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["distillation"]["label_free"] is True and not (tmp_path / "o" / "net-host-cpu" / "labels.txt").exists()
+
+
+def test_image_folder_input(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))\n")
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", 0), ("blue", 2)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(24):
+            arr = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+            arr[..., colour] = 200
+            Image.fromarray(arr).save(tmp_path / "imgs" / label / f"{i}.png")
+    out, _ = deploy(f"{tmp_path}/net.py:build", "--target", "host-cpu", "--data", tmp_path / "imgs",
+                    "--input-shape", "1x3x16x16", "--out", tmp_path / "o", "--json",
+                    *fast_sets("quantize.calibration_samples=16", "prune.round_to=4"))
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["labels"] == ["blue", "red"] and m["inputs"][0]["shape"][1:] == [3, 16, 16]
+    assert m["inputs"][0]["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    code = subprocess.run([sys.executable, str(tmp_path / "o" / "net-host-cpu" / "example.py"),
+                           str(tmp_path / "imgs" / "red" / "0.png")], capture_output=True, text=True, timeout=60)
+    assert code.returncode == 0 and code.stdout.split()[0] in {"red", "blue"}, code.stderr
+
+
+def test_unstructured_pruning_is_a_size_gain(tmp_path, model_file, npz_data):
+    out, _ = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                    "--json", *fast_sets("prune.structure=unstructured", "prune.ratio=0.7", "quantize.precision=fp32"))
+    summary = json.loads(out)
+    assert summary["after"]["params"] == summary["before"]["params"], "no channels removed"
+    assert summary["after"]["nonzero_params"] < 0.45 * summary["after"]["params"]
+    assert summary["after"]["bytes"] == pytest.approx(summary["before"]["bytes"], rel=0.05), "dense file, same size"
+    assert summary["after"]["deflated_bytes"] < 0.6 * summary["before"]["deflated_bytes"], "zeros compress when zipped"
+
+
+def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_data):
+    """A real process, a real SIGINT: the run stops with a checkpoint and no bundle; --resume
+    continues from that checkpoint (not from zero) and writes the bundle."""
+    args = [sys.executable, "-m", "edgecompress.cli", "deploy", f"{model_file}:build", "--target", "host-cpu",
+            "--data", str(npz_data), "--out", str(tmp_path / "o"), "--json",
+            *fast_sets("distill.steps=1200", "distill.checkpoint_every=20", "prune.iterative_steps=2")]
+    env = dict(os.environ, EDGECOMPRESS_PROGRESS="0")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ckpt = tmp_path / "o" / ".net-host-cpu.work" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and ckpt.exists()
+    assert not (tmp_path / "o" / "net-host-cpu").exists() and not (tmp_path / "o" / "net-host-cpu.zip").exists()
+
+    changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
+
+    finished = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert "--resume: continuing round 1 at step" in finished.stderr
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["distillation"]["steps"] == 600  # the last round's share of 1200 steps
+    assert not ckpt.parent.exists(), "the checkpoint is removed once the bundle is written"
