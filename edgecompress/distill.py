@@ -4,6 +4,7 @@ checkpoints so an interrupted run continues with --resume."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -141,6 +142,15 @@ def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
     return np.random.default_rng(SEED + step).choice(n, size=min(batch_size, n), replace=False)
 
 
+def cosine_lr(lr: float, step: int, steps: Optional[int], elapsed_s: float, seconds: Optional[float]) -> float:
+    """Cosine decay over the budget (steps, or time when only minutes are given). A function of
+    progress alone, so a resumed run continues on the same curve with no scheduler state."""
+    fractions = [f for f in ((step / steps) if steps else None, (elapsed_s / seconds) if seconds else None)
+                 if f is not None]
+    progress = min(1.0, max(fractions)) if fractions else 0.0
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
@@ -182,6 +192,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
             while (steps is None or step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
                 if stop.requested:
                     break
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(cfg.lr, step, steps, time.perf_counter() - t0, seconds)
                 idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
                 loss = _train_step(student, teacher, x[idx], None if y is None else y[idx], cfg, tap, opt, regularize)
                 if after_step:
@@ -271,7 +283,8 @@ class _LogProgress:
 
     def __init__(self, label: str, total: Optional[int], initial: int):
         self.label, self.total, self.n, self.start_n = label, total, initial, initial
-        self.t0, self.loss, self.next_at = time.perf_counter(), "", initial
+        self.t0, self.loss = time.perf_counter(), ""
+        self.next_at = initial + max(1, (total or 1) // 10)
 
     def update(self, k: int) -> None:
         self.n += k

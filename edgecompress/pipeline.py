@@ -130,7 +130,6 @@ def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployO
     macs_after, params_after = prune.count(student, example)
     prune_report.update(params_before=params_before, params_after=params_after, macs_before=macs_before,
                         macs_after=macs_after, nonzero_params_after=prune.count_nonzero(student))
-    log(f"prune: params {params_before:,} -> {params_after:,}, MACs {macs_before:,} -> {macs_after:,}")
     original_onnx = export.export_onnx(source.module, example, work / "original.onnx", prof.export, prune.failing_layer)
     student_onnx = export.export_onnx(student, example, work / "student_fp32.onnx", prof.export, prune.failing_layer)
     names = [o["name"] for o in export.io_spec(student_onnx)["outputs"]]
@@ -186,7 +185,9 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                                     meta=dict(meta, round=rnd), resume=state,
                                     after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
                                     label=f"distill {rnd}/{rounds}")
-        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, loss {report_d.final_loss}")
+        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
+            f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
+            f"({' + '.join(d.losses)}{', label-free' if report_d.label_free else ''})")
     pruning = {"structure": p.structure, "ratio": p.ratio if p.structure != "none" else 0.0,
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
     return pruning, _distill_dict(report_d, d)
@@ -198,6 +199,10 @@ def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> No
         prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
     elif p.structure == "unstructured":
         prune.apply_masks_(student, masks)
+    if p.structure != "none":
+        macs, params = prune.count(student, example)
+        log(f"prune {rnd}/{p.iterative_steps if p.structure == 'channel' else 1} ({p.structure}, {p.importance}): "
+            f"{params:,} params, {macs:,} MACs, {prune.count_nonzero(student):,} non-zero")
 
 
 def _taylor_grads(teacher, train, d):
@@ -300,8 +305,9 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict) -> tu
     measured = {"device_name": "this host", "arch": results["compressed"]["device"]["arch"],
                 "runtime": prof.runtime, "runtime_version": onnxruntime.__version__, "where": "host",
                 "host": results["compressed"].get("host"),
-                "note": f"Measured on this host ({results['compressed']['device']['arch']}), not on the "
-                        f"{prof.name} target: run with --device to measure on the device."}
+                "note": f"Measured on the build host ({results['compressed'].get('host')}, "
+                        f"{results['compressed']['device']['arch']}), not on the {prof.name} target: "
+                        "run with --device to measure on the device."}
     energy = results["compressed"].get("energy")
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
@@ -360,6 +366,7 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
                   "p50_ms": lat["compressed"]["p50"]},
         "speedup_p50": bench.speedup(results["original"], results["compressed"]),
         "accuracy_metric": acc["metric"],
+        "accuracy_samples": acc["samples"],
         "latency_ms": lat,
         "measured_on": measured,
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed.",

@@ -75,7 +75,9 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 
 ## What was measured
 
+```
 {table(summary)}
+```
 
 p50 {lat.get('p50', float('nan')):.3f} ms over n={lat.get('n')} runs. {m['metrics']['measured_on']['note']}
 Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_inference'] is not None else 'not measured: ' + str(m['metrics'].get('energy_reason'))}

@@ -128,3 +128,11 @@ def test_interrupt_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(tm
 def test_batches_are_a_function_of_the_step():
     assert np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 7))
     assert not np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 8))
+
+
+def test_cosine_lr_decays_over_steps_or_time():
+    assert distill.cosine_lr(1.0, 0, 100, 0.0, None) == pytest.approx(1.0)
+    assert distill.cosine_lr(1.0, 50, 100, 0.0, None) == pytest.approx(0.5)
+    assert distill.cosine_lr(1.0, 100, 100, 0.0, None) == pytest.approx(0.0, abs=1e-12)
+    assert distill.cosine_lr(1.0, 3, None, 30.0, 60.0) == pytest.approx(0.5)
+    assert distill.cosine_lr(1.0, 90, 100, 1.0, 60.0) < distill.cosine_lr(1.0, 10, 100, 1.0, 60.0)

@@ -76,7 +76,7 @@ def test_summary_table_and_json(built):
     from edgecompress.report import table
 
     text = table(summary)
-    for row in ("model file", "params", "MACs", "accuracy", "p50 latency", "x faster", "Measured on this host"):
+    for row in ("model file", "params", "MACs", "accuracy", "p50 latency", "x faster", "Measured on the build host"):
         assert row in text
 
 
