@@ -32,7 +32,7 @@ def built(tmp_path_factory):
     np.savez(root / "data.npz", x=x, y=y, labels=np.array(["nw", "ne", "sw", "se"]))
     weights = train_weights(root / "net.pt", x, y)
     out, err = deploy(f"{root}/net.py:build", "--weights", weights, "--target", "host-cpu", "--data", root / "data.npz",
-                      "--out", root / "dist", "--json", *fast_sets())
+                      "--out", root / "dist", "--json", *fast_sets("distill.steps=150"))
     return root, json.loads(out), err
 
 
@@ -47,7 +47,7 @@ def test_bundle_layout_and_manifest(built):
     assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["quantization"]["scale"] > 0
     p = m["compression"]["pruning"]
     assert p["structure"] == "channel" and p["params_after"] < p["params_before"] / 3
-    assert m["compression"]["distillation"]["steps"] == 30
+    assert m["compression"]["distillation"]["steps"] == 150
     assert m["compression"]["quantization"]["precision"] == "int8"
     lat = m["metrics"]["latency_ms"]
     assert set(lat) == {"original", "compressed"} and lat["compressed"]["n"] >= 20
@@ -55,7 +55,7 @@ def test_bundle_layout_and_manifest(built):
     assert m["metrics"]["energy_mj_per_inference"] is None and "no power source" in m["metrics"]["energy_reason"]
     acc = m["metrics"]["accuracy"]
     assert acc["metric"] == "accuracy" and acc["teacher"] > 0.95 and acc["student"] > acc["teacher"] - 0.1
-    assert m["provenance"]["profile"]["prune"]["ratio"] == 0.5 and m["provenance"]["profile"]["distill"]["steps"] == 30
+    assert m["provenance"]["profile"]["prune"]["ratio"] == 0.5 and m["provenance"]["profile"]["distill"]["steps"] == 150
     assert (folder / "labels.txt").read_text().split() == ["nw", "ne", "sw", "se"]
     assert set(m["files"]) == {"README.md", "example.py", "labels.txt", "model.onnx", "parity.npz"}
 
