@@ -1,0 +1,88 @@
+"""The device inventory: `devices.yaml` in the working folder, else
+`~/.config/edgecompress/devices.yaml` (DESIGN.md, device inventory contract). Closed schema, like
+the profiles: a typo in a device entry is an error that names the file, the device and the key."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+from .registry import closest
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""  # filled from the mapping key
+    target: str
+    transport: Literal["ssh", "adb", "local"] = "ssh"
+    # ssh
+    host: Optional[str] = None  # an address, or a Host alias from ~/.ssh/config
+    port: Optional[int] = Field(default=None, ge=1, le=65535)  # None: from ~/.ssh/config, else 22
+    user: Optional[str] = None
+    key: Optional[str] = None  # private key file; None: the ssh config's / agent's keys
+    known_hosts: Optional[str] = None  # None: ~/.ssh/known_hosts
+    ssh_config: Optional[str] = None  # None: ~/.ssh/config when it exists
+    python: str = "python3"  # the device's interpreter that has the runtime installed
+    workdir: str = "~/.cache/edgecompress"  # job folders and the device lock live here
+    connect_timeout_s: float = Field(default=15.0, gt=0)
+    job_timeout_s: float = Field(default=900.0, gt=0)
+    # adb
+    serial: Optional[str] = None
+    benchmark_model: Optional[str] = None
+
+
+def inventory_paths() -> list:
+    return [Path.cwd() / "devices.yaml", Path.home() / ".config" / "edgecompress" / "devices.yaml"]
+
+
+def find_inventory(explicit: Optional[str] = None) -> Optional[Path]:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise InputError(f"device inventory {path} does not exist")
+        return path
+    env = os.environ.get("EDGECOMPRESS_DEVICES")
+    if env:
+        return find_inventory(env)
+    return next((p for p in inventory_paths() if p.is_file()), None)
+
+
+def load(explicit: Optional[str] = None) -> Dict[str, Device]:
+    path = find_inventory(explicit)
+    if path is None:
+        raise InputError("no device inventory found (looked at " + ", ".join(map(str, inventory_paths())) + ")",
+                         hint="write devices.yaml as in the README (devices: NAME: {target, transport, host, ...})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"device inventory {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
+        raise InputError(f"device inventory {path} must have a top-level 'devices:' mapping of NAME: settings")
+    devices, problems = {}, []
+    for name, entry in data["devices"].items():
+        try:
+            devices[str(name)] = Device.model_validate(dict(entry or {}, name=str(name)))
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"])
+                hint = closest(key, Device.model_fields) if err["type"] == "extra_forbidden" else ""
+                problems.append(f"devices.{name}.{key}: {err['msg']}.{hint}")
+    if problems:
+        raise InputError(f"device inventory {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return devices
+
+
+def get(name: str, explicit: Optional[str] = None) -> Device:
+    devices = load(explicit)
+    if name not in devices:
+        raise InputError(f"unknown device '{name}'.{closest(name, devices)}",
+                         hint=f"devices in the inventory: {', '.join(devices) or 'none'}")
+    device = devices[name]
+    if device.transport == "ssh" and not device.host:
+        raise InputError(f"device '{name}' has transport ssh but no host", hint="add host: ADDRESS or an ssh alias")
+    return device
