@@ -61,6 +61,8 @@ def deploy(opts: DeployOptions) -> dict:
 
     if source.kind == "torch":
         check_fit(source.module, dataset)
+        if teacher is not source.module:
+            check_teacher(teacher, source.module, dataset, opts.teacher)
         stages = compress_torch(source, teacher, prof, train, held, work, opts)
     else:
         stages = prepare_onnx(source, prof, held, work)
@@ -102,6 +104,18 @@ def load_inputs(opts: DeployOptions, prof):
     return source, dataset, teacher
 
 
+def check_teacher(teacher, student, dataset, spec: str) -> None:
+    import torch
+
+    check_fit(teacher, dataset)
+    example = torch.from_numpy(dataset.x[:2])
+    with torch.no_grad():
+        t_shape, s_shape = tuple(teacher.eval()(example).shape), tuple(student.eval()(example).shape)
+    if t_shape != s_shape:
+        raise InputError(f"--teacher {spec} outputs shape {t_shape[1:]} but the model outputs {s_shape[1:]}",
+                         hint="the teacher must predict the same classes as the model")
+
+
 def check_fit(model, dataset) -> None:
     """The data must fit the model, and labels its outputs, before any work starts."""
     import torch
@@ -127,6 +141,8 @@ def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployO
     student = copy.deepcopy(source.module).eval()
     macs_before, params_before = prune.count(student, example)
     prune_report, distill_report = prune_and_distill_(student, teacher, prof, train, example, work, source, opts)
+    distill_report["teacher"] = opts.teacher or "the unpruned model"
+    distill_report["teacher_params"] = prune.count(teacher, example)[1]
     macs_after, params_after = prune.count(student, example)
     prune_report.update(params_before=params_before, params_after=params_after, macs_before=macs_before,
                         macs_after=macs_after, nonzero_params_after=prune.count_nonzero(student))

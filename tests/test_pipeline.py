@@ -209,3 +209,39 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
     assert m["compression"]["distillation"]["steps"] == 600  # the last round's share of 1200 steps
     assert not ckpt.parent.exists(), "the checkpoint is removed once the bundle is written"
+
+
+@pytest.mark.parametrize("sets", [
+    ("prune.importance=taylor",),
+    ("prune.importance=bn_scale", "prune.sparsity_training.steps=20", "prune.sparsity_training.reg=0.001"),
+])
+def test_importance_variants_run_end_to_end(tmp_path, model_file, npz_data, sets):
+    out, err = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                      "--json", *fast_sets(*sets))
+    summary = json.loads(out)
+    assert summary["after"]["params"] < summary["before"]["params"] / 3
+    if "prune.sparsity_training.steps=20" in sets:
+        assert "slimming" in err or "prune 1/1 (channel, bn_scale)" in err
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["pruning"]["importance"] == sets[0].split("=")[1]
+
+
+def test_a_larger_named_teacher_teaches(tmp_path, model_file, npz_data):
+    (tmp_path / "big.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(64, 4))\n")
+    out, err = deploy(f"{model_file}:build", "--teacher", f"{tmp_path}/big.py:build", "--target", "host-cpu",
+                      "--data", npz_data, "--out", tmp_path / "o", "--json", *fast_sets())
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["distillation"]["teacher"] == f"{tmp_path}/big.py:build"
+    assert m["compression"]["distillation"]["teacher_params"] == 64 * 9 + 64 + 64 * 4 + 4
+
+
+def test_a_teacher_with_other_classes_is_refused(tmp_path, model_file, npz_data):
+    (tmp_path / "other.py").write_text("import torch.nn as nn\n"
+                                       "def build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 7))\n")
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--teacher", f"{tmp_path}/other.py:build", "--target",
+                           "host-cpu", "--data", npz_data, "--out", tmp_path / "o", *fast_sets())
+    assert code == 2 and "--teacher" in err and "(7,)" in err and "(4,)" in err
