@@ -1,11 +1,13 @@
 """The benchmark stage, host side: turns a profile's `bench` section into runner jobs (see
-DESIGN.md, runner job contract) and runs them through a runner: on this host for now, the same
-device-side program that runs on devices."""
+DESIGN.md, runner job contract) and runs them through a runner: a process on this host, or a device
+from the inventory over its transport. The same device-side program runs in every case."""
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 PROTOCOL_VERSION = 1
 
@@ -24,28 +26,70 @@ def make_job(cfg, runtime: str) -> dict:
     }
 
 
+_print_lock = threading.Lock()
+
+
 def _log_progress(label: str) -> Callable[[str], None]:
     """On a terminal, one line rewritten in place; in a log, only the start and the end."""
     tty = sys.stderr.isatty()
 
     def show(text: str) -> None:
-        if tty:
-            print(f"\r\033[K  bench {label}: {text}", end="", file=sys.stderr, flush=True)
-        elif not any(word in text for word in ("warmup ", "timed ")) or " in " in text:
-            print(f"  bench {label}: {text}", file=sys.stderr, flush=True)
+        with _print_lock:
+            if tty:
+                print(f"\r\033[K  bench {label}: {text}", end="", file=sys.stderr, flush=True)
+            elif not any(word in text for word in ("warmup ", "timed ")) or " in " in text:
+                print(f"  bench {label}: {text}", file=sys.stderr, flush=True)
     return show
 
 
-def measure(models: Dict[str, Path], cfg, runtime: str, quiet: bool = False) -> Dict[str, dict]:
-    """Each model in its own device-side process, one after the other, in one call: the original
-    and the compressed model are measured in the same run under the same conditions."""
+def runner_for(device) -> Callable:
+    """The runner function for a device (None: this host). Transport modules are imported on
+    demand: the ssh one pulls in asyncssh, which a host-only run never needs."""
     from .runners import RUNNERS
 
-    run = RUNNERS.get("local")
+    transport = "local" if device is None else device.transport
+    if transport not in RUNNERS:
+        importlib.import_module(f"edgecompress.runners.{transport}")
+    run = RUNNERS.get(transport)
+    if device is None:
+        return run
+    return lambda job, path, **kw: run(job, path, device=device, **kw)
+
+
+def measure(models: Dict[str, Path], cfg, runtime: str, device=None, quiet: bool = False) -> Dict[str, dict]:
+    """Each model in its own device-side process, one after the other, in one call: the original
+    and the compressed model are measured in the same run under the same conditions."""
+    run = runner_for(device)
+    where = "this host" if device is None else device.name
     results = {}
     for label, path in models.items():
-        job = make_job(cfg, runtime)
-        results[label] = run(job, path, on_progress=None if quiet else _log_progress(label))
+        result = run(make_job(cfg, runtime), path, on_progress=None if quiet else _log_progress(f"{label} on {where}"))
+        results[label] = dict(result, device_name=where)
+    return results
+
+
+def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False) -> List[dict]:
+    """One job per device, all devices at once (each device runs one job at a time anyway)."""
+    results: List[Optional[dict]] = [None] * len(devices)
+    errors: List[Optional[BaseException]] = [None] * len(devices)
+
+    def one(i: int, device) -> None:
+        try:
+            results[i] = measure({model.name: model}, cfg, runtime, device, quiet)[model.name]
+        except BaseException as exc:  # reported per device below, after every job has ended
+            errors[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, d), daemon=True) for i, d in enumerate(devices)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if sys.stderr.isatty() and not quiet:
+        print(file=sys.stderr)  # end the in-place progress line
+    for i, error in enumerate(errors):
+        if error is not None:
+            results[i] = {"device_name": "this host" if devices[i] is None else devices[i].name, "error": str(error),
+                          "exit_code": getattr(error, "exit_code", 1)}
     return results
 
 

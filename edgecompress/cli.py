@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("deploy", help="prune, distill, quantize, export, check, benchmark and bundle a model")
     d.add_argument("model", nargs="?", help="path/file.py:factory or model.onnx; omitted: the built-in demo")
-    d.add_argument("--target", required=True, help="profile name (edgecompress targets), family, or a .yaml file")
+    d.add_argument("--target", help="profile name (edgecompress targets), family, or a .yaml file "
+                   "(default with --device: the device's target)")
     d.add_argument("--data", help=".npz with x (and y), or a folder of images in class sub-folders")
     d.add_argument("--weights", help="state_dict for the factory's model (loaded with weights_only=True)")
     d.add_argument("--teacher", help="a larger teacher, path/file.py:factory (default: the unpruned model)")
@@ -37,13 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    b = sub.add_parser("bench", help="measure a bundle or an .onnx model")
+    b = sub.add_parser("bench", help="measure a bundle or an .onnx model, here or on devices")
     b.add_argument("artifact", type=Path)
+    b.add_argument("--device", dest="devices", action="append", default=[], metavar="NAME",
+                   help="a device from devices.yaml (repeatable: all run at once); default: this host")
     b.add_argument("--runs", type=int)
     b.add_argument("--warmup", type=int)
     b.add_argument("--seconds", type=float, help="minimum timed seconds")
     b.add_argument("--threads", type=int)
     b.add_argument("--json", action="store_true")
+
+    dv = sub.add_parser("devices", help="list the device inventory, or check that a device is reachable")
+    dv.add_argument("action", nargs="?", choices=["list", "check"], default="list")
+    dv.add_argument("name", nargs="?")
+    dv.add_argument("--inventory", help="a devices.yaml (default: ./devices.yaml, then ~/.config/edgecompress/)")
+    dv.add_argument("--json", action="store_true")
 
     v = sub.add_parser("verify", help="re-check a bundle's checksums and output parity")
     v.add_argument("bundle", type=Path)
@@ -74,9 +83,17 @@ def cmd_targets(args) -> int:
 
 def cmd_deploy(args) -> int:
     from . import report
+    from .errors import InputError
     from .pipeline import DeployOptions, deploy
 
-    summary = deploy(DeployOptions(model=args.model, target=args.target, data=args.data, weights=args.weights,
+    target = args.target
+    if target is None:
+        if not args.device:
+            raise InputError("--target is required", hint="edgecompress targets lists them; e.g. --target arm")
+        from . import inventory
+
+        target = inventory.get(args.device).target
+    summary = deploy(DeployOptions(model=args.model, target=target, data=args.data, weights=args.weights,
                                    teacher=args.teacher, teacher_weights=args.teacher_weights,
                                    input_shape=args.input_shape, out=args.out, overrides=args.overrides,
                                    device=args.device, resume=args.resume, force=args.force))
@@ -91,18 +108,65 @@ def cmd_deploy(args) -> int:
 def cmd_bench(args) -> int:
     from .pipeline import bench_artifact
 
-    out = bench_artifact(args.artifact, args.runs, args.warmup, args.threads, args.seconds, quiet=args.json)
+    out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
+                         quiet=args.json)
     if args.json:
         print(json.dumps(out, indent=2))
+    else:
+        print(bench_table(out["results"]))
+    failed = [r for r in out["results"] if "error" in r]
+    for r in failed:
+        print(f"error: {r['device_name']}: {r['error']}", file=sys.stderr)
+    return max((r.get("exit_code", 1) for r in failed), default=0)
+
+
+def bench_table(results: list) -> str:
+    head = ("device", "arch", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ms", "n", "load ms", "mJ/inference")
+    rows = [head]
+    for r in results:
+        if "error" in r:
+            rows.append((r["device_name"], "-", "-", "failed", "", "", "", "", "", ""))
+            continue
+        lat, dev, energy = r["latency_ms"], r.get("device", {}), r.get("energy")
+        rows.append((r["device_name"], str(dev.get("arch")), f"{dev.get('runtime')} {dev.get('runtime_version')}",
+                     *(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")), str(lat["n"]), f"{r['load_ms']:.1f}",
+                     f"{energy['mj_per_inference_total']:.3f}" if energy else "n/a"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in results:
+        if "error" not in r and not r.get("energy"):
+            lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
+    return "\n".join(lines)
+
+
+def cmd_devices(args) -> int:
+    from . import inventory
+
+    devices = inventory.load(args.inventory)
+    if args.action == "list":
+        for name, d in devices.items():
+            where = f"{d.user + '@' if d.user else ''}{d.host}{':' + str(d.port) if d.port else ''}" \
+                if d.transport == "ssh" else (d.serial or "")
+            print(f"{name:<16} {d.target:<18} {d.transport:<6} {where}")
         return 0
-    for r in out["results"]:
-        lat = r["latency_ms"]
-        print(f"{r['artifact']} on {r['device_name']} ({r['device']['arch']}, {r['device'].get('runtime')} "
-              f"{r['device'].get('runtime_version')}):")
-        print("  " + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean", "std", "min", "max"))
-              + f" ms  n={lat['n']}")
-        print(f"  load {r['load_ms']:.1f} ms, first run {r['first_run_ms']:.2f} ms, peak RSS {r['peak_rss_mb']:.0f} MB")
-        print(f"  energy: {r['energy'] or 'not measured: ' + str(r.get('energy_reason'))}")
+    if not args.name:
+        from .errors import InputError
+
+        raise InputError("edgecompress devices check: give a device name", hint="edgecompress devices list")
+    device = inventory.get(args.name, args.inventory)
+    import importlib
+
+    module = importlib.import_module(f"edgecompress.runners.{device.transport}")
+    info = getattr(module, f"check_{device.transport}")(device)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{device.name}: reachable ({info.get('hostname')}, {info.get('arch')}, Python {info.get('python')})")
+    for runtime, version in (info.get("runtimes") or {}).items():
+        print(f"  runtime {runtime:<16} {version or 'not installed'}")
+    for src in info.get("power_sources") or []:
+        print(f"  power   {src['name']:<16} {'available' if src['available'] else 'no'}: {src.get('reason', '')}")
     return 0
 
 
@@ -122,7 +186,8 @@ def cmd_verify(args) -> int:
     return 0
 
 
-COMMANDS = {"targets": cmd_targets, "deploy": cmd_deploy, "bench": cmd_bench, "verify": cmd_verify}
+COMMANDS = {"targets": cmd_targets, "deploy": cmd_deploy, "bench": cmd_bench, "verify": cmd_verify,
+            "devices": cmd_devices}
 
 
 def main(argv=None) -> int:

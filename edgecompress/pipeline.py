@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from . import bench, bundle, data as data_mod, distill, export, models, profile as profile_mod, prune, quantize, report, verify
+from . import bench, bundle, data as data_mod, distill, export, inventory, models, profile as profile_mod, prune
+from . import quantize, report, verify
 from .errors import InputError
 
 
@@ -43,9 +44,9 @@ def deploy(opts: DeployOptions) -> dict:
     prof, note = profile_mod.load(opts.target, opts.overrides)
     if note:
         log(note)
-    if opts.device:
-        raise InputError(f"--device {opts.device}: running on a remote device is not available in this version",
-                         hint="leave out --device to measure on this host")
+    device = inventory.get(opts.device) if opts.device else None
+    if device is not None and device.target != prof.name:
+        log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
     source, dataset, teacher = load_inputs(opts, prof)
     name = bundle.bundle_name(source.name, prof.name)
     final = bundle.check_destination(Path(opts.out), name, opts.force)
@@ -68,10 +69,10 @@ def deploy(opts: DeployOptions) -> dict:
         stages = prepare_onnx(source, prof, held, work)
     deployed, parity = quantize_and_check(stages, prof, train, held, work)
     stages["parity"], stages["held_y"] = parity, held.y
-    log("bench: original and compressed model on this host, one after the other")
+    log(f"bench: original and compressed model on {device.name if device else 'this host'}, one after the other")
     results = bench.measure({"original": stages["original_onnx"], "compressed": deployed}, prof.bench, prof.runtime,
-                            quiet=opts.quiet)
-    summary, manifest = describe(source, prof, dataset, stages, deployed, results)
+                            device=device, quiet=opts.quiet)
+    summary, manifest = describe(source, prof, dataset, stages, deployed, results, device)
     published = bundle.write(Path(opts.out), name, files=bundle_files(deployed),
                              texts=bundle_texts(dataset, manifest, summary), manifest=manifest,
                              parity=stages["parity_arrays"], force=opts.force)
@@ -307,7 +308,25 @@ def _input_name(stages) -> str:
     return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
 
 
-def describe(source, prof, dataset, stages, deployed: Path, results: dict) -> tuple:
+def measured_on(results: dict, prof, device) -> dict:
+    """Where the latency (and energy) figures come from, in words and in fields."""
+    r = results["compressed"]
+    state = r.get("device") or {}
+    fields = {"device_name": device.name if device else "this host", "where": "device" if device else "host",
+              "arch": state.get("arch"), "runtime": prof.runtime, "runtime_version": state.get("runtime_version"),
+              "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
+              "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
+              "runs": {k: v["latency_ms"]["n"] for k, v in results.items()}}
+    if device:
+        fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
+                          f"{prof.runtime} {state.get('runtime_version')}).")
+    else:
+        fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
+                          f"{prof.name} target: run with --device to measure on the device.")
+    return fields
+
+
+def describe(source, prof, dataset, stages, deployed: Path, results: dict, device=None) -> tuple:
     """The summary printed at the end and the manifest written into the bundle, from one set of facts."""
     import onnxruntime
     import torch
@@ -318,12 +337,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict) -> tu
     for tensor in io["inputs"] + io["outputs"]:
         tensor["quantization"] = q.get(tensor["name"])
     io["inputs"][0]["preprocessing"] = dataset.preprocessing
-    measured = {"device_name": "this host", "arch": results["compressed"]["device"]["arch"],
-                "runtime": prof.runtime, "runtime_version": onnxruntime.__version__, "where": "host",
-                "host": results["compressed"].get("host"),
-                "note": f"Measured on the build host ({results['compressed'].get('host')}, "
-                        f"{results['compressed']['device']['arch']}), not on the {prof.name} target: "
-                        "run with --device to measure on the device."}
+    measured = measured_on(results, prof, device)
     energy = results["compressed"].get("energy")
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
@@ -341,6 +355,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict) -> tu
                     "peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in results.items()},
                     "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
                     "energy_reason": None if energy else results["compressed"].get("energy_reason"),
+                    "energy": {k: v.get("energy") for k, v in results.items()},
                     "parity": [c.to_dict() for c in stages["checks"]] + [stages["parity"].to_dict()],
                     "measured_on": measured,
                     "device_state": results["compressed"].get("device")},
@@ -446,22 +461,25 @@ class _Tol:
     samples: int = 256
 
 
-def bench_artifact(artifact: Path, runs: Optional[int], warmup: Optional[int], threads: Optional[int],
-                   seconds: Optional[float], quiet: bool = False) -> dict:
-    """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's)."""
+def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
+                   threads: Optional[int], seconds: Optional[float], quiet: bool = False) -> dict:
+    """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's),
+    on this host or on each named device at once."""
     artifact = Path(artifact)
+    targets = [inventory.get(name) for name in devices] or [None]
     if artifact.suffix == ".onnx":
         model = models.load_onnx(str(artifact)).onnx_path
         prof, _ = profile_mod.load("host")
-        return _bench_model(artifact, model, prof, runs, warmup, threads, seconds, quiet)
+        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
-        return _bench_model(artifact, folder / bundle.model_file(manifest), prof, runs, warmup, threads, seconds, quiet)
+        return _bench_model(artifact, folder / bundle.model_file(manifest), prof, targets, runs, warmup, threads,
+                            seconds, quiet)
 
 
-def _bench_model(artifact: Path, model: Path, prof, runs, warmup, threads, seconds, quiet) -> dict:
+def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet) -> dict:
     cfg = prof.bench.model_copy(update={k: v for k, v in {"runs": runs, "warmup_runs": warmup, "threads": threads,
                                                           "seconds": seconds}.items() if v is not None})
-    result = bench.measure({artifact.name: model}, cfg, prof.runtime, quiet=quiet)[artifact.name]
-    return {"results": [dict(result, device_name="this host", artifact=str(artifact))]}
+    results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet)
+    return {"results": [dict(r, artifact=str(artifact)) for r in results]}

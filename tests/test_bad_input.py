@@ -311,12 +311,25 @@ def test_missing_data_with_own_model(model_file, out_dir):
 # arguments
 # ---------------------------------------------------------------------------------------------
 
-def test_device_is_not_available_yet(model_file, npz_data, out_dir):
+def test_device_without_an_inventory(model_file, npz_data, out_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--device", "lab-pi", out=out_dir))
     assert code == 2, err
-    assert "--device lab-pi" in err and "not available in this version" in err
-    assert has_remedy(err) and "leave out --device" in err
+    assert "no device inventory found" in err and "devices.yaml" in err
     assert not out_dir.exists()
+
+
+def test_unknown_device_and_inventory_typos(model_file, npz_data, out_dir, tmp_path, monkeypatch):
+    inv = tmp_path / "devices.yaml"
+    inv.write_text("devices:\n  lab-pi:\n    target: raspberry-pi-5\n    host: 10.0.0.2\n")
+    monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(inv))
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--device", "lab-py", out=out_dir))
+    assert code == 2 and "unknown device 'lab-py'" in err and "Did you mean 'lab-pi'" in err
+    inv.write_text("devices:\n  lab-pi:\n    target: raspberry-pi-5\n    hots: 10.0.0.2\n    port: 99999\n")
+    code, _, err = run_cli("devices", "list")
+    assert code == 2 and str(inv) in err and "devices.lab-pi.hots" in err and "Did you mean 'host'" in err
+    assert "devices.lab-pi.port" in err
 
 
 @pytest.mark.parametrize("shape", ["abc", "1x0x8x8", "8"])
