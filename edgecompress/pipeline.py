@@ -158,12 +158,30 @@ def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployO
         verify.check(verify.compare("student FP32 ONNX vs PyTorch student", verify.onnx_outputs(student_onnx, held.x),
                                     ref_student, names, held.y), False, prof.verify),
     ]
+    if prof.prune.structure == "2:4":
+        prune_report["two_four"] = check_two_four(student_onnx, prune_report["masked_layers"])
     log("export: ONNX FP32 matches PyTorch (max |diff| "
         + ", ".join(f"{o.max_abs_diff:.2g}" for c in checks for o in c.outputs) + ")")
     return {"original_onnx": original_onnx, "student_onnx": student_onnx, "reference": ref_student,
             "reference_original": ref_original, "output_names": names, "checks": checks,
             "pruning": prune_report, "distillation": distill_report,
             "counts_before": (params_before, macs_before), "counts_after": (params_after, macs_after)}
+
+
+def check_two_four(onnx_path: Path, masked_layers: List[str]) -> dict:
+    """Every masked layer must still hold the 2:4 pattern in the exported ONNX (BatchNorm folding
+    scales whole output channels, so zeros stay zeros; anything else that breaks it fails here)."""
+    from .errors import StageError
+
+    layers = verify.two_four_layers(onnx_path)
+    sparse = [name for name, bad in layers.items() if bad == 0]
+    if len(sparse) < len(masked_layers):
+        broken = {name: bad for name, bad in layers.items() if bad}
+        raise StageError("export", f"{len(masked_layers)} layers were pruned 2:4 but only {len(sparse)} weights in "
+                         f"{onnx_path.name} keep the pattern; groups of four with fewer than two zeros: {broken}",
+                         hint="set prune.structure=channel, or report the model: an export step rewrote the weights")
+    log(f"export: 2:4 pattern intact in {len(sparse)} ONNX weights ({len(masked_layers)} layers masked)")
+    return {"sparse_onnx_weights": sparse, "masked_layers": len(masked_layers)}
 
 
 def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, opts) -> tuple:
@@ -180,6 +198,8 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     masks = None
     if p.structure == "unstructured":
         masks = _masks_after_resume(student, resume) or prune.magnitude_masks(student, p.ratio, ignore)
+    elif p.structure == "2:4":
+        masks = _masks_after_resume(student, resume) or prune.two_four_masks(student, ignore)
     regularize = None
     if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
         regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
@@ -205,7 +225,8 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
             f"({' + '.join(d.losses)}{', label-free' if report_d.label_free else ''})")
-    pruning = {"structure": p.structure, "ratio": p.ratio if p.structure != "none" else 0.0,
+    pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
+               "masked_layers": sorted(masks) if masks else [],
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
     return pruning, _distill_dict(report_d, d)
 
@@ -214,7 +235,7 @@ def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> No
     p = prof.prune
     if p.structure == "channel":
         prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
-    elif p.structure == "unstructured":
+    elif p.structure in ("unstructured", "2:4"):
         prune.apply_masks_(student, masks)
     if p.structure != "none":
         macs, params = prune.count(student, example)
@@ -235,6 +256,7 @@ def _taylor_grads(teacher, train, d):
 
 
 def _masks_after_resume(student, resume) -> Optional[dict]:
+    """The checkpoint's weights already carry the masks' zeros: rebuild the masks from them."""
     if not resume:
         return None
     import torch.nn as nn

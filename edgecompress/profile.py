@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ProfileError
 from .registry import closest
@@ -33,13 +33,19 @@ class SparsityTraining(Closed):
 
 
 class Prune(Closed):
-    structure: Literal["channel", "unstructured", "none"] = "channel"
+    structure: Literal["channel", "unstructured", "2:4", "none"] = "channel"
     ratio: float = Field(default=0.5, gt=0, lt=1)
     round_to: Optional[int] = Field(default=8, ge=1)
     importance: Literal["l2", "taylor", "bn_scale"] = "l2"
     iterative_steps: int = Field(default=1, ge=1, le=50)
     ignore: List[str] = Field(default_factory=list)
     sparsity_training: SparsityTraining = Field(default_factory=SparsityTraining)
+
+    @field_validator("structure", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value):
+        # YAML 1.1 reads an unquoted 2:4 as the base-60 number 124
+        return "2:4" if value == 124 else value
 
 
 class Distill(Closed):

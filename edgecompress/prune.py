@@ -114,6 +114,55 @@ def magnitude_masks(model, ratio: float, ignore: List[str]) -> dict:
     return masks
 
 
+def _grouped_by_four(weight):
+    """View of a conv (K, C, R, S) or linear (out, in) weight as (..., C/4, 4) along the input
+    channels, which is the axis TensorRT's 2:4 sparse kernels need the pattern on."""
+    w = weight.permute(0, 2, 3, 1) if weight.dim() == 4 else weight
+    return w.reshape(*w.shape[:-1], w.shape[-1] // 4, 4)
+
+
+def _ungroup(grouped, like):
+    if like.dim() == 4:
+        k, c, r, s = like.shape
+        return grouped.reshape(k, r, s, c).permute(0, 3, 1, 2)
+    return grouped.reshape(like.shape)
+
+
+def two_four_eligible(module) -> bool:
+    """Layers TensorRT can run 2:4-sparse: dense convs and linears whose input width is a multiple
+    of 4 (grouped and depthwise convs stay dense)."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and module.in_channels % 4 == 0
+    return isinstance(module, nn.Linear) and module.in_features % 4 == 0
+
+
+def two_four_masks(model, ignore: List[str]) -> dict:
+    """Keep the two largest-magnitude weights of every group of four consecutive input channels."""
+    import torch
+
+    masks = {}
+    for name, module in model.named_modules():
+        if name in ignore or not two_four_eligible(module):
+            continue
+        grouped = _grouped_by_four(module.weight.detach().abs())
+        keep = torch.zeros_like(grouped, dtype=torch.bool)
+        keep.scatter_(-1, grouped.topk(2, dim=-1).indices, True)
+        masks[name] = _ungroup(keep, module.weight)
+    return masks
+
+
+def two_four_violations(weight) -> int:
+    """Groups of four (along the input channels) holding fewer than two zeros."""
+    import torch
+
+    w = torch.as_tensor(weight)
+    if w.shape[1 if w.dim() == 4 else -1] % 4:
+        return 0
+    return int(((_grouped_by_four(w) == 0).sum(-1) < 2).sum())
+
+
 def apply_masks_(model, masks: dict) -> None:
     import torch
 

@@ -82,6 +82,32 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     return report
 
 
+def two_four_layers(path: Path) -> dict:
+    """For each Conv/Gemm weight in an ONNX file whose input width is a multiple of 4: the number of
+    groups of four input channels with fewer than two zeros (0 means the 2:4 pattern holds)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and attrs.get("group", 1) != 1:
+            continue
+        if node.op_type == "Gemm" and not attrs.get("transB", 0):
+            w = w.T  # (in, out) -> (out, in): groups run along the input elements of a row
+        groups = np.moveaxis(w, 1, -1) if w.ndim == 4 else w
+        if groups.shape[-1] % 4:
+            continue
+        groups = groups.reshape(*groups.shape[:-1], groups.shape[-1] // 4, 4)
+        out[node.name or node.input[1]] = int(((groups == 0).sum(-1) < 2).sum())
+    return out
+
+
 def check(report: Parity, quantized: bool, cfg) -> Parity:
     """FP32 exports must match closely; quantized ones must agree on the decision."""
     problems = []

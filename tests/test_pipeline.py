@@ -245,3 +245,17 @@ def test_a_teacher_with_other_classes_is_refused(tmp_path, model_file, npz_data)
     code, _, err = run_cli("deploy", f"{model_file}:build", "--teacher", f"{tmp_path}/other.py:build", "--target",
                            "host-cpu", "--data", npz_data, "--out", tmp_path / "o", *fast_sets())
     assert code == 2 and "--teacher" in err and "(7,)" in err and "(4,)" in err
+
+
+def test_two_four_survives_distillation_and_export(tmp_path, model_file, npz_data):
+    out, err = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                      "--json", *fast_sets("prune.structure=2:4", "quantize.precision=fp32"))
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    pruning = m["compression"]["pruning"]
+    assert pruning["structure"] == "2:4" and pruning["masked_layers"] == ["3"]  # conv 16->32; conv 0 has C=1
+    assert pruning["two_four"]["masked_layers"] == 1 and len(pruning["two_four"]["sparse_onnx_weights"]) >= 1
+    assert "2:4 pattern intact" in err
+    from edgecompress import verify
+
+    layers = verify.two_four_layers(tmp_path / "o" / "net-host-cpu" / "model.onnx")
+    assert sorted(layers.values())[0] == 0, "the bundled model keeps the pattern"

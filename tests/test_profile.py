@@ -83,3 +83,12 @@ def test_user_profile_file_is_accepted(tmp_path):
 def test_profile_docs_say_unstructured_gives_no_speed_up():
     doc = Path(profile.__file__).read_text() + (Path(profile.__file__).parents[1] / "README.md").read_text()
     assert "unstructured" in doc and "size" in doc
+
+
+def test_unquoted_two_four_is_read_as_the_structure(tmp_path):
+    prof, _ = profile.load("host-cpu", ["prune.structure=2:4"])
+    assert prof.prune.structure == "2:4"
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 4}\n"
+                    "prune: {structure: 2:4}\n")
+    assert profile.load(str(path))[0].prune.structure == "2:4"

@@ -127,3 +127,34 @@ def test_counts_report_fewer_params_and_macs():
     prune.prune_channels_(model, Prune(ratio=0.5, round_to=8), example())
     macs1, params1 = prune.count(model, example())
     assert 3.5 < params0 / params1 < 4.5 and 3.5 < macs0 / macs1 < 4.5
+
+
+def test_two_four_masks_keep_two_of_every_four_input_channels():
+    model = demo.build()
+    masks = prune.two_four_masks(model, ignore=[])
+    assert "0" not in masks, "1 input channel: not a multiple of 4, stays dense"
+    assert set(masks) == {"3", "7", "10", "15"}
+    prune.apply_masks_(model, masks)
+    for name in masks:
+        w = dict(model.named_modules())[name].weight.detach()
+        assert prune.two_four_violations(w) == 0
+        assert (w == 0).float().mean().item() == pytest.approx(0.5)
+    # the pattern runs along the input channels: for one output channel and kernel position,
+    # exactly two of each four consecutive input channels are zero
+    w = model[3].weight.detach()
+    assert ((w[5, 0:4, 1, 2] == 0).sum().item(), (w[5, 4:8, 0, 0] == 0).sum().item()) == (2, 2)
+
+
+def test_two_four_masks_keep_the_largest_weights():
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -3.0, 0.2, 2.0]]))
+    masks = prune.two_four_masks(nn.Sequential(layer), ignore=[])
+    assert masks["0"].tolist() == [[False, True, False, True]]
+
+
+def test_two_four_violations_counts_dense_groups():
+    w = torch.ones(2, 8)
+    assert prune.two_four_violations(w) == 4
+    w[:, ::2] = 0
+    assert prune.two_four_violations(w) == 0
