@@ -39,7 +39,8 @@ def test_clocks_governor_and_temperatures(tmp_path):
 
 def test_an_empty_tree_reports_nothing_rather_than_guessing(tmp_path):
     snap = ec_state.snapshot(str(tmp_path))
-    assert snap == {"clocks_mhz": {}, "temperatures_c": {}, "throttle_events": None}
+    assert snap == {"clocks_mhz": {}, "temperatures_c": {}, "throttle_events": None, "gpu_devfreq": {},
+                    "thermal_limits_hit": []}
     assert ec_state.governor(str(tmp_path)) is None
     assert ec_state.throttled(snap, ec_state.snapshot(str(tmp_path))) == (None, None)
 
@@ -104,3 +105,46 @@ def test_disabled_and_named_sources_say_so(tmp_path):
         None, "energy measurement disabled by the job (energy: none)")
     energy, reason = ec_energy.probe("rapl", str(tmp_path))
     assert energy is None and reason.startswith("energy source 'rapl' is not implemented")
+
+
+def devfreq(root: Path, name: str, node: str, cur_hz: int, max_hz: int = 1020000000, load: int = 512):
+    put(root, f"sys/class/devfreq/{name}/device/of_node/name", node + "\x00")  # a device-tree string
+    put(root, f"sys/class/devfreq/{name}/cur_freq", str(cur_hz))
+    put(root, f"sys/class/devfreq/{name}/max_freq", str(max_hz))
+    put(root, f"sys/class/devfreq/{name}/min_freq", "306000000")
+    put(root, f"sys/class/devfreq/{name}/device/load", str(load))
+
+
+def test_jetson_gpu_devfreq_is_read_and_a_falling_gpu_clock_is_throttling(tmp_path):
+    devfreq(tmp_path, "17000000.ga10b", "ga10b", 1020000000)
+    devfreq(tmp_path, "15340000.vic", "vic", 729600000)  # not a GPU
+    before = ec_state.snapshot(str(tmp_path))
+    assert before["gpu_devfreq"] == {"17000000.ga10b": {"cur_hz": 1020000000, "max_hz": 1020000000,
+                                                        "min_hz": 306000000, "load_permille": 512}}
+    assert ec_state.throttled(before, ec_state.snapshot(str(tmp_path))) == (False, None)
+    devfreq(tmp_path, "17000000.ga10b", "ga10b", 624750000)
+    flag, reason = ec_state.throttled(before, ec_state.snapshot(str(tmp_path)))
+    assert flag is True and "GPU 17000000.ga10b clock fell from 1020 to 625 MHz" in reason
+
+
+def test_a_zone_at_its_passive_trip_point_is_throttling(tmp_path):
+    put(tmp_path, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
+    put(tmp_path, "sys/class/thermal/thermal_zone0/temp", "71000")
+    put(tmp_path, "sys/class/thermal/thermal_zone0/trip_point_0_type", "passive")
+    put(tmp_path, "sys/class/thermal/thermal_zone0/trip_point_0_temp", "95500")
+    put(tmp_path, "sys/class/thermal/thermal_zone0/trip_point_1_type", "critical")
+    put(tmp_path, "sys/class/thermal/thermal_zone0/trip_point_1_temp", "105000")
+    before = ec_state.snapshot(str(tmp_path))
+    assert before["thermal_limits_hit"] == []
+    put(tmp_path, "sys/class/thermal/thermal_zone0/temp", "96000")
+    flag, reason = ec_state.throttled(before, ec_state.snapshot(str(tmp_path)))
+    assert flag is True and "thermal limit: cpu-thermal at 96.0 C >= its passive trip 95.5 C" in reason
+
+
+def test_nvml_throttle_reasons_count_but_idle_and_app_clock_bits_do_not(tmp_path):
+    snap = ec_state.snapshot(str(tmp_path))
+    assert ec_state.throttled(snap, snap, gpu_event_mask=0x1 | 0x2) == (False, None)
+    flag, reason = ec_state.throttled(snap, snap, gpu_event_mask=0x1 | 0x4 | 0x40)
+    assert flag is True and reason.endswith("NVML clocks-event reasons SwPowerCap, HwThermalSlowdown")
+    assert ec_state.nvml_throttle_reasons(0xFF) == ["SwPowerCap", "HwSlowdown", "SwThermalSlowdown",
+                                                    "HwThermalSlowdown", "HwPowerBrakeSlowdown"]
