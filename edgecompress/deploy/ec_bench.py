@@ -22,25 +22,36 @@ Job keys (unknown keys are errors):
   warmup            {"runs": N, "seconds": S}, default {"runs": 10, "seconds": 1.0}
   runs              {"count": N, "seconds": S}, default {"count": 100, "seconds": 1.0}
   max_runs          cap on warm-up runs and on timed runs, default 100000
-  energy            "auto" | "none" | "ina3221" | "rapl" | "nvml"; no reader is implemented yet, so
-                    `energy` is null and `energy_reason` says what was found where
-  idle_seconds      idle window for the power baseline, default 1.0; unused until a power reader
-                    exists (no idle wait is spent measuring nothing)
+  energy            "auto" (default) | "none" | a source of ec_energy.SOURCES: "ina3221" (Jetson
+                    JetPack 5/6 hwmon), "ina3221x" (JetPack 4 IIO), "tegrastats", "nvml", "rapl",
+                    "pi5_pmic". auto takes the first available in that order; a named source that
+                    is not available gives `energy` null and `energy_reason` says why
+  idle_seconds      idle window for the power baseline, just before the timed window, default 1.0;
+                    0 skips it (then no net energy). Lengthened to the source's minimum window
+  energy_interval_ms  sampling period of the power source (and tegrastats' --interval); default:
+                    the source's own update interval (at least 20 ms for power samples)
+  energy_device_index  NVML GPU index, default 0
+  sysfs_root        TEST ONLY: read sysfs (power rails, clocks, temperatures) under this folder
+                    instead of "/", so tests can use fixture trees
   report_outputs    true adds `outputs`: name, shape, dtype and sum of each output of the first run,
                     so the host can check that the inputs it sent were the ones used
 
 Run rule: the first run after loading is timed alone (`first_run_ms`; it pays for lazy
 initialisation). Warm-up then runs until at least warmup.runs runs AND warmup.seconds have passed;
 timed runs go until at least runs.count runs AND runs.seconds have passed; both stop at max_runs
-(with a warning when that cut a budget short). Each latency is perf_counter_ns around one
-session.run call on the same inputs.
+(with a warning when that cut a budget short). With a power source, the idle baseline is sampled
+between warm-up and the timed runs, and the timed runs go on until the window holds
+ec_energy.MIN_UPDATES sensor updates (with a warning when that lengthened them). Each latency is
+perf_counter_ns around one session.run call on the same inputs.
 
 Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
 first_run_ms, load_ms, peak_rss_mb (ru_maxrss of this process, MiB), warmup_done {runs, seconds},
-timed_window_s, energy, energy_reason, device {arch, python, platform, runtime, runtime_version,
-cpu_count, governor, clocks_mhz_before/after, temperatures_c_before/after, throttled} (before and
-after bracket the timed window), runtime_options, inputs [{name, shape, dtype, source}], outputs
-(when asked), warnings, host; plus runtime-specific keys (e.g. build_ms).
+timed_window_s, energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
+device {arch, python, platform, runtime, runtime_version, cpu_count, governor,
+clocks_mhz_before/after, gpu_clocks_hz_before/after (Jetson devfreq), temperatures_c_before/after,
+throttled, throttle_reason; with NVML also gpu_name, gpu_clocks_event_mask, gpu_throttle_reasons}
+(before and after bracket the timed window), runtime_options, inputs [{name, shape, dtype, source}],
+outputs (when asked), warnings, host; plus runtime-specific keys (e.g. build_ms).
 """
 import contextlib
 import json
@@ -131,21 +142,28 @@ def make_feeds(session, spec, folder, seed):
     return feeds, described
 
 
-def run_loop(run, feeds, want_runs, want_seconds, max_runs, label):
-    """Latencies (ms) of repeated runs under the stopping rule, and the window's length in s."""
+def run_loop(run, feeds, want_runs, want_seconds, max_runs, label, min_seconds=0.0):
+    """Latencies (ms) of repeated runs under the stopping rule, the window's length in s, and when
+    (s) the budget alone would have stopped: runs go on to `min_seconds` (the energy window)."""
     perf = time.perf_counter_ns
     latencies = []
+    goal_s = max(want_seconds, min_seconds)
     start = last_report = now = perf()
-    while ec_stats.keep_going(len(latencies), (now - start) / 1e9, want_runs, want_seconds, max_runs):
+    budget_end_s = None
+    while ec_stats.keep_going(len(latencies), (now - start) / 1e9, want_runs, goal_s, max_runs):
+        if budget_end_s is None and not ec_stats.keep_going(len(latencies), (now - start) / 1e9, want_runs,
+                                                            want_seconds, max_runs):
+            budget_end_s = (now - start) / 1e9
         before = perf()
         run(feeds)
         now = perf()
         latencies.append((now - before) / 1e6)
         if now - last_report >= PROGRESS_EVERY_NS:
             progress("%s %d/%d runs, %.1f/%.1f s" % (label, len(latencies), want_runs,
-                                                      (now - start) / 1e9, want_seconds))
+                                                      (now - start) / 1e9, goal_s))
             last_report = now
-    return latencies, (now - start) / 1e9
+    window_s = (now - start) / 1e9
+    return latencies, window_s, window_s if budget_end_s is None else budget_end_s
 
 
 def cut_short(label, done, window_s, want_runs, want_seconds, max_runs):
@@ -180,32 +198,45 @@ def peak_rss_mb():
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def device_info(job, session, before, after, throttled):
-    return {
+def device_info(job, session, m, source_state):
+    before, after = m["before"], m["after"]
+    throttled, reason = ec_state.throttled(before, after, source_state.get("gpu_clocks_event_mask"))
+    info = {
         "arch": platform.machine(), "python": platform.python_version(), "platform": platform.platform(),
         "runtime": job["runtime"], "runtime_version": session.version, "cpu_count": os.cpu_count(),
-        "governor": ec_state.governor(),
+        "governor": ec_state.governor(job["sysfs_root"]),
         "clocks_mhz_before": before["clocks_mhz"], "clocks_mhz_after": after["clocks_mhz"],
+        "gpu_clocks_hz_before": before["gpu_devfreq"], "gpu_clocks_hz_after": after["gpu_devfreq"],
         "temperatures_c_before": before["temperatures_c"], "temperatures_c_after": after["temperatures_c"],
-        "throttled": throttled,
+        "throttled": throttled, "throttle_reason": reason,
     }
+    info.update(source_state)
+    return info
 
 
-def collect_warnings(job, latency, window_s, warmup_cut, throttle_reason):
+def energy_warnings(m, energy):
+    warnings = list(m["energy_warnings"])
+    if energy and energy["mj_per_inference_net"] is not None and energy["mj_per_inference_net"] < 0:
+        warnings.append("net energy per inference is negative: idle power %.0f mW exceeds the run's %.0f mW "
+                        "(noise, or a load too light for %s to see)"
+                        % (energy["idle_power_mw"], energy["avg_power_mw"], energy["source"]))
+    return warnings
+
+
+def collect_warnings(job, latency, m, device, energy):
+    window_s = m["window_s"]
     timed_cut = cut_short("timed runs", latency["n"], window_s, job["runs"][0], job["runs"][1], job["max_runs"])
-    warnings = [w for w in (warmup_cut, timed_cut, throttle_reason) if w]
+    warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"]) if w]
     if window_s < SHORT_WINDOW_S:
         warnings.append("timed window %.2f s is short; runs.seconds >= %.0f gives steadier numbers"
                         % (window_s, SHORT_WINDOW_S))
     if latency["n"] < FEW_RUNS_FOR_P99:
         warnings.append("p99 from only %d runs is close to the max; use >= %d runs"
                         % (latency["n"], FEW_RUNS_FOR_P99))
-    governor = ec_state.governor()
+    governor = device["governor"]
     if governor is not None and governor != "performance":
         warnings.append("CPU governor is '%s', not 'performance': clocks may vary between runs" % governor)
-    if job["energy"] not in ("auto", "none"):
-        warnings.append("energy source '%s' was asked for but is not implemented yet" % job["energy"])
-    return warnings
+    return warnings + energy_warnings(m, energy)
 
 
 def load(job):
@@ -223,8 +254,44 @@ def load(job):
     return session
 
 
-def measure(job, session, feeds):
-    """First run, warm-up, then the timed window bracketed by device-state snapshots."""
+def idle_baseline(job, meter):
+    """Sample the source with nothing running, just before the timed window; warnings."""
+    if meter is None or job["idle_seconds"] <= 0:
+        return []
+    seconds = max(job["idle_seconds"], meter.min_window_s)
+    progress("idle %.1f s for the power baseline" % seconds)
+    meter.measure_idle(seconds)
+    if seconds > job["idle_seconds"]:
+        return ["idle window lengthened from %.2f s to %.2f s to hold %d updates of %s"
+                % (job["idle_seconds"], seconds, ec_energy.MIN_UPDATES, meter.source.name)]
+    return []
+
+
+def timed_window(job, session, feeds, meter):
+    """The timed runs, sampled by the meter when there is one; (latencies, window_s, warnings)."""
+    count, seconds = job["runs"]
+    min_s = meter.min_window_s if meter else 0.0
+    progress("timed %d runs / %.1f s" % (count, max(seconds, min_s)))
+    if meter:
+        meter.start()
+    try:
+        with step("timed runs"):
+            latencies, window_s, budget_s = run_loop(session.run, feeds, count, seconds, job["max_runs"],
+                                                     "timed", min_seconds=min_s)
+    finally:
+        if meter:
+            meter.stop()
+    warnings = []
+    if meter and budget_s < min_s and window_s > budget_s:
+        warnings.append("timed window lengthened from %.3f s to %.3f s (%d runs) so the %s energy window "
+                        "holds %d sensor updates (every %.3f s)" % (budget_s, window_s, len(latencies),
+                                                                    meter.source.name, ec_energy.MIN_UPDATES,
+                                                                    meter.slowest_s()))
+    return latencies, window_s, warnings
+
+
+def measure(job, session, feeds, meter):
+    """First run, warm-up, idle baseline, then the timed window bracketed by device-state snapshots."""
     with step("first run"):
         start = time.perf_counter_ns()
         first_outputs = session.run(feeds)
@@ -232,42 +299,86 @@ def measure(job, session, feeds):
     runs, seconds = job["warmup"]
     progress("warmup %d runs / %.1f s" % (runs, seconds))
     with step("warm-up"):
-        warm, warm_s = run_loop(session.run, feeds, runs, seconds, job["max_runs"], "warmup")
+        warm, warm_s, _ = run_loop(session.run, feeds, runs, seconds, job["max_runs"], "warmup")
     warmup_cut = cut_short("warm-up", len(warm), warm_s, runs, seconds, job["max_runs"])
-    count, seconds = job["runs"]
-    progress("timed %d runs / %.1f s" % (count, seconds))
-    before = ec_state.snapshot()
-    with step("timed runs"):
-        latencies, window_s = run_loop(session.run, feeds, count, seconds, job["max_runs"], "timed")
-    after = ec_state.snapshot()
+    with step("idle baseline"):
+        energy_warnings = idle_baseline(job, meter)
+    before = ec_state.snapshot(job["sysfs_root"])
+    latencies, window_s, timed_warnings = timed_window(job, session, feeds, meter)
+    after = ec_state.snapshot(job["sysfs_root"])
     progress("timed %d runs in %.2f s" % (len(latencies), window_s))
     return {"first_outputs": first_outputs, "first_run_ms": first_run_ms, "warmup_done":
             {"runs": len(warm), "seconds": warm_s}, "warmup_cut": warmup_cut, "latencies": latencies,
-            "window_s": window_s, "before": before, "after": after}
+            "window_s": window_s, "before": before, "after": after,
+            "energy_warnings": energy_warnings + timed_warnings}
+
+
+def open_source(job):
+    """(ec_energy.Meter or None, reason when None)."""
+    with step("finding the power source"):
+        source, reason = ec_energy.select(job["energy"], root=job["sysfs_root"],
+                                          device_index=job["energy_device_index"],
+                                          interval_ms=job["energy_interval_ms"])
+    if source is None:
+        return None, reason
+    progress("energy from %s (rails %s)" % (source.name, ", ".join(source.rails())))
+    return ec_energy.Meter(source, job["energy_interval_ms"]), None
 
 
 def benchmark(job):
     session = load(job)
     with step("preparing inputs"):
         feeds, inputs = make_feeds(session, job["inputs"], job["folder"], job["seed"])
-    m = measure(job, session, feeds)
+    meter, energy_reason = open_source(job)
+    try:
+        m = measure(job, session, feeds, meter)
+        source_state = meter.source.device_state() if meter else {}
+    finally:
+        if meter:
+            meter.source.close()
     latency = ec_stats.summarize(m["latencies"], METHOD)
-    energy, energy_reason = ec_energy.probe(job["energy"])
-    throttled, throttle_reason = ec_state.throttled(m["before"], m["after"])
+    energy = None
+    if meter:
+        energy, energy_reason = meter.result(m["window_s"], latency["n"])
+    device = device_info(job, session, m, source_state)
     result = {
         "protocol_version": ec_job.PROTOCOL_VERSION, "latency_ms": latency,
         "first_run_ms": m["first_run_ms"], "load_ms": session.load_ms, "peak_rss_mb": peak_rss_mb(),
         "warmup_done": m["warmup_done"], "timed_window_s": m["window_s"],
-        "energy": energy, "energy_reason": energy_reason,
-        "device": device_info(job, session, m["before"], m["after"], throttled),
+        "energy": energy, "energy_reason": energy_reason, "device": device,
         "runtime_options": session.options, "inputs": inputs,
-        "warnings": collect_warnings(job, latency, m["window_s"], m["warmup_cut"], throttle_reason),
+        "warnings": collect_warnings(job, latency, m, device, energy),
         "host": platform.node(),
     }
     if job["report_outputs"]:
         result["outputs"] = output_summary(session.outputs, m["first_outputs"])
     result.update(session.extra)
     return result
+
+
+ENERGY_JOB_KEYS = ("energy_interval_ms", "energy_device_index", "sysfs_root")
+
+
+def read_job(path):
+    """ec_job's checked job plus the energy keys, which this side of the device code checks."""
+    known = ec_job.JOB_KEYS
+    ec_job.JOB_KEYS = known + tuple(k for k in ENERGY_JOB_KEYS if k not in known)
+    try:
+        job = ec_job.read_job(path, RUNTIMES, ec_energy.CHOICES)
+    finally:
+        ec_job.JOB_KEYS = known
+    raw = ec_job.load_json(path)
+    interval = raw.get("energy_interval_ms")
+    job["energy_interval_ms"] = None if interval is None else float(
+        ec_job.number(raw, "energy_interval_ms", None, "job", minimum=1))
+    job["energy_device_index"] = ec_job.number(raw, "energy_device_index", 0, "job", integer=True)
+    root = raw.get("sysfs_root")
+    if root is not None:
+        root = os.path.join(job["folder"], ec_job.text(raw, "sysfs_root", "job"))
+        if not os.path.isdir(root):
+            raise ec_job.JobError("job.sysfs_root is not a folder: %s" % root)
+    job["sysfs_root"] = root or "/"
+    return job
 
 
 def claim_stdout():
@@ -284,7 +395,7 @@ def main(argv):
     try:
         if len(argv) != 2:
             raise ec_job.JobError("usage: python ec_bench.py JOB.json")
-        job = ec_job.read_job(argv[1], RUNTIMES, ec_energy.SOURCES)
+        job = read_job(argv[1])
         result, code = benchmark(job), 0
     except Exception as e:
         if not isinstance(e, (Failure, ec_job.JobError)):

@@ -16,7 +16,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
 
 DEVICE_FILES = sorted(DEPLOY.glob("*.py"))
 SIBLINGS = {p.stem for p in DEVICE_FILES}
-LAZY = {"numpy", "onnxruntime"}  # the runtime's own needs, imported inside functions only
+LAZY = {"numpy", "onnxruntime", "pynvml"}  # the runtime's own needs, imported inside functions only
+LAZY_HOME = {"pynvml": "ec_power.py"}  # the NVML source is the one place pynvml may be imported
 
 
 def imports(tree):
@@ -38,6 +39,7 @@ def test_device_side_is_python38_stdlib_and_never_imports_edgecompress(path):
         assert module != "edgecompress"
         assert module in sys.stdlib_module_names or module in SIBLINGS or module in LAZY, module
         assert not (module in LAZY and at_top), f"{path.name} imports {module} at module level"
+        assert LAZY_HOME.get(module, path.name) == path.name, f"{path.name} imports {module}"
 
 
 def test_a_run_prints_progress_on_stderr_and_one_json_result_on_stdout(job_dir, run_bench, small_job):

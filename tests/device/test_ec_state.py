@@ -1,8 +1,9 @@
-"""Device state and power-source probes on fixture trees laid out like the real sysfs
+"""Device state and power-source discovery on fixture trees laid out like the real sysfs
 (../shared/reference/devices.md), with values that change between the two snapshots."""
 from pathlib import Path
 
 import ec_energy
+import ec_power
 import ec_state
 
 
@@ -66,45 +67,41 @@ def test_kernel_throttle_counters_that_grow_mean_throttling(tmp_path):
     assert flag is True and "2 thermal throttle events" in reason
 
 
-def test_no_power_source_names_every_place_looked_at(tmp_path):
-    energy, reason = ec_energy.probe("auto", str(tmp_path))
-    assert energy is None
-    assert reason.startswith("no power source found: looked at ")
-    for place in ("sys/class/hwmon (absent)", "ina3221x (absent)", "intel-rapl (absent)", "pynvml ("):
-        assert place in reason
-
-
-def test_jetpack5_ina3221_rails_are_found_by_label(tmp_path):
+def test_jetpack5_ina3221_rails_are_found_by_label_via_class_hwmon_alone(tmp_path):
     put(tmp_path, "sys/class/hwmon/hwmon0/name", "coretemp")
     put(tmp_path, "sys/class/hwmon/hwmon3/name", "ina3221")
     for channel, label in ((1, "VDD_IN"), (2, "VDD_CPU_GPU_CV"), (3, "NC")):
         put(tmp_path, f"sys/class/hwmon/hwmon3/in{channel}_label", label)
+        put(tmp_path, f"sys/class/hwmon/hwmon3/in{channel}_input", "5000")
+        put(tmp_path, f"sys/class/hwmon/hwmon3/curr{channel}_input", "100")
     put(tmp_path, "sys/class/hwmon/hwmon3/in7_label", "sum of shunt voltages")
-    assert ec_energy.ina3221_hwmon_rails(str(tmp_path)) == ["VDD_IN", "VDD_CPU_GPU_CV"]
-    energy, reason = ec_energy.probe("auto", str(tmp_path))
-    assert energy is None
-    assert "power source found" in reason and "not implemented yet" in reason
-    assert "INA3221 rails VDD_IN, VDD_CPU_GPU_CV" in reason
+    assert [rail for rail, _, _ in ec_power.ina3221_hwmon_channels(str(tmp_path))] == ["VDD_IN", "VDD_CPU_GPU_CV"]
+    source, reason = ec_energy.select("auto", root=str(tmp_path))
+    assert reason is None and source.name == "ina3221" and source.total_rail == "VDD_IN"
+    assert source.read_power_mw() == {"VDD_IN": 500.0, "VDD_CPU_GPU_CV": 500.0}
 
 
 def test_jetpack4_iio_rails_and_rapl_states(tmp_path):
     put(tmp_path, "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0/rail_name_0", "POM_5V_IN")
     put(tmp_path, "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0/rail_name_1", "POM_5V_GPU")
-    assert ec_energy.ina3221_iio_rails(str(tmp_path)) == ["POM_5V_GPU", "POM_5V_IN"]
-    assert ec_energy.rapl_state(str(tmp_path)) == "absent"
+    assert [rail for rail, _ in ec_power.ina3221_iio_channels(str(tmp_path))] == ["POM_5V_IN", "POM_5V_GPU"]
+    ok, reason = ec_energy.make_source("ina3221x", root=str(tmp_path)).available()
+    assert not ok and reason.startswith("cannot read ") and reason.endswith("in_power0_input")
+    assert not ec_energy.make_source("rapl", root=str(tmp_path)).available()[0]
     # A directory where the counter should be cannot be read, like the root-only file (the tests
     # may run as root, where a chmod would not stop the read).
     (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").mkdir(parents=True)
-    assert ec_energy.rapl_state(str(tmp_path)) == "unreadable"
+    ok, reason = ec_energy.make_source("rapl", root=str(tmp_path)).available()
+    assert not ok and "not readable" in reason
     put(tmp_path, "sys/class/powercap/intel-rapl:1/energy_uj", "123456789")
-    assert ec_energy.rapl_state(str(tmp_path)) == "readable"
-
-
-def test_disabled_and_named_sources_say_so(tmp_path):
-    assert ec_energy.probe("none", str(tmp_path)) == (
-        None, "energy measurement disabled by the job (energy: none)")
-    energy, reason = ec_energy.probe("rapl", str(tmp_path))
-    assert energy is None and reason.startswith("energy source 'rapl' is not implemented")
+    put(tmp_path, "sys/class/powercap/intel-rapl:1/max_energy_range_uj", "262143328850")
+    ok, reason = ec_energy.make_source("rapl", root=str(tmp_path)).available()
+    assert not ok  # zone 0 is still unreadable: a sum without it would be wrong
+    (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").rmdir()
+    put(tmp_path, "sys/class/powercap/intel-rapl:0/energy_uj", "5")
+    put(tmp_path, "sys/class/powercap/intel-rapl:0/max_energy_range_uj", "262143328850")
+    assert ec_energy.make_source("rapl", root=str(tmp_path)).available() == (
+        True, "RAPL zones intel-rapl:0, intel-rapl:1")
 
 
 def devfreq(root: Path, name: str, node: str, cur_hz: int, max_hz: int = 1020000000, load: int = 512):
