@@ -1,12 +1,18 @@
 """ec_bench.py with energy, run as the device runs it (a separate process), its power source a fixture
-sysfs tree (job key `sysfs_root`, test only) whose counters a writer thread here keeps moving."""
+sysfs tree (job key `sysfs_root`, test only) whose counters a writer thread here keeps moving; and
+ec_probe.py, the `edgecompress devices check` probe."""
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from sysfs_trees import Profile, Writer, orin_nano, rapl_two_sockets
+from test_ec_bench import python38
 
+DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
 CONTRACT_KEYS = {"source", "rails", "total_rail", "summed_rails", "samples", "window_s", "idle_power_mw",
                  "avg_power_mw", "mj_per_inference_total", "mj_per_inference_net", "update_interval_s", "note"}
 
@@ -129,3 +135,36 @@ def test_auto_with_nothing_there_names_every_place(job_dir, run_bench, small_job
 def test_bad_energy_keys_are_job_errors(job_dir, run_bench, small_job, changes, message):
     code, result, _, _ = run_bench(job_dir, small_job(**changes))
     assert code == 1 and message in result["error"]
+
+
+def run_probe(python, *args):
+    done = subprocess.run([python, str(DEPLOY / "ec_probe.py")] + list(args), capture_output=True, text=True,
+                          timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
+def test_the_probe_prints_one_json_line_with_runtimes_and_power_sources(memory_root):
+    import onnxruntime
+
+    orin_nano(memory_root, Profile(5000.0), Profile(1000.0), Profile(1200.0))
+    probe = run_probe(sys.executable, "--sysfs-root", str(memory_root))
+    assert probe["protocol_version"] == 1
+    assert {"arch", "python", "platform", "hostname", "cpu_count", "governor", "temperatures_c"} <= set(probe)
+    assert probe["python"] == "%d.%d.%d" % sys.version_info[:3]
+    assert probe["runtimes"]["onnxruntime"] == onnxruntime.__version__
+    assert set(probe["runtimes"]) == {"onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt"}
+    names = [s["name"] for s in probe["power_sources"]]
+    assert names == ["ina3221", "ina3221x", "tegrastats", "nvml", "rapl", "pi5_pmic"]
+    ina = probe["power_sources"][0]
+    assert ina == {"name": "ina3221", "available": True, "reason": "INA3221 rails VDD_IN, VDD_CPU_GPU_CV, VDD_SOC"}
+    assert probe["power_sources"][4]["available"] is False
+
+
+@pytest.mark.skipif(python38() is None, reason="no Python 3.8 interpreter (set EC_PYTHON38)")
+def test_the_probe_runs_on_python38(tmp_path):
+    probe = run_probe(python38(), "--sysfs-root", str(tmp_path))
+    assert probe["python"].startswith("3.8.")
+    assert all(s["available"] is False for s in probe["power_sources"] if s["name"] in ("ina3221", "rapl"))
