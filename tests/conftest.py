@@ -32,3 +32,15 @@ def npz_data(tmp_path) -> Path:
     path = tmp_path / "data.npz"
     np.savez(path, x=x, y=y)
     return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd.py) for the module; `sshd.device(workdir)`
+    is a Device on it."""
+    from sshd import SSHD, SSHServer
+
+    if not SSHD.is_file():
+        pytest.skip(f"{SSHD} is missing: apt-get install -y openssh-server")
+    with SSHServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
