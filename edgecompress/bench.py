@@ -22,7 +22,9 @@ def make_job(cfg, runtime: str) -> dict:
         "warmup": {"runs": cfg.warmup_runs, "seconds": cfg.warmup_seconds},
         "runs": {"count": cfg.runs, "seconds": cfg.seconds},
         "energy": cfg.energy,
+        "energy_interval_ms": cfg.energy_interval_ms,
         "idle_seconds": cfg.idle_seconds,
+        "max_runs": cfg.max_runs,
     }
 
 

@@ -28,3 +28,18 @@ def test_profile_choices_and_registries_agree():
     losses = set(get_args(get_args(Distill.model_fields["losses"].annotation)[0]))
     assert losses == set(LOSSES.names())
     assert set(get_args(Prune.model_fields["importance"].annotation)) == set(IMPORTANCE.names())
+
+
+def test_profile_energy_names_match_the_device_side_sources():
+    import sys
+    from typing import get_args
+
+    from edgecompress.profile import Bench
+    from edgecompress.runners import device_side_dir
+
+    sys.path.insert(0, str(device_side_dir()))
+    try:
+        import ec_energy
+    finally:
+        sys.path.remove(str(device_side_dir()))
+    assert set(get_args(Bench.model_fields["energy"].annotation)) == set(ec_energy.CHOICES)

@@ -356,29 +356,8 @@ def benchmark(job):
     return result
 
 
-ENERGY_JOB_KEYS = ("energy_interval_ms", "energy_device_index", "sysfs_root")
-
-
 def read_job(path):
-    """ec_job's checked job plus the energy keys, which this side of the device code checks."""
-    known = ec_job.JOB_KEYS
-    ec_job.JOB_KEYS = known + tuple(k for k in ENERGY_JOB_KEYS if k not in known)
-    try:
-        job = ec_job.read_job(path, RUNTIMES, ec_energy.CHOICES)
-    finally:
-        ec_job.JOB_KEYS = known
-    raw = ec_job.load_json(path)
-    interval = raw.get("energy_interval_ms")
-    job["energy_interval_ms"] = None if interval is None else float(
-        ec_job.number(raw, "energy_interval_ms", None, "job", minimum=1))
-    job["energy_device_index"] = ec_job.number(raw, "energy_device_index", 0, "job", integer=True)
-    root = raw.get("sysfs_root")
-    if root is not None:
-        root = os.path.join(job["folder"], ec_job.text(raw, "sysfs_root", "job"))
-        if not os.path.isdir(root):
-            raise ec_job.JobError("job.sysfs_root is not a folder: %s" % root)
-    job["sysfs_root"] = root or "/"
-    return job
+    return ec_job.read_job(path, RUNTIMES, ec_energy.CHOICES)
 
 
 def claim_stdout():

@@ -8,7 +8,8 @@ import os
 
 PROTOCOL_VERSION = 1
 JOB_KEYS = ("protocol_version", "model", "runtime", "runtime_options", "inputs", "warmup", "runs",
-            "max_runs", "energy", "idle_seconds", "seed", "report_outputs")
+            "max_runs", "energy", "idle_seconds", "seed", "report_outputs",
+            "energy_interval_ms", "energy_device_index", "sysfs_root")  # sysfs_root: tests only
 DEFAULT_WARMUP = {"runs": 10, "seconds": 1.0}
 DEFAULT_RUNS = {"count": 100, "seconds": 1.0}
 DEFAULT_MAX_RUNS = 100000
@@ -123,4 +124,23 @@ def read_job(path, runtimes, energy_sources):
         "max_runs": number(job, "max_runs", DEFAULT_MAX_RUNS, "job", integer=True, minimum=1),
         "energy": energy, "idle_seconds": float(number(job, "idle_seconds", 1.0, "job")),
         "seed": number(job, "seed", 0, "job", integer=True), "report_outputs": report,
+        "energy_interval_ms": energy_interval_ms(job),
+        "energy_device_index": number(job, "energy_device_index", 0, "job", integer=True),
+        "sysfs_root": sysfs_root(job, folder),
     }
+
+
+def energy_interval_ms(job):
+    interval = job.get("energy_interval_ms")
+    return None if interval is None else float(number(job, "energy_interval_ms", None, "job", minimum=1))
+
+
+def sysfs_root(job, folder):
+    """Where power and clock readers look for /sys and /proc: "/" on a device; a fixture tree in tests."""
+    root = job.get("sysfs_root")
+    if root is None:
+        return "/"
+    root = os.path.join(folder, text(job, "sysfs_root", "job"))
+    if not os.path.isdir(root):
+        raise JobError("job.sysfs_root is not a folder: %s" % root)
+    return root
