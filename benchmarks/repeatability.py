@@ -18,11 +18,11 @@ CLI = [sys.executable, "-m", "edgecompress.cli"]
 
 def build_bundle(tmp: Path) -> Path:
     np.savez(tmp / "calib.npz", x=np.random.default_rng(0).normal(0, 1, (48, 3, 224, 224)).astype(np.float32))
-    subprocess.run(CLI + ["deploy", f"{HERE}/models/resnet.py:resnet18", "--target", "host-cpu", "--data",
+    out = subprocess.run(CLI + ["deploy", f"{HERE}/models/resnet.py:resnet18", "--target", "host-cpu", "--data",
                           str(tmp / "calib.npz"), "--out", str(tmp / "dist"), "--set", "distill.steps=0",
                           "--set", "quantize.calibration_samples=32", "--set", "verify.min_top1_agreement=0",
-                          "--set", "bench.seconds=1", "--json"], check=True, capture_output=True)
-    return tmp / "dist" / "resnet-host-cpu"
+                          "--set", "bench.seconds=1", "--json"], check=True, capture_output=True, text=True)
+    return Path(json.loads(out.stdout)["bundle"])
 
 
 def main(repeats: int = 5) -> int:
