@@ -85,6 +85,22 @@ def load_onnxruntime(model_path, options):
                    [o.name for o in session.get_outputs()], ort.__version__, applied, load_ms)
 
 
+def load_tensorrt(model_path, options):
+    """TensorRT engines (built here, on the device, from ONNX): all TensorRT calls live in ec_trt."""
+    import ec_trt
+
+    return ec_trt.load(model_path, options)
+
+
+def load_litert(model_path, options):
+    """LiteRT (.tflite) with ai-edge-litert's Interpreter: see ec_litert."""
+    import ec_litert
+
+    return ec_litert.load(model_path, options)
+
+
 RUNTIMES = {
     "onnxruntime": load_onnxruntime,
+    "tensorrt": load_tensorrt,
+    "litert": load_litert,
 }
