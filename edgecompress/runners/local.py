@@ -148,10 +148,19 @@ def parse_result(model_name: str, code: Optional[int], streams: _Streams) -> dic
     return result
 
 
+def fetch_artifacts(folder: Path, names: list, into: Path) -> None:
+    """Copy the files a job produced (its result's `artifacts`) out of the job folder."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if Path(name).name != name:
+            raise DeviceError(f"the device side listed an artifact outside its job folder: {name!r}")
+        shutil.copy(folder / name, into / name)
+
+
 @RUNNERS.register("local")
 def run_local(job: dict, model_path: Path, *, extra_files: dict | None = None,
               on_progress: Callable[[str], None] | None = None, timeout_s: float = 600.0,
-              python: str = sys.executable) -> dict:
+              python: str = sys.executable, fetch_dir: Path | None = None) -> dict:
     """Run `job` on `model_path` in a separate process on this host and return its result.
 
     extra_files maps a name in the job folder to a host file (e.g. the .npy inputs the job names);
@@ -170,6 +179,8 @@ def run_local(job: dict, model_path: Path, *, extra_files: dict | None = None,
                               f"was killed{_context(streams)}",
                               hint="raise the timeout, or lower the job's warmup/runs seconds and counts")
         result = parse_result(model_path.name, code, streams)
+        if fetch_dir is not None:
+            fetch_artifacts(folder, result.get("artifacts") or [], Path(fetch_dir))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return dict(result, runner="local", measured_on="host")

@@ -218,11 +218,11 @@ def _remote_program(path: str) -> str:
     return shlex.quote(path)
 
 
-def _agent_command(device: Device, lock: bool, timeout_s: float) -> str:
+def _agent_command(device: Device, lock: bool, timeout_s: float, fetch: bool = False) -> str:
     """The one line the device's login shell runs; every word is quoted."""
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "user": _local_user()}
     config = {"workdir": device.workdir, "lock": lock, "wait_s": timeout_s, "owner": owner,
-              "kill_after_s": timeout_s + DEVICE_BACKSTOP_S}
+              "kill_after_s": timeout_s + DEVICE_BACKSTOP_S, "fetch": fetch}
     return " ".join(["exec", _remote_program(device.python), "-c", shlex.quote(_agent_source()),
                      shlex.quote(json.dumps(config))])
 
@@ -347,8 +347,7 @@ async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: flo
     while True:
         kind, payload = await agent.event(deadline)
         if kind == "exit":
-            await agent.finish()
-            return payload
+            return payload  # the caller fetches artifacts, then lets the agent remove the folder
         if kind == "timeout":
             agent.send("kill")
             await agent.finish()
@@ -363,6 +362,16 @@ async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: flo
             raise DeviceError(f"device {ep.name} ({ep.where}): the device side stopped while running {what} "
                               f"({_how_it_ended(agent.process, payload)}){_context(agent.streams)}",
                               hint="look for the OOM killer or a reboot in the device's log (journalctl -k)")
+
+
+async def _download(conn, folder: str, names: List[str], into: Path) -> None:
+    """Copy files the job produced (listed in its result) from the job folder to `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    async with conn.start_sftp_client() as sftp:
+        for name in names:
+            if posixpath.basename(name) != name:
+                raise DeviceError(f"the device listed an artifact outside its job folder: {name!r}")
+            await sftp.get(posixpath.join(folder, name), str(into / name))
 
 
 def _session_error(asyncssh, ep: _Endpoint, phase: str, e: Exception) -> Exception:
@@ -429,6 +438,7 @@ class _Plan:
     job_bytes: Optional[bytes]
     lock: bool
     timeout_s: float
+    fetch_dir: Optional[Path] = None  # where the job's `artifacts` go; None: nothing is fetched
     phase: str = "connecting"  # what was happening, for a dropped connection's message
 
 
@@ -451,7 +461,7 @@ async def _session(asyncssh, ep: _Endpoint, device: Device, plan: _Plan, on_prog
 
 async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progress) -> tuple:
     plan.phase = "waiting for the device lock" if plan.lock else "starting the device side"
-    process = await conn.create_process(_agent_command(device, plan.lock, plan.timeout_s),
+    process = await conn.create_process(_agent_command(device, plan.lock, plan.timeout_s, plan.fetch_dir is not None),
                                         encoding="utf-8", errors="replace")
     agent = _Agent(process, on_progress)
     try:
@@ -468,7 +478,15 @@ async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progr
                               hint="a slow link needs a larger job_timeout_s in devices.yaml") from None
         plan.phase = f"running {plan.what}"
         code = await _run_in_folder(ep, agent, plan.argv, deadline, plan.timeout_s, plan.what)
-        return _parse_result(ep, plan.what, code, agent.streams), ready
+        try:
+            result = _parse_result(ep, plan.what, code, agent.streams)
+            if plan.fetch_dir is not None and result.get("artifacts"):
+                plan.phase = "copying the job's artifacts back"
+                await _download(conn, ready["folder"], result["artifacts"], plan.fetch_dir)
+        finally:
+            agent.send("done")
+            await agent.finish()
+        return result, ready
     finally:
         for pump in agent.pumps:
             pump.cancel()
@@ -476,7 +494,8 @@ async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progr
 
 @RUNNERS.register("ssh")
 def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | None = None,
-            on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None) -> dict:
+            on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
+            fetch_dir: Path | None = None) -> dict:
     """Run `job` on `model_path` on an ssh device and return its result, as run_local does.
 
     The job waits for the device's lock (up to the timeout, reporting who holds it), then has the
@@ -489,7 +508,8 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
     plan = _Plan(what=f"the benchmark of {model_path.name}", argv=[SCRIPT, JOB_FILE],
                  files=_job_files(model_path, dict(extra_files or {}), SCRIPT),
                  job_bytes=json.dumps(dict(job, model=model_path.name), indent=1).encode(),
-                 lock=True, timeout_s=float(timeout_s or device.job_timeout_s))
+                 lock=True, timeout_s=float(timeout_s or device.job_timeout_s),
+                 fetch_dir=None if fetch_dir is None else Path(fetch_dir))
     for attempt in (1, 2):
         try:
             result, _, _ = _run_sync(lambda: _session(asyncssh, ep, device, plan, on_progress))

@@ -212,6 +212,14 @@ def wait_for_run(stdin):
             return json.loads(line)["run"]
 
 
+def wait_for_fetch(stdin, wait_s):
+    """Keep the folder while the host copies the job's artifacts back (an engine, a cache)."""
+    end = time.time() + wait_s
+    while time.time() < end:
+        if stdin.poll(max(0.0, end - time.time())) in ("done", "kill"):
+            return
+
+
 def host_gone(signum, frame):
     raise HostGone()
 
@@ -235,6 +243,8 @@ def main(config):
         say("ready", {"folder": folder, "removed_stale": removed, "busy": busy})
         code = run_job(wait_for_run(stdin), folder, held, stdin, config["kill_after_s"])
         say("killed" if code is None else "exit", code)
+        if code is not None and config.get("fetch"):
+            wait_for_fetch(stdin, config["kill_after_s"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
