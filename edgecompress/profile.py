@@ -117,6 +117,16 @@ class Bench(Closed):
     energy_interval_ms: Optional[float] = Field(default=None, ge=1)  # None: the source's own rate
     idle_seconds: float = Field(default=1.0, ge=0)
     max_runs: int = Field(default=100000, ge=1)  # raise it for tiny models that need a long energy window
+    lock_clocks: bool = False  # Jetson: jetson_clocks --store, pin, always --restore afterwards
+
+
+class TensorRT(Closed):
+    """How the device builds its engine (TensorRT runs only there: engines are not portable)."""
+
+    workspace_mb: int = Field(default=1024, ge=16)
+    compare_sparse: bool = True  # with prune.structure 2:4: build dense and sparse, keep the faster
+    timing: Literal["api", "trtexec"] = "api"
+    trtexec: Optional[str] = None  # default: /usr/src/tensorrt/bin/trtexec, then PATH
 
 
 class Profile(Closed):
@@ -133,6 +143,21 @@ class Profile(Closed):
     export: Export = Field(default_factory=Export)
     verify: Verify = Field(default_factory=Verify)
     bench: Bench = Field(default_factory=Bench)
+    tensorrt: TensorRT = Field(default_factory=TensorRT)
+
+    @model_validator(mode="after")
+    def _fits_the_runtime(self):
+        precisions = {"onnxruntime": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8"),
+                      "litert": ("fp32", "fp16", "int8")}[self.runtime]
+        if self.quantize.precision not in precisions:
+            raise ValueError(f"quantize.precision {self.quantize.precision} is not available on {self.runtime}; "
+                             f"choose one of {', '.join(precisions)}")
+        if self.runtime == "tensorrt" and self.prune.structure == "channel" and self.prune.round_to:
+            lanes = 32 if self.quantize.precision == "int8" else 16
+            if self.quantize.precision != "fp32" and self.prune.round_to % lanes:
+                raise ValueError(f"prune.round_to {self.prune.round_to} leaves tensor cores idle at "
+                                 f"{self.quantize.precision}: use a multiple of {lanes} (--set prune.round_to={lanes})")
+        return self
 
 
 def _fields_at(loc: Tuple) -> List[str]:

@@ -22,7 +22,7 @@ def test_each_family_has_exactly_one_default():
         if data.get("default_for_family"):
             assert data["family"] not in defaults, f"two defaults for {data['family']}"
             defaults[data["family"]] = data["name"]
-    assert defaults == {"arm": "raspberry-pi-5", "host": "host-cpu"}
+    assert defaults == {"arm": "raspberry-pi-5", "host": "host-cpu", "jetson": "jetson-orin-nano"}
 
 
 def test_family_resolves_to_default_and_says_so():
@@ -92,3 +92,27 @@ def test_unquoted_two_four_is_read_as_the_structure(tmp_path):
     path.write_text("name: p\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 4}\n"
                     "prune: {structure: 2:4}\n")
     assert profile.load(str(path))[0].prune.structure == "2:4"
+
+
+def test_jetson_profiles_fit_tensor_cores_and_size_distillation_to_pruning():
+    profs = [profile.load(n)[0] for n in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin")]
+    for p in profs:
+        assert (p.family, p.runtime, p.quantize.precision) == ("jetson", "tensorrt", "fp16")
+        assert p.prune.round_to % 16 == 0
+    ratios = [p.prune.ratio for p in profs]
+    steps = [p.distill.steps for p in profs]
+    assert ratios == sorted(ratios, reverse=True) and steps == sorted(steps, reverse=True), \
+        "the smaller the device, the harder it prunes and the longer it distills"
+    assert profile.load("jetson")[0].name == "jetson-orin-nano"
+
+
+def test_int8_on_tensorrt_needs_channels_in_multiples_of_32():
+    with pytest.raises(ProfileError, match="multiple of 32"):
+        profile.load("jetson-orin-nano", ["quantize.precision=int8"])
+    prof, _ = profile.load("jetson-orin-nano", ["quantize.precision=int8", "prune.round_to=32"])
+    assert prof.prune.round_to == 32
+
+
+def test_fp16_is_not_an_onnxruntime_cpu_precision():
+    with pytest.raises(ProfileError, match="not available on onnxruntime"):
+        profile.load("host-cpu", ["quantize.precision=fp16"])
