@@ -6,19 +6,31 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 PROTOCOL_VERSION = 1
 
 
-def make_job(cfg, runtime: str) -> dict:
+@dataclass
+class Model:
+    """One model to measure, with what its runtime needs besides the bench settings."""
+
+    path: Path
+    runtime: str
+    options: Optional[dict] = None  # runtime_options; default: {"threads": bench.threads}
+    extra_files: Dict[str, Path] = field(default_factory=dict)  # e.g. calibration data
+    fetch_dir: Optional[Path] = None  # where the job's artifacts (an engine) come back to
+
+
+def make_job(cfg, runtime: str, options: Optional[dict] = None) -> dict:
     """Inputs are left to the device side: it draws random inputs shaped like the model's own
     (dynamic dimensions set to 1), so no input name or shape can disagree with the model."""
-    return {
+    job = {
         "protocol_version": PROTOCOL_VERSION,
         "runtime": runtime,
-        "runtime_options": {"threads": cfg.threads},
+        "runtime_options": {"threads": cfg.threads} if options is None else options,
         "warmup": {"runs": cfg.warmup_runs, "seconds": cfg.warmup_seconds},
         "runs": {"count": cfg.runs, "seconds": cfg.seconds},
         "energy": cfg.energy,
@@ -26,6 +38,9 @@ def make_job(cfg, runtime: str) -> dict:
         "idle_seconds": cfg.idle_seconds,
         "max_runs": cfg.max_runs,
     }
+    if cfg.lock_clocks:
+        job["lock_clocks"] = True
+    return job
 
 
 _print_lock = threading.Lock()
@@ -58,14 +73,20 @@ def runner_for(device) -> Callable:
     return lambda job, path, **kw: run(job, path, device=device, **kw)
 
 
-def measure(models: Dict[str, Path], cfg, runtime: str, device=None, quiet: bool = False) -> Dict[str, dict]:
+def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False) -> Dict[str, dict]:
     """Each model in its own device-side process, one after the other, in one call: the original
-    and the compressed model are measured in the same run under the same conditions."""
+    and the compressed model are measured in the same run under the same conditions. A value is a
+    model file (run with `runtime` and the bench threads) or a Model."""
     run = runner_for(device)
     where = "this host" if device is None else device.name
     results = {}
-    for label, path in models.items():
-        result = run(make_job(cfg, runtime), path, on_progress=None if quiet else _log_progress(f"{label} on {where}"))
+    for label, item in models.items():
+        m = item if isinstance(item, Model) else Model(Path(item), runtime)
+        extra = {"extra_files": m.extra_files} if m.extra_files else {}
+        if m.fetch_dir is not None:
+            extra["fetch_dir"] = m.fetch_dir
+        result = run(make_job(cfg, m.runtime, m.options), m.path,
+                     on_progress=None if quiet else _log_progress(f"{label} on {where}"), **extra)
         results[label] = dict(result, device_name=where)
     return results
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from . import __version__
 from . import bench, bundle, data as data_mod, distill, export, inventory, models, profile as profile_mod, prune
-from . import quantize, report, verify
+from . import engine, quantize, report, verify
 from .errors import InputError
 
 
@@ -67,13 +67,18 @@ def deploy(opts: DeployOptions) -> dict:
         stages = compress_torch(source, teacher, prof, train, held, work, opts)
     else:
         stages = prepare_onnx(source, prof, held, work)
-    deployed, parity = quantize_and_check(stages, prof, train, held, work)
+    trt = None
+    if prof.runtime == "tensorrt":
+        deployed, parity, trt = prepare_engine(stages, prof, train, held, work, device)
+        to_measure = trt.models
+    else:
+        deployed, parity = quantize_and_check(stages, prof, train, held, work)
+        to_measure = {"original": stages["original_onnx"], "compressed": deployed}
     stages["parity"], stages["held_y"] = parity, held.y
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, one after the other")
-    results = bench.measure({"original": stages["original_onnx"], "compressed": deployed}, prof.bench, prof.runtime,
-                            device=device, quiet=opts.quiet)
-    summary, manifest = describe(source, prof, dataset, stages, deployed, results, device)
-    published = bundle.write(Path(opts.out), name, files=bundle_files(deployed),
+    results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet)
+    summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
+    published = bundle.write(Path(opts.out), name, files=bundle_files(deployed, trt, work),
                              texts=bundle_texts(dataset, manifest, summary), manifest=manifest,
                              parity=stages["parity_arrays"], force=opts.force)
     shutil.rmtree(work, ignore_errors=True)  # the run finished: its checkpoint is no longer needed
@@ -326,16 +331,44 @@ def quantize_and_check(stages: dict, prof, train, held, work: Path):
     return deployed, parity
 
 
+def prepare_engine(stages: dict, prof, train, held, work: Path, device):
+    """TensorRT: the engine is built on the device, from model.onnx (FP32; the device applies FP16
+    or INT8 with the calibration samples) or, for INT8 on TensorRT 11, from a Q/DQ ONNX made here."""
+    q = prof.quantize
+    model = Path(shutil.copy(stages["student_onnx"], work / "model.onnx"))
+    out = verify.onnx_outputs(model, held.x)
+    parity = verify.check(verify.compare("model.onnx (the engine's source) vs PyTorch", out, stages["reference"],
+                                         stages["output_names"], held.y), False, prof.verify)
+    calib = train.x[: q.calibration_samples]
+    qdq = None
+    if q.precision == "int8":
+        # TensorRT takes symmetric INT8 only: int8 activations with zero point 0
+        qdq = quantize.quantize_int8(model, work / "model_qdq.onnx", calib,
+                                     q.model_copy(update={"activations": "int8"}), _input_name(stages),
+                                     symmetric=True)
+        stages["checks"].append(verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch",
+                                                            verify.onnx_outputs(qdq, held.x), stages["reference"],
+                                                            stages["output_names"], held.y), True, prof.verify))
+    n = min(32, len(held))
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["deployed_outputs"] = out
+    trt = engine.plan(stages["original_onnx"], model, qdq, prof, calib, work, device)
+    log(f"engine: {'built on ' + device.name if device else 'to be built on the device on first use'}, "
+        f"{q.precision}{', from the Q/DQ ONNX' if trt.build_settings['onnx'] == 'model_qdq.onnx' else ''}")
+    return model, parity, trt
+
+
 def _input_name(stages) -> str:
     return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
 
 
-def measured_on(results: dict, prof, device) -> dict:
+def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
     """Where the latency (and energy) figures come from, in words and in fields."""
     r = results["compressed"]
     state = r.get("device") or {}
     fields = {"device_name": device.name if device else "this host", "where": "device" if device else "host",
-              "arch": state.get("arch"), "runtime": prof.runtime, "runtime_version": state.get("runtime_version"),
+              "arch": state.get("arch"), "runtime": state.get("runtime") or prof.runtime,
+              "runtime_version": state.get("runtime_version"),
               "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
               "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
               "runs": {k: v["latency_ms"]["n"] for k, v in results.items()}}
@@ -345,25 +378,30 @@ def measured_on(results: dict, prof, device) -> dict:
     else:
         fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
                           f"{prof.name} target: run with --device to measure on the device.")
+    if proxy:
+        fields["proxy"] = True
+        fields["note"] += (f" {prof.runtime} runs only on the device, so these are ONNX Runtime FP32 figures of the "
+                           "same ONNX files, a stand-in: no engine was built or timed.")
     return fields
 
 
-def describe(source, prof, dataset, stages, deployed: Path, results: dict, device=None) -> tuple:
+def describe(source, prof, dataset, stages, deployed: Path, results: dict, device=None, trt=None,
+             work: Optional[Path] = None) -> tuple:
     """The summary printed at the end and the manifest written into the bundle, from one set of facts."""
     import onnxruntime
     import torch
 
     acc = _accuracy(stages, dataset)
-    q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" else {}
+    q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" and trt is None else {}
     io = export.io_spec(deployed)
     for tensor in io["inputs"] + io["outputs"]:
         tensor["quantization"] = q.get(tensor["name"])
     io["inputs"][0]["preprocessing"] = dataset.preprocessing
-    measured = measured_on(results, prof, device)
+    measured = measured_on(results, prof, device, proxy=bool(trt and trt.proxy))
     energy = results["compressed"].get("energy")
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
-        "runtime": {"name": prof.runtime, "version": onnxruntime.__version__},
+        "runtime": {"name": prof.runtime, "version": onnxruntime.__version__ if trt is None else trt.tensorrt_version},
         "model": {"file": "model.onnx", "format": "onnx", "opset": prof.export.opset},
         **io,
         "labels": dataset.labels,
@@ -385,9 +423,22 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
                        "runtime_version": onnxruntime.__version__, "source_model_sha256": source.sha256,
                        "data": dataset.source, "profile": prof.model_dump(mode="json")},
     }
+    if trt is not None:
+        manifest["engine"] = engine_section(trt, results, device, work)
     summary = _summary(stages, deployed, results, acc, measured)
     summary["name"], summary["target"] = source.name, prof.name
     return summary, manifest
+
+
+def engine_section(trt, results: dict, device, work: Path) -> dict:
+    """What a Jetson app needs to know about the engine: where it was built, for what, from what."""
+    if trt.proxy:
+        return {"status": "not built: TensorRT engines are built on the device; the example builds one from the "
+                          "ONNX on first use", "build_settings": trt.build_settings}
+    r = results["compressed"]
+    return {"status": f"built on device {device.name}", "build_settings": trt.build_settings,
+            "engine": r.get("engine"), "build_ms": r.get("build_ms"), "tensorrt_version": trt.tensorrt_version,
+            "files": sorted(engine.fetched_files(work)), "valid_for": (r.get("engine") or {}).get("valid_for")}
 
 
 def _counts(stages) -> dict:
@@ -434,8 +485,12 @@ def _deflated_bytes(path: Path) -> int:
     return len(zlib.compress(path.read_bytes(), 9))
 
 
-def bundle_files(deployed: Path) -> dict:
-    return {"model.onnx": deployed, "example.py": bundle.EXAMPLES / "onnx_example.py"}
+def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
+    files = {"model.onnx": deployed, "example.py": bundle.EXAMPLES / "onnx_example.py"}
+    if trt is not None:
+        files.update(trt.bundle_files)
+        files.update(engine.fetched_files(work))
+    return files
 
 
 def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:

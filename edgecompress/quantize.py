@@ -29,7 +29,9 @@ class _Reader:
         self.i = 0
 
 
-def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str) -> Path:
+def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str,
+                  symmetric: bool = False) -> Path:
+    """symmetric: zero points of 0 for activations and weights (what TensorRT accepts)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -48,7 +50,8 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],
                             weight_type=types[cfg.weights], per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                             calibrate_method=methods[cfg.calibration_method],
-                            extra_options={"CalibTensorRangeSymmetric": False})
+                            extra_options={"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric,
+                                           "WeightSymmetric": True})
         except Exception as exc:
             raise StageError("quantize", f"INT8 quantization of {src.name} failed: {type(exc).__name__}: {exc}",
                              hint="try --set quantize.precision=fp32, or another quantize.calibration_method") from None

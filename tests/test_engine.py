@@ -1,0 +1,58 @@
+"""The TensorRT stage on the host: what the device will build, and the bundle without a device."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgecompress import engine, profile
+from ecutil import fast_sets, run_cli
+
+
+def test_calibration_packing_is_float32_nchw_and_capped():
+    x = np.random.default_rng(0).normal(size=(100, 3, 8, 8))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        full = np.load(engine.pack_calibration(x, Path(tmp) / "a.npy"))
+        capped = np.load(engine.pack_calibration(x, Path(tmp) / "b.npy", max_bytes=10 * 3 * 8 * 8 * 4))
+    assert full.dtype == np.float32 and full.shape == (100, 3, 8, 8) and np.allclose(full, x)
+    assert capped.shape == (10, 3, 8, 8) and np.allclose(capped[0], x[0]) and np.allclose(capped[-1], x[-1])
+
+
+def test_build_options_follow_the_profile():
+    prof, _ = profile.load("jetson-orin-nano", ["prune.structure=2:4"])
+    opts = engine.build_options(prof, calibration=False, qdq=False)
+    assert opts == {"precision": "fp16", "workspace_mb": 1024, "timing": "api", "sparsity": True,
+                    "compare_sparse": True}
+    prof, _ = profile.load("jetson-orin-nano", ["quantize.precision=int8", "prune.round_to=32"])
+    assert engine.build_options(prof, calibration=True, qdq=False)["calibration"] == engine.CALIBRATION_FILE
+    assert engine.build_options(prof, calibration=False, qdq=True)["qdq"] is True
+
+
+@pytest.mark.parametrize("version,expected", [("8.6.2", 8), ("10.3.0.26", 10), ("11.0", 11), (None, None)])
+def test_tensorrt_major_version(version, expected):
+    assert engine.major(version) == expected
+
+
+def test_jetson_bundle_without_a_device_carries_onnx_qdq_and_build_settings(tmp_path, model_file, npz_data):
+    code, out, err = run_cli("deploy", f"{model_file}:build", "--target", "jetson-orin-nano", "--data", npz_data,
+                             "--out", tmp_path, "--json",
+                             *fast_sets("quantize.precision=int8", "prune.round_to=8", "prune.ratio=0.5"))
+    assert code == 2 and "multiple of 32" in err  # INT8 tensor cores need 32-channel multiples
+    code, out, err = run_cli("deploy", f"{model_file}:build", "--target", "jetson-orin-nano", "--data", npz_data,
+                             "--out", tmp_path, "--json",
+                             *fast_sets("quantize.precision=int8", "prune.round_to=32", "prune.ratio=0.3"))
+    assert code == 0, err
+    folder = tmp_path / "net-jetson-orin-nano"
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["runtime"] == {"name": "tensorrt", "version": None}
+    assert m["engine"]["status"].startswith("not built") and m["engine"]["build_settings"]["precision"] == "int8"
+    assert m["metrics"]["measured_on"]["proxy"] is True and "no engine was built" in m["metrics"]["measured_on"]["note"]
+    assert {"model.onnx", "model_qdq.onnx", "calibration.npy"} <= set(m["files"])
+    qdq = onnx.load(str(folder / "model_qdq.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in qdq.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "symmetric INT8 for TensorRT"
