@@ -66,11 +66,17 @@ def deploy(opts: DeployOptions) -> dict:
             check_teacher(teacher, source.module, dataset, opts.teacher)
         stages = compress_torch(source, teacher, prof, train, held, work, opts)
     else:
+        if prof.runtime == "litert":
+            raise InputError(f"the {prof.name} target converts from PyTorch, and {opts.model} is an ONNX file",
+                             hint="pass the PyTorch model as file.py:factory (with --weights)")
         stages = prepare_onnx(source, prof, held, work)
     trt = None
     if prof.runtime == "tensorrt":
         deployed, parity, trt = prepare_engine(stages, prof, train, held, work, device)
         to_measure = trt.models
+    elif prof.runtime == "litert":
+        deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
+        to_measure = {"original": original_tflite, "compressed": deployed}
     else:
         deployed, parity = quantize_and_check(stages, prof, train, held, work)
         to_measure = {"original": stages["original_onnx"], "compressed": deployed}
@@ -168,6 +174,7 @@ def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployO
     log("export: ONNX FP32 matches PyTorch (max |diff| "
         + ", ".join(f"{o.max_abs_diff:.2g}" for c in checks for o in c.outputs) + ")")
     return {"original_onnx": original_onnx, "student_onnx": student_onnx, "reference": ref_student,
+            "student": student, "original": source.module, "example": example,
             "reference_original": ref_original, "output_names": names, "checks": checks,
             "pruning": prune_report, "distillation": distill_report,
             "counts_before": (params_before, macs_before), "counts_after": (params_after, macs_after)}
@@ -358,6 +365,35 @@ def prepare_engine(stages: dict, prof, train, held, work: Path, device):
     return model, parity, trt
 
 
+def prepare_tflite(stages: dict, prof, train, held, work: Path):
+    """LiteRT: the student to .tflite (full-integer INT8, calibrated on the data, or FP32), the
+    original to FP32 .tflite for the comparison, each checked against PyTorch on held-out data."""
+    from . import litert
+
+    q, nhwc = prof.quantize, prof.export.channels_last
+    original = litert.export_tflite(stages["original"], stages["example"], work / "original.tflite",
+                                    channels_last=nhwc, layer_of_failure=prune.failing_layer)
+    verify.check(verify.compare("original.tflite vs PyTorch original", litert.tflite_outputs(original, held.x),
+                                stages["reference_original"], stages["output_names"], held.y), False, prof.verify)
+    if q.precision == "int8":
+        log(f"quantize: full-integer INT8 for LiteRT, {min(len(train), q.calibration_samples)} calibration samples")
+        model = litert.quantize_tflite_int8(stages["student"], stages["example"], train.x[: q.calibration_samples],
+                                            work / "model.tflite", channels_last=nhwc, per_channel=q.per_channel,
+                                            layer_of_failure=prune.failing_layer)
+    else:  # fp32, and fp16: the GPU delegate computes in FP16 from the float model
+        model = litert.export_tflite(stages["student"], stages["example"], work / "model.tflite", channels_last=nhwc,
+                                     layer_of_failure=prune.failing_layer)
+    out = litert.tflite_outputs(model, held.x)
+    parity = verify.check(verify.compare(f"model.tflite ({q.precision}) vs PyTorch student", out, stages["reference"],
+                                         stages["output_names"], held.y), q.precision == "int8", prof.verify)
+    log("verify: " + parity.table().strip().replace("\n", "\n        "))
+    n = min(32, len(held))
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["deployed_outputs"] = out
+    stages["original_model_file"] = original
+    return model, parity, original
+
+
 def _input_name(stages) -> str:
     return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
 
@@ -392,17 +428,23 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     import torch
 
     acc = _accuracy(stages, dataset)
-    q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" and trt is None else {}
-    io = export.io_spec(deployed)
-    for tensor in io["inputs"] + io["outputs"]:
-        tensor["quantization"] = q.get(tensor["name"])
+    if deployed.suffix == ".tflite":
+        from . import litert
+
+        io = litert.io_spec(deployed)  # quantization per tensor, from the file itself
+    else:
+        q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" and trt is None else {}
+        io = export.io_spec(deployed)
+        for tensor in io["inputs"] + io["outputs"]:
+            tensor["quantization"] = q.get(tensor["name"])
     io["inputs"][0]["preprocessing"] = dataset.preprocessing
     measured = measured_on(results, prof, device, proxy=bool(trt and trt.proxy))
     energy = results["compressed"].get("energy")
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
-        "runtime": {"name": prof.runtime, "version": onnxruntime.__version__ if trt is None else trt.tensorrt_version},
-        "model": {"file": "model.onnx", "format": "onnx", "opset": prof.export.opset},
+        "runtime": {"name": prof.runtime, "version": trt.tensorrt_version if trt is not None else
+                    (results["compressed"].get("device") or {}).get("runtime_version")},
+        "model": {"file": deployed.name, "format": deployed.suffix[1:], "opset": prof.export.opset},
         **io,
         "labels": dataset.labels,
         "compression": {"pruning": stages["pruning"] | _counts(stages), "distillation": stages["distillation"],
@@ -420,7 +462,8 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
                     "measured_on": measured,
                     "device_state": results["compressed"].get("device")},
         "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
-                       "runtime_version": onnxruntime.__version__, "source_model_sha256": source.sha256,
+                       "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
+                       "source_model_sha256": source.sha256,
                        "data": dataset.source, "profile": prof.model_dump(mode="json")},
     }
     if trt is not None:
@@ -460,9 +503,10 @@ def _accuracy(stages, dataset) -> dict:
 def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -> dict:
     (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
     lat = {k: v["latency_ms"] for k, v in results.items()}
+    original_file = stages.get("original_model_file", stages["original_onnx"])
     return {
-        "before": {"bytes": stages["original_onnx"].stat().st_size, "params": pb, "macs": mb,
-                   "deflated_bytes": _deflated_bytes(stages["original_onnx"]),
+        "before": {"bytes": original_file.stat().st_size, "params": pb, "macs": mb,
+                   "deflated_bytes": _deflated_bytes(original_file),
                    "accuracy": acc["teacher"], "p50_ms": lat["original"]["p50"]},
         "after": {"bytes": deployed.stat().st_size, "deflated_bytes": _deflated_bytes(deployed),
                   "params": pa, "macs": ma, "nonzero_params":
@@ -486,6 +530,8 @@ def _deflated_bytes(path: Path) -> int:
 
 
 def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
+    if deployed.suffix == ".tflite":
+        return {"model.tflite": deployed, "example.py": bundle.EXAMPLES / "tflite_example.py"}
     files = {"model.onnx": deployed, "example.py": bundle.EXAMPLES / "onnx_example.py"}
     if trt is not None:
         files.update(trt.bundle_files)
@@ -493,8 +539,20 @@ def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
     return files
 
 
+def kotlin_runner(manifest: dict) -> str:
+    """The Kotlin example with this model's input and output quantization filled in."""
+    text = (bundle.EXAMPLES / "ModelRunner.kt").read_text()
+    for side, tensor in (("INPUT", manifest["inputs"][0]), ("OUTPUT", manifest["outputs"][0])):
+        q = tensor.get("quantization") or {"scale": 0.0, "zero_point": 0}
+        text = text.replace(f"@{side}_SCALE@", repr(float(q["scale"]))).replace(f"@{side}_ZERO_POINT@",
+                                                                                 str(int(q["zero_point"])))
+    return text
+
+
 def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
     texts = {"README.md": report.bundle_readme(manifest, summary)}
+    if manifest["model"]["format"] == "tflite":
+        texts["ModelRunner.kt"] = kotlin_runner(manifest)
     if dataset.labels:
         texts["labels.txt"] = "\n".join(dataset.labels) + "\n"
     return texts
@@ -517,7 +575,13 @@ def _verify_folder(folder: Path, path: str) -> dict:
         raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
                          hint="rebuild the bundle with edgecompress deploy; do not edit files inside it")
     stored = np.load(folder / bundle.PARITY)
-    out = verify.onnx_outputs(folder / bundle.model_file(manifest), stored["x"])
+    model_file = folder / bundle.model_file(manifest)
+    if model_file.suffix == ".tflite":
+        from . import litert
+
+        out = litert.tflite_outputs(model_file, stored["x"])
+    else:
+        out = verify.onnx_outputs(model_file, stored["x"])
     tol = _Tol(**manifest["provenance"]["profile"]["verify"])
     quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
     # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round

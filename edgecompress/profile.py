@@ -95,6 +95,7 @@ class Preprocess(Closed):
 class Export(Closed):
     format: Literal["onnx", "tflite", "tensorrt"] = "onnx"
     opset: int = Field(default=17, ge=11, le=23)
+    channels_last: bool = True  # tflite: NHWC input (and 4-D outputs), so no transposes run on the phone
 
 
 class Verify(Closed):

@@ -55,6 +55,20 @@ def _delta_points(before, after) -> str:
     return "-" if before is None or after is None else f"{(after - before) * 100:+.2f} points"
 
 
+def run_section(m: dict) -> str:
+    runtime = m["runtime"]["name"]
+    if runtime == "litert":
+        return ("    pip install numpy ai-edge-litert\n    python example.py            # the first stored held-out sample\n\n"
+                "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite` and `labels.txt`\n"
+                "in the app's assets; its quantization constants are this model's.")
+    if runtime == "tensorrt":
+        status = (m.get("engine") or {}).get("status", "")
+        return (f"TensorRT engine: {status}.\n\n    python3 trt_example.py       # on the Jetson: uses the engine if it "
+                "was built for this GPU and TensorRT version, else builds one from the ONNX\n\n"
+                "On any computer, `python example.py` runs `model.onnx` with ONNX Runtime.")
+    return "    pip install numpy onnxruntime\n    python example.py            # the first stored held-out sample"
+
+
 def bundle_readme(manifest: dict, summary: dict) -> str:
     m = manifest
     inp = m["inputs"][0]
@@ -70,8 +84,7 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 
 ## Run it
 
-    pip install numpy onnxruntime
-    python example.py            # classifies the first stored held-out sample
+{run_section(m)}
 
 ## What was measured
 

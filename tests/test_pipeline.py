@@ -259,3 +259,24 @@ def test_two_four_survives_distillation_and_export(tmp_path, model_file, npz_dat
 
     layers = verify.two_four_layers(tmp_path / "o" / "net-host-cpu" / "model.onnx")
     assert sorted(layers.values())[0] == 0, "the bundled model keeps the pattern"
+
+
+def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data):
+    pytest.importorskip("litert_torch", reason="the [tflite] extra is not installed")
+    out, err = deploy(f"{model_file}:build", "--target", "android-arm64", "--data", npz_data, "--out", tmp_path,
+                      "--json", *fast_sets())
+    folder = tmp_path / "net-android-arm64"
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["runtime"]["name"] == "litert" and m["model"] == {"file": "model.tflite", "format": "tflite",
+                                                                "opset": 17}
+    inp, outp = m["inputs"][0], m["outputs"][0]
+    assert inp["layout"] == "NHWC" and inp["shape"] == [1, 8, 8, 1] and inp["dtype"] == "int8"
+    assert inp["quantization"]["scale"] > 0 and outp["quantization"]["scale"] > 0
+    kotlin = (folder / "ModelRunner.kt").read_text()
+    assert f"inputZeroPoint = {inp['quantization']['zero_point']}" in kotlin and "@" not in kotlin.split("package")[1]
+    assert m["metrics"]["latency_ms"]["compressed"]["n"] >= 20
+    assert m["metrics"]["device_state"]["runtime"] == "litert"
+    run = subprocess.run([sys.executable, str(folder / "example.py")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    code, _, err = run_cli("verify", folder)
+    assert code == 0, err

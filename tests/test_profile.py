@@ -22,7 +22,8 @@ def test_each_family_has_exactly_one_default():
         if data.get("default_for_family"):
             assert data["family"] not in defaults, f"two defaults for {data['family']}"
             defaults[data["family"]] = data["name"]
-    assert defaults == {"arm": "raspberry-pi-5", "host": "host-cpu", "jetson": "jetson-orin-nano"}
+    assert defaults == {"arm": "raspberry-pi-5", "host": "host-cpu", "jetson": "jetson-orin-nano",
+                        "android": "android-arm64"}
 
 
 def test_family_resolves_to_default_and_says_so():
