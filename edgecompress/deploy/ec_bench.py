@@ -31,6 +31,9 @@ Job keys (unknown keys are errors):
   energy_interval_ms  sampling period of the power source (and tegrastats' --interval); default:
                     the source's own update interval (at least 20 ms for power samples)
   energy_device_index  NVML GPU index, default 0
+  lock_clocks       true pins a Jetson's clocks for the job with jetson_clocks (stored first, always
+                    restored: on success, failure, SIGTERM/SIGINT/SIGHUP; see ec_clocks); an error
+                    where there is no jetson_clocks. Default false
   sysfs_root        TEST ONLY: read sysfs (power rails, clocks, temperatures) under this folder
                     instead of "/", so tests can use fixture trees
   report_outputs    true adds `outputs`: name, shape, dtype and sum of each output of the first run,
@@ -42,7 +45,9 @@ timed runs go until at least runs.count runs AND runs.seconds have passed; both 
 (with a warning when that cut a budget short). With a power source, the idle baseline is sampled
 between warm-up and the timed runs, and the timed runs go on until the window holds
 ec_energy.MIN_UPDATES sensor updates (with a warning when that lengthened them). Each latency is
-perf_counter_ns around one session.run call on the same inputs.
+perf_counter_ns around one session.run call on the same inputs. A session without `run` (TensorRT
+when cuda-python is missing) is timed by its runtime's own tool instead: session.measure() gives the
+latency block, bracketed by the device-state snapshots, with no first run, warm-up or energy.
 
 Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
 first_run_ms, load_ms, peak_rss_mb (ru_maxrss of this process, MiB), warmup_done {runs, seconds},
@@ -51,7 +56,10 @@ device {arch, python, platform, runtime, runtime_version, cpu_count, governor,
 clocks_mhz_before/after, gpu_clocks_hz_before/after (Jetson devfreq), temperatures_c_before/after,
 throttled, throttle_reason; with NVML also gpu_name, gpu_clocks_event_mask, gpu_throttle_reasons}
 (before and after bracket the timed window), runtime_options, inputs [{name, shape, dtype, source}],
-outputs (when asked), warnings, host; plus runtime-specific keys (e.g. build_ms).
+outputs (when asked), warnings, host; plus runtime-specific keys (e.g. build_ms, engine, and
+`artifacts`: files the runtime left in the job folder for the host to fetch); a runtime's own
+`warnings` are added to the list. With lock_clocks, device also holds clocks_locked, clocks_restored,
+nvpmodel {mode_name, mode_id}, jetson_clocks_show_before/_locked. Exit 128 + N after signal N.
 """
 import contextlib
 import json
@@ -62,6 +70,7 @@ import sys
 import time
 import traceback
 
+import ec_clocks
 import ec_energy
 import ec_job
 import ec_state
@@ -325,8 +334,49 @@ def open_source(job):
     return ec_energy.Meter(source, job["energy_interval_ms"]), None
 
 
+def tool_timed(job, session):
+    """The result of a session that its runtime's own tool timed (no run call here to loop over)."""
+    if job["inputs"]["random"] or job["inputs"]["npy"]:
+        raise ec_job.JobError("job.inputs cannot be fed: %s times this model with its own random inputs"
+                              % session.measured_by)
+    before = ec_state.snapshot(job["sysfs_root"])
+    with step("timing with %s" % session.measured_by):
+        latency = session.measure()
+    m = {"before": before, "after": ec_state.snapshot(job["sysfs_root"])}
+    device = device_info(job, session, m, {})
+    warnings = [w for w in (device["throttle_reason"],) if w]
+    if job["report_outputs"]:
+        warnings.append("report_outputs: no outputs, %s ran the model" % session.measured_by)
+    return {
+        "protocol_version": ec_job.PROTOCOL_VERSION, "latency_ms": latency, "first_run_ms": None,
+        "load_ms": session.load_ms, "peak_rss_mb": peak_rss_mb(), "warmup_done": None, "timed_window_s": None,
+        "energy": None, "energy_reason": "timed by %s, outside this process's loop" % session.measured_by,
+        "device": device, "runtime_options": session.options, "inputs": [], "warnings": warnings,
+        "host": platform.node(),
+    }
+
+
+def with_extra(result, extra):
+    """The runtime's own result keys added; its warnings join the list."""
+    extra = dict(extra)
+    result["warnings"] = result["warnings"] + list(extra.pop("warnings", []))
+    result.update(extra)
+    return result
+
+
 def benchmark(job):
+    if not job["lock_clocks"]:
+        return measure_job(job)
+    with ec_clocks.locked(job["folder"]) as clocks:
+        result = measure_job(job)
+    result["device"].update(clocks)  # after the restore, so clocks_restored is known
+    return result
+
+
+def measure_job(job):
     session = load(job)
+    if session.run is None:
+        return with_extra(tool_timed(job, session), session.extra)
     with step("preparing inputs"):
         feeds, inputs = make_feeds(session, job["inputs"], job["folder"], job["seed"])
     meter, energy_reason = open_source(job)
@@ -352,8 +402,7 @@ def benchmark(job):
     }
     if job["report_outputs"]:
         result["outputs"] = output_summary(session.outputs, m["first_outputs"])
-    result.update(session.extra)
-    return result
+    return with_extra(result, session.extra)
 
 
 def read_job(path):
@@ -376,10 +425,13 @@ def main(argv):
             raise ec_job.JobError("usage: python ec_bench.py JOB.json")
         job = read_job(argv[1])
         result, code = benchmark(job), 0
+    except ec_clocks.Interrupted as e:  # a termination signal while clocks were locked; they are restored
+        result, code = {"protocol_version": ec_job.PROTOCOL_VERSION, "error": str(e)}, 128 + e.signum
     except Exception as e:
-        if not isinstance(e, (Failure, ec_job.JobError)):
+        known = (Failure, ec_job.JobError, ec_clocks.ClockError)
+        if not isinstance(e, known):
             traceback.print_exc()  # an unexpected bug: the host keeps the stderr tail
-        message = str(e) if isinstance(e, (Failure, ec_job.JobError)) else "%s: %s" % (type(e).__name__, e)
+        message = str(e) if isinstance(e, known) else "%s: %s" % (type(e).__name__, e)
         result, code = {"protocol_version": ec_job.PROTOCOL_VERSION, "error": message}, 1
     result_stream.write(json.dumps(result, allow_nan=False) + "\n")
     result_stream.flush()

@@ -9,7 +9,7 @@ import os
 PROTOCOL_VERSION = 1
 JOB_KEYS = ("protocol_version", "model", "runtime", "runtime_options", "inputs", "warmup", "runs",
             "max_runs", "energy", "idle_seconds", "seed", "report_outputs",
-            "energy_interval_ms", "energy_device_index", "sysfs_root")  # sysfs_root: tests only
+            "energy_interval_ms", "energy_device_index", "lock_clocks", "sysfs_root")  # sysfs_root: tests only
 DEFAULT_WARMUP = {"runs": 10, "seconds": 1.0}
 DEFAULT_RUNS = {"count": 100, "seconds": 1.0}
 DEFAULT_MAX_RUNS = 100000
@@ -113,9 +113,11 @@ def read_job(path, runtimes, energy_sources):
     if energy not in energy_sources:
         raise JobError("job.energy '%s' is not known; valid: %s" % (energy, ", ".join(energy_sources)))
     options = obj(job.get("runtime_options", {}), "runtime_options")
-    report = job.get("report_outputs", False)
+    report, lock = job.get("report_outputs", False), job.get("lock_clocks", False)
     if not isinstance(report, bool):
         raise JobError("job.report_outputs must be true or false, got %r" % (report,))
+    if not isinstance(lock, bool):
+        raise JobError("job.lock_clocks must be true or false, got %r" % (lock,))
     return {
         "folder": folder, "model": model, "runtime": runtime, "runtime_options": options,
         "inputs": inputs_spec(job.get("inputs", {})),
@@ -123,7 +125,7 @@ def read_job(path, runtimes, energy_sources):
         "runs": budget(job.get("runs", DEFAULT_RUNS), "runs", "count", 1),
         "max_runs": number(job, "max_runs", DEFAULT_MAX_RUNS, "job", integer=True, minimum=1),
         "energy": energy, "idle_seconds": float(number(job, "idle_seconds", 1.0, "job")),
-        "seed": number(job, "seed", 0, "job", integer=True), "report_outputs": report,
+        "seed": number(job, "seed", 0, "job", integer=True), "report_outputs": report, "lock_clocks": lock,
         "energy_interval_ms": energy_interval_ms(job),
         "energy_device_index": number(job, "energy_device_index", 0, "job", integer=True),
         "sysfs_root": sysfs_root(job, folder),

@@ -1,0 +1,182 @@
+"""Jetson clocks pinned for a job (`lock_clocks: true`): record the power mode, store the clock
+settings, run `jetson_clocks`, and always restore them afterwards. Standard library only, Python >= 3.8.
+
+Commands (../shared/reference/devices.md): `nvpmodel -q` prints the power mode (`NV Power Mode: 25W`
+then its id `1` on the next line, as public logs show), `jetson_clocks --store FILE` / `--restore FILE`
+save and restore the settings, `jetson_clocks` pins the maximum clocks of the current mode, `--show`
+prints governors and frequencies. They are looked up on PATH (tests put fakes there); when this
+process is not root they run through `sudo -n`, which fails at once, with sudo's reason, where no
+password-less rule allows them.
+
+The restore runs on success, on an exception, and on SIGTERM, SIGINT or SIGHUP: handlers raise
+Interrupted in the main thread, the `finally` restores (deferring further signals until it is done),
+and ec_bench then exits 128 + signal. Only SIGKILL can skip it; the stored file then stays in the job
+folder for `sudo jetson_clocks --restore FILE`.
+"""
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+STORE_FILE = "jetson_clocks.store"
+COMMAND_TIMEOUT_S = 60
+SHOW_LINES = 60
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+POWER_MODE = re.compile(r"NV Power Mode:\s*(.+?)\s*$")
+
+
+class ClockError(RuntimeError):
+    """Clocks could not be locked or restored; the message names the command and what it printed."""
+
+
+class Interrupted(BaseException):
+    """A termination signal arrived while clocks were locked (BaseException: no `except Exception`
+    on the way may swallow it); raised after the clocks were restored."""
+
+    def __init__(self, signum):
+        BaseException.__init__(self, signum)
+        self.signum, self.restored = signum, None
+
+    def __str__(self):
+        said = {True: "; Jetson clocks were restored", False: "; restoring the Jetson clocks FAILED", None: ""}
+        return "interrupted by %s%s" % (signal.Signals(self.signum).name, said[self.restored])
+
+
+def progress(message):
+    sys.stderr.write("progress: " + message + "\n")
+    sys.stderr.flush()
+
+
+def parse_nvpmodel(text):
+    """{"mode_name", "mode_id"} from `nvpmodel -q` (also with --verbose's NVPM lines around it)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        match = POWER_MODE.search(line)
+        if match:
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            return {"mode_name": match.group(1), "mode_id": int(following) if following.isdigit() else None}
+    return {"mode_name": None, "mode_id": None}
+
+
+def as_root(argv):
+    """argv, through `sudo -n` when this process is not root (sudo looked up on PATH)."""
+    if os.geteuid() == 0:
+        return list(argv)
+    sudo = shutil.which("sudo")
+    if sudo is None:
+        raise ClockError("%s needs root, this job runs as uid %d and there is no sudo" % (argv[0], os.geteuid()))
+    return [sudo, "-n"] + list(argv)
+
+
+def run(argv):
+    """(exit code, output) of a command; exit code None when it could not run or timed out."""
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              errors="replace", timeout=COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, str(e)
+    return done.returncode, done.stdout
+
+
+def checked(argv, what):
+    code, out = run(argv)
+    if code != 0:
+        raise ClockError("%s failed (%s): `%s`: %s" % (what, "exit %s" % code if code is not None else "did not run",
+                                                      " ".join(argv), out.strip()[-800:] or "no output"))
+    return out
+
+
+def power_mode():
+    """nvpmodel's mode, or {"error": why} (the mode is recorded, not required)."""
+    nvpmodel = shutil.which("nvpmodel")
+    if nvpmodel is None:
+        return {"mode_name": None, "mode_id": None, "error": "nvpmodel not on PATH"}
+    code, out = run([nvpmodel, "-q"])
+    if code != 0:
+        return {"mode_name": None, "mode_id": None, "error": "nvpmodel -q exit %s: %s" % (code, out.strip()[-300:])}
+    return parse_nvpmodel(out)
+
+
+def show(jetson_clocks):
+    """`jetson_clocks --show` lines, or None when it cannot say."""
+    code, out = run(as_root([jetson_clocks, "--show"]))
+    return out.strip().splitlines()[:SHOW_LINES] if code == 0 else None
+
+
+class _Guard(object):
+    """Signal handlers that raise Interrupted, or only note the signal while the restore runs."""
+
+    def __init__(self):
+        self.received, self.deferring, self.previous = None, False, {}
+
+    def handle(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+        if not self.deferring:
+            raise Interrupted(signum)
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers; ec_bench locks from it
+        for signum in SIGNALS:
+            self.previous[signum] = signal.signal(signum, self.handle)
+
+    def uninstall(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def restore(jetson_clocks, store, guard):
+    """jetson_clocks --restore, signals deferred; ClockError when it fails."""
+    guard.deferring = True
+    progress("restoring Jetson clocks from %s" % os.path.basename(store))
+    checked(as_root([jetson_clocks, "--restore", store]), "restoring the clocks (jetson_clocks --restore)")
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """Clocks pinned by jetson_clocks for the body, restored after it whatever happens. Yields the
+    state for the result's `device`: clocks_locked, nvpmodel, jetson_clocks_show_before/_locked;
+    `clocks_restored` is set once the restore ran."""
+    jetson_clocks = shutil.which("jetson_clocks")
+    if jetson_clocks is None:
+        raise ClockError("lock_clocks asked, but there is no jetson_clocks on PATH: it comes with JetPack (L4T) on "
+                         "Jetson devices only; leave lock_clocks out on other devices")
+    state = {"clocks_locked": False, "clocks_restored": False, "nvpmodel": power_mode(),
+             "jetson_clocks_show_before": show(jetson_clocks), "jetson_clocks_show_locked": None}
+    store = os.path.join(folder, STORE_FILE)
+    guard = _Guard()
+    guard.install()
+    try:
+        checked(as_root([jetson_clocks, "--store", store]), "storing the clocks (jetson_clocks --store)")
+    except BaseException:
+        guard.uninstall()  # nothing was changed yet, so nothing to restore
+        raise
+    body_failed = True
+    try:
+        progress("locking Jetson clocks (power mode %s)" % state["nvpmodel"].get("mode_name"))
+        checked(as_root([jetson_clocks]), "locking the clocks (jetson_clocks)")
+        state["clocks_locked"] = True
+        state["jetson_clocks_show_locked"] = show(jetson_clocks)
+        yield state
+        body_failed = False
+    finally:
+        in_flight = sys.exc_info()[1]
+        try:
+            restore(jetson_clocks, store, guard)
+            state["clocks_restored"] = True
+        except ClockError as e:
+            if not body_failed:
+                raise ClockError("%s; the clocks may still be pinned: run `sudo jetson_clocks --restore %s`"
+                                 % (e, store))
+            progress("%s (the job failed as well)" % e)
+        finally:
+            guard.uninstall()
+            if isinstance(in_flight, Interrupted):
+                in_flight.restored = state["clocks_restored"]
+        if guard.received is not None and not body_failed:
+            raise Interrupted(guard.received)  # a signal during the restore: finish with it now
