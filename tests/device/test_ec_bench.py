@@ -16,8 +16,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
 
 DEVICE_FILES = sorted(DEPLOY.glob("*.py"))
 SIBLINGS = {p.stem for p in DEVICE_FILES}
-LAZY = {"numpy", "onnxruntime", "pynvml"}  # the runtime's own needs, imported inside functions only
-LAZY_HOME = {"pynvml": "ec_power.py"}  # the NVML source is the one place pynvml may be imported
+LAZY = {"numpy", "onnxruntime", "pynvml", "tensorrt", "cuda", "ai_edge_litert", "tflite_runtime"}  # runtimes' own
+# needs, imported inside functions only, each in its one home
+LAZY_HOME = {"pynvml": "ec_power.py", "tensorrt": "ec_trt.py", "cuda": "ec_trt.py", "ai_edge_litert": "ec_litert.py",
+             "tflite_runtime": "ec_litert.py"}
 
 
 def imports(tree):
@@ -102,7 +104,7 @@ def test_random_inputs_take_the_shape_asked_for_and_the_seed(job_dir, run_bench,
 @pytest.mark.parametrize("changes, message", [
     ({"warmpu": {"runs": 1}}, "unknown key(s) in job: warmpu"),
     ({"protocol_version": 2}, "job.protocol_version must be 1, got 2"),
-    ({"runtime": "tensorflow"}, "job.runtime 'tensorflow' is not known here; known: onnxruntime"),
+    ({"runtime": "tensorflow"}, "job.runtime 'tensorflow' is not known here; known: litert, onnxruntime, tensorrt"),
     ({"runs": {"count": 0}}, "runs.count must be an integer >= 1, got 0"),
     ({"runs": {"count": 5, "secs": 1}}, "unknown key(s) in runs: secs"),
     ({"energy": "battery"}, "job.energy 'battery' is not known"),
