@@ -54,13 +54,21 @@ def _pump(stream, name: str, lines: queue.Queue) -> None:
     lines.put((name, None))
 
 
+TERM_GRACE_S = 5.0
+
+
 def _kill(process: subprocess.Popen) -> None:
     """Kill the whole process group, so a runtime's worker processes die with the benchmark."""
     if process.poll() is not None:
         return
     try:
         if os.name == "posix":
-            os.killpg(process.pid, signal.SIGKILL)
+            # SIGTERM first: the device side restores what it changed (clocks) before it exits
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
         else:
             process.kill()
     except ProcessLookupError:  # it exited between the poll and the kill

@@ -174,8 +174,18 @@ def new_job_folder(workdir):
     return folder, fd, removed
 
 
+TERM_GRACE_S = 5.0
+
+
 def kill_group(child):
-    """Kill the job and anything it started (its session's group), also after it exited."""
+    """End the job and anything it started (its session's group), also after it exited. SIGTERM
+    first, so the job can restore what it changed (Jetson clocks), then SIGKILL."""
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(timeout=TERM_GRACE_S)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except OSError:  # nothing left in the group
