@@ -52,6 +52,7 @@ def write(out: Path, name: str, files: Dict[str, Path], texts: Dict[str, str], m
     try:
         tmp.mkdir()
         for rel, src in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, tmp / rel)
         for rel, text in texts.items():
             (tmp / rel).write_text(text)

@@ -6,6 +6,7 @@ edgecompress/deploy/ec_trt.py."""
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
@@ -13,7 +14,6 @@ from typing import Dict, Optional
 import numpy as np
 
 from .bench import Model
-from .errors import DeviceError
 
 CALIBRATION_FILE = "calibration.npy"
 BUNDLE_CALIBRATION_MAX_BYTES = 16 * 1024 * 1024  # enough samples to calibrate on first use, not a data set
@@ -35,15 +35,15 @@ def major(version: Optional[str]) -> Optional[int]:
         return None
 
 
-def device_tensorrt_version(device) -> str:
-    """The TensorRT version the device's Python can import, from the device-side probe."""
+def device_tensorrt_version(device) -> Optional[str]:
+    """The TensorRT version the device's Python imports (from the device-side probe), or None when
+    only trtexec is there: the device side then builds with trtexec, or says that neither exists."""
     module = importlib.import_module(f"edgecompress.runners.{device.transport}")
     info = getattr(module, f"check_{device.transport}")(device)
     version = (info.get("runtimes") or {}).get("tensorrt")
     if not version:
-        raise DeviceError(f"device {device.name} has no TensorRT for {device.python}",
-                          hint="on a Jetson, TensorRT comes with JetPack; a venv needs --system-site-packages, "
-                               "or set python: /usr/bin/python3 in devices.yaml")
+        print(f"note: {device.python} on {device.name} has no TensorRT Python bindings; the engine will be built "
+              "with trtexec (a venv needs --system-site-packages to see JetPack's bindings)", file=sys.stderr)
     return version
 
 
@@ -97,6 +97,8 @@ def plan(original_onnx: Path, model_onnx: Path, qdq_onnx: Optional[Path], prof, 
     extra = {CALIBRATION_FILE: pack_calibration(calib_x, work / CALIBRATION_FILE)} if calibration else {}
     baseline = {"precision": "fp16" if prof.quantize.precision != "fp32" else "fp32",
                 "workspace_mb": prof.tensorrt.workspace_mb, "timing": prof.tensorrt.timing}
+    if prof.tensorrt.trtexec:
+        baseline["trtexec"] = prof.tensorrt.trtexec
     models = {"original": Model(original_onnx, "tensorrt", baseline),
               "compressed": Model(qdq_onnx if use_qdq else model_onnx, "tensorrt", options, extra,
                                   fetch_dir=work / "engine")}
@@ -104,6 +106,9 @@ def plan(original_onnx: Path, model_onnx: Path, qdq_onnx: Optional[Path], prof, 
 
 
 def fetched_files(work: Path) -> Dict[str, Path]:
-    """The engine, its metadata and the calibration cache the device sent back."""
+    """The engine, its metadata and the calibration cache the device sent back, named for the
+    bundle: model.engine, model.engine.json, model.calib (whichever ONNX it was built from)."""
     folder = work / "engine"
-    return {p.name: p for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+    if not folder.is_dir():
+        return {}
+    return {"model" + p.name[len(p.name.split(".")[0]):]: p for p in sorted(folder.iterdir())}

@@ -536,6 +536,9 @@ def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
     if trt is not None:
         files.update(trt.bundle_files)
         files.update(engine.fetched_files(work))
+        files["trt_example.py"] = bundle.EXAMPLES / "trt_example.py"
+        for name in ("ec_trt.py", "ec_trtexec.py", "ec_runtimes.py"):  # what trt_example.py builds with
+            files[f"device/{name}"] = bundle.EXAMPLES.parent / "deploy" / name
     return files
 
 

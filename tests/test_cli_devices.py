@@ -77,3 +77,72 @@ def test_bench_on_two_devices_at_once_gives_one_table(bundle):
     code, out, err = run_cli("bench", folder, "--device", "lab-a", "--device", "gone", "--runs", "20",
                              "--seconds", "0")
     assert code == 4 and "lab-a" in out and "failed" in out and "gone" in err
+
+
+FAKE_TRTEXEC = r'''#!{python}
+# A stand-in for TensorRT's trtexec (none exists on this machine): the real banner, device and
+# summary lines from ../shared/reference/devices.md; it "builds" an engine file.
+import sys
+args = sys.argv[1:]
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec " + " ".join(args))
+if args == ["--help"]:
+    sys.exit(0)
+values = dict(a[2:].split("=", 1) for a in args if "=" in a)
+print("[I] === Device Information ===")
+print("[I] Selected Device: Orin")
+print("[I] Compute Capability: 8.7")
+print("[I] TensorRT version: 10.3.0")
+if "saveEngine" in values:
+    open(values["saveEngine"], "w").write("engine " + " ".join(a for a in args if not a.startswith("--onnx")))
+if "loadEngine" in values:
+    print("[I] === Performance summary ===")
+    print("[I] Throughput: 44.7064 qps")
+    print("[I] Latency: min = 22.0549 ms, max = 22.9698 ms, mean = 22.264 ms, median = 22.2416 ms, "
+          "percentile(99%) = 22.8967 ms")
+    print("[I] GPU Compute Time: min = 21.9 ms, max = 22.8 ms, mean = 22.1 ms, median = 22.08 ms, "
+          "percentile(90%) = 22.4 ms, percentile(95%) = 22.6 ms, percentile(99%) = 22.75 ms")
+print("&&&& PASSED TensorRT.trtexec")
+'''
+
+
+def test_jetson_deploy_builds_the_engine_on_the_device_and_bundles_it(inventory, tmp_path):
+    """TensorRT cannot exist here: a trtexec stand-in on the ssh device builds and times the
+    "engine"; everything around it (job, build options, artifacts fetched back, bundle) is real."""
+    tool = tmp_path / "trtexec"
+    tool.write_text(FAKE_TRTEXEC.replace("{python}", sys.executable))
+    tool.chmod(0o755)
+    (tmp_path / "net.py").write_text(MODEL_SRC)
+    x, y = make_data()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    code, out, err = run_cli("deploy", f"{tmp_path}/net.py:build", "--target", "jetson-orin-nano", "--data",
+                             tmp_path / "d.npz", "--device", "lab-a", "--out", tmp_path / "dist", "--json",
+                             *fast_sets(f"tensorrt.trtexec={tool}", "tensorrt.timing=trtexec", "distill.steps=10"))
+    assert code == 0, err
+    folder = tmp_path / "dist" / "net-jetson-orin-nano"
+    m = json.loads((folder / "manifest.json").read_text())
+    assert {"model.onnx", "model.engine", "model.engine.json", "trt_example.py", "device/ec_trt.py"} <= set(m["files"])
+    assert m["engine"]["status"] == "built on device lab-a" and m["engine"]["tensorrt_version"] is None
+    built = json.loads((folder / "model.engine.json").read_text())
+    assert built["build_options"]["precision"] == "fp16" and built["trtexec_device"]
+    assert "--fp16" in (folder / "model.engine").read_text()
+    lat = m["metrics"]["latency_ms"]["compressed"]
+    assert lat["p50"] == pytest.approx(22.2416) and m["metrics"]["measured_on"]["where"] == "device"
+
+
+def test_trt_example_refuses_an_engine_built_elsewhere():
+    import importlib.util
+    from pathlib import Path
+
+    import edgecompress
+
+    template = Path(edgecompress.__file__).parent / "templates" / "trt_example.py"
+    sys.path.insert(0, str(template.parent.parent / "deploy"))
+    spec = importlib.util.spec_from_file_location("trt_example", template)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    built = {"gpu": "Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0"}
+    assert example.engine_compatible(built, dict(built)) == (True, "")
+    ok, why = example.engine_compatible(built, dict(built, tensorrt_version="8.6.2"))
+    assert not ok and "TensorRT 10.3.0, here 8.6.2" in why
+    ok, why = example.engine_compatible(built, dict(built, gpu="Xavier", compute_capability="7.2"))
+    assert not ok and "Xavier" in why and "7.2" in why

@@ -1,0 +1,88 @@
+"""Classify one input with this bundle's model through TensorRT, on the Jetson.
+
+    python3 trt_example.py            # the first held-out sample stored in parity.npz
+
+TensorRT engines only run on the GPU and TensorRT version they were built with. When model.engine
+was built for this device, it is used as is; otherwise this says why and builds a new engine from
+the ONNX with the bundle's build settings (cached under ./engines, so only the first run builds).
+Needs TensorRT's Python bindings (JetPack; a venv needs --system-site-packages), numpy and
+cuda-python for inference from Python (`pip install cuda-python`); without cuda-python the engine
+is still built and trtexec can time it.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "device"))  # the same TensorRT code edgecompress runs on devices
+
+import ec_trt  # noqa: E402
+
+
+def engine_compatible(built, here):
+    """(True, "") when an engine described by `built` runs `here`; else (False, why)."""
+    problems = []
+    if built.get("gpu") != here.get("gpu"):
+        problems.append("GPU %r, this device has %r" % (built.get("gpu"), here.get("gpu")))
+    if built.get("compute_capability") != here.get("compute_capability"):
+        problems.append("compute capability %s, here %s" % (built.get("compute_capability"),
+                                                            here.get("compute_capability")))
+    if built.get("tensorrt_version") != here.get("tensorrt_version"):
+        problems.append("TensorRT %s, here %s" % (built.get("tensorrt_version"), here.get("tensorrt_version")))
+    return (not problems), "; ".join(problems)
+
+
+def build_options(manifest, report):
+    settings = dict(manifest["engine"]["build_settings"])
+    settings.pop("onnx", None)
+    if report and report.get("sparse"):  # the device measured both: build the one it kept
+        settings.update(sparsity=report["sparse"]["kept"] == "sparse", compare_sparse=False)
+    settings["cache_dir"] = str(HERE / "engines")
+    return settings
+
+
+def seed_cache(report, cache_dir):
+    """Put the shipped engine where ec_trt looks for it, under the key it was built with."""
+    cache = Path(cache_dir)
+    cache.mkdir(exist_ok=True)
+    shutil.copyfile(HERE / "model.engine", cache / (report["cache_key"] + ".engine"))
+    (cache / (report["cache_key"] + ".json")).write_text(json.dumps(dict(report, build_ms=report.get("build_ms"))))
+
+
+def main():
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    onnx = HERE / manifest["engine"]["build_settings"]["onnx"]
+    report_file = HERE / "model.engine.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else None
+    options = build_options(manifest, report)
+    trt, trt_error = ec_trt._import_tensorrt()
+    cuda, _ = ec_trt._import_cuda()
+    here = dict(ec_trt.gpu_identity(cuda), tensorrt_version=trt.__version__ if trt else None)
+    if report is None:
+        print("no engine in this bundle: building one from %s (first run only)" % onnx.name, file=sys.stderr)
+    else:
+        ok, why = engine_compatible(report, here)
+        if ok:
+            seed_cache(report, options["cache_dir"])
+        else:
+            print("model.engine cannot run here: it was built for %s. Building a new engine from %s "
+                  "(first run only)." % (why, onnx.name), file=sys.stderr)
+    session = ec_trt.load(str(onnx), options)
+    if session.run is None:
+        print("engine ready; running it from Python needs cuda-python (pip install cuda-python)")
+        return
+    import numpy as np
+
+    x = np.load(HERE / "parity.npz")["x"][:1].astype(np.float32)
+    logits = session.run({session.inputs[0]["name"]: x})[0][0]
+    labels_file = HERE / "labels.txt"
+    labels = labels_file.read_text().splitlines() if labels_file.exists() else [str(i) for i in range(len(logits))]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    for i in np.argsort(-probs)[:3]:
+        print("%12s  %.3f" % (labels[i], probs[i]))
+
+
+if __name__ == "__main__":
+    main()
