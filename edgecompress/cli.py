@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile key, e.g. --set prune.ratio=0.3 (repeatable)")
     d.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    d.add_argument("--lock-clocks", action="store_true", help="Jetson: jetson_clocks --store, pin the clocks for "
+                   "the measurement, always --restore afterwards (same as --set bench.lock_clocks=true)")
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int)
     b.add_argument("--seconds", type=float, help="minimum timed seconds")
     b.add_argument("--threads", type=int)
+    b.add_argument("--lock-clocks", action="store_true", help="Jetson: pin clocks with jetson_clocks, then restore")
     b.add_argument("--json", action="store_true")
 
     dv = sub.add_parser("devices", help="list the device inventory, or check that a device is reachable")
@@ -95,7 +98,8 @@ def cmd_deploy(args) -> int:
         target = inventory.get(args.device).target
     summary = deploy(DeployOptions(model=args.model, target=target, data=args.data, weights=args.weights,
                                    teacher=args.teacher, teacher_weights=args.teacher_weights,
-                                   input_shape=args.input_shape, out=args.out, overrides=args.overrides,
+                                   input_shape=args.input_shape, out=args.out,
+                                   overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else []),
                                    device=args.device, resume=args.resume, force=args.force))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -109,7 +113,7 @@ def cmd_bench(args) -> int:
     from .pipeline import bench_artifact
 
     out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
-                         quiet=args.json)
+                         quiet=args.json, lock_clocks=args.lock_clocks)
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -606,7 +606,8 @@ class _Tol:
 
 
 def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
-                   threads: Optional[int], seconds: Optional[float], quiet: bool = False) -> dict:
+                   threads: Optional[int], seconds: Optional[float], quiet: bool = False,
+                   lock_clocks: bool = False) -> dict:
     """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's),
     on this host or on each named device at once."""
     artifact = Path(artifact)
@@ -614,16 +615,18 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
     if artifact.suffix == ".onnx":
         model = models.load_onnx(str(artifact)).onnx_path
         prof, _ = profile_mod.load("host")
-        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet)
+        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
         return _bench_model(artifact, folder / bundle.model_file(manifest), prof, targets, runs, warmup, threads,
-                            seconds, quiet)
+                            seconds, quiet, lock_clocks)
 
 
-def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet) -> dict:
+def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet,
+                 lock_clocks: bool = False) -> dict:
     cfg = prof.bench.model_copy(update={k: v for k, v in {"runs": runs, "warmup_runs": warmup, "threads": threads,
-                                                          "seconds": seconds}.items() if v is not None})
+                                                          "seconds": seconds, "lock_clocks": lock_clocks or None}.items()
+                                        if v is not None})
     results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet)
     return {"results": [dict(r, artifact=str(artifact)) for r in results]}

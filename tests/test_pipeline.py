@@ -280,3 +280,17 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     assert run.returncode == 0, run.stderr
     code, _, err = run_cli("verify", folder)
     assert code == 0, err
+
+
+def test_lock_clocks_reaches_the_device_side(built):
+    """--lock-clocks asks the device side to pin clocks with jetson_clocks; this host has none, so
+    the device side refuses clearly instead of measuring with clocks it could not pin."""
+    root, _, _ = built
+    code, out, err = run_cli("bench", root / "dist" / "net-host-cpu", "--runs", "5", "--seconds", "0",
+                             "--lock-clocks")
+    assert code == 4 and "jetson_clocks" in err
+    from edgecompress import bench, profile
+
+    prof, _ = profile.load("jetson-orin-nano", ["bench.lock_clocks=true"])
+    assert bench.make_job(prof.bench, "tensorrt")["lock_clocks"] is True
+    assert "lock_clocks" not in bench.make_job(profile.load("host-cpu")[0].bench, "onnxruntime")
