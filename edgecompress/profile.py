@@ -153,6 +153,9 @@ class Profile(Closed):
         if self.quantize.precision not in precisions:
             raise ValueError(f"quantize.precision {self.quantize.precision} is not available on {self.runtime}; "
                              f"choose one of {', '.join(precisions)}")
+        if self.runtime == "litert" and self.quantize.precision == "int8" and self.quantize.activations != "int8":
+            raise ValueError("quantize.activations must be int8 on litert: full-integer INT8 (PT2E) quantizes "
+                             "activations to int8 with symmetric int8 weights (--set quantize.activations=int8)")
         if self.runtime == "tensorrt" and self.prune.structure == "channel" and self.prune.round_to:
             lanes = 32 if self.quantize.precision == "int8" else 16
             if self.quantize.precision != "fp32" and self.prune.round_to % lanes:

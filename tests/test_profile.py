@@ -117,3 +117,13 @@ def test_int8_on_tensorrt_needs_channels_in_multiples_of_32():
 def test_fp16_is_not_an_onnxruntime_cpu_precision():
     with pytest.raises(ProfileError, match="not available on onnxruntime"):
         profile.load("host-cpu", ["quantize.precision=fp16"])
+
+
+def test_android_profiles_quantize_full_integer_and_refuse_uint8():
+    prof, _ = profile.load("android")
+    assert (prof.name, prof.runtime, prof.quantize.precision, prof.quantize.activations) == \
+        ("android-arm64", "litert", "int8", "int8")
+    assert prof.prune.round_to == 8 and prof.export.channels_last
+    assert profile.load("android-gpu")[0].quantize.precision == "fp16"
+    with pytest.raises(ProfileError, match="must be int8 on litert"):
+        profile.load("android-arm64", ["quantize.activations=uint8"])
