@@ -1,0 +1,580 @@
+"""The adb runner: a LiteRT model measured on an Android phone with the user's `benchmark_model`,
+returning the same result as the other runners (DESIGN.md, runner job and result).
+
+One job: talk to the adb server (adbutils; ADB_SERVER_SOCKET=tcp:HOST:PORT or
+ANDROID_ADB_SERVER_HOST/_PORT, default 127.0.0.1:5037), take the phone's lock
+(/data/local/tmp/edgecompress/lock), push the model, benchmark_model and the battery sampler (an sh
+loop) into a fresh job-XXXXXX folder, suspend charging (`dumpsys battery unplug`), start the
+sampler in the background, then run one shell program: device state, idle baseline,
+`taskset MASK benchmark_model ...`, device state. The host pulls the logs and computes the result.
+Afterwards, always (success, failure, timeout, Ctrl-C): `dumpsys battery reset`, the job's
+processes killed, its folder removed, the lock released.
+
+benchmark_model is never downloaded: devices.yaml names the user's binary. adbutils is imported
+inside the functions that need it (the [android] extra)."""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import posixpath
+import shlex
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from ..errors import DeviceError, EdgeCompressError, InputError
+from ..inventory import Device
+from . import RUNNERS
+from . import android_power as power
+from . import benchmark_model as bm
+
+PROTOCOL_VERSION = 1
+BASE = "/data/local/tmp/edgecompress"
+LOCK = f"{BASE}/lock"
+CONTROL_TIMEOUT_S = 60.0  # one short adb command (dumpsys can take seconds on a busy phone)
+LOCK_POLL_S = 1.0
+LOCK_GRACE_S = 120.0  # a lock older than its holder's timeout plus this is stale
+DEFAULT_SAMPLE_MS = 100.0
+ENERGY_SOURCES = ("battery", "powerstats")
+JOB_KEYS = ("protocol_version", "model", "runtime", "runtime_options", "inputs", "warmup", "runs", "max_runs",
+            "energy", "idle_seconds", "seed", "report_outputs", "energy_interval_ms", "energy_device_index")
+GET_BINARY = ("build it with bazel from the TensorFlow / LiteRT sources (in TensorFlow: `bazel build -c opt "
+              "--config=android_arm64 tensorflow/lite/tools/benchmark:benchmark_model`), or download the prebuilt "
+              "nightly benchmark_model for android_aarch64 linked from the LiteRT / TensorFlow Lite "
+              "performance-measurement docs")
+_host_locks: Dict[tuple, threading.Lock] = {}
+_host_locks_guard = threading.Lock()
+
+
+def _adbutils():
+    try:
+        import adbutils
+    except ImportError:
+        raise InputError("the adb transport needs adbutils, which is not installed",
+                         hint="pip install 'edgecompress[android]'") from None
+    return adbutils
+
+
+def server_address() -> tuple:
+    """(host, port) of the adb server: ADB_SERVER_SOCKET (adb's own, tcp:[HOST:]PORT), else
+    ANDROID_ADB_SERVER_HOST / ANDROID_ADB_SERVER_PORT, else 127.0.0.1:5037."""
+    spec = os.environ.get("ADB_SERVER_SOCKET")
+    if spec:
+        kind, _, rest = spec.partition(":")
+        host, _, port = rest.rpartition(":")
+        if kind != "tcp" or not port.isdigit():
+            raise InputError(f"ADB_SERVER_SOCKET={spec!r} is not tcp:PORT or tcp:HOST:PORT",
+                             hint="only a TCP adb server is supported, e.g. ADB_SERVER_SOCKET=tcp:127.0.0.1:5037")
+        return host.strip("[]") or "127.0.0.1", int(port)
+    port = os.environ.get("ANDROID_ADB_SERVER_PORT") or "5037"
+    if not port.isdigit():
+        raise InputError(f"ANDROID_ADB_SERVER_PORT={port!r} is not a port number")
+    return os.environ.get("ANDROID_ADB_SERVER_HOST") or "127.0.0.1", int(port)
+
+
+class _Phone:
+    """One device on the adb server; every call maps adb failures to DeviceError naming it."""
+
+    def __init__(self, adbutils, client, device: Device, server: tuple):
+        self.adbutils, self.device, self.server = adbutils, device, server
+        self.handle = client.device(device.serial)
+        self.where = f"device '{device.name}' (serial {device.serial})"
+
+    @contextlib.contextmanager
+    def talking(self, doing: str, timeout_s: float):
+        try:
+            yield
+        except self.adbutils.AdbTimeout:
+            raise DeviceError(f"{self.where}: {doing} did not answer within {timeout_s:g} s",
+                              hint=f"check the phone and its link: adb -s {self.device.serial} get-state") from None
+        except (self.adbutils.AdbError, OSError, EOFError) as e:
+            raise DeviceError(f"{self.where}: {doing} failed: {e or type(e).__name__}",
+                              hint=f"check the phone and its link: adb -s {self.device.serial} get-state") from None
+
+    def sh(self, command: str, doing: str, timeout_s: float = CONTROL_TIMEOUT_S) -> tuple:
+        """(exit code, stdout, stderr) of `command` run by the phone's sh."""
+        with self.talking(doing, timeout_s):
+            # no trailing newline: without shell_v2, adbutils appends `; echo X4EXIT:$?` to learn the exit code
+            out = self.handle.shell2(command.rstrip("\n"), timeout=timeout_s, v2=True)
+        if not (out.stdout or out.stderr):  # shell v1 (no shell_v2 feature): one merged stream
+            return out.returncode, out.output, ""
+        return out.returncode, out.stdout, out.stderr
+
+    def push(self, source, path: str, mode: int, doing: str) -> None:
+        with self.talking(doing, CONTROL_TIMEOUT_S):
+            self.handle.sync.push(source, path, mode=mode)
+
+    def read(self, path: str) -> Optional[str]:
+        """A phone file's text, or None when it does not exist."""
+        with self.talking(f"reading {path}", CONTROL_TIMEOUT_S):
+            try:
+                return self.handle.sync.read_bytes(path).decode("utf-8", "replace")
+            except self.adbutils.AdbTimeout:
+                raise
+            except self.adbutils.AdbError:  # the phone answered FAIL: no such file
+                return None
+
+
+def _check_server(host: str, port: int, timeout_s: float) -> None:
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise DeviceError(f"no adb server answers at {host}:{port} ({e.strerror or e})",
+                          hint="start one with `adb start-server` (Android platform-tools), or point "
+                               "ADB_SERVER_SOCKET=tcp:HOST:PORT at a running one") from None
+
+
+def connect(device: Device) -> _Phone:
+    """The phone, after checking that the adb server lists its serial in state `device`."""
+    if device.transport != "adb" or not device.serial:
+        raise InputError(f"device '{device.name}' is not an adb device with a serial",
+                         hint="give it transport: adb and serial: SERIAL (USB) or HOST:PORT (adb over Wi-Fi)")
+    adbutils = _adbutils()
+    host, port = server_address()
+    _check_server(host, port, device.connect_timeout_s)
+    client = adbutils.AdbClient(host=host, port=port, socket_timeout=CONTROL_TIMEOUT_S)
+    try:
+        listed = {info.serial: info.state for info in client.list()}
+    except (adbutils.AdbError, OSError) as e:
+        raise DeviceError(f"the adb server at {host}:{port} did not list its devices: {e}",
+                          hint="restart it: adb kill-server && adb start-server") from None
+    state = listed.get(device.serial)
+    if state is None:
+        wifi = ":" in device.serial
+        raise DeviceError(
+            f"device '{device.name}': serial {device.serial} is not connected to the adb server at {host}:{port} "
+            f"(it lists: {', '.join(f'{s} ({st})' for s, st in listed.items()) or 'no devices'})",
+            hint=f"run `adb connect {device.serial}` (adb over Wi-Fi)" if wifi else
+            "plug the phone in with USB debugging on, check `adb devices`, and fix serial: in devices.yaml")
+    if state != "device":
+        advice = {"unauthorized": "unlock the phone and accept the USB debugging prompt",
+                  "offline": "reconnect the cable or run `adb reconnect`"}.get(state, "check `adb devices`")
+        raise DeviceError(f"device '{device.name}': serial {device.serial} is {state}", hint=advice)
+    return _Phone(adbutils, client, device, (host, port))
+
+
+# ---- the job: checked on the host before the phone is touched -------------------------------------
+
+@dataclass
+class _Plan:
+    model: Path
+    binary: Path
+    opts: dict
+    warmup: dict
+    runs: dict
+    energy: str
+    idle_s: float
+    sample_s: float
+    warnings: List[str] = field(default_factory=list)
+
+
+def _binary(device: Device) -> Path:
+    if not device.benchmark_model:
+        raise InputError(f"device '{device.name}' has no benchmark_model binary configured; edgecompress never "
+                         f"downloads it",
+                         hint=f"{GET_BINARY}; then add `benchmark_model: /path/to/benchmark_model` under "
+                              f"devices.{device.name} in devices.yaml")
+    path = Path(device.benchmark_model).expanduser()
+    if not path.is_file():
+        raise InputError(f"device '{device.name}': benchmark_model {path} does not exist",
+                         hint=f"fix devices.{device.name}.benchmark_model in devices.yaml; to get the binary, "
+                              f"{GET_BINARY}")
+    return path
+
+
+def _plan(job: dict, model: Path, device: Device, extra_files: Optional[dict]) -> _Plan:
+    if not model.is_file():
+        raise InputError(f"model file not found: {model}", hint="pass the path of an existing .tflite file")
+    unknown = sorted(set(job) - set(JOB_KEYS))
+    if unknown:
+        raise InputError(f"unknown job key(s) for the adb runner: {', '.join(unknown)}")
+    if job.get("protocol_version") != PROTOCOL_VERSION:
+        raise InputError(f"job protocol_version must be {PROTOCOL_VERSION}, got {job.get('protocol_version')!r}")
+    if job.get("runtime") != "litert":
+        raise InputError(f"the adb runner runs LiteRT (.tflite) models with benchmark_model, not runtime "
+                         f"{job.get('runtime')!r}", hint="use a profile whose runtime is litert (family android)")
+    if extra_files or job.get("inputs") or job.get("report_outputs"):
+        raise InputError("benchmark_model draws its own random inputs: the adb runner takes no inputs, extra "
+                         "files or report_outputs")
+    try:
+        opts = bm.options(job.get("runtime_options") or {})
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    energy = job.get("energy", "auto")
+    plan = _Plan(model=model, binary=_binary(device), opts=opts, warmup=dict(job.get("warmup") or {}),
+                 runs=dict(job.get("runs") or {}), energy=energy, idle_s=float(job.get("idle_seconds", 1.0)),
+                 sample_s=float(job.get("energy_interval_ms") or DEFAULT_SAMPLE_MS) / 1000.0)
+    if job.get("max_runs") is not None and job["max_runs"] < int(plan.runs.get("count", 50)):
+        plan.warnings.append("max_runs is not applied: benchmark_model has no run cap in this runner")
+    return plan
+
+
+# ---- the phone's lock ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _host_lock(phone: _Phone, timeout_s: float):
+    """Jobs from this process take turns before asking the phone's lock."""
+    key = (*phone.server, phone.device.serial)
+    with _host_locks_guard:
+        lock = _host_locks.setdefault(key, threading.Lock())
+    if not lock.acquire(timeout=timeout_s):
+        raise DeviceError(f"{phone.where} stayed busy with another job of this process for {timeout_s:g} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _owner(token: str, hold_s: float) -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid
+        user = str(os.getuid())
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "user": user, "token": token,
+                       "hold_s": hold_s}, separators=(",", ":"))
+
+
+def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
+    """None when taken; else the holder ({..., since (phone uptime s), now, stale})."""
+    command = (f"mkdir -p {BASE} && read up rest < /proc/uptime && if mkdir {LOCK} 2>/dev/null; then "
+               f"echo \"${{up%.*}} \"{shlex.quote(owner)} > {LOCK}/owner && echo @locked; else "
+               f"echo \"@busy ${{up%.*}}\"; cat {LOCK}/owner 2>/dev/null; fi")
+    code, out, err = phone.sh(command, "taking the device lock")
+    lines = out.strip().splitlines()
+    if code != 0 or not lines:
+        raise DeviceError(f"{phone.where}: cannot create {LOCK} (exit code {code}): {err.strip()}",
+                          hint="/data/local/tmp must be writable by the shell user")
+    if lines[0] == "@locked":
+        return None
+    now = int(lines[0].split()[1])
+    since, _, text = (lines[1] if len(lines) > 1 else "0 {}").partition(" ")
+    try:
+        holder = dict(json.loads(text), since=int(since))
+    except ValueError:
+        holder = {"since": int(since) if since.isdigit() else 0}
+    holder["stale"] = now < holder["since"] or now > holder["since"] + holder.get("hold_s", 0) + LOCK_GRACE_S
+    return holder
+
+
+def _lock(phone: _Phone, token: str, timeout_s: float, say: Callable[[str], None]) -> None:
+    """Take the phone's lock (waiting up to timeout_s), then remove job folders left by dead jobs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        holder = _try_lock(phone, _owner(token, timeout_s))
+        if holder is None:
+            break
+        if holder["stale"]:
+            phone.sh(f"rm -rf {LOCK}", "removing a stale device lock")
+            continue
+        who = f"host {holder.get('host', '?')} (pid {holder.get('pid', '?')}, user {holder.get('user', '?')})"
+        if time.monotonic() > deadline:
+            raise DeviceError(f"{phone.where} stayed busy for {timeout_s:g} s with a job from {who}; gave up",
+                              hint=f"try again when it has ended; a dead job's lock expires by itself, or remove "
+                                   f"it: adb -s {phone.device.serial} shell rm -rf {LOCK}")
+        say(f"waiting for {phone.device.name}: busy with a job from {who}")
+        time.sleep(LOCK_POLL_S)
+    phone.sh(f"rm -rf {BASE}/job-*", "removing job folders left by earlier jobs")
+
+
+def _unlock(phone: _Phone, token: str) -> None:
+    phone.sh(f"grep -q {shlex.quote(token)} {LOCK}/owner 2>/dev/null && rm -rf {LOCK}; true", "releasing the lock")
+
+
+# ---- one run on the phone --------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    locked: bool = False
+    folder: Optional[str] = None
+    unplugged: bool = False
+
+
+def _run_script(folder: str, bench_line: str, plan: _Plan, powerstats: bool) -> str:
+    """The shell program of one run, sent as the adb shell command (a few hundred bytes): marks on the
+    phone's uptime clock around the idle window and the benchmark, state before and after."""
+    q, ps = shlex.quote, f"dumpsys {power.POWERSTATS_SERVICE} delta"
+    cpu = f"{power.CPU_DIR}/cpu[0-9]*/cpufreq"
+    lines = [
+        f"cd {q(folder)} || exit 97",
+        "echo $$ > run.pid",
+        'mark() { read t rest < /proc/uptime; echo "$1 $t" >> marks.txt; }',
+        "state() {",
+        f"  {{ dumpsys thermalservice; echo \"battery_status $(cat {power.BATTERY_DIR}/status 2>/dev/null)\"",
+        f"    for f in {cpu}/scaling_cur_freq {cpu}/scaling_governor; do",
+        '      [ -r "$f" ] && read v < "$f" && echo "$f $v"; done; } > "state_$1.txt" 2>&1; }',
+        "state before",
+        f"{ps} > /dev/null 2>&1" if powerstats else "",
+        "mark idle_start",
+        f"sleep {plan.idle_s:g}" if plan.idle_s > 0 else "",
+        "mark idle_end",
+        f"{ps} > powerstats_idle.txt 2>&1" if powerstats else "",
+        "mark bench_start",
+        f"{bench_line} > benchmark.log 2>&1 &",
+        "echo $! > benchmark.pid",
+        "wait $!",
+        "rc=$?",
+        "mark bench_end",
+        f"{ps} > powerstats_run.txt 2>&1" if powerstats else "",
+        "state after",
+        "(exit $rc)",  # the last command's status, also where adbutils appends an echo of $? (no shell_v2)
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _stage(phone: _Phone, plan: _Plan, job: _Job, say) -> str:
+    """A fresh job folder with the model, benchmark_model and sampler; the benchmark's shell line."""
+    code, out, err = phone.sh(f"mkdir -p {BASE} && mktemp -d {BASE}/job-XXXXXX", "creating the job folder")
+    folder = out.strip().splitlines()[-1] if out.strip() else ""
+    if code != 0 or not folder.startswith(BASE + "/job-"):
+        raise DeviceError(f"{phone.where}: cannot create a job folder in {BASE}: {err.strip() or out.strip()}")
+    job.folder = folder
+    say(f"copying {plan.model.name} and benchmark_model to {phone.device.name}")
+    model = posixpath.join(folder, "model.tflite")
+    phone.push(plan.model, model, 0o600, f"copying {plan.model.name}")
+    phone.push(plan.binary, posixpath.join(folder, "benchmark_model"), 0o700, "copying benchmark_model")
+    phone.push(power.SAMPLER_SH.encode(), posixpath.join(folder, "sampler.sh"), 0o600, "copying the sampler")
+    code, _, err = phone.sh(f"chmod +x {shlex.quote(folder)}/benchmark_model", "making benchmark_model executable")
+    if code != 0:
+        raise DeviceError(f"{phone.where}: chmod +x benchmark_model failed: {err.strip()}")
+    args = bm.arguments(model, plan.opts, plan.warmup, plan.runs)
+    return bm.command(posixpath.join(folder, "benchmark_model"), args, plan.opts["cpu_mask"])
+
+
+def _probe_battery(phone: _Phone) -> dict:
+    """{readable, current_now, voltage_now, status, reason}: can the sampler read the battery?"""
+    names = ("current_now", "voltage_now", "status")
+    command = "; ".join(f"echo \"{n}=$(cat {power.BATTERY_DIR}/{n} 2>/dev/null)\"" for n in names)
+    _, out, _ = phone.sh(command, "reading the battery")
+    values = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    info = {n: values.get(n, "").strip() or None for n in names}
+    numeric = all((info[n] or "").lstrip("-").isdigit() for n in names[:2])
+    info["readable"] = numeric
+    info["reason"] = None if numeric else f"{power.BATTERY_DIR}/current_now and voltage_now are not readable numbers"
+    return info
+
+
+def _probe_powerstats(phone: _Phone) -> Optional[str]:
+    """None when the PowerStats HAL prints an energy meter; else why not."""
+    _, out, err = phone.sh(f"dumpsys {power.POWERSTATS_SERVICE} delta", "asking the PowerStats HAL")
+    if power.parse_powerstats(out) is not None:
+        return None
+    said = (err or out).strip().splitlines()
+    return f"no PowerStats HAL energy meter ({said[0] if said else 'no output'})"
+
+
+def _sources(phone: _Phone, plan: _Plan) -> dict:
+    """{battery: why not or None (usable), powerstats: the same} for the sources the job asks for."""
+    if plan.energy == "none":
+        return {}
+    if plan.energy not in ("auto", *ENERGY_SOURCES):
+        return {"unsupported": f"energy source {plan.energy!r} does not exist on Android phones; use auto, "
+                               f"{' or '.join(ENERGY_SOURCES)}"}
+    found = {}
+    if plan.energy in ("auto", "battery"):
+        found["battery"] = _probe_battery(phone)["reason"]
+    if plan.energy in ("auto", "powerstats"):
+        found["powerstats"] = _probe_powerstats(phone)
+    return found
+
+
+def _start_sampler(phone: _Phone, plan: _Plan, folder: str, max_s: float) -> None:
+    q = shlex.quote
+    count = int(max_s / plan.sample_s) + 10
+    args = " ".join(q(a) for a in (f"{folder}/sampler.sh", folder, f"{power.BATTERY_DIR}/current_now",
+                                   f"{power.BATTERY_DIR}/voltage_now", f"{plan.sample_s:g}", str(count)))
+    command = f"cd {q(folder)} && nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/sampler.pid"
+    code, _, err = phone.sh(command, "starting the battery sampler")
+    if code != 0:
+        raise DeviceError(f"{phone.where}: the battery sampler did not start: {err.strip()}")
+
+
+def _measure(phone: _Phone, plan: _Plan, job: _Job, deadline: float, say) -> dict:
+    """Run everything on the phone and pull what it wrote: {files..., rc, sources, props}."""
+    props = _props(phone)
+    bench_line = _stage(phone, plan, job, say)
+    sources = _sources(phone, plan)
+    if any(name in sources and sources[name] is None for name in ENERGY_SOURCES):
+        job.unplugged = True  # set first: a failure inside the call still restores charging
+        phone.sh("dumpsys battery unplug", "suspending charging")
+    if "battery" in sources and sources["battery"] is None:
+        _start_sampler(phone, plan, job.folder, deadline - time.monotonic() + plan.idle_s)
+    powerstats = "powerstats" in sources and sources["powerstats"] is None
+    script = _run_script(job.folder, bench_line, plan, powerstats)
+    say(f"running benchmark_model on {phone.device.name} ({plan.opts['delegate']}, cpus {plan.opts['cpu_mask']})")
+    left = max(1.0, deadline - time.monotonic())
+    try:
+        code, out, err = phone.sh(script, "running benchmark_model", timeout_s=left)
+    except DeviceError as e:
+        if "did not answer within" in e.message:
+            raise DeviceError(f"{phone.where}: the benchmark of {plan.model.name} did not finish within the job "
+                              f"timeout and was killed", hint="raise job_timeout_s in devices.yaml (or the "
+                              "timeout), or lower the job's warmup/runs seconds and counts") from None
+        raise
+    phone.sh(f"touch {shlex.quote(job.folder)}/stop", "stopping the battery sampler")
+    files = {name: phone.read(posixpath.join(job.folder, name)) for name in (
+        "benchmark.log", "marks.txt", "battery.txt", "powerstats_idle.txt", "powerstats_run.txt",
+        "state_before.txt", "state_after.txt")}
+    return dict(files, rc=code, shell_output=(out + err).strip(), sources=sources, props=props)
+
+
+def _props(phone: _Phone) -> dict:
+    names = ("ro.product.model", "ro.build.version.release", "ro.build.version.sdk", "ro.product.cpu.abi")
+    _, out, _ = phone.sh("; ".join(f"echo \"{n}=$(getprop {n})\"" for n in names), "reading device properties")
+    values = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    return {"model": values.get(names[0]) or None, "android_version": values.get(names[1]) or None,
+            "sdk": values.get(names[2]) or None, "arch": values.get(names[3]) or None}
+
+
+# ---- cleanup ---------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """A Ctrl-C during cleanup waits until cleanup is done (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def _cleanup(phone: _Phone, job: _Job) -> List[str]:
+    """Restore charging, kill the job's processes, remove its folder, release the lock. Every step
+    runs even when an earlier one fails; returns what failed."""
+    problems = []
+    steps = []
+    if job.unplugged:
+        steps.append(("restoring charging (dumpsys battery reset)", "dumpsys battery reset"))
+    if job.folder:
+        q = shlex.quote(job.folder)
+        steps.append(("stopping the job's processes and removing its folder",
+                      f"touch {q}/stop 2>/dev/null; for p in run sampler benchmark; do [ -f {q}/$p.pid ] && "
+                      f"kill $(cat {q}/$p.pid) 2>/dev/null; done; rm -rf {q}"))
+    if job.locked:
+        steps.append(("releasing the device lock", None))
+    for doing, command in steps:
+        try:
+            if command is None:
+                _unlock(phone, job.token)
+            else:
+                code, _, err = phone.sh(command, doing)
+                if code != 0 and "battery" in command:
+                    problems.append(f"{doing}: exit code {code} {err.strip()}")
+        except Exception as e:  # keep going: the next step matters as much
+            problems.append(f"{doing}: {e}")
+    return problems
+
+
+# ---- the result ------------------------------------------------------------------------------------
+
+def _result(got: dict, plan: _Plan, phone: _Phone) -> dict:
+    log = got["benchmark.log"] or ""
+    if got["rc"] != 0:
+        tail = "\n".join(log.strip().splitlines()[-15:]) or got["shell_output"] or "(no output)"
+        hint = ("benchmark_model could not be executed: it must be an android_aarch64 build (check with `file`)"
+                if got["rc"] in (126, 127) else "check that the model is a valid .tflite for this delegate")
+        raise DeviceError(f"{phone.where}: benchmark_model failed on {plan.model.name} (exit code {got['rc']}); its "
+                          f"output ended with:\n{tail}", hint=hint)
+    try:
+        summary = bm.summarize(log)
+    except bm.OutputError as e:
+        raise DeviceError(f"{phone.where}: {e}") from None
+    marks = power.parse_marks(got["marks.txt"])
+    before, after = power.parse_state(got["state_before.txt"]), power.parse_state(got["state_after.txt"])
+    energy, reason, units = power.run_energy(got, got["sources"], plan.sample_s, marks, (before, after),
+                                             summary["latency_ms"])
+    throttled, why = power.throttled(before, after)
+    governors = sorted(set(before["governors"].values()))
+    device = dict(got["props"], runtime="litert", runtime_version=None, runner_binary="benchmark_model",
+                  governor="/".join(governors) or None, governors=before["governors"] or None,
+                  clocks_mhz_before=before["clocks_mhz"], clocks_mhz_after=after["clocks_mhz"],
+                  temperatures_c_before=before["temperatures_c"], temperatures_c_after=after["temperatures_c"],
+                  thermal_status_before=before["status_name"], thermal_status_after=after["status_name"],
+                  throttled=throttled, throttle_reason=why, cpu_mask=plan.opts["cpu_mask"],
+                  battery={"status_before": before["battery_status"], "status_after": after["battery_status"],
+                           "units_detected": units})
+    warnings = plan.warnings + summary.pop("warnings") + ([why] if why else [])
+    if summary["timed_window_s"] < 1.0:
+        warnings.append(f"timed window {summary['timed_window_s']:.2f} s is short; runs.seconds >= 1 gives steadier "
+                        f"numbers")
+    return dict(summary, protocol_version=PROTOCOL_VERSION, energy=energy, energy_reason=reason, device=device,
+                runtime_options=plan.opts, warnings=warnings, host=got["props"]["model"], runner="adb",
+                measured_on="device", device_name=phone.device.name)
+
+
+@RUNNERS.register("adb")
+def run_adb(job: dict, model_path: Path, *, device: Device, extra_files: dict | None = None,
+            on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None) -> dict:
+    """Measure `model_path` (.tflite) on an adb device with its benchmark_model and return the result.
+
+    The job waits for the phone's lock, then has timeout_s (else device.job_timeout_s) to copy and
+    run. InputError for a bad job, model or benchmark_model entry (checked before the phone is
+    touched); DeviceError when the phone cannot be reached or the benchmark fails. Charging is
+    restored and the job folder removed whatever happens, also on Ctrl-C."""
+    plan = _plan(job, Path(model_path), device, extra_files)
+    say = on_progress or (lambda _message: None)
+    timeout = float(timeout_s or device.job_timeout_s)
+    phone = connect(device)
+    with _host_lock(phone, timeout):
+        state, failed = _Job(), None
+        try:
+            _lock(phone, state.token, timeout, say)
+            state.locked = True
+            got = _measure(phone, plan, state, time.monotonic() + timeout, say)
+        except BaseException as e:
+            failed = e
+            raise
+        finally:
+            with _sigint_deferred():
+                problems = _cleanup(phone, state)
+            _report_cleanup(phone, problems, failed)
+    return _result(got, plan, phone)
+
+
+def _report_cleanup(phone: _Phone, problems: List[str], failed: Optional[BaseException]) -> None:
+    if not problems:
+        return
+    text = f"cleanup on {phone.where} failed: " + "; ".join(problems)
+    fix = f"run: adb -s {phone.device.serial} shell dumpsys battery reset; adb -s {phone.device.serial} shell rm -rf " \
+          f"{BASE}/job-*"
+    if failed is None:
+        raise DeviceError(text, hint=fix)
+    if isinstance(failed, EdgeCompressError):
+        failed.hint = f"{failed.hint + '; ' if failed.hint else ''}also, {text} -- {fix}"
+
+
+def check_adb(device: Device) -> dict:
+    """Reachability and what a job needs: model, Android version, ABI, benchmark_model configured,
+    battery and PowerStats readable. Takes no lock and changes nothing on the phone."""
+    phone = connect(device)
+    props = _props(phone)
+    try:
+        binary, binary_reason = str(_binary(device)), None
+    except InputError as e:
+        binary, binary_reason = None, str(e)
+    battery = _probe_battery(phone)
+    _, out, _ = phone.sh(f"cat {LOCK}/owner 2>/dev/null", "reading the device lock")
+    busy = out.strip() or None
+    # A PowerStats delta dump resets the baseline of a running job's delta: skip it while busy.
+    powerstats = "device busy with a job; not asked" if busy else _probe_powerstats(phone)
+    return dict(props, device_name=device.name, serial=device.serial, server=f"{phone.server[0]}:{phone.server[1]}",
+                hostname=props["model"], python=None, runtimes={"benchmark_model": binary},
+                benchmark_model={"configured": binary is not None, "path": binary, "reason": binary_reason},
+                battery=battery, busy=busy,
+                power_sources=[{"name": "battery", "available": battery["readable"], "reason": battery["reason"] or
+                                f"status {battery['status']}"},
+                               {"name": "powerstats", "available": powerstats is None,
+                                "reason": powerstats or "PowerStats HAL energy meter"}])
