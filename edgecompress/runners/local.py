@@ -136,8 +136,9 @@ def _context(streams: _Streams) -> str:
     return "".join("\n" + p for p in parts)
 
 
-def parse_result(model_name: str, code: Optional[int], streams: _Streams) -> dict:
-    """The result JSON from the last stdout line, or DeviceError saying what went wrong."""
+def parse_result(what: str, where: str, code: Optional[int], streams: _Streams) -> dict:
+    """The result JSON from the last stdout line, or DeviceError saying what went wrong `where`
+    ("on the local runner", "on device X (user@host:port)"); shared by every runner."""
     last = next((line for line in reversed(streams.stdout) if line.strip()), "")
     try:
         result = json.loads(last)
@@ -145,14 +146,20 @@ def parse_result(model_name: str, code: Optional[int], streams: _Streams) -> dic
         result = None
     if not isinstance(result, dict):
         shown = "\n".join(streams.stdout[-5:]) or "(nothing)"
-        raise DeviceError(f"the benchmark of {model_name} printed no result JSON (exit code {code}); "
+        raise DeviceError(f"{what} {where} printed no result JSON (exit code {code}); "
                           f"stdout ended with:\n{shown}{_context(streams)}")
     if result.get("error") or code != 0:
-        raise DeviceError(f"the benchmark of {model_name} failed on the local runner (exit code {code}): "
+        raise DeviceError(f"{what} failed {where} (exit code {code}): "
                           f"{result.get('error', 'no error message')}{_context(streams)}")
+    return result
+
+
+def check_protocol(result: dict, model_name: str, where: str) -> dict:
     if result.get("protocol_version") != PROTOCOL_VERSION:
-        raise DeviceError(f"the device side answered protocol_version {result.get('protocol_version')!r} "
-                          f"for {model_name}; this host speaks {PROTOCOL_VERSION}")
+        raise DeviceError(f"the device side {where} answered protocol_version {result.get('protocol_version')!r} "
+                          f"for {model_name}; this host speaks {PROTOCOL_VERSION}",
+                          hint="use the same edgecompress version on both sides (the host pushes the device side "
+                               "with each job, so this means a changed device-side file)")
     return result
 
 
@@ -186,7 +193,8 @@ def run_local(job: dict, model_path: Path, *, extra_files: dict | None = None,
             raise DeviceError(f"the benchmark of {model_path.name} did not finish within {timeout_s:g} s and "
                               f"was killed{_context(streams)}",
                               hint="raise the timeout, or lower the job's warmup/runs seconds and counts")
-        result = parse_result(model_path.name, code, streams)
+        result = check_protocol(parse_result(f"the benchmark of {model_path.name}", "on the local runner", code,
+                                             streams), model_path.name, "on the local runner")
         if fetch_dir is not None:
             fetch_artifacts(folder, result.get("artifacts") or [], Path(fetch_dir))
     finally:

@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Tuple
 from ..errors import DeviceError, InputError
 from ..inventory import Device
 from . import RUNNERS, device_side_dir
-from .local import JOB_FILE, PROTOCOL_VERSION, SCRIPT, _context, _Streams
+from .local import JOB_FILE, SCRIPT, _context, _Streams, check_protocol, parse_result
 
 PROBE_SCRIPT = "ec_probe.py"
 AGENT_PREFIX = "@ec-agent "  # ssh_agent.PREFIX (not imported: it needs fcntl, which Windows hosts lack)
@@ -411,23 +411,6 @@ def _job_files(model_path: Optional[Path], extra_files: dict, script: str) -> Li
     return files
 
 
-def _parse_result(ep: _Endpoint, what: str, code: int, streams: _Streams) -> dict:
-    """The last stdout line as JSON, or DeviceError naming the device and what went wrong."""
-    last = next((line for line in reversed(streams.stdout) if line.strip()), "")
-    try:
-        result = json.loads(last)
-    except ValueError:
-        result = None
-    if not isinstance(result, dict):
-        shown = "\n".join(streams.stdout[-5:]) or "(nothing)"
-        raise DeviceError(f"{what} on device {ep.name} ({ep.where}) printed no result JSON (exit code {code}); "
-                          f"stdout ended with:\n{shown}{_context(streams)}")
-    if result.get("error") or code != 0:
-        raise DeviceError(f"{what} failed on device {ep.name} ({ep.where}) (exit code {code}): "
-                          f"{result.get('error', 'no error message')}{_context(streams)}")
-    return result
-
-
 @dataclass
 class _Plan:
     """One session's work: what to push and run, whether it takes the device lock, its timeout."""
@@ -479,7 +462,7 @@ async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progr
         plan.phase = f"running {plan.what}"
         code = await _run_in_folder(ep, agent, plan.argv, deadline, plan.timeout_s, plan.what)
         try:
-            result = _parse_result(ep, plan.what, code, agent.streams)
+            result = parse_result(plan.what, f"on device {ep.name} ({ep.where})", code, agent.streams)
             if plan.fetch_dir is not None and result.get("artifacts"):
                 plan.phase = "copying the job's artifacts back"
                 await _download(conn, ready["folder"], result["artifacts"], plan.fetch_dir)
@@ -523,9 +506,7 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
             if on_progress is not None:
                 on_progress(f"connection to device {ep.name} dropped while {drop.phase}; retrying on a new "
                             f"connection")
-    if result.get("protocol_version") != PROTOCOL_VERSION:
-        raise DeviceError(f"device {ep.name} answered protocol_version {result.get('protocol_version')!r} for "
-                          f"{model_path.name}; this host speaks {PROTOCOL_VERSION}")
+    check_protocol(result, model_path.name, f"on device {ep.name}")
     return dict(result, runner="ssh", measured_on="device", device_name=device.name)
 
 
