@@ -166,7 +166,12 @@ def cmd_devices(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{device.name}: reachable ({info.get('hostname')}, {info.get('arch')}, Python {info.get('python')})")
+    if device.transport == "adb":
+        configured = (info.get("benchmark_model") or {}).get("configured")
+        print(f"{device.name}: reachable ({info.get('model')}, Android {info.get('android_version')}, "
+              f"{info.get('arch')}; benchmark_model {'configured' if configured else 'missing'})")
+    else:
+        print(f"{device.name}: reachable ({info.get('hostname')}, {info.get('arch')}, Python {info.get('python')})")
     for runtime, version in (info.get("runtimes") or {}).items():
         print(f"  runtime {runtime:<16} {version or 'not installed'}")
     for src in info.get("power_sources") or []:

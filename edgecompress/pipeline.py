@@ -76,7 +76,10 @@ def deploy(opts: DeployOptions) -> dict:
         to_measure = trt.models
     elif prof.runtime == "litert":
         deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
-        to_measure = {"original": original_tflite, "compressed": deployed}
+        # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
+        options = {"threads": prof.bench.threads, "delegate": prof.bench.delegate if device else "xnnpack"}
+        to_measure = {label: bench.Model(path, "litert", options)
+                      for label, path in (("original", original_tflite), ("compressed", deployed))}
     else:
         deployed, parity = quantize_and_check(stages, prof, train, held, work)
         to_measure = {"original": stages["original_onnx"], "compressed": deployed}

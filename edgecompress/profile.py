@@ -114,7 +114,10 @@ class Bench(Closed):
     seconds: float = Field(default=3.0, ge=0)
     threads: int = Field(default=2, ge=1)
     # a power source by name (the device side's ec_energy.SOURCES), "auto" (the first found) or "none"
-    energy: Literal["auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "rapl", "pi5_pmic"] = "auto"
+    # battery and powerstats: Android phones, measured by the adb runner on the phone
+    energy: Literal["auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "rapl", "pi5_pmic", "battery",
+                    "powerstats"] = "auto"
+    delegate: Literal["xnnpack", "gpu", "none"] = "xnnpack"  # LiteRT on the device (on this host: xnnpack)
     energy_interval_ms: Optional[float] = Field(default=None, ge=1)  # None: the source's own rate
     idle_seconds: float = Field(default=1.0, ge=0)
     max_runs: int = Field(default=100000, ge=1)  # raise it for tiny models that need a long energy window

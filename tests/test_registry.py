@@ -42,4 +42,5 @@ def test_profile_energy_names_match_the_device_side_sources():
         import ec_energy
     finally:
         sys.path.remove(str(device_side_dir()))
-    assert set(get_args(Bench.model_fields["energy"].annotation)) == set(ec_energy.CHOICES)
+    android = {"battery", "powerstats"}  # measured on the phone by the adb runner, not by ec_energy
+    assert set(get_args(Bench.model_fields["energy"].annotation)) == set(ec_energy.CHOICES) | android
