@@ -9,7 +9,6 @@ on a ResNet-18 ONNX model with `energy: nvml`, twice:
 `nvidia-smi` samples power.draw every 100 ms beside both runs, as an independent cross-check.
 Writes OUT/nvml_energy.json (OUT: first argument, default benchmarks/results)."""
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -49,7 +49,7 @@ def deploy(opts: DeployOptions) -> dict:
         log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
     source, dataset, teacher = load_inputs(opts, prof)
     name = bundle.bundle_name(source.name, prof.name)
-    final = bundle.check_destination(Path(opts.out), name, opts.force)
+    bundle.check_destination(Path(opts.out), name, opts.force)  # before any work: refuse early
     data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
     if prof.quantize.precision == "int8":

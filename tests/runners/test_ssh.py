@@ -166,7 +166,7 @@ def test_two_jobs_on_one_device_never_overlap(device, model):
         times = [t for t, m in seen[name] if not m.startswith("waiting")]
         return times[0], times[-1]
 
-    (a_start, a_end), (b_start, b_end) = bench_window("a"), bench_window("b")
+    (_, a_end), (b_start, _) = bench_window("a"), bench_window("b")
     assert a_end < b_start, "job b ran while job a held the device"
     waits = [m for _, m in seen["b"] if m.startswith("waiting")]
     assert waits and waits[0].startswith("waiting for device test-device: busy with job from host "
