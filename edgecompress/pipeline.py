@@ -540,7 +540,7 @@ def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
         files.update(trt.bundle_files)
         files.update(engine.fetched_files(work))
         files["trt_example.py"] = bundle.EXAMPLES / "trt_example.py"
-        for name in ("ec_trt.py", "ec_trtexec.py", "ec_runtimes.py"):  # what trt_example.py builds with
+        for name in ("ec_trt.py", "ec_trt_cache.py", "ec_trtexec.py", "ec_runtimes.py"):  # what trt_example uses
             files[f"device/{name}"] = bundle.EXAMPLES.parent / "deploy" / name
     return files
 
