@@ -48,6 +48,9 @@ def deploy(opts: DeployOptions) -> dict:
     if device is not None and device.target != prof.name:
         log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
     source, dataset, teacher = load_inputs(opts, prof)
+    if source.kind == "onnx" and prof.runtime == "litert":
+        raise InputError(f"the {prof.name} target converts from PyTorch, and {opts.model} is an ONNX file",
+                         hint="pass the PyTorch model as file.py:factory (with --weights)")
     name = bundle.bundle_name(source.name, prof.name)
     bundle.check_destination(Path(opts.out), name, opts.force)  # before any work: refuse early
     data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
@@ -66,23 +69,8 @@ def deploy(opts: DeployOptions) -> dict:
             check_teacher(teacher, source.module, dataset, opts.teacher)
         stages = compress_torch(source, teacher, prof, train, held, work, opts)
     else:
-        if prof.runtime == "litert":
-            raise InputError(f"the {prof.name} target converts from PyTorch, and {opts.model} is an ONNX file",
-                             hint="pass the PyTorch model as file.py:factory (with --weights)")
         stages = prepare_onnx(source, prof, held, work)
-    trt = None
-    if prof.runtime == "tensorrt":
-        deployed, parity, trt = prepare_engine(stages, prof, train, held, work, device)
-        to_measure = trt.models
-    elif prof.runtime == "litert":
-        deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
-        # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
-        options = {"threads": prof.bench.threads, "delegate": prof.bench.delegate if device else "xnnpack"}
-        to_measure = {label: bench.Model(path, "litert", options)
-                      for label, path in (("original", original_tflite), ("compressed", deployed))}
-    else:
-        deployed, parity = quantize_and_check(stages, prof, train, held, work)
-        to_measure = {"original": stages["original_onnx"], "compressed": deployed}
+    deployed, parity, trt, to_measure = prepare_for_runtime(stages, prof, train, held, work, device)
     stages["parity"], stages["held_y"] = parity, held.y
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, one after the other")
     results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet)
@@ -95,6 +83,22 @@ def deploy(opts: DeployOptions) -> dict:
     summary.update(bundle=str(published), zip=str(published.with_suffix(".zip")),
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
+
+
+def prepare_for_runtime(stages: dict, prof, train, held, work: Path, device) -> tuple:
+    """The deployed model for the target's runtime, its parity check, the TensorRT plan (or None)
+    and what bench measures: {label: model file or bench.Model}."""
+    if prof.runtime == "tensorrt":
+        deployed, parity, trt = prepare_engine(stages, prof, train, held, work, device)
+        return deployed, parity, trt, trt.models
+    if prof.runtime == "litert":
+        deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
+        # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
+        options = {"threads": prof.bench.threads, "delegate": prof.bench.delegate if device else "xnnpack"}
+        return deployed, parity, None, {label: bench.Model(path, "litert", options)
+                                        for label, path in (("original", original_tflite), ("compressed", deployed))}
+    deployed, parity = quantize_and_check(stages, prof, train, held, work)
+    return deployed, parity, None, {"original": stages["original_onnx"], "compressed": deployed}
 
 
 def load_inputs(opts: DeployOptions, prof):
