@@ -13,20 +13,7 @@ import pytest
 from edgecompress.errors import DeviceError, InputError
 from edgecompress.runners import RUNNERS, device_side_dir
 from edgecompress.runners.local import run_local
-
-
-def tripling_model(path: Path) -> Path:
-    """y = 3 * x with a dynamic batch: its output sum shows which input values were fed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
-    three = numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three")
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "three"], ["y"])], "triple", [x], [y],
-                              initializer=[three])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+from ecutil import tripling_model  # noqa: E402
 
 
 @pytest.fixture

@@ -26,20 +26,7 @@ pytest.importorskip("asyncssh", reason="the ssh runner needs asyncssh: pip insta
 from edgecompress.runners import ssh  # noqa: E402
 from edgecompress.runners.ssh import check_ssh, run_ssh  # noqa: E402
 from sshd import free_port, keygen  # noqa: E402
-
-
-def tripling_model(path: Path) -> Path:
-    """y = 3 * x with a dynamic batch: its output sum shows which input values were fed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
-    three = numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three")
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "three"], ["y"])], "triple", [x], [y],
-                              initializer=[three])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+from ecutil import tripling_model  # noqa: E402
 
 
 def job(**changes):
