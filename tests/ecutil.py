@@ -99,3 +99,17 @@ def tripling_model(path: Path) -> Path:
                               initializer=[three])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
+
+
+def processes_inside(root: Path) -> list:
+    """Live processes whose working folder is (or was) under root."""
+    import os
+
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if os.readlink(cwd).startswith(str(root)):
+                found.append(cwd.parent.name)
+        except OSError:
+            continue
+    return found

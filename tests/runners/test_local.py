@@ -1,5 +1,4 @@
 """The local runner end to end: a real device-side process, a real ONNX model, real files."""
-import os
 import platform
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 from edgecompress.errors import DeviceError, InputError
 from edgecompress.runners import RUNNERS, device_side_dir
 from edgecompress.runners.local import run_local
-from ecutil import tripling_model  # noqa: E402
+from ecutil import processes_inside, tripling_model  # noqa: E402
 
 
 @pytest.fixture
@@ -35,18 +34,6 @@ def job(**changes):
             "warmup": {"runs": 3}, "runs": {"count": 20}}
     base.update(changes)
     return base
-
-
-def processes_inside(root: Path):
-    """Live processes whose working folder is (or was) under root."""
-    found = []
-    for cwd in Path("/proc").glob("[0-9]*/cwd"):
-        try:
-            if os.readlink(cwd).startswith(str(root)):
-                found.append(cwd.parent.name)
-        except OSError:
-            continue
-    return found
 
 
 def test_the_local_runner_is_registered_and_ships_the_device_side():

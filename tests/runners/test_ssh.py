@@ -26,7 +26,7 @@ pytest.importorskip("asyncssh", reason="the ssh runner needs asyncssh: pip insta
 from edgecompress.runners import ssh  # noqa: E402
 from edgecompress.runners.ssh import check_ssh, run_ssh  # noqa: E402
 from sshd import free_port, keygen  # noqa: E402
-from ecutil import tripling_model  # noqa: E402
+from ecutil import processes_inside, tripling_model  # noqa: E402
 
 
 def job(**changes):
@@ -57,17 +57,6 @@ def device(sshd, workdir):
 def job_folders(workdir: Path) -> list:
     jobs = workdir / "jobs"
     return sorted(jobs.iterdir()) if jobs.is_dir() else []
-
-
-def processes_inside(root: Path) -> list:
-    found = []
-    for cwd in Path("/proc").glob("[0-9]*/cwd"):
-        try:
-            if os.readlink(cwd).startswith(str(root)):
-                found.append(cwd.parent.name)
-        except OSError:
-            continue
-    return found
 
 
 def test_the_ssh_runner_is_registered_and_imports_nothing_heavy():
