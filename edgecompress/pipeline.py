@@ -592,7 +592,7 @@ def _verify_folder(folder: Path, path: str) -> dict:
         out = litert.tflite_outputs(model_file, stored["x"])
     else:
         out = verify.onnx_outputs(model_file, stored["x"])
-    tol = _Tol(**manifest["provenance"]["profile"]["verify"])
+    tol = profile_mod.Verify(**manifest["provenance"]["profile"]["verify"])
     quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
     # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
     # differently on another CPU, so there the decisions must agree.
@@ -602,14 +602,6 @@ def _verify_folder(folder: Path, path: str) -> dict:
                             ["output"], None)
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
             "reference": vs_ref.to_dict(), "ok": True}
-
-
-@dataclass
-class _Tol:
-    max_abs_diff: float
-    min_top1_agreement: float
-    held_out_fraction: float = 0.2
-    samples: int = 256
 
 
 def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
