@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 PROTOCOL_VERSION = 1
+NOISY_SPREAD_PCT = 10.0  # the device side's threshold for its drift warning (ec_bench.NOISY_SPREAD_PCT)
 
 
 @dataclass

@@ -125,15 +125,17 @@ def cmd_bench(args) -> int:
 
 
 def bench_table(results: list) -> str:
-    head = ("device", "arch", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ms", "n", "load ms", "mJ/inference")
+    head = ("device", "arch", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ms", "n", "p50 drift", "load ms",
+            "mJ/inference")
     rows = [head]
     for r in results:
         if "error" in r:
-            rows.append((r["device_name"], "-", "-", "failed", "", "", "", "", "", ""))
+            rows.append((r["device_name"], "-", "-", "failed", "", "", "", "", "", "", ""))
             continue
-        lat, dev, energy = r["latency_ms"], r.get("device", {}), r.get("energy")
+        lat, dev, energy, drift = r["latency_ms"], r.get("device", {}), r.get("energy"), r.get("stability")
         rows.append((r["device_name"], str(dev.get("arch")), f"{dev.get('runtime')} {dev.get('runtime_version')}",
-                     *(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")), str(lat["n"]), f"{r['load_ms']:.1f}",
+                     *(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")), str(lat["n"]),
+                     f"{drift['spread_pct']:.1f}%" if drift else "-", f"{r['load_ms']:.1f}",
                      f"{energy['mj_per_inference_total']:.3f}" if energy else "n/a"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -141,6 +143,10 @@ def bench_table(results: list) -> str:
     for r in results:
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
+        for warning in r.get("warnings") or []:
+            lines.append(f"warning on {r['device_name']}: {warning}")
+    lines.append("p50 drift: how far the p50 of ~0.5 s parts of the timed window spread; above 10% the device "
+                 "was busy or throttling")
     return "\n".join(lines)
 
 

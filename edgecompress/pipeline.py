@@ -462,6 +462,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
                     "first_run_ms": {k: v.get("first_run_ms") for k, v in results.items()},
                     "load_ms": {k: v.get("load_ms") for k, v in results.items()},
                     "peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in results.items()},
+                    "latency_stability": {k: v.get("stability") for k, v in results.items()},
                     "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
                     "energy_reason": None if energy else results["compressed"].get("energy_reason"),
                     "energy": {k: v.get("energy") for k, v in results.items()},
@@ -524,9 +525,21 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "accuracy_samples": acc["samples"],
         "latency_ms": lat,
         "measured_on": measured,
-        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed.",
+        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed."
+                            + _drift_note(results),
         "energy_reason": results["compressed"].get("energy_reason"),
     }
+
+
+def _drift_note(results: dict) -> str:
+    """A warning line when the p50 moved within a timed window: the speed-up is then no more exact than that."""
+    spreads = {k: (v.get("stability") or {}).get("spread_pct") for k, v in results.items()}
+    noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
+    if not noisy:
+        return ""
+    parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
+    return (f"\nwarning: the p50 drifted within the timed window ({parts}): the machine was busy or throttling, "
+            "so these latencies will not repeat to better than that; run bench again on a quiet device")
 
 
 def _deflated_bytes(path: Path) -> int:

@@ -116,6 +116,18 @@ def test_bench_a_bundle_json(built):
     assert result["latency_ms"]["min"] <= result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
 
 
+def test_bench_table_shows_the_p50_drift_and_the_warnings(built):
+    root, _, _ = built
+    code, out, err = run_cli("bench", root / "dist" / "net-host-cpu", "--runs", "30", "--seconds", "1.2")
+    assert code == 0, err
+    head, rule, row = out.splitlines()[:3]
+    assert "p50 drift" in head and row.startswith("this host")
+    drift = [cell for cell in row.split() if cell.endswith("%")]
+    assert len(drift) == 1 and float(drift[0][:-1]) >= 0
+    assert "energy on this host: not measured" in out
+    assert "p50 drift: how far the p50 of ~0.5 s parts" in out
+
+
 def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
     import torch
 

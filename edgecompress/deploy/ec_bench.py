@@ -51,7 +51,9 @@ latency block, bracketed by the device-state snapshots, with no first run, warm-
 
 Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
 first_run_ms, load_ms, peak_rss_mb (ru_maxrss of this process, MiB), warmup_done {runs, seconds},
-timed_window_s, energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
+timed_window_s, stability {parts, part_p50_min, part_p50_max, spread_pct} (the p50 of consecutive
+parts of the timed window, ~0.5 s each; null when the window holds fewer than two parts),
+energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
 device {arch, python, platform, runtime, runtime_version, cpu_count, governor,
 clocks_mhz_before/after, gpu_clocks_hz_before/after (Jetson devfreq), temperatures_c_before/after,
 throttled, throttle_reason; with NVML also gpu_name, gpu_clocks_event_mask, gpu_throttle_reasons}
@@ -81,6 +83,7 @@ METHOD = "perf_counter_ns around session.run"
 PROGRESS_EVERY_NS = 500 * 1000 * 1000
 SHORT_WINDOW_S = 1.0
 FEW_RUNS_FOR_P99 = 100
+NOISY_SPREAD_PCT = 10.0
 
 
 class Failure(Exception):
@@ -232,10 +235,18 @@ def energy_warnings(m, energy):
     return warnings
 
 
-def collect_warnings(job, latency, m, device, energy):
+def noise_warning(stability):
+    if stability is None or stability["spread_pct"] <= NOISY_SPREAD_PCT:
+        return None
+    return ("the p50 moved by %.0f%% between parts of the timed window (%.3f to %.3f ms): something else "
+            "is using this device's CPU, or it is throttling; runs will not repeat to better than that"
+            % (stability["spread_pct"], stability["part_p50_min"], stability["part_p50_max"]))
+
+
+def collect_warnings(job, latency, m, device, energy, stability=None):
     window_s = m["window_s"]
     timed_cut = cut_short("timed runs", latency["n"], window_s, job["runs"][0], job["runs"][1], job["max_runs"])
-    warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"]) if w]
+    warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"], noise_warning(stability)) if w]
     if window_s < SHORT_WINDOW_S:
         warnings.append("timed window %.2f s is short; runs.seconds >= %.0f gives steadier numbers"
                         % (window_s, SHORT_WINDOW_S))
@@ -387,6 +398,7 @@ def measure_job(job):
         if meter:
             meter.source.close()
     latency = ec_stats.summarize(m["latencies"], METHOD)
+    stability = ec_stats.stability(m["latencies"])
     energy = None
     if meter:
         energy, energy_reason = meter.result(m["window_s"], latency["n"])
@@ -394,10 +406,10 @@ def measure_job(job):
     result = {
         "protocol_version": ec_job.PROTOCOL_VERSION, "latency_ms": latency,
         "first_run_ms": m["first_run_ms"], "load_ms": session.load_ms, "peak_rss_mb": peak_rss_mb(),
-        "warmup_done": m["warmup_done"], "timed_window_s": m["window_s"],
+        "warmup_done": m["warmup_done"], "timed_window_s": m["window_s"], "stability": stability,
         "energy": energy, "energy_reason": energy_reason, "device": device,
         "runtime_options": session.options, "inputs": inputs,
-        "warnings": collect_warnings(job, latency, m, device, energy),
+        "warnings": collect_warnings(job, latency, m, device, energy, stability),
         "host": platform.node(),
     }
     if job["report_outputs"]:

@@ -51,3 +51,20 @@ def keep_going(done, elapsed_s, want_runs, want_seconds, max_runs):
     if done >= max_runs:
         return False
     return done < want_runs or elapsed_s < want_seconds
+
+
+def stability(values_ms, part_s=0.5, min_runs=5, max_parts=20):
+    """How much the p50 moved during the timed window: the runs are cut, in order, into parts of
+    about `part_s` of run time (at least `min_runs` runs each, at most `max_parts` parts), and the
+    spread of the parts' p50s is reported against the whole window's p50. A quiet device gives a
+    few percent; a busy or throttling one more, and its numbers will not repeat to better than that.
+    None when the window is too short to hold two parts."""
+    total_ms = math.fsum(values_ms)
+    parts = min(max_parts, int(total_ms / (part_s * 1000.0)), len(values_ms) // min_runs)
+    if parts < 2:
+        return None
+    bounds = [round(i * len(values_ms) / parts) for i in range(parts + 1)]
+    p50s = [percentile(sorted(values_ms[a:b]), 50) for a, b in zip(bounds, bounds[1:])]
+    whole = percentile(sorted(values_ms), 50)
+    return {"parts": parts, "part_p50_min": min(p50s), "part_p50_max": max(p50s),
+            "spread_pct": 100.0 * (max(p50s) - min(p50s)) / whole}

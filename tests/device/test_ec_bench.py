@@ -186,3 +186,46 @@ def test_the_device_side_runs_on_python38(job_dir, run_bench, small_job):
         assert result["device"]["python"].startswith("3.8.") and result["latency_ms"]["n"] == 5
     else:  # all device modules imported and ran on 3.8 up to the runtime import
         assert result["error"].startswith("runtime 'onnxruntime' is not importable with python 3.8.")
+
+
+SLOWING_RUNTIME = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import ec_bench, ec_runtimes
+
+def load_slowing(model_path, options):
+    # A device that gets busy halfway through the timed window: 2 ms runs, then 4 ms runs.
+    session = ec_runtimes.load_onnxruntime(model_path, options)
+    calls = []
+    def run(feeds):
+        calls.append(time.perf_counter())
+        busy = len(calls) > 3 and calls[-1] - calls[3] > 1.0  # first run + 2 warm-ups, then 1 s
+        time.sleep(0.004 if busy else 0.002)
+        return session.run(feeds)
+    return ec_runtimes.Session(run, session.inputs, session.outputs, "slowing-1.0", session.options,
+                               session.load_ms)
+
+ec_bench.RUNTIMES["slowing"] = load_slowing
+sys.exit(ec_bench.main(["ec_bench.py", "job.json"]))
+"""
+
+
+def test_a_latency_drift_inside_the_timed_window_is_measured_and_warned(job_dir, small_job):
+    (job_dir / "job.json").write_text(json.dumps(small_job(runtime="slowing", runs={"count": 1, "seconds": 2.0})))
+    done = subprocess.run([sys.executable, "-c", SLOWING_RUNTIME, str(DEPLOY)], cwd=job_dir,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    s = result["stability"]
+    assert s["parts"] >= 3
+    assert s["part_p50_min"] < 3.0 < s["part_p50_max"]  # one part all fast, one all slow
+    assert s["spread_pct"] > 40
+    assert any("the p50 moved by" in w and "will not repeat" in w for w in result["warnings"])
+
+
+def test_a_steady_run_reports_its_stability_without_a_warning(job_dir, run_bench, small_job):
+    code, result, _, _ = run_bench(job_dir, small_job(runs={"count": 1, "seconds": 1.2}))
+    assert code == 0, result
+    assert result["stability"]["parts"] >= 2  # the tiny model runs in microseconds: thousands of runs a part
+    assert result["stability"]["spread_pct"] == pytest.approx(
+        100 * (result["stability"]["part_p50_max"] - result["stability"]["part_p50_min"]) / result["latency_ms"]["p50"])

@@ -49,3 +49,22 @@ def test_empty_and_out_of_range_inputs_are_errors():
 def test_stopping_rule_needs_both_budgets_and_respects_the_cap(done, elapsed, want_runs, want_seconds,
                                                                max_runs, expected):
     assert ec_stats.keep_going(done, elapsed, want_runs, want_seconds, max_runs) is expected
+
+
+def test_stability_of_a_steady_window_is_zero_spread():
+    s = ec_stats.stability([2.0] * 1000)  # 2 s of run time: 4 parts of ~0.5 s
+    assert s == {"parts": 4, "part_p50_min": 2.0, "part_p50_max": 2.0, "spread_pct": 0.0}
+
+
+def test_stability_sees_a_slowdown_in_the_second_half():
+    values = [2.0] * 600 + [3.0] * 400  # 1.2 s at 2 ms, then 1.2 s at 3 ms: 4 parts of 250 runs
+    s = ec_stats.stability(values)
+    assert s["parts"] == 4
+    assert (s["part_p50_min"], s["part_p50_max"]) == (2.0, 3.0)
+    assert s["spread_pct"] == pytest.approx(50.0)  # (3 - 2) / whole p50 of 2
+
+
+def test_stability_needs_two_parts():
+    assert ec_stats.stability([1.0] * 400) is None  # 0.4 s of run time
+    assert ec_stats.stability([300.0] * 8) is None  # 2.4 s, but fewer than 5 runs a part
+    assert ec_stats.stability([300.0] * 10)["parts"] == 2
