@@ -142,6 +142,21 @@ def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
     return np.random.default_rng(SEED + step).choice(n, size=min(batch_size, n), replace=False)
 
 
+def shifted(x, step: int, pixels: int):
+    """The batch moved by up to `pixels` along its last two axes (height, width), zeros filling in;
+    seeded by the step, so a resumed run sees the shifts the interrupted one would have."""
+    import torch
+
+    if not pixels:
+        return x
+    dy, dx = (int(v) for v in np.random.default_rng([SEED, step, 1]).integers(-pixels, pixels + 1, 2))
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2], x.shape[-1]
+    out[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
+        x[..., max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+    return out
+
+
 def cosine_lr(lr: float, step: int, steps: Optional[int], elapsed_s: float, seconds: Optional[float]) -> float:
     """Cosine decay over the budget (steps, or time when only minutes are given). A function of
     progress alone, so a resumed run continues on the same curve with no scheduler state."""
@@ -168,6 +183,9 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     import torch
 
     x, y = torch.from_numpy(train.x), None if train.y is None else torch.from_numpy(train.y)
+    if cfg.shift_pixels and x.dim() < 4:
+        raise ProfileError(f"distill.shift_pixels shifts images (N, C, H, W), and the data is {tuple(x.shape)}",
+                           hint="set distill.shift_pixels=0 for data that is not images")
     tap = FeatureTap(student, teacher, cfg.feature_layers, x[:2]) if "feature" in cfg.losses else None
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
@@ -195,7 +213,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(cfg.lr, step, steps, time.perf_counter() - t0, seconds)
                 idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
-                loss = _train_step(student, teacher, x[idx], None if y is None else y[idx], cfg, tap, opt, regularize)
+                xb = shifted(x[idx], step, cfg.shift_pixels)
+                loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize)
                 if after_step:
                     after_step()
                 step += 1

@@ -52,16 +52,28 @@ def torch_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def onnx_session(path: Path, threads: int = 2):
+def onnx_session(path: Path, threads: int = 2, exact_int8: bool = False):
+    """exact_int8: compute INT8 products without saturation. x86 CPUs without VNNI multiply u8 x s8
+    with VPMADDUBSW, whose int16 pair sums saturate; ARM's dot-product instructions do not. When the
+    target is not x86, the check must see the target's arithmetic, not this host's shortcut (ORT's
+    session.x64quantprecision; it has no effect on other CPUs)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    if exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2) -> List[np.ndarray]:
-    session = onnx_session(path, threads)
+def exact_int8_for(arch: str) -> bool:
+    """Whether checks for a target of this arch should use exact INT8 products (see onnx_session)."""
+    return arch != "x86_64"
+
+
+def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
+                 exact_int8: bool = False) -> List[np.ndarray]:
+    session = onnx_session(path, threads, exact_int8)
     name = session.get_inputs()[0].name
     chunks = [session.run(None, {name: x[i: i + batch].astype(np.float32)}) for i in range(0, len(x), batch)]
     return [np.concatenate(parts) for parts in zip(*chunks)]

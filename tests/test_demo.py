@@ -11,6 +11,7 @@ def test_demo_deploys_with_no_model_and_no_data(tmp_path):
     assert code == 0, err
     summary = json.loads(out)
     assert "resolves to its default profile 'raspberry-pi-5'" in err
+    assert "INT8 products computed exactly, as the arm64 target does" in err
     assert summary["name"] == "demo" and summary["target"] == "raspberry-pi-5"
     assert summary["accuracy_metric"] == "accuracy" and summary["before"]["accuracy"] > 0.95
     assert (tmp_path / "demo-raspberry-pi-5" / "labels.txt").read_text().split() == [str(d) for d in range(10)]

@@ -130,6 +130,31 @@ def test_batches_are_a_function_of_the_step():
     assert not np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 8))
 
 
+def test_shifts_move_the_image_and_fill_with_zeros():
+    x = torch.arange(1, 2 * 1 * 4 * 5 + 1, dtype=torch.float32).reshape(2, 1, 4, 5)
+    assert distill.shifted(x, 3, 0) is x
+    shifts = set()
+    for step in range(40):
+        out = distill.shifted(x, step, 1)
+        assert torch.equal(out, distill.shifted(x, step, 1))  # a function of the step: resumes see the same
+        dy, dx = next((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                      if torch.equal(out[..., max(0, dy):4 + min(0, dy), max(0, dx):5 + min(0, dx)],
+                                     x[..., max(0, -dy):4 + min(0, -dy), max(0, -dx):5 + min(0, -dx)]))
+        shifts.add((dy, dx))
+        if dy:  # the row that came in from outside the image is zeros, not wrapped-around pixels
+            assert float(out[..., 0 if dy > 0 else 3, :].abs().sum()) == 0
+    assert len(shifts) >= 6  # most of the nine shifts occur
+
+
+def test_shift_pixels_refuses_data_that_is_not_images(tmp_path):
+    net = torch.nn.Linear(6, 3)
+    cfg = Distill(steps=2, shift_pixels=1)
+    train = Dataset(np.zeros((10, 6), np.float32), np.zeros(10, np.int64), "t", None, {})
+    with pytest.raises(ProfileError, match=r"shift_pixels.*\(10, 6\)"):
+        distill.distill_(net, copy.deepcopy(net), train, cfg, steps=2, seconds=None,
+                         checkpoint=tmp_path / "c.pt", meta={})
+
+
 def test_cosine_lr_decays_over_steps_or_time():
     assert distill.cosine_lr(1.0, 0, 100, 0.0, None) == pytest.approx(1.0)
     assert distill.cosine_lr(1.0, 50, 100, 0.0, None) == pytest.approx(0.5)
