@@ -32,7 +32,8 @@ def deploy(out: Path, cache: Path, *sets: str) -> tuple:
 
 
 def figures(summary: dict, seconds: float) -> dict:
-    return {"wall_seconds": round(seconds, 1), "teacher_accuracy": summary["before"]["accuracy"],
+    return {"wall_seconds": round(seconds, 1), "held_out_samples": summary["accuracy_samples"],
+            "teacher_accuracy": summary["before"]["accuracy"],
             "student_accuracy_int8": summary["after"]["accuracy"],
             "points_vs_teacher": round((summary["after"]["accuracy"] - summary["before"]["accuracy"]) * 100, 2),
             "params": [summary["before"]["params"], summary["after"]["params"]],
@@ -40,16 +41,23 @@ def figures(summary: dict, seconds: float) -> dict:
             "p50_ms": [summary["before"]["p50_ms"], summary["after"]["p50_ms"]], "speedup_p50": summary["speedup_p50"]}
 
 
-def main() -> int:
+def main(teachers: int = 3) -> int:
+    """Each teacher is trained afresh in its own cache (training on 2 threads is not bit-reproducible,
+    so each is a different teacher): the goal has to hold for any of them, not for one lucky one."""
     with tempfile.TemporaryDirectory(prefix="ec-demo-") as tmp:
         tmp = Path(tmp)
-        kd, kd_s = deploy(tmp / "kd", tmp / "cache")  # fresh cache: includes training the teacher
-        ce, ce_s = deploy(tmp / "ce", tmp / "cache", "distill.losses=[ce]")
+        kd = [figures(*deploy(tmp / f"kd{i}", tmp / f"cache{i}")) for i in range(teachers)]
+        ce = figures(*deploy(tmp / "ce", tmp / "cache0", "distill.losses=[ce]"))  # teacher 0's cache
+    worst = min(r["points_vs_teacher"] for r in kd)
     result = {
         "benchmark": "demo_distill", "measured_on": f"this host ({platform.machine()}, {os.cpu_count()} cores)",
-        "held_out_samples": kd.get("accuracy_samples"), "profile": "raspberry-pi-5 (arm default): 50% channels, round_to 8, 600 steps, INT8",
-        "kd_soft_plus_ce": figures(kd, kd_s), "ce_only_same_budget": figures(ce, ce_s),
-        "goal_time_met": kd_s < 120, "goal_accuracy_met": figures(kd, kd_s)["points_vs_teacher"] >= -0.5,
+        "profile": "raspberry-pi-5 (arm default): 50% channels, round_to 8, 600 steps, "
+                                            "INT8; the demo adds distill.shift_pixels=1",
+        "int8_accuracy": "ONNX Runtime with exact INT8 products (session.x64quantprecision), as the arm64 target "
+                         "computes them",
+        "kd_soft_plus_ce": kd, "ce_only_same_budget_teacher0": ce,
+        "worst_points_vs_teacher": worst, "slowest_deploy_s_with_teacher_training": max(r["wall_seconds"] for r in kd),
+        "goal_time_met": all(r["wall_seconds"] < 120 for r in kd), "goal_accuracy_met": worst >= -0.5,
     }
     out = HERE / "results" / "demo_distill.json"
     out.parent.mkdir(exist_ok=True)
