@@ -536,8 +536,8 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "accuracy_samples": acc["samples"],
         "latency_ms": lat,
         "measured_on": measured,
-        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, {lat['compressed']['n']} compressed."
-                            + _drift_note(results),
+        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
+                            f"{lat['compressed']['n']} compressed." + _drift_note(results),
         "energy_reason": results["compressed"].get("energy_reason"),
     }
 
@@ -568,7 +568,8 @@ def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
         files.update(trt.bundle_files)
         files.update(engine.fetched_files(work))
         files["trt_example.py"] = bundle.EXAMPLES / "trt_example.py"
-        for name in ("ec_trt.py", "ec_trt_cache.py", "ec_trtexec.py", "ec_runtimes.py"):  # what trt_example uses
+        # what trt_example.py imports
+        for name in ("ec_trt.py", "ec_trt_cache.py", "ec_trt_cuda.py", "ec_trtexec.py", "ec_runtimes.py"):
             files[f"device/{name}"] = bundle.EXAMPLES.parent / "deploy" / name
     return files
 

@@ -18,7 +18,7 @@ DEVICE_FILES = sorted(DEPLOY.glob("*.py"))
 SIBLINGS = {p.stem for p in DEVICE_FILES}
 LAZY = {"numpy", "onnxruntime", "pynvml", "tensorrt", "cuda", "ai_edge_litert", "tflite_runtime"}  # runtimes' own
 # needs, imported inside functions only, each in its one home
-LAZY_HOME = {"pynvml": "ec_power.py", "tensorrt": "ec_trt.py", "cuda": "ec_trt.py", "ai_edge_litert": "ec_litert.py",
+LAZY_HOME = {"pynvml": "ec_power.py", "tensorrt": "ec_trt.py", "cuda": "ec_trt_cuda.py", "ai_edge_litert": "ec_litert.py",
              "tflite_runtime": "ec_litert.py"}
 
 
