@@ -19,7 +19,7 @@ def test_demo_deploys_with_no_model_and_no_data(tmp_path):
 
 @pytest.mark.slow
 def test_demo_full_budget_stays_close_to_the_teacher(tmp_path):
-    """The default profile's whole budget (600 steps); about 30 s. Run with -m slow."""
+    """The default profile's whole budget (1200 steps); about 40 s. Run with -m slow."""
     code, out, err = run_cli("deploy", "--target", "arm", "--out", tmp_path, "--json")
     assert code == 0, err
     summary = json.loads(out)
