@@ -59,13 +59,13 @@ def host_noise() -> dict:
     return out
 
 
-def main(repeats: int = 5) -> int:
+def main(repeats: int = 5, seconds: float = 5.0) -> int:
     noise_before = host_noise()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_bundle(Path(tmp))
         p50s, runs, drifts = [], [], []
         for _ in range(repeats):
-            out = subprocess.run(CLI + ["bench", str(bundle), "--json", "--seconds", "5", "--warmup", "20"],
+            out = subprocess.run(CLI + ["bench", str(bundle), "--json", "--seconds", str(seconds), "--warmup", "20"],
                                  check=True, capture_output=True, text=True)
             r = json.loads(out.stdout)["results"][0]
             p50s.append(r["latency_ms"]["p50"])
@@ -80,12 +80,14 @@ def main(repeats: int = 5) -> int:
               "max_deviation_pct": round(worst * 100, 2), "met": worst <= 0.03,
               "drift_within_each_run_pct": drifts,
               "host_noise_reference_loop": {"before": noise_before, "after": noise_after},
-              "method": "warm-up >= 20 runs and >= 1 s, then >= 100 runs and >= 5 s timed, a fresh process each time"}
+              "method": f"warm-up >= 20 runs and >= 1 s, then >= 100 runs and >= {seconds:g} s timed, a fresh process each time"}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "repeatability.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "repeatability.json" if seconds == 5.0 else f"repeatability_{seconds:g}s.json"
+    (HERE / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["met"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # python benchmarks/repeatability.py [SECONDS]: the timed window of each run (default 5)
+    sys.exit(main(seconds=float(sys.argv[1]) if len(sys.argv) > 1 else 5.0))
