@@ -142,6 +142,13 @@ def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
     return np.random.default_rng(SEED + step).choice(n, size=min(batch_size, n), replace=False)
 
 
+def check_data(cfg, x: np.ndarray) -> None:
+    """Settings that depend on the data, refused before any work starts."""
+    if cfg.shift_pixels and x.ndim < 4:
+        raise ProfileError(f"distill.shift_pixels shifts images (N, C, H, W), and the data is {tuple(x.shape)}",
+                           hint="set distill.shift_pixels=0 for data that is not images")
+
+
 def shifted(x, step: int, pixels: int):
     """The batch moved by up to `pixels` along its last two axes (height, width), zeros filling in;
     seeded by the step, so a resumed run sees the shifts the interrupted one would have."""
@@ -182,10 +189,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     """Train `student` in place for at most `steps` steps and/or `seconds` seconds."""
     import torch
 
+    check_data(cfg, train.x)
     x, y = torch.from_numpy(train.x), None if train.y is None else torch.from_numpy(train.y)
-    if cfg.shift_pixels and x.dim() < 4:
-        raise ProfileError(f"distill.shift_pixels shifts images (N, C, H, W), and the data is {tuple(x.shape)}",
-                           hint="set distill.shift_pixels=0 for data that is not images")
     tap = FeatureTap(student, teacher, cfg.feature_layers, x[:2]) if "feature" in cfg.losses else None
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)

@@ -65,6 +65,7 @@ def deploy(opts: DeployOptions) -> dict:
 
     if source.kind == "torch":
         check_fit(source.module, dataset)
+        distill.check_data(prof.distill, dataset.x)
         if teacher is not source.module:
             check_teacher(teacher, source.module, dataset, opts.teacher)
         stages = compress_torch(source, teacher, prof, train, held, work, opts)

@@ -540,3 +540,18 @@ def test_targets_show_without_a_name():
     code, _, err = _run_or_traceback("targets", "show")
     assert code == 2, err
     assert "'show'" not in err and "name" in err
+
+
+def test_shift_pixels_on_data_that_is_not_images_is_refused_before_any_work(tmp_path):
+    model = tmp_path / "mlp.py"
+    model.write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), "
+                     "nn.Linear(16, 3))\n")
+    data = tmp_path / "table.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(80, 6)).astype(np.float32), y=rng.integers(0, 3, 80))
+    code, _, err = run_cli(*deploy_args(f"{model}:build", data, *fast_sets("distill.shift_pixels=1"),
+                                        out=tmp_path / "out"))
+    assert code == 2, err
+    assert "distill.shift_pixels shifts images (N, C, H, W), and the data is (80, 6)" in err and has_remedy(err)
+    assert "prune 1/1" not in err  # refused before pruning started
+    assert not (tmp_path / "out" / "mlp-host-cpu").exists()
