@@ -134,7 +134,8 @@ def bench_table(results: list) -> str:
             continue
         lat, dev, energy, drift = r["latency_ms"], r.get("device", {}), r.get("energy"), r.get("stability")
         rows.append((r["device_name"], str(dev.get("arch")), f"{dev.get('runtime')} {dev.get('runtime_version')}",
-                     *(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")), str(lat["n"]),
+                     *("-" if lat.get(k) is None else f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")),
+                     str(lat["n"]),
                      f"{drift['spread_pct']:.1f}%" if drift else "-", f"{r['load_ms']:.1f}",
                      f"{energy['mj_per_inference_total']:.3f}" if energy else "n/a"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -145,8 +146,11 @@ def bench_table(results: list) -> str:
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
         for warning in r.get("warnings") or []:
             lines.append(f"warning on {r['device_name']}: {warning}")
-    lines.append("p50 drift: how far the p50 of ~0.5 s parts of the timed window spread; above 10% the device "
-                 "was busy or throttling")
+    if any(r.get("stability") for r in results):
+        from .bench import NOISY_SPREAD_PCT
+
+        lines.append(f"p50 drift: how far the p50s of consecutive parts (>= 0.5 s each) of the timed window spread; "
+                     f"above {NOISY_SPREAD_PCT:.0f}% the numbers will not repeat to better than that")
     return "\n".join(lines)
 
 

@@ -144,9 +144,15 @@ def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
 
 def check_data(cfg, x: np.ndarray) -> None:
     """Settings that depend on the data, refused before any work starts."""
-    if cfg.shift_pixels and x.ndim < 4:
+    if not cfg.shift_pixels:
+        return
+    if x.ndim < 4:
         raise ProfileError(f"distill.shift_pixels shifts images (N, C, H, W), and the data is {tuple(x.shape)}",
                            hint="set distill.shift_pixels=0 for data that is not images")
+    if cfg.shift_pixels >= min(x.shape[-2:]):
+        raise ProfileError(f"distill.shift_pixels={cfg.shift_pixels} would shift the {x.shape[-2]}x{x.shape[-1]} "
+                           "images out of the frame", hint=f"use at most {min(x.shape[-2:]) - 1}, a few percent of "
+                                                           "the image size is usual")
 
 
 def shifted(x, step: int, pixels: int):

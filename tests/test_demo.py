@@ -25,3 +25,20 @@ def test_demo_full_budget_stays_close_to_the_teacher(tmp_path):
     summary = json.loads(out)
     assert summary["after"]["accuracy"] >= summary["before"]["accuracy"] - 0.01
     assert summary["after"]["macs"] < summary["before"]["macs"] / 3.5
+
+
+def test_the_demo_teaches_on_shifted_digits_unless_the_profile_or_set_says_otherwise(tmp_path):
+    from edgecompress import profile
+    from edgecompress.pipeline import DeployOptions, with_demo_defaults
+
+    demo_run = DeployOptions(model=None, target="arm")
+    prof, _ = profile.load("arm")
+    assert prof.distill.shift_pixels == 0 and with_demo_defaults(prof, demo_run).distill.shift_pixels == 1
+    prof, _ = profile.load("arm", ["distill.shift_pixels=2"])
+    assert with_demo_defaults(prof, demo_run).distill.shift_pixels == 2
+    own = tmp_path / "mine.yaml"
+    own.write_text(profile.dump(profile.load("arm")[0]).replace("shift_pixels: 0", "shift_pixels: 0  # mine"))
+    prof, _ = profile.load(str(own))
+    assert with_demo_defaults(prof, demo_run).distill.shift_pixels == 0  # the file said 0
+    prof, _ = profile.load("arm")
+    assert with_demo_defaults(prof, DeployOptions(model="net.py:build", target="arm")).distill.shift_pixels == 0

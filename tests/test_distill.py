@@ -155,6 +155,14 @@ def test_shift_pixels_refuses_data_that_is_not_images(tmp_path):
                          checkpoint=tmp_path / "c.pt", meta={})
 
 
+def test_a_shift_as_large_as_the_image_is_refused():
+    distill.check_data(Distill(steps=1, shift_pixels=7), np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(ProfileError, match=r"shift_pixels=8 would shift the 8x8 images out of the frame"):
+        distill.check_data(Distill(steps=1, shift_pixels=8), np.zeros((4, 1, 8, 8), np.float32))
+    for step in range(20):  # the largest allowed shift keeps the shapes right
+        assert distill.shifted(torch.ones(2, 1, 8, 8), step, 7).shape == (2, 1, 8, 8)
+
+
 def test_cosine_lr_decays_over_steps_or_time():
     assert distill.cosine_lr(1.0, 0, 100, 0.0, None) == pytest.approx(1.0)
     assert distill.cosine_lr(1.0, 50, 100, 0.0, None) == pytest.approx(0.5)

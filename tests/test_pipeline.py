@@ -125,7 +125,7 @@ def test_bench_table_shows_the_p50_drift_and_the_warnings(built):
     drift = [cell for cell in row.split() if cell.endswith("%")]
     assert len(drift) == 1 and float(drift[0][:-1]) >= 0
     assert "energy on this host: not measured" in out
-    assert "p50 drift: how far the p50 of ~0.5 s parts" in out
+    assert "p50 drift: how far the p50s of consecutive parts (>= 0.5 s each) of the timed window spread; above 10%" in out
 
 
 def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
@@ -306,3 +306,16 @@ def test_lock_clocks_reaches_the_device_side(built):
     prof, _ = profile.load("jetson-orin-nano", ["bench.lock_clocks=true"])
     assert bench.make_job(prof.bench, "tensorrt")["lock_clocks"] is True
     assert "lock_clocks" not in bench.make_job(profile.load("host-cpu")[0].bench, "onnxruntime")
+
+
+def test_bench_table_prints_a_dash_for_statistics_a_tool_did_not_give():
+    from edgecompress.cli import bench_table
+
+    device = {"arch": "aarch64", "runtime": "tensorrt", "runtime_version": "10.3"}
+    trtexec_timed = {"device_name": "orin", "device": device,
+                     "latency_ms": {"p50": 1.25, "p90": None, "p99": 2.5, "mean": 1.3, "n": 200}, "load_ms": 5.0,
+                     "energy": None, "energy_reason": "timed by trtexec", "warnings": []}
+    table = bench_table([trtexec_timed])
+    row = table.splitlines()[2].split()
+    assert row[:7] == ["orin", "aarch64", "tensorrt", "10.3", "1.250", "-", "2.500"]
+    assert "p50 drift:" not in table  # no row has a drift figure: no footnote

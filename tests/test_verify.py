@@ -1,6 +1,7 @@
 """The host-side INT8 check for a non-x86 target computes INT8 products exactly, as ARM does."""
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -38,6 +39,22 @@ def test_exact_int8_matches_integer_arithmetic(tmp_path):
     np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-3)
 
 
-def test_targets_other_than_x86_are_checked_exactly():
-    assert verify.exact_int8_for("arm64") and verify.exact_int8_for("armv7")
-    assert not verify.exact_int8_for("x86_64")  # an x86 target runs the same kernel as this host
+def test_without_exact_int8_this_host_saturates(tmp_path):
+    """The control: on an x86 CPU without VNNI (this project's machines) the default kernel gets the
+    same model badly wrong, so the test above shows the option at work. Elsewhere nothing saturates."""
+    import platform
+
+    flags = open("/proc/cpuinfo").read() if platform.system() == "Linux" else ""
+    if platform.machine() not in ("x86_64", "AMD64") or "avx2" not in flags or "vnni" in flags:
+        pytest.skip("only x86 CPUs with AVX2 and without VNNI saturate u8 x s8 products")
+    w = saturating_model(tmp_path / "m.onnx")
+    x = np.ones((4, K), np.float32)
+    exact = x @ (w.astype(np.float32) * np.float32(0.01))
+    y = verify.onnx_outputs(tmp_path / "m.onnx", x)[0]
+    assert np.abs(y - exact).max() > 10  # 64 x 255 x 127 x 0.01 / 255 = 81.3 comes out near 41
+
+
+def test_which_targets_are_checked_exactly():
+    assert verify.exact_int8_for("onnxruntime", "arm64") and verify.exact_int8_for("litert", "armv7")
+    assert verify.exact_int8_for("tensorrt", "x86_64")  # a GPU does not saturate either
+    assert not verify.exact_int8_for("onnxruntime", "x86_64")  # runs ONNX Runtime's x86 kernels, as checked

@@ -51,8 +51,8 @@ latency block, bracketed by the device-state snapshots, with no first run, warm-
 
 Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
 first_run_ms, load_ms, peak_rss_mb (ru_maxrss of this process, MiB), warmup_done {runs, seconds},
-timed_window_s, stability {parts, part_p50_min, part_p50_max, spread_pct} (the p50 of consecutive
-parts of the timed window, ~0.5 s each; null when the window holds fewer than two parts),
+timed_window_s, stability {parts, part_p50_min, part_p50_max, spread_pct} (the p50s of consecutive
+parts of the timed runs, each at least 0.5 s of run time; see ec_stats.stability) or null,
 energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
 device {arch, python, platform, runtime, runtime_version, cpu_count, governor,
 clocks_mhz_before/after, gpu_clocks_hz_before/after (Jetson devfreq), temperatures_c_before/after,
@@ -238,8 +238,8 @@ def energy_warnings(m, energy):
 def noise_warning(stability):
     if stability is None or stability["spread_pct"] <= NOISY_SPREAD_PCT:
         return None
-    return ("the p50 moved by %.0f%% between parts of the timed window (%.3f to %.3f ms): something else "
-            "is using this device's CPU, or it is throttling; runs will not repeat to better than that"
+    return ("the p50 moved by %.0f%% between parts of the timed window (%.3f to %.3f ms): the device was busy "
+            "or throttling, or the latency has two modes; the p50 will not repeat to better than that"
             % (stability["spread_pct"], stability["part_p50_min"], stability["part_p50_max"]))
 
 
@@ -361,6 +361,7 @@ def tool_timed(job, session):
     return {
         "protocol_version": ec_job.PROTOCOL_VERSION, "latency_ms": latency, "first_run_ms": None,
         "load_ms": session.load_ms, "peak_rss_mb": peak_rss_mb(), "warmup_done": None, "timed_window_s": None,
+        "stability": None,
         "energy": None, "energy_reason": "timed by %s, outside this process's loop" % session.measured_by,
         "device": device, "runtime_options": session.options, "inputs": [], "warnings": warnings,
         "host": platform.node(),

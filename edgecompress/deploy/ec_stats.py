@@ -54,11 +54,12 @@ def keep_going(done, elapsed_s, want_runs, want_seconds, max_runs):
 
 
 def stability(values_ms, part_s=0.5, min_runs=5, max_parts=20):
-    """How much the p50 moved during the timed window: the runs are cut, in order, into parts of
-    about `part_s` of run time (at least `min_runs` runs each, at most `max_parts` parts), and the
-    spread of the parts' p50s is reported against the whole window's p50. A quiet device gives a
-    few percent; a busy or throttling one more, and its numbers will not repeat to better than that.
-    None when the window is too short to hold two parts."""
+    """How much the p50 moved during the timed window: the runs are cut, in order, into equal parts
+    of at least `part_s` of summed run time and at least `min_runs` runs each (at most `max_parts`
+    parts, so long windows get longer parts), and the spread of the parts' p50s is reported against
+    the whole window's p50. A quiet device gives a few percent; a busy or throttling one, or a
+    latency with two modes, more, and its p50 will not repeat to better than that. None when the
+    runs cannot fill two parts, or when the p50 is 0 (a clock too coarse to time the runs)."""
     total_ms = math.fsum(values_ms)
     parts = min(max_parts, int(total_ms / (part_s * 1000.0)), len(values_ms) // min_runs)
     if parts < 2:
@@ -66,5 +67,7 @@ def stability(values_ms, part_s=0.5, min_runs=5, max_parts=20):
     bounds = [round(i * len(values_ms) / parts) for i in range(parts + 1)]
     p50s = [percentile(sorted(values_ms[a:b]), 50) for a, b in zip(bounds, bounds[1:])]
     whole = percentile(sorted(values_ms), 50)
+    if whole <= 0:
+        return None
     return {"parts": parts, "part_p50_min": min(p50s), "part_p50_max": max(p50s),
             "spread_pct": 100.0 * (max(p50s) - min(p50s)) / whole}

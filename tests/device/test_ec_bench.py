@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ec_bench
+
 DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
 
 DEVICE_FILES = sorted(DEPLOY.glob("*.py"))
@@ -223,9 +225,17 @@ def test_a_latency_drift_inside_the_timed_window_is_measured_and_warned(job_dir,
     assert any("the p50 moved by" in w and "will not repeat" in w for w in result["warnings"])
 
 
-def test_a_steady_run_reports_its_stability_without_a_warning(job_dir, run_bench, small_job):
+def test_every_run_reports_its_stability_and_warns_only_above_the_threshold(job_dir, run_bench, small_job):
     code, result, _, _ = run_bench(job_dir, small_job(runs={"count": 1, "seconds": 1.2}))
     assert code == 0, result
-    assert result["stability"]["parts"] >= 2  # the tiny model runs in microseconds: thousands of runs a part
-    assert result["stability"]["spread_pct"] == pytest.approx(
-        100 * (result["stability"]["part_p50_max"] - result["stability"]["part_p50_min"]) / result["latency_ms"]["p50"])
+    s = result["stability"]
+    assert s["parts"] >= 2  # the tiny model runs in microseconds: thousands of runs a part
+    assert s["part_p50_min"] <= result["latency_ms"]["p50"] <= s["part_p50_max"]
+    warned = any("the p50 moved by" in w for w in result["warnings"])
+    assert warned == (s["spread_pct"] > ec_bench.NOISY_SPREAD_PCT)  # this host may be busy: either way, consistent
+
+
+def test_host_and_device_side_share_the_drift_threshold():
+    from edgecompress import bench
+
+    assert bench.NOISY_SPREAD_PCT == ec_bench.NOISY_SPREAD_PCT

@@ -68,3 +68,7 @@ def test_stability_needs_two_parts():
     assert ec_stats.stability([1.0] * 400) is None  # 0.4 s of run time
     assert ec_stats.stability([300.0] * 8) is None  # 2.4 s, but fewer than 5 runs a part
     assert ec_stats.stability([300.0] * 10)["parts"] == 2
+
+
+def test_stability_of_runs_too_fast_for_the_clock_is_none():
+    assert ec_stats.stability([0.0] * 600 + [2000.0] * 10) is None  # a p50 of 0 ms has no relative spread

@@ -95,10 +95,12 @@ def test_end_to_end_battery_energy_matches_the_profile(make_lab):
     assert result["peak_rss_mb"] == pytest.approx(93.2383)
     energy = result["energy"]
     assert energy["source"] == "battery" and result["energy_reason"] is None
-    assert energy["avg_power_mw"] == pytest.approx(3000, rel=0.03)
-    assert energy["idle_power_mw"] == pytest.approx(1000, rel=0.03)
-    assert energy["mj_per_inference_total"] == pytest.approx(3000 * LAT_US / 1e6, rel=0.03)
-    assert energy["mj_per_inference_net"] == pytest.approx(2000 * LAT_US / 1e6, rel=0.05)
+    # 5%: the stand-in's own thread switches the battery between idle and run power, and on a
+    # loaded 2-core machine it does so late enough to move the average by 3% (seen once in a CI run beside other work)
+    assert energy["avg_power_mw"] == pytest.approx(3000, rel=0.05)
+    assert energy["idle_power_mw"] == pytest.approx(1000, rel=0.05)
+    assert energy["mj_per_inference_total"] == pytest.approx(3000 * LAT_US / 1e6, rel=0.05)
+    assert energy["mj_per_inference_net"] == pytest.approx(2000 * LAT_US / 1e6, rel=0.08)
     assert energy["samples"] >= 8 and energy["window_s"] == pytest.approx(1.2)
     assert energy["units"]["current"] == "uA" and energy["units"]["voltage"] == "uV"
     assert energy["units"]["sign"].startswith("contract")
