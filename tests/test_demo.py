@@ -1,6 +1,9 @@
 """The README's first command: the built-in demo, with nothing but the package installed."""
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from ecutil import fast_sets, run_cli
@@ -15,6 +18,19 @@ def test_demo_deploys_with_no_model_and_no_data(tmp_path):
     assert summary["name"] == "demo" and summary["target"] == "raspberry-pi-5"
     assert summary["accuracy_metric"] == "accuracy" and summary["before"]["accuracy"] > 0.95
     assert (tmp_path / "demo-raspberry-pi-5" / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    # the example gives the answers the bundle was checked with, also on this x86 host (ARM arithmetic)
+    folder = tmp_path / "demo-raspberry-pi-5"
+    assert json.loads((folder / "manifest.json").read_text())["metrics"]["parity_exact_int8"] is True
+    stored = np.load(folder / "parity.npz")
+    for i in range(8):
+        np.save(tmp_path / "one.npy", stored["x"][i])
+        run = subprocess.run([sys.executable, str(folder / "example.py"), str(tmp_path / "one.npy")],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        top_label, top_p = run.stdout.split()[:2]
+        probs = np.exp(stored["expected"][i] - stored["expected"][i].max())
+        assert top_label == str(int(stored["expected"][i].argmax()))
+        assert float(top_p) == pytest.approx(probs.max() / probs.sum(), abs=1e-3)
 
 
 @pytest.mark.slow
