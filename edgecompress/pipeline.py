@@ -69,14 +69,24 @@ def deploy(opts: DeployOptions) -> dict:
         distill.check_data(prof.distill, dataset.x)
         if teacher is not source.module:
             check_teacher(teacher, source.module, dataset, opts.teacher)
+        budget = None
+        if prof.prune.latency_budget_ms is not None:
+            prof, budget = fit_latency_budget(source, prof, train, work, device, opts)
         stages = compress_torch(source, teacher, prof, train, held, work, opts)
+        stages["pruning"]["latency_budget"] = budget
     else:
+        if prof.prune.latency_budget_ms is not None:
+            raise InputError(f"prune.latency_budget_ms prunes a PyTorch model, and {opts.model} is an ONNX file",
+                             hint="pass the PyTorch model as file.py:factory, or drop the latency budget")
         stages = prepare_onnx(source, prof, held, work)
     deployed, parity, trt, to_measure = prepare_for_runtime(stages, prof, train, held, work, device)
     stages["parity"], stages["held_y"] = parity, held.y
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, one after the other")
     results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet)
     summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
+    if stages["pruning"].get("latency_budget"):
+        summary["latency_budget"] = budget_outcome(stages["pruning"]["latency_budget"], results["compressed"])
+        log(summary["latency_budget"]["note"])
     published = bundle.write(Path(opts.out), name, files=bundle_files(deployed, trt, work),
                              texts=bundle_texts(dataset, manifest, summary), manifest=manifest,
                              parity=stages["parity_arrays"], force=opts.force)
@@ -196,6 +206,79 @@ def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployO
             "reference_original": ref_original, "output_names": names, "checks": checks,
             "pruning": prune_report, "distillation": distill_report,
             "counts_before": (params_before, macs_before), "counts_after": (params_after, macs_after)}
+
+
+BUDGET_RATIOS = [round(0.05 * i, 2) for i in range(1, 19)]  # 5% .. 90% of the channels removed
+
+
+def fit_latency_budget(source, prof, train, work: Path, device, opts: DeployOptions):
+    """The profile with the smallest prune.ratio (a multiple of 5%) whose pruned, quantized model
+    reaches prune.latency_budget_ms on the bench device, found by bisection: each probe prunes a
+    copy (L2; which channels go does not change the speed), exports, quantizes and times it
+    briefly. The result is kept in the work folder, so --resume continues with the same ratio."""
+    import torch
+
+    budget_ms, saved = prof.prune.latency_budget_ms, work / "latency_budget.json"
+    found = json.loads(saved.read_text()) if opts.resume and saved.is_file() else None
+    if found is None:
+        found = _search_ratio(source, prof, torch.from_numpy(train.x[:1]), train, work, device, budget_ms)
+        saved.write_text(json.dumps(found))
+    where = device.name if device else "this host"
+    if found["ratio"] == 0:
+        log(f"prune: the unpruned model already reaches {budget_ms} ms on {where}: no pruning")
+        update = {"structure": "none"}
+    else:
+        log(f"prune: {found['ratio']:.0%} of the channels removed reaches the {budget_ms} ms budget on {where}")
+        update = {"ratio": found["ratio"]}
+    return prof.model_copy(update={"prune": prof.prune.model_copy(update=update)}), found
+
+
+def budget_outcome(found: dict, compressed: dict) -> dict:
+    """Whether the deployed model, distilled and measured with the full bench budget, met it."""
+    p50 = compressed["latency_ms"]["p50"]
+    met = p50 <= found["budget_ms"]
+    note = (f"prune: latency budget {found['budget_ms']} ms: the compressed model's p50 is {p50:.3f} ms "
+            f"({'met' if met else 'missed: the probe was faster; the device may be busy (see the p50 drift)'})")
+    return {"budget_ms": found["budget_ms"], "ratio": found["ratio"], "p50_ms": p50, "met": met, "note": note}
+
+
+def _search_ratio(source, prof, example, train, work: Path, device, budget_ms: float) -> dict:
+    from .errors import StageError
+
+    probes = {}
+
+    def p50_at(ratio: float) -> float:
+        model = copy.deepcopy(source.module).eval()
+        if ratio:
+            prune.prune_channels_(model, prof.prune.model_copy(update={"ratio": ratio, "iterative_steps": 1,
+                                                                       "importance": "l2"}), example)
+        path = export.export_onnx(model, example, work / "probe.onnx", prof.export, prune.failing_layer)
+        if prof.quantize.precision == "int8":
+            calib = train.x[: min(32, prof.quantize.calibration_samples)]  # the speed does not depend on it
+            path = quantize.quantize_int8(path, work / "probe-int8.onnx", calib, prof.quantize, export.INPUT_NAME)
+        short = prof.bench.model_copy(update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3,
+                                              "energy": "none", "idle_seconds": 0})
+        result = bench.measure({"probe": path}, short, prof.runtime, device, quiet=True)["probe"]
+        probes[f"{ratio:.2f}"] = p50 = result["latency_ms"]["p50"]
+        log(f"prune: latency budget {budget_ms} ms: {ratio:.0%} of the channels removed -> p50 {p50:.3f} ms")
+        return p50
+
+    if p50_at(0.0) <= budget_ms:
+        return {"ratio": 0.0, "budget_ms": budget_ms, "probes_p50_ms": probes}
+    lo, hi = 0, len(BUDGET_RATIOS) - 1  # bisect for the first ratio whose p50 is within the budget
+    fastest = p50_at(BUDGET_RATIOS[hi])
+    if fastest > budget_ms:
+        raise StageError("prune", f"prune.latency_budget_ms {budget_ms} is out of reach: even with "
+                         f"{BUDGET_RATIOS[hi]:.0%} of the channels removed the p50 is {fastest:.3f} ms "
+                         f"on {device.name if device else 'this host'}",
+                         hint="raise the budget, or start from a smaller model")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if p50_at(BUDGET_RATIOS[mid]) <= budget_ms:
+            hi = mid
+        else:
+            lo = mid + 1
+    return {"ratio": BUDGET_RATIOS[hi], "budget_ms": budget_ms, "probes_p50_ms": probes}
 
 
 def check_two_four(onnx_path: Path, masked_layers: List[str]) -> dict:

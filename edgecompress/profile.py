@@ -35,6 +35,9 @@ class SparsityTraining(Closed):
 class Prune(Closed):
     structure: Literal["channel", "unstructured", "2:4", "none"] = "channel"
     ratio: float = Field(default=0.5, gt=0, lt=1)
+    # Instead of a ratio: the p50 (ms) the compressed model must reach on the bench device; the
+    # smallest ratio that reaches it is searched for (ONNX Runtime targets, channel pruning).
+    latency_budget_ms: Optional[float] = Field(default=None, gt=0)
     round_to: Optional[int] = Field(default=8, ge=1)
     importance: Literal["l2", "taylor", "bn_scale"] = "l2"
     iterative_steps: int = Field(default=1, ge=1, le=50)
@@ -162,6 +165,11 @@ class Profile(Closed):
         if self.runtime == "litert" and self.quantize.precision == "int8" and self.quantize.activations != "int8":
             raise ValueError("quantize.activations must be int8 on litert: full-integer INT8 (PT2E) quantizes "
                              "activations to int8 with symmetric int8 weights (--set quantize.activations=int8)")
+        if self.prune.latency_budget_ms is not None and (self.runtime != "onnxruntime"
+                                                         or self.prune.structure != "channel"):
+            raise ValueError(f"prune.latency_budget_ms searches a channel ratio by measuring ONNX Runtime models; "
+                             f"this profile has runtime {self.runtime} and structure {self.prune.structure}: "
+                             "set prune.ratio instead")
         if self.runtime == "tensorrt" and self.prune.structure == "channel" and self.prune.round_to:
             lanes = 32 if self.quantize.precision == "int8" else 16
             if self.quantize.precision != "fp32" and self.prune.round_to % lanes:

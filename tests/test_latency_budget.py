@@ -1,0 +1,107 @@
+"""prune.latency_budget_ms: the channel ratio is searched by measuring, through the real CLI."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from ecutil import fast_sets, run_cli
+
+WIDE_SRC = '''
+import torch.nn as nn
+
+
+def build():
+    # wide enough at 32x32 that its speed follows its width (about 0.2 G MACs unpruned)
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 4),
+    )
+'''
+
+
+@pytest.fixture
+def wide(tmp_path):
+    (tmp_path / "wide.py").write_text(WIDE_SRC)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.normal(size=(120, 3, 32, 32)).astype(np.float32),
+             y=rng.integers(0, 4, 120))
+    return f"{tmp_path / 'wide.py'}:build", tmp_path / "data.npz"
+
+
+def unpruned_fp32_p50_ms(model_ref: str) -> float:
+    """This host's p50 for the unpruned model in FP32, timed here to pick a budget it cannot meet."""
+    import importlib.util
+
+    import onnxruntime as ort
+    import torch
+
+    path, factory = model_ref.rsplit(":", 1)
+    spec = importlib.util.spec_from_file_location("wide", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    onnx_path = path.replace(".py", ".onnx")
+    torch.onnx.export(getattr(module, factory)().eval(), (torch.zeros(1, 3, 32, 32),), onnx_path, dynamo=False,
+                      input_names=["input"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    times = []
+    for _ in range(30):
+        start = time.perf_counter()
+        session.run(None, {"input": x})
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times[5:]))
+
+
+def test_the_smallest_ratio_that_meets_the_budget_is_found_and_recorded(wide, tmp_path):
+    model, data = wide
+    budget = round(unpruned_fp32_p50_ms(model) * 0.2, 3)  # INT8 alone is < 2x here: pruning is needed
+    code, out, err = run_cli("deploy", model, "--target", "arm", "--data", data, "--out", tmp_path / "out", "--json",
+                             *fast_sets(f"prune.latency_budget_ms={budget}", "verify.min_top1_agreement=0"))
+    assert code == 0, err
+    m = json.loads((tmp_path / "out" / "wide-raspberry-pi-5" / "manifest.json").read_text())
+    found = m["compression"]["pruning"]["latency_budget"]
+    probes = {float(r): p50 for r, p50 in found["probes_p50_ms"].items()}
+    assert 0 < found["ratio"] <= 0.9 and found["budget_ms"] == budget
+    assert m["compression"]["pruning"]["ratio"] == found["ratio"] == m["provenance"]["profile"]["prune"]["ratio"]
+    assert probes[found["ratio"]] <= budget  # the ratio chosen was measured within the budget ...
+    assert all(p50 > budget for r, p50 in probes.items() if r < found["ratio"])  # ... and every smaller one not
+    assert 0.0 in probes and 0.9 in probes and len(probes) <= 2 + 5  # both ends, then bisection of 18 ratios
+    assert f"of the channels removed reaches the {budget} ms budget on this host" in err
+    summary = json.loads(out)["latency_budget"]
+    assert summary["met"] == (summary["p50_ms"] <= budget) and summary["ratio"] == found["ratio"]
+
+
+def test_a_budget_the_unpruned_model_meets_prunes_nothing(tmp_path, model_file, npz_data):
+    code, out, err = run_cli("deploy", f"{model_file}:build", "--target", "arm", "--data", npz_data, "--out",
+                             tmp_path / "out", "--json", *fast_sets("prune.latency_budget_ms=100000"))
+    assert code == 0, err
+    assert "the unpruned model already reaches 100000.0 ms on this host: no pruning" in err
+    m = json.loads((tmp_path / "out" / "net-raspberry-pi-5" / "manifest.json").read_text())
+    assert m["compression"]["pruning"]["structure"] == "none"
+    assert list(m["compression"]["pruning"]["latency_budget"]["probes_p50_ms"]) == ["0.00"]
+    summary = json.loads(out)
+    assert summary["before"]["params"] == summary["after"]["params"] and summary["latency_budget"]["met"]
+
+
+def test_a_budget_out_of_reach_fails_before_distilling_and_leaves_no_bundle(tmp_path, model_file, npz_data):
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "arm", "--data", npz_data, "--out",
+                           tmp_path / "out", *fast_sets("prune.latency_budget_ms=0.000001"))
+    assert code == 3, err
+    assert "prune.latency_budget_ms 1e-06 is out of reach: even with 90% of the channels removed the p50 is" in err
+    assert "raise the budget" in err and "distill" not in err
+    assert not (tmp_path / "out" / "net-raspberry-pi-5").exists()
+
+
+def test_a_budget_needs_an_onnx_runtime_target_and_a_pytorch_model(tmp_path, model_file, npz_data):
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "android", "--data", npz_data, "--out",
+                           tmp_path / "out", *fast_sets("prune.latency_budget_ms=5"))
+    assert code == 2 and "prune.latency_budget_ms searches a channel ratio by measuring ONNX Runtime models" in err
+    assert "runtime litert" in err and "set prune.ratio instead" in err
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "arm", "--data", npz_data, "--out",
+                           tmp_path / "out", *fast_sets("prune.latency_budget_ms=5", "prune.structure=2:4"))
+    assert code == 2 and "structure 2:4" in err
