@@ -156,17 +156,20 @@ def check_data(cfg, x: np.ndarray) -> None:
 
 
 def shifted(x, step: int, pixels: int):
-    """The batch moved by up to `pixels` along its last two axes (height, width), zeros filling in;
-    seeded by the step, so a resumed run sees the shifts the interrupted one would have."""
+    """Each image of the batch moved by its own random offset of up to `pixels` along the last two
+    axes (height, width), zeros filling in; seeded by the step, so a resumed run sees the shifts
+    the interrupted one would have."""
     import torch
 
     if not pixels:
         return x
-    dy, dx = (int(v) for v in np.random.default_rng([SEED, step, 1]).integers(-pixels, pixels + 1, 2))
-    out = torch.zeros_like(x)
+    offsets = np.random.default_rng([SEED, step, 1]).integers(-pixels, pixels + 1, (len(x), 2))
+    padded = torch.nn.functional.pad(x, (pixels, pixels, pixels, pixels))
     h, w = x.shape[-2], x.shape[-1]
-    out[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
-        x[..., max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+    out = torch.empty_like(x)
+    for dy, dx in {tuple(o) for o in offsets.tolist()}:  # one slice per distinct offset
+        rows = torch.from_numpy(np.flatnonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx)))
+        out[rows] = padded[rows, ..., pixels - dy:pixels - dy + h, pixels - dx:pixels - dx + w]
     return out
 
 

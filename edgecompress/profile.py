@@ -61,8 +61,9 @@ class Distill(Closed):
     batch_size: int = Field(default=64, ge=1)
     feature_layers: List[Tuple[str, str]] = Field(default_factory=list)
     feature_weight: float = Field(default=1.0, ge=0)
-    # Shift each batch by up to this many pixels (zeros fill the gap), the same input for teacher
-    # and student: the student learns the teacher's answers on more than the stored images.
+    # Shift each image by its own offset of up to this many pixels (zeros fill the gap), the same
+    # input for teacher and student: the student learns the teacher's answers on more than the
+    # stored images.
     shift_pixels: int = Field(default=0, ge=0, le=32)
     checkpoint_every: int = Field(default=100, ge=1)
 

@@ -130,20 +130,22 @@ def test_batches_are_a_function_of_the_step():
     assert not np.array_equal(distill.batch_indices(100, 8, 7), distill.batch_indices(100, 8, 8))
 
 
-def test_shifts_move_the_image_and_fill_with_zeros():
-    x = torch.arange(1, 2 * 1 * 4 * 5 + 1, dtype=torch.float32).reshape(2, 1, 4, 5)
+def test_shifts_move_each_image_and_fill_with_zeros():
+    x = torch.arange(1, 16 * 1 * 4 * 5 + 1, dtype=torch.float32).reshape(16, 1, 4, 5)
     assert distill.shifted(x, 3, 0) is x
     shifts = set()
-    for step in range(40):
+    for step in range(10):
         out = distill.shifted(x, step, 1)
         assert torch.equal(out, distill.shifted(x, step, 1))  # a function of the step: resumes see the same
-        dy, dx = next((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                      if torch.equal(out[..., max(0, dy):4 + min(0, dy), max(0, dx):5 + min(0, dx)],
-                                     x[..., max(0, -dy):4 + min(0, -dy), max(0, -dx):5 + min(0, -dx)]))
-        shifts.add((dy, dx))
-        if dy:  # the row that came in from outside the image is zeros, not wrapped-around pixels
-            assert float(out[..., 0 if dy > 0 else 3, :].abs().sum()) == 0
-    assert len(shifts) >= 6  # most of the nine shifts occur
+        for i in range(len(x)):  # every image is its own, moved by one of the nine offsets
+            dy, dx = next((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                          if torch.equal(out[i, :, max(0, dy):4 + min(0, dy), max(0, dx):5 + min(0, dx)],
+                                         x[i, :, max(0, -dy):4 + min(0, -dy), max(0, -dx):5 + min(0, -dx)]))
+            shifts.add((dy, dx))
+            if dy:  # the row that came in from outside the image is zeros, not wrapped-around pixels
+                assert float(out[i, :, 0 if dy > 0 else 3, :].abs().sum()) == 0
+        assert len({tuple(o.flatten().tolist()) for o in out}) == len(x)  # no image copied onto another
+    assert len(shifts) == 9  # all nine offsets occur
 
 
 def test_shift_pixels_refuses_data_that_is_not_images(tmp_path):
