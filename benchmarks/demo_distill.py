@@ -18,11 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def deploy(out: Path, cache: Path, *sets: str) -> tuple:
+def deploy(out: Path, cache: Path, seed: int, *sets: str) -> tuple:
     cmd = [sys.executable, "-m", "edgecompress.cli", "deploy", "--target", "arm", "--out", str(out), "--json"]
     for s in sets:
         cmd += ["--set", s]
-    env = dict(os.environ, EDGECOMPRESS_CACHE=str(cache), EDGECOMPRESS_PROGRESS="0")
+    env = dict(os.environ, EDGECOMPRESS_CACHE=str(cache), EDGECOMPRESS_PROGRESS="0", EDGECOMPRESS_DEMO_SEED=str(seed))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
@@ -41,13 +41,13 @@ def figures(summary: dict, seconds: float) -> dict:
             "p50_ms": [summary["before"]["p50_ms"], summary["after"]["p50_ms"]], "speedup_p50": summary["speedup_p50"]}
 
 
-def main(teachers: int = 4) -> int:
-    """Each teacher is trained afresh in its own cache (training on 2 threads is not bit-reproducible,
-    so each is a different teacher): the goal has to hold for any of them, not for one lucky one."""
+def main(teachers: int = 8) -> int:
+    """Teachers trained with seeds 0..teachers-1 ($EDGECOMPRESS_DEMO_SEED; seed 0 is the demo's own),
+    each from an empty cache: the goal has to hold for any of them, not for one lucky one."""
     with tempfile.TemporaryDirectory(prefix="ec-demo-") as tmp:
         tmp = Path(tmp)
-        kd = [figures(*deploy(tmp / f"kd{i}", tmp / f"cache{i}")) for i in range(teachers)]
-        ce = figures(*deploy(tmp / "ce", tmp / "cache0", "distill.losses=[ce]"))  # teacher 0's cache
+        kd = [dict(figures(*deploy(tmp / f"kd{i}", tmp / f"cache{i}", i)), teacher_seed=i) for i in range(teachers)]
+        ce = figures(*deploy(tmp / "ce", tmp / "cache0", 0, "distill.losses=[ce]"))  # teacher 0, cached
     worst = min(r["points_vs_teacher"] for r in kd)
     result = {
         "benchmark": "demo_distill", "measured_on": f"this host ({platform.machine()}, {os.cpu_count()} cores)",
@@ -56,6 +56,7 @@ def main(teachers: int = 4) -> int:
         "int8_accuracy": "ONNX Runtime with exact INT8 products (session.x64quantprecision), as the arm64 target "
                          "computes them",
         "kd_soft_plus_ce": kd, "ce_only_same_budget_teacher0": ce,
+        "teachers_within_goal": sum(r["points_vs_teacher"] >= -0.5 for r in kd), "teachers": len(kd),
         "worst_points_vs_teacher": worst, "slowest_deploy_s_with_teacher_training": max(r["wall_seconds"] for r in kd),
         "goal_time_met": all(r["wall_seconds"] < 120 for r in kd), "goal_accuracy_met": worst >= -0.5,
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: the teacher's initial weights are seeded too, so every machine trains the same one
 LABELS = [str(d) for d in range(10)]
 
 
@@ -44,20 +44,34 @@ def build():
     )
 
 
+def teacher_seed() -> int:
+    """The seed of the teacher's training; $EDGECOMPRESS_DEMO_SEED picks another teacher (the
+    benchmarks use it to measure the demo over several teachers)."""
+    raw = os.environ.get("EDGECOMPRESS_DEMO_SEED", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        from ..errors import InputError
+
+        raise InputError(f"EDGECOMPRESS_DEMO_SEED must be an integer, got {raw!r}", hint="unset it, or set e.g. 1")
+
+
 def teacher(held_out_fraction: float, log=print):
     """The trained teacher, from the cache or trained now on the training split only."""
     import torch
 
     from ..data import split
 
-    path = cache_dir() / f"teacher-v{DEMO_VERSION}-held{held_out_fraction:.3f}.pt"
+    seed = teacher_seed()
+    path = cache_dir() / f"teacher-v{DEMO_VERSION}-seed{seed}-held{held_out_fraction:.3f}.pt"
+    torch.manual_seed(seed)
     model = build()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), path
     train, _ = split(dataset(), held_out_fraction)
     start = time.perf_counter()
-    _train(model, train.x, train.y)
+    _train(model, train.x, train.y, seed=seed)
     log(f"demo: trained the teacher on {len(train)} digits in {time.perf_counter() - start:.1f} s, cached at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -66,15 +80,14 @@ def teacher(held_out_fraction: float, log=print):
     return model.eval(), path
 
 
-def _train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch: int = 64) -> None:
+def _train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch: int = 64, seed: int = 0) -> None:
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * ((len(x) + batch - 1) // batch))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=gen).split(batch):
