@@ -555,3 +555,9 @@ def test_shift_pixels_on_data_that_is_not_images_is_refused_before_any_work(tmp_
     assert "distill.shift_pixels shifts images (N, C, H, W), and the data is (80, 6)" in err and has_remedy(err)
     assert "prune 1/1" not in err  # refused before pruning started
     assert not (tmp_path / "out" / "mlp-host-cpu").exists()
+
+
+def test_a_demo_seed_that_is_not_a_number_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECOMPRESS_DEMO_SEED", "one")
+    code, _, err = run_cli("deploy", "--target", "arm", "--out", tmp_path / "out", *fast_sets())
+    assert code == 2 and "EDGECOMPRESS_DEMO_SEED must be an integer, got 'one'" in err and has_remedy(err)
