@@ -220,7 +220,7 @@ def fit_latency_budget(source, prof, train, work: Path, device, opts: DeployOpti
 
     budget_ms, saved = prof.prune.latency_budget_ms, work / "latency_budget.json"
     found = json.loads(saved.read_text()) if opts.resume and saved.is_file() else None
-    if found is None:
+    if found is None or found["budget_ms"] != budget_ms:  # a changed budget is searched again
         found = _search_ratio(source, prof, torch.from_numpy(train.x[:1]), train, work, device, budget_ms)
         saved.write_text(json.dumps(found))
     where = device.name if device else "this host"
