@@ -30,13 +30,6 @@ def interpreter_module():
         return interpreter, "tflite-runtime", getattr(tflite_runtime, "__version__", "unknown")
 
 
-def check_threads(options):
-    threads = options.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError("runtime_options.threads must be an integer >= 1, got %r" % (threads,))
-    return threads
-
-
 def check_delegate(options):
     delegate = options.get("delegate", "xnnpack")
     if delegate not in DELEGATES:
@@ -76,7 +69,7 @@ def load(model_path, options):
     import numpy as np
 
     ec_runtimes.check_options("litert", options, ("threads", "delegate"))
-    threads, delegate = check_threads(options), check_delegate(options)
+    threads, delegate = ec_runtimes.check_threads(options), check_delegate(options)
     interpreter, package, version = interpreter_module()
     start = time.perf_counter_ns()
     kwargs = interpreter_kwargs(interpreter, delegate)

@@ -52,7 +52,8 @@ def _ort_session_options(ort, threads):
     return so
 
 
-def _ort_threads(options):
+def check_threads(options):
+    """runtime_options.threads: None (the runtime's default) or an integer >= 1."""
     threads = options.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError("runtime_options.threads must be an integer >= 1, got %r" % (threads,))
@@ -68,7 +69,7 @@ def load_onnxruntime(model_path, options):
     import onnxruntime as ort
 
     check_options("onnxruntime", options, ("threads", "providers"))
-    threads = _ort_threads(options)
+    threads = check_threads(options)
     providers = list(options.get("providers", ["CPUExecutionProvider"]))
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
