@@ -50,21 +50,6 @@ def p50_ms(path: Path, x: np.ndarray, runs: int = 60) -> float:
     return float(np.median(times))
 
 
-def with_fp32_islands(src: Path, dst: Path, calib: np.ndarray, exclude: list) -> Path:
-    """The default variant with `exclude` left in FP32 (quantize_static's nodes_to_exclude)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from edgecompress.quantize import _Reader
-
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(str(pre), str(dst), _Reader("input", calib), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    nodes_to_exclude=exclude, extra_options={"WeightSymmetric": True})
-    return dst
-
-
 def main() -> int:
     import torch
     from resnet import resnet18
@@ -92,7 +77,8 @@ def main() -> int:
             results[label] = {"top1_agreement_random_inputs":
                               float((verify.onnx_outputs(models[label], held)[0].argmax(1) == ref).mean())}
         for i, (label, exclude) in enumerate(ISLANDS.items()):
-            models[label] = with_fp32_islands(fp32, tmp / f"island{i}.onnx", calib, exclude)
+            models[label] = quantize.quantize_int8(fp32, tmp / f"island{i}.onnx", calib, Quantize(), "input",
+                                                   keep_fp32=exclude)
         rounds = {label: [] for label in models}
         for _ in range(ROUNDS):
             for label, path in models.items():

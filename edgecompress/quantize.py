@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -31,8 +32,9 @@ class _Reader:
 
 
 def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str,
-                  symmetric: bool = False) -> Path:
-    """symmetric: zero points of 0 for activations and weights (what TensorRT accepts)."""
+                  symmetric: bool = False, keep_fp32: Sequence[str] = ()) -> Path:
+    """symmetric: zero points of 0 for activations and weights (what TensorRT accepts).
+    keep_fp32: names of nodes to leave unquantized."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -51,7 +53,7 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],
                             weight_type=types[cfg.weights], per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                            calibrate_method=methods[cfg.calibration_method],
+                            calibrate_method=methods[cfg.calibration_method], nodes_to_exclude=list(keep_fp32),
                             extra_options={"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric,
                                            "WeightSymmetric": True})
         except Exception as exc:
