@@ -31,35 +31,29 @@ def wide(tmp_path):
     return f"{tmp_path / 'wide.py'}:build", tmp_path / "data.npz"
 
 
-def unpruned_fp32_p50_ms(model_ref: str) -> float:
+def unpruned_fp32_p50_ms(model_ref: str, tmp_path) -> float:
     """This host's p50 for the unpruned model in FP32, timed here to pick a budget it cannot meet."""
-    import importlib.util
-
-    import onnxruntime as ort
     import torch
 
-    path, factory = model_ref.rsplit(":", 1)
-    spec = importlib.util.spec_from_file_location("wide", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    onnx_path = path.replace(".py", ".onnx")
-    torch.onnx.export(getattr(module, factory)().eval(), (torch.zeros(1, 3, 32, 32),), onnx_path, dynamo=False,
-                      input_names=["input"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-    x = np.zeros((1, 3, 32, 32), np.float32)
+    from edgecompress import export, models, verify
+    from edgecompress.profile import Export
+
+    example = torch.zeros(1, 3, 32, 32)
+    onnx_path = export.export_onnx(models.load_factory(model_ref, None).module, example, tmp_path / "wide.onnx",
+                                   Export())
+    session = verify.onnx_session(onnx_path, threads=2)
+    x = example.numpy()
     times = []
     for _ in range(30):
         start = time.perf_counter()
-        session.run(None, {"input": x})
+        session.run(None, {export.INPUT_NAME: x})
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times[5:]))
 
 
 def test_the_smallest_ratio_that_meets_the_budget_is_found_and_recorded(wide, tmp_path):
     model, data = wide
-    budget = round(unpruned_fp32_p50_ms(model) * 0.2, 3)  # INT8 alone is < 2x here: pruning is needed
+    budget = round(unpruned_fp32_p50_ms(model, tmp_path) * 0.2, 3)  # INT8 alone is < 2x here: pruning is needed
     code, out, err = run_cli("deploy", model, "--target", "arm", "--data", data, "--out", tmp_path / "out", "--json",
                              *fast_sets(f"prune.latency_budget_ms={budget}", "verify.min_top1_agreement=0"))
     assert code == 0, err
