@@ -246,6 +246,8 @@ def _search_ratio(source, prof, example, train, work: Path, device, budget_ms: f
     from .errors import StageError
 
     probes = {}
+    short = prof.bench.model_copy(update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3,
+                                          "energy": "none", "idle_seconds": 0})
 
     def p50_at(ratio: float) -> float:
         model = copy.deepcopy(source.module).eval()
@@ -256,8 +258,6 @@ def _search_ratio(source, prof, example, train, work: Path, device, budget_ms: f
         if prof.quantize.precision == "int8":
             calib = train.x[: min(32, prof.quantize.calibration_samples)]  # the speed does not depend on it
             path = quantize.quantize_int8(path, work / "probe-int8.onnx", calib, prof.quantize, export.INPUT_NAME)
-        short = prof.bench.model_copy(update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3,
-                                              "energy": "none", "idle_seconds": 0})
         result = bench.measure({"probe": path}, short, prof.runtime, device, quiet=True)["probe"]
         probes[f"{ratio:.2f}"] = p50 = result["latency_ms"]["p50"]
         log(f"prune: latency budget {budget_ms} ms: {ratio:.0%} of the channels removed -> p50 {p50:.3f} ms")
