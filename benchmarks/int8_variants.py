@@ -8,9 +8,9 @@ kernels are slow (the 7x7 stem, the 1x1 downsamples). The variants are measured 
 after the other in each round, and each figure is the median of its rounds' p50s, so a burst of
 noise on this shared host hits one round of every variant rather than all rounds of one. Writes
 benchmarks/results/int8_variants.json. The profiles' defaults follow the fastest variant."""
+import argparse
 import copy
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -20,6 +20,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "models"))
+sys.path.insert(0, str(HERE))
+from machine import describe_cpu, measured_on  # noqa: E402
 
 VARIANTS = {
     "uint8 act, int8 per-channel weights": {},
@@ -51,6 +53,10 @@ def p50_ms(path: Path, x: np.ndarray, runs: int = 60) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "int8_variants.json",
+                        help="where to write the result (another machine: another file)")
+    args = parser.parse_args()
     import torch
     from resnet import resnet18
 
@@ -88,10 +94,10 @@ def main() -> int:
     base = results["FP32 original"]["p50_ms"]
     for r in results.values():
         r["speedup_vs_fp32_original"] = round(base / r["p50_ms"], 2)
-    out = {"benchmark": "int8_variants", "measured_on": f"this host ({platform.machine()}), ONNX Runtime, 2 threads",
+    out = {"benchmark": "int8_variants", "measured_on": measured_on("ONNX Runtime", 2), "cpu": describe_cpu(),
            "runs_each": 60, "rounds": ROUNDS, "figure": "median of the rounds' p50s", "results": results}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "int8_variants.json").write_text(json.dumps(out, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0
 

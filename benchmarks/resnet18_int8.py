@@ -5,8 +5,8 @@ Runs the real CLI (`edgecompress deploy ... --json`) and writes benchmarks/resul
 Distillation is skipped (steps 0): with random weights there is nothing to learn, and latency does
 not depend on the weights. The INT8 agreement tolerance is relaxed for the same reason: a random
 network's logits are near ties, so its top-1 is noise."""
+import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -16,10 +16,17 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import describe_cpu, measured_on  # noqa: E402
+
 GOAL_SPEEDUP = 10.0
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "resnet18_int8.json",
+                        help="where to write the result (another machine: another file)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
         rng = np.random.default_rng(0)
         data = Path(tmp) / "calib.npz"
@@ -38,7 +45,7 @@ def main() -> int:
     lat = summary["latency_ms"]
     result = {
         "benchmark": "resnet18_int8", "goal": f">= {GOAL_SPEEDUP}x lower p50 latency",
-        "measured_on": f"this host ({platform.machine()}, {platform.processor() or 'cpu'}), ONNX Runtime, 2 threads",
+        "measured_on": measured_on("ONNX Runtime", 2), "cpu": describe_cpu(),
         "params_before": summary["before"]["params"], "params_after": summary["after"]["params"],
         "macs_before": summary["before"]["macs"], "macs_after": summary["after"]["macs"],
         "macs_ratio": summary["before"]["macs"] / summary["after"]["macs"],
@@ -47,7 +54,7 @@ def main() -> int:
         "speedup_p50": summary["speedup_p50"], "met": summary["speedup_p50"] >= GOAL_SPEEDUP,
         "latency_ms": lat, "pipeline_seconds": round(time.perf_counter() - t0, 1),
     }
-    out = HERE / "results" / "resnet18_int8.json"
+    out = args.out
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "latency_ms"}, indent=2))
