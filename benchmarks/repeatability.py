@@ -5,9 +5,9 @@ Each run also reports its own drift (the spread of the p50s of ~0.5 s parts of i
 To tell the tool's noise from the machine's, a fixed pure-Python loop (no edgecompress, no ONNX
 Runtime) is timed in 0.5 s windows on each CPU before and after: its spread is this host's floor.
 Writes benchmarks/results/repeatability.json with every p50 and the spreads."""
+import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import describe_cpu, measured_on  # noqa: E402
+
 CLI = [sys.executable, "-m", "edgecompress.cli"]
 
 
@@ -50,17 +53,25 @@ def reference_loop_ms(cpu: int, seconds: float = 5.0) -> list:
         os.sched_setaffinity(0, set(range(os.cpu_count())))
 
 
-def host_noise() -> dict:
+def host_noise(cpus: int) -> dict:
     out = {}
-    for cpu in sorted(os.sched_getaffinity(0)):
+    for cpu in sorted(os.sched_getaffinity(0))[:cpus]:
         w = reference_loop_ms(cpu)
         out[f"cpu{cpu}"] = {"window_medians_ms": [round(v, 3) for v in w],
                             "spread_pct": round(100 * (max(w) - min(w)) / statistics.median(w), 1)}
     return out
 
 
-def main(repeats: int = 5, seconds: float = 5.0) -> int:
-    noise_before = host_noise()
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seconds", type=float, nargs="?", default=5.0, help="each run's timed window (default 5)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--noise-cpus", type=int, default=os.cpu_count(),
+                        help="time the reference loop on the first N CPUs only (default: all)")
+    parser.add_argument("--out", type=Path, help="default: results/repeatability.json (_SECONDSs for other windows)")
+    args = parser.parse_args()
+    repeats, seconds = args.repeats, args.seconds
+    noise_before = host_noise(args.noise_cpus)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_bundle(Path(tmp))
         p50s, runs, drifts = [], [], []
@@ -71,23 +82,23 @@ def main(repeats: int = 5, seconds: float = 5.0) -> int:
             p50s.append(r["latency_ms"]["p50"])
             runs.append(r["latency_ms"]["n"])
             drifts.append(round(r["stability"]["spread_pct"], 1))
-    noise_after = host_noise()
+    noise_after = host_noise(args.noise_cpus)
     median = statistics.median(p50s)
     worst = max(abs(p - median) / median for p in p50s)
     result = {"benchmark": "repeatability", "goal": "five p50s within 3% of their median",
-              "measured_on": f"this host ({platform.machine()}, {os.cpu_count()} CPUs), ONNX Runtime, 2 threads",
+              "measured_on": measured_on("ONNX Runtime", 2), "cpu": describe_cpu(),
               "model": "ResNet-18 50% channels INT8", "p50_ms": p50s, "runs_each": runs, "median_ms": median,
               "max_deviation_pct": round(worst * 100, 2), "met": worst <= 0.03,
               "drift_within_each_run_pct": drifts,
               "host_noise_reference_loop": {"before": noise_before, "after": noise_after},
               "method": f"warm-up >= 20 runs and >= 1 s, then >= 100 runs and >= {seconds:g} s timed, a fresh process each time"}
-    (HERE / "results").mkdir(exist_ok=True)
     name = "repeatability.json" if seconds == 5.0 else f"repeatability_{seconds:g}s.json"
-    (HERE / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or HERE / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["met"] else 1
 
 
 if __name__ == "__main__":
-    # python benchmarks/repeatability.py [SECONDS]: the timed window of each run (default 5)
-    sys.exit(main(seconds=float(sys.argv[1]) if len(sys.argv) > 1 else 5.0))
+    sys.exit(main())
