@@ -4,6 +4,7 @@ from the inventory over its transport. The same device-side program runs in ever
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -76,20 +77,49 @@ def runner_for(device) -> Callable:
 
 def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False) -> Dict[str, dict]:
     """Each model in its own device-side process, one after the other, in one call: the original
-    and the compressed model are measured in the same run under the same conditions. A value is a
-    model file (run with `runtime` and the bench threads) or a Model."""
+    and the compressed model are measured in the same run under the same conditions. With
+    cfg.rounds > 1 the models take turns that many times, each turn with its share of the budget,
+    and each model's result is its median round (see median_round). A value is a model file (run
+    with `runtime` and the bench threads) or a Model."""
     run = runner_for(device)
     where = "this host" if device is None else device.name
-    results = {}
-    for label, item in models.items():
-        m = item if isinstance(item, Model) else Model(Path(item), runtime)
-        extra = {"extra_files": m.extra_files} if m.extra_files else {}
-        if m.fetch_dir is not None:
-            extra["fetch_dir"] = m.fetch_dir
-        result = run(make_job(cfg, m.runtime, m.options), m.path,
-                     on_progress=None if quiet else _log_progress(f"{label} on {where}"), **extra)
-        results[label] = dict(result, device_name=where)
-    return results
+    turn = round_share(cfg)
+    rounds: Dict[str, list] = {label: [] for label in models}
+    for r in range(cfg.rounds):
+        for label, item in models.items():
+            m = item if isinstance(item, Model) else Model(Path(item), runtime)
+            extra = {"extra_files": m.extra_files} if m.extra_files else {}
+            if m.fetch_dir is not None:
+                extra["fetch_dir"] = m.fetch_dir
+            name = f"{label} on {where}" + (f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
+            rounds[label].append(run(make_job(turn, m.runtime, m.options), m.path,
+                                     on_progress=None if quiet else _log_progress(name), **extra))
+    return {label: dict(median_round(results), device_name=where) for label, results in rounds.items()}
+
+
+def round_share(cfg):
+    """One round's bench settings: its share of the timed runs and seconds; warm-up is not shared,
+    since each round is a fresh process that has to warm up again."""
+    if cfg.rounds == 1:
+        return cfg
+    return cfg.model_copy(update={"runs": max(1, math.ceil(cfg.runs / cfg.rounds)),
+                                  "seconds": cfg.seconds / cfg.rounds})
+
+
+def median_round(results: List[dict]) -> dict:
+    """The round whose p50 is the median (the lower of the middle two for an even count): a whole,
+    real measurement (its percentiles, energy and device state belong together), not a blend of
+    rounds. `rounds` lists every round's p50 so the spread stays visible."""
+    if len(results) == 1:
+        return results[0]
+    p50s = [(r.get("latency_ms") or {}).get("p50") for r in results]
+    if any(p is None for p in p50s):  # a runtime that reports no p50: nothing to choose by
+        return dict(results[0], rounds={"count": len(results), "p50_ms": p50s, "chosen": 1})
+    order = sorted(range(len(results)), key=lambda i: p50s[i])
+    chosen = order[(len(results) - 1) // 2]
+    return dict(results[chosen], rounds={"count": len(results), "p50_ms": p50s, "chosen": chosen + 1,
+                                         "spread_pct": round(100 * (max(p50s) - min(p50s)) / p50s[chosen], 2)
+                                         if p50s[chosen] else None})
 
 
 def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False) -> List[dict]:

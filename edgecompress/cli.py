@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int)
     b.add_argument("--seconds", type=float, help="minimum timed seconds")
     b.add_argument("--threads", type=int)
+    b.add_argument("--rounds", type=int, help="split the runs into N separate processes and report the median one "
+                   "(default: the profile's bench.rounds)")
     b.add_argument("--lock-clocks", action="store_true", help="Jetson: pin clocks with jetson_clocks, then restore")
     b.add_argument("--json", action="store_true")
 
@@ -113,7 +115,7 @@ def cmd_bench(args) -> int:
     from .pipeline import bench_artifact
 
     out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
-                         quiet=args.json, lock_clocks=args.lock_clocks)
+                         quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -144,6 +146,10 @@ def bench_table(results: list) -> str:
     for r in results:
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
+        if r.get("rounds"):
+            each = ", ".join("-" if p is None else f"{p:.3f}" for p in r["rounds"]["p50_ms"])
+            lines.append(f"rounds on {r['device_name']}: p50 {each} ms; the row is round {r['rounds']['chosen']}, "
+                         "the median")
         for warning in r.get("warnings") or []:
             lines.append(f"warning on {r['device_name']}: {warning}")
     if any(r.get("stability") for r in results):

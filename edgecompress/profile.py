@@ -120,6 +120,10 @@ class Bench(Closed):
     runs: int = Field(default=100, ge=1)
     seconds: float = Field(default=3.0, ge=0)
     threads: int = Field(default=2, ge=1)
+    # Measure the models in turn this many times, each time with 1/rounds of `runs` and `seconds`, and
+    # report each model's median round: a burst of load on a shared machine then hits one round of
+    # each model instead of all of one model's runs, so the speed-up survives it.
+    rounds: int = Field(default=1, ge=1, le=20)
     # a power source by name (the device side's ec_energy.SOURCES), "auto" (the first found) or "none"
     # battery and powerstats: Android phones, measured by the adb runner on the phone
     energy: Literal["auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "rapl", "pi5_pmic", "battery",

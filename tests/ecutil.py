@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 FAST = ["distill.steps=30", "distill.checkpoint_every=10", "bench.runs=20", "bench.seconds=0",
-        "bench.warmup_runs=2", "bench.warmup_seconds=0", "bench.idle_seconds=0", "verify.samples=64",
+        "bench.warmup_runs=2", "bench.warmup_seconds=0", "bench.idle_seconds=0", "bench.rounds=1",
+        "verify.samples=64",
         "quantize.calibration_samples=32",
         # tiny models with random weights have near-tied logits, where one INT8 rounding flips the
         # top-1; the tolerance itself is tested in test_bad_input and test_verify
