@@ -26,12 +26,18 @@ def bundle_name(model_name: str, target: str) -> str:
     return f"{model_name}-{target}"
 
 
+def zip_path(final: Path) -> Path:
+    """OUT/<name>.zip beside the folder; not with_suffix, which would cut a name like
+    mobilenet_v2_1.0-host-cpu at its dot and make two bundles share one zip."""
+    return final.parent / f"{final.name}.zip"
+
+
 def check_destination(out: Path, name: str, force: bool) -> Path:
     """Refuse to overwrite a bundle unless --force; checked before any work starts."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder", hint="pass a folder for the bundle, e.g. --out dist")
     final = out / name
-    if (final.exists() or final.with_suffix(".zip").exists()) and not force:
+    if (final.exists() or zip_path(final).exists()) and not force:
         raise InputError(f"output {final} already exists", hint="pass --force to replace it, or choose another --out")
     return final
 
@@ -75,14 +81,14 @@ def _zip(folder: Path, dst: Path, name: str) -> None:
 
 
 def _publish(tmp: Path, tmp_zip: Path, final: Path, force: bool) -> None:
-    zip_path = final.with_suffix(".zip")
-    if final.exists() or zip_path.exists():
+    zip_file = zip_path(final)
+    if final.exists() or zip_file.exists():
         if not force:
             raise InputError(f"output {final} already exists", hint="pass --force to replace it")
         shutil.rmtree(final, ignore_errors=True)
-        zip_path.unlink(missing_ok=True)
+        zip_file.unlink(missing_ok=True)
     os.replace(tmp, final)
-    os.replace(tmp_zip, zip_path)
+    os.replace(tmp_zip, zip_file)
 
 
 @contextlib.contextmanager
@@ -97,18 +103,24 @@ def opened(path: Path) -> Iterator[Path]:
                 with zipfile.ZipFile(path) as zf:
                     zf.extractall(tmp)
             except zipfile.BadZipFile as exc:
-                raise InputError(f"bundle {path} is not a valid zip: {exc}") from None
+                raise InputError(f"bundle {path} is not a valid zip: {exc}",
+                                 hint="copy the zip again, or pass the bundle folder") from None
             inner = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if len(inner) != 1:
-                raise InputError(f"{path} does not hold one bundle folder")
+                raise InputError(f"{path} does not hold one bundle folder",
+                                 hint="pass a zip that edgecompress deploy wrote, or the bundle folder")
             yield _bundle_folder(inner[0])
+    elif path.exists():
+        raise InputError(f"{path} is neither a bundle (a folder or its .zip) nor an .onnx model",
+                         hint="pass what edgecompress deploy wrote: OUT/<name>-<target> or OUT/<name>-<target>.zip")
     else:
         raise InputError(f"bundle {path} does not exist", hint="pass the bundle folder or its .zip")
 
 
 def _bundle_folder(path: Path) -> Path:
     if not (path / MANIFEST).is_file():
-        raise InputError(f"{path} is not a bundle: it has no {MANIFEST}")
+        raise InputError(f"{path} is not a bundle: it has no {MANIFEST}",
+                         hint="pass the folder edgecompress deploy wrote (OUT/<name>-<target>), or its .zip")
     return path
 
 
@@ -135,5 +147,5 @@ def model_file(manifest: dict) -> str:
 
 
 def zip_bytes(final: Path) -> Optional[int]:
-    z = final.with_suffix(".zip")
+    z = zip_path(final)
     return z.stat().st_size if z.exists() else None

@@ -94,7 +94,7 @@ def deploy(opts: DeployOptions) -> dict:
                              parity=stages["parity_arrays"], force=opts.force)
     shutil.rmtree(work, ignore_errors=True)  # the run finished: its checkpoint is no longer needed
     summary["after"]["zip_bytes"] = bundle.zip_bytes(published)
-    summary.update(bundle=str(published), zip=str(published.with_suffix(".zip")),
+    summary.update(bundle=str(published), zip=str(bundle.zip_path(published)),
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
 

@@ -561,3 +561,25 @@ def test_a_demo_seed_that_is_not_a_number_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGECOMPRESS_DEMO_SEED", "one")
     code, _, err = run_cli("deploy", "--target", "arm", "--out", tmp_path / "out", *fast_sets())
     assert code == 2 and "EDGECOMPRESS_DEMO_SEED must be an integer, got 'one'" in err and has_remedy(err)
+
+
+def test_names_with_dots_keep_their_own_zip(tmp_path):
+    """mobilenet_v2_1.0 on two targets: two bundles, two zips, neither cut at the dot."""
+    from edgecompress import bundle
+
+    out = tmp_path / "dist"
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not really a model")
+    for target in ("host-cpu", "arm64-cpu"):
+        name = bundle.bundle_name("mobilenet_v2_1.0", target)
+        bundle.check_destination(out, name, force=False)  # the first bundle must not block the second
+        final = bundle.write(out, name, files={"model.onnx": model}, texts={}, manifest={"target": target},
+                             parity={"x": np.zeros(1)}, force=False)
+        assert bundle.zip_path(final).name == f"{name}.zip"
+    assert sorted(p.name for p in out.iterdir()) == ["mobilenet_v2_1.0-arm64-cpu", "mobilenet_v2_1.0-arm64-cpu.zip",
+                                                     "mobilenet_v2_1.0-host-cpu", "mobilenet_v2_1.0-host-cpu.zip"]
+
+
+def test_bench_on_a_file_that_is_no_bundle_says_what_it_is(npz_data):
+    code, _, err = run_cli("bench", npz_data)
+    assert code == 2 and "neither a bundle" in err and "does not exist" not in err, err
