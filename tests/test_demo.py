@@ -31,6 +31,18 @@ def test_demo_deploys_with_no_model_and_no_data(tmp_path):
         probs = np.exp(stored["expected"][i] - stored["expected"][i].max())
         assert top_label == str(int(stored["expected"][i].argmax()))
         assert float(top_p) == pytest.approx(probs.max() / probs.sum(), abs=1e-3)
+    # an 8-bit image of a digit gets the same answer as the same pixels given as an array: the
+    # manifest's preprocessing is for images (0-255), not for sklearn's 0-16 grey levels
+    from PIL import Image
+
+    for i in range(4):
+        pixels = np.clip(np.round(stored["x"][i][0] * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(tmp_path / "digit.png")
+        np.save(tmp_path / "digit.npy", (pixels / np.float32(255))[None].astype(np.float32))
+        answers = [subprocess.run([sys.executable, str(folder / "example.py"), str(tmp_path / f)],
+                                  capture_output=True, text=True, timeout=60).stdout.split()[:2]
+                   for f in ("digit.png", "digit.npy")]
+        assert answers[0][0] == answers[1][0] and float(answers[0][1]) == pytest.approx(float(answers[1][1]), abs=1e-3)
 
 
 @pytest.mark.slow

@@ -25,8 +25,11 @@ def dataset():
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0)[:, None]
-    prep = {"layout": "NCHW", "size": [8, 8], "scale": 1 / 16, "mean": [0.0], "std": [1.0],
-            "note": "sklearn digits: 8x8 grey levels 0-16, divided by 16"}
+    # The preprocessing an app applies to an 8-bit image (what example.py and the app templates
+    # read): 0-255 divided by 255 gives the 0-1 range the scans were brought to (levels 0-16 / 16)
+    prep = {"layout": "NCHW", "size": [8, 8], "scale": 1 / 255, "mean": [0.0], "std": [1.0],
+            "note": "8-bit grey image, light digit on a dark background, divided by 255 (the sklearn scans: "
+                    "grey levels 0-16 divided by 16, the same 0-1 range)"}
     return Dataset(x, digits.target.astype(np.int64), "sklearn.datasets.load_digits", LABELS, prep)
 
 
