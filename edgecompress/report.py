@@ -24,8 +24,17 @@ def _fmt_ms(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.3f} ms"
 
 
+OPPOSITE = {"smaller": "larger", "fewer": "more", "faster": "slower"}
+
+
 def _ratio(a, b, fmt="{:.2f}x") -> str:
-    return fmt.format(a / b) if a and b else "-"
+    """'2.00x faster', or '1.41x slower' when the change went the wrong way: never '0.71x faster'."""
+    if not (a and b):
+        return "-"
+    if a >= b:
+        return fmt.format(a / b)
+    word = fmt.split()[-1]
+    return fmt.replace(word, OPPOSITE.get(word, word)).format(b / a)
 
 
 def table(s: dict) -> str:

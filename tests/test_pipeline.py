@@ -80,6 +80,20 @@ def test_summary_table_and_json(built):
         assert row in text
 
 
+def test_summary_table_says_slower_and_larger_rather_than_a_ratio_below_one(built):
+    import copy
+
+    from edgecompress.report import table
+
+    _, summary, _ = built
+    worse = copy.deepcopy(summary)
+    worse["after"].update(p50_ms=summary["before"]["p50_ms"] * 2, bytes=summary["before"]["bytes"] * 4)
+    text = table(worse)
+    assert "2.00x slower" in text and "4.00x larger" in text
+    assert "faster" not in text and not any(f"0.{d}" in line and "x faster" in line for line in text.splitlines()
+                                            for d in range(10))
+
+
 def test_example_program_classifies_one_input(built):
     root, _, _ = built
     folder = root / "dist" / "net-host-cpu"
