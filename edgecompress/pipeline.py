@@ -61,6 +61,7 @@ def deploy(opts: DeployOptions) -> dict:
                                  "quantize.calibration_samples")
     held = held.subset(slice(0, prof.verify.samples))
     work = Path(opts.out) / f".{name}.work"
+    keep_interrupted_progress(work, opts)
     work.mkdir(parents=True, exist_ok=True)
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
 
@@ -97,6 +98,19 @@ def deploy(opts: DeployOptions) -> dict:
     summary.update(bundle=str(published), zip=str(bundle.zip_path(published)),
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
+
+
+def keep_interrupted_progress(work: Path, opts: DeployOptions) -> None:
+    """An interrupted run's checkpoint is never overwritten by accident: without --resume the run
+    stops before any work, unless --force says to discard it."""
+    checkpoint = work / "checkpoint.pt"
+    if opts.resume or not checkpoint.is_file():
+        return
+    if not opts.force:
+        raise InputError(f"{checkpoint} holds the progress of an interrupted run of this model and target",
+                         hint="add --resume to continue it, or --force to discard it and start over")
+    log(f"--force: discarding the interrupted run's progress in {work}")
+    shutil.rmtree(work)
 
 
 def with_demo_defaults(prof, opts: DeployOptions):

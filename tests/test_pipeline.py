@@ -228,6 +228,10 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
                              env=env, timeout=120)
     assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
+    saved = ckpt.read_bytes()
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 2 and "interrupted run" in again.stderr and "--resume" in again.stderr, again.stderr
+    assert ckpt.read_bytes() == saved, "a run without --resume must not overwrite the interrupted run's progress"
 
     finished = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr
@@ -235,6 +239,16 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
     assert m["compression"]["distillation"]["steps"] == 600  # the last round's share of 1200 steps
     assert not ckpt.parent.exists(), "the checkpoint is removed once the bundle is written"
+
+
+def test_force_discards_an_interrupted_runs_progress(tmp_path, model_file, npz_data):
+    work = tmp_path / "o" / ".net-host-cpu.work"
+    work.mkdir(parents=True)
+    (work / "checkpoint.pt").write_bytes(b"progress of an interrupted run")
+    out, err = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                      "--json", "--force", *fast_sets())
+    assert "--force: discarding the interrupted run's progress" in err
+    assert json.loads(out)["bundle"] and not work.exists()
 
 
 @pytest.mark.parametrize("sets", [
