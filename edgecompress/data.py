@@ -80,12 +80,15 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     try:
         y = archive["y"]
     except ValueError as exc:
-        raise InputError(f"data file {path}: 'y' could not be read: {exc}") from None
+        raise InputError(f"data file {path}: 'y' could not be read: {exc}",
+                         hint="store y as an integer array of class indices, not Python objects") from None
     if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
         raise InputError(f"data file {path}: 'y' has shape {y.shape} and dtype {y.dtype}; "
-                         f"expected integer class indices of shape ({n},)")
+                         f"expected integer class indices of shape ({n},)",
+                         hint="save y as numpy.asarray(labels, dtype=numpy.int64), one index per sample of x")
     if y.min() < 0:
-        raise InputError(f"data file {path}: 'y' has negative class index {int(y.min())}")
+        raise InputError(f"data file {path}: 'y' has negative class index {int(y.min())}",
+                         hint="class indices run from 0 to classes-1; drop or relabel unlabelled samples")
     return y.astype(np.int64)
 
 
@@ -132,7 +135,8 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
     elif path.suffix == ".npz":
         data = load_npz(path)
     else:
-        raise InputError(f"data path {spec} is neither an .npz file nor a folder")
+        raise InputError(f"data path {spec} is neither an .npz file nor a folder",
+                         hint="pass an .npz with x [and y], or a folder with one sub-folder of images per class")
     if input_shape is not None and data.sample_shape != tuple(input_shape[1:]):
         raise InputError(f"data {spec}: samples have shape {data.sample_shape} but --input-shape says "
                          f"{tuple(input_shape[1:])} (after the batch dimension)",

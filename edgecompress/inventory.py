@@ -44,7 +44,8 @@ def find_inventory(explicit: Optional[str] = None) -> Optional[Path]:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise InputError(f"device inventory {path} does not exist")
+            raise InputError(f"device inventory {path} does not exist",
+                             hint="check the --inventory / $EDGECOMPRESS_DEVICES path")
         return path
     env = os.environ.get("EDGECOMPRESS_DEVICES")
     if env:
@@ -60,7 +61,8 @@ def load(explicit: Optional[str] = None) -> Dict[str, Device]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise InputError(f"device inventory {path} is not valid YAML: {exc}") from None
+        raise InputError(f"device inventory {path} is not valid YAML: {exc}",
+                         hint="fix the line named above") from None
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
         raise InputError(f"device inventory {path} must have a top-level 'devices:' mapping of NAME: settings")
     devices, problems = {}, []
@@ -72,9 +74,26 @@ def load(explicit: Optional[str] = None) -> Dict[str, Device]:
                 key = ".".join(str(p) for p in err["loc"])
                 hint = closest(key, Device.model_fields) if err["type"] == "extra_forbidden" else ""
                 problems.append(f"devices.{name}.{key}: {err['msg']}.{hint}")
+    problems += [f"devices.{name}.target: {problem}" for name, d in devices.items()
+                 if (problem := _target_problem(d.target))]
     if problems:
-        raise InputError(f"device inventory {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise InputError(f"device inventory {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+                         hint=f"fix those entries in {path}; the README's device inventory section shows every key")
     return devices
+
+
+def _target_problem(target: str) -> Optional[str]:
+    """A misspelt target is reported where it was written, when the inventory is read."""
+    from . import profile
+    from .errors import ProfileError
+
+    if target.endswith((".yaml", ".yml")):
+        return None  # a profile file: resolved when a run uses the device
+    try:
+        profile.resolve_name(target)
+    except ProfileError as exc:
+        return f"{exc.message} Known targets: {', '.join(profile.available())}"
+    return None
 
 
 def get(name: str, explicit: Optional[str] = None) -> Device:

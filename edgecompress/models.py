@@ -123,7 +123,8 @@ def load_onnx(spec: str) -> ModelSource:
 
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
+        raise InputError(f"model file {path} does not exist",
+                         hint="check the path; a PyTorch model is given as path/file.py:factory")
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     except Exception as exc:

@@ -163,7 +163,7 @@ def load_inputs(opts: DeployOptions, prof):
 def check_teacher(teacher, student, dataset, spec: str) -> None:
     import torch
 
-    check_fit(teacher, dataset)
+    check_fit(teacher, dataset, f"the teacher ({spec})")
     example = torch.from_numpy(dataset.x[:2])
     with torch.no_grad():
         t_shape, s_shape = tuple(teacher.eval()(example).shape), tuple(student.eval()(example).shape)
@@ -172,20 +172,20 @@ def check_teacher(teacher, student, dataset, spec: str) -> None:
                          hint="the teacher must predict the same classes as the model")
 
 
-def check_fit(model, dataset) -> None:
+def check_fit(model, dataset, role: str = "the model") -> None:
     """The data must fit the model, and labels its outputs, before any work starts."""
     import torch
 
     example = torch.from_numpy(dataset.x[:2])
     layer = prune.failing_layer(model.eval(), example)
     if layer is not None:
-        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit the model "
+        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
                          f"(it fails in layer '{layer}')", hint="check the data's layout and --input-shape")
     with torch.no_grad():
         out = model(example)
     logits = out[0] if isinstance(out, (tuple, list)) else out
     if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
-        raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but the model has "
+        raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
 
 

@@ -203,7 +203,8 @@ def _describe(err: dict, overrides: Dict[str, str]) -> str:
         parent, leaf = err["loc"][:-1], str(err["loc"][-1])
         valid = _fields_at(parent)
         return f"{where}: unknown key.{closest(leaf, valid)} Valid keys here: {', '.join(valid)}"
-    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+    example = f" (write a list: --set {key}=[a,b])" if err["type"] == "list_type" else ""
+    return f"{where}: {err['msg']} (got {err.get('input')!r}){example}"
 
 
 def validate(data: dict, source: str, overrides: Dict[str, str] | None = None) -> Profile:
@@ -212,8 +213,10 @@ def validate(data: dict, source: str, overrides: Dict[str, str] | None = None) -
         return Profile.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e, overrides) for e in exc.errors()]
+        what = f"profile {source} with your --set values" if any(p.startswith("--set ") for p in problems) \
+            else f"profile {source}"
         raise ProfileError(
-            f"profile {source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+            f"{what} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
             hint="fix the keys above (edgecompress targets show NAME prints a valid profile)",
         ) from None
 
@@ -226,9 +229,11 @@ def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+        raise ProfileError(f"profile {path} is not valid YAML: {exc}",
+                           hint="fix the line named above; edgecompress targets show NAME prints a valid profile") from None
     if not isinstance(data, dict):
-        raise ProfileError(f"profile {path} must be a mapping of keys, got {type(data).__name__}")
+        raise ProfileError(f"profile {path} must be a mapping of keys, got {type(data).__name__}",
+                           hint="start from edgecompress targets show NAME > my-target.yaml")
     return data
 
 
@@ -245,7 +250,8 @@ def resolve_name(target: str) -> Tuple[Path, Optional[str]]:
     if target.endswith((".yaml", ".yml")):
         path = Path(target)
         if not path.is_file():
-            raise ProfileError(f"profile file {target} does not exist")
+            raise ProfileError(f"profile file {target} does not exist",
+                               hint="check the path, or pass a target name (edgecompress targets lists them)")
         return path, None
     known = available()
     if target in known:

@@ -137,5 +137,6 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
     if problems:
         raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(problems),
                              report=report.table(),
-                             hint="loosen verify.* with --set if this is acceptable, or use more calibration data")
+                             hint="loosen verify.* with --set if this is acceptable"
+                             + (", or use more calibration data" if quantized else ""))
     return report

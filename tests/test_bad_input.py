@@ -330,6 +330,22 @@ def test_unknown_device_and_inventory_typos(model_file, npz_data, out_dir, tmp_p
     code, _, err = run_cli("devices", "list")
     assert code == 2 and str(inv) in err and "devices.lab-pi.hots" in err and "Did you mean 'host'" in err
     assert "devices.lab-pi.port" in err
+    inv.write_text("devices:\n  lab-pi:\n    target: raspbery-pi-5\n    host: 10.0.0.2\n")
+    code, _, err = run_cli("devices", "list")
+    assert code == 2 and "devices.lab-pi.target" in err and "Did you mean 'raspberry-pi-5'" in err, err
+
+
+def test_set_problems_are_blamed_on_the_set_and_lists_get_an_example(model_file, npz_data, out_dir):
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--set", "prune.ignore=conv1", out=out_dir))
+    assert code == 2 and "with your --set values" in err and "--set prune.ignore=[a,b]" in err, err
+
+
+def test_a_teacher_that_does_not_fit_the_labels_is_named_as_the_teacher(model_file, npz_data, out_dir, tmp_path):
+    (tmp_path / "teach.py").write_text("import torch.nn as nn\n"
+                                       "def two():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 2))\n")
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--teacher", f"{tmp_path}/teach.py:two",
+                                        out=out_dir))
+    assert code == 2 and "but the teacher" in err and "teach.py:two" in err, err
 
 
 @pytest.mark.parametrize("shape", ["abc", "1x0x8x8", "8"])
