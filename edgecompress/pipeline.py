@@ -366,6 +366,9 @@ def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> No
         prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
     elif p.structure in ("unstructured", "2:4"):
         prune.apply_masks_(student, masks)
+        if p.structure == "2:4" and prof.runtime != "tensorrt" and rnd == 1:
+            log(f"prune: warning: 2:4 sparsity speeds up only TensorRT's sparse tensor cores; {prof.runtime} runs "
+                "the model dense, so expect no speed-up (the zipped size shows the gain, as with unstructured)")
     if p.structure != "none":
         macs, params = prune.count(student, example)
         log(f"prune {rnd}/{p.iterative_steps if p.structure == 'channel' else 1} ({p.structure}, {p.importance}): "

@@ -295,6 +295,7 @@ def test_two_four_survives_distillation_and_export(tmp_path, model_file, npz_dat
     assert pruning["structure"] == "2:4" and pruning["masked_layers"] == ["3"]  # conv 16->32; conv 0 has C=1
     assert pruning["two_four"]["masked_layers"] == 1 and len(pruning["two_four"]["sparse_onnx_weights"]) >= 1
     assert "2:4 pattern intact" in err
+    assert "2:4 sparsity speeds up only TensorRT's sparse tensor cores; onnxruntime runs the model dense" in err
     from edgecompress import verify
 
     layers = verify.two_four_layers(tmp_path / "o" / "net-host-cpu" / "model.onnx")
