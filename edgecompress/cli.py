@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def cmd_targets(args) -> int:
     from . import profile
 
     if args.action == "list" and args.name is None:
+        if args.overrides:
+            from .errors import InputError
+
+            raise InputError("--set changes one profile: name it", hint="edgecompress targets show NAME --set KEY=VALUE")
         for name, path in profile.available().items():
             prof = profile.validate(profile._read_yaml(path), str(path))
             default = f" (default for '{prof.family}')" if prof.default_for_family else ""
@@ -220,13 +225,18 @@ def main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
+        return code
     except EdgeCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgecompress targets | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -599,3 +599,20 @@ def test_names_with_dots_keep_their_own_zip(tmp_path):
 def test_bench_on_a_file_that_is_no_bundle_says_what_it_is(npz_data):
     code, _, err = run_cli("bench", npz_data)
     assert code == 2 and "neither a bundle" in err and "does not exist" not in err, err
+
+
+def test_targets_with_set_but_no_name_is_refused():
+    code, _, err = run_cli("targets", "--set", "prune.ratio=0.3")
+    assert code == 2 and "targets show NAME --set" in err
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`edgecompress targets | head -1`: the pipe closes before the listing is written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgecompress.cli", "targets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the child has printed anything: it starts slower than this
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
