@@ -248,7 +248,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     bar.close()
     student.eval()
     save_checkpoint(checkpoint, state(step))
-    return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, list(cfg.losses),
+    used = [name for name in cfg.losses if not (name == "ce" and y is None)]  # ce needs labels: dropped without
+    return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
                          float(np.mean(recent[-20:])) if recent else None, y is None)
 
 

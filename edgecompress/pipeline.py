@@ -353,7 +353,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                                     label=f"distill {rnd}/{rounds}")
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
-            f"({' + '.join(d.losses)}{', label-free' if report_d.label_free else ''})")
+            f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
     pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
                "masked_layers": sorted(masks) if masks else [],
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
