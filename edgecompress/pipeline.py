@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -55,10 +56,17 @@ def deploy(opts: DeployOptions) -> dict:
     name = bundle.bundle_name(source.name, prof.name)
     bundle.check_destination(Path(opts.out), name, opts.force)  # before any work: refuse early
     data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
+    if source.kind == "torch":  # whether the data fits the model is worth knowing before how much there is
+        check_fit(source.module, dataset)
+        distill.check_data(prof.distill, dataset.x)
+        if teacher is not source.module:
+            check_teacher(teacher, source.module, dataset, opts.teacher)
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
     if prof.quantize.precision == "int8":
-        data_mod.require_samples(train, prof.quantize.calibration_samples, "INT8 calibration",
-                                 "quantize.calibration_samples")
+        total = math.ceil(prof.quantize.calibration_samples / (1 - prof.verify.held_out_fraction))
+        data_mod.require_samples(train, prof.quantize.calibration_samples,
+                                 f"INT8 calibration (drawn from the training split, {1 - prof.verify.held_out_fraction:.0%} "
+                                 f"of the data: {total} samples in all)", "quantize.calibration_samples")
     held = held.subset(slice(0, prof.verify.samples))
     work = Path(opts.out) / f".{name}.work"
     keep_interrupted_progress(work, opts)
@@ -66,10 +74,6 @@ def deploy(opts: DeployOptions) -> dict:
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
 
     if source.kind == "torch":
-        check_fit(source.module, dataset)
-        distill.check_data(prof.distill, dataset.x)
-        if teacher is not source.module:
-            check_teacher(teacher, source.module, dataset, opts.teacher)
         budget = None
         if prof.prune.latency_budget_ms is not None:
             prof, budget = fit_latency_budget(source, prof, train, work, device, opts)

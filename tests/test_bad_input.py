@@ -267,7 +267,10 @@ def _data_case(case, tmp_path):
                 ["shape.npz", "(1, 8, 8)", "--input-shape", "(3, 8, 8)"])
     if case == "too few for calibration":
         return (_npz(tmp_path, "few.npz", x=x[:20], y=y[:20]), [],
-                ["few.npz", "16 samples", "128", "--set quantize.calibration_samples="])
+                ["few.npz", "16 samples", "128", "160 samples in all", "--set quantize.calibration_samples="])
+    if case == "few samples of the wrong shape":  # the shape is the first thing to hear about
+        return (_npz(tmp_path, "fewbad.npz", x=np.zeros((20, 3, 8, 8), np.float32), y=y[:20]), [],
+                ["fewbad.npz", "(3, 8, 8)", "do not fit the model"])
     if case == "path missing":
         return tmp_path / "absent.npz", [], ["absent.npz", "does not exist"]
     if case == "not an npz":
@@ -278,7 +281,7 @@ def _data_case(case, tmp_path):
 
 
 DATA_CASES = ["no x", "integer x", "y wrong shape", "shape disagrees with --input-shape",
-              "too few for calibration", "path missing", "not an npz"]
+              "too few for calibration", "few samples of the wrong shape", "path missing", "not an npz"]
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
