@@ -76,7 +76,9 @@ def main() -> int:
         bundle = build_bundle(Path(tmp))
         p50s, runs, drifts = [], [], []
         for _ in range(repeats):
-            out = subprocess.run(CLI + ["bench", str(bundle), "--json", "--seconds", str(seconds), "--warmup", "20"],
+            # one window per run, as the goal is stated: --rounds 1 whatever the profile says
+            out = subprocess.run(CLI + ["bench", str(bundle), "--json", "--seconds", str(seconds), "--warmup", "20",
+                                        "--rounds", "1"],
                                  check=True, capture_output=True, text=True)
             r = json.loads(out.stdout)["results"][0]
             p50s.append(r["latency_ms"]["p50"])

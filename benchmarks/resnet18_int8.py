@@ -35,7 +35,8 @@ def main() -> int:
                "--target", "host-cpu", "--data", str(data), "--out", f"{tmp}/dist", "--json",
                "--set", "prune.ratio=0.5", "--set", "distill.steps=0", "--set", "bench.threads=2",
                "--set", "quantize.calibration_samples=64", "--set", "verify.min_top1_agreement=0.0",
-               "--set", "bench.runs=50", "--set", "bench.seconds=10", "--set", "bench.warmup_seconds=3"]
+               "--set", "bench.runs=50", "--set", "bench.seconds=10", "--set", "bench.warmup_seconds=3",
+               "--set", "bench.rounds=1"]  # one 10 s window per model, as recorded before rounds existed
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -117,9 +117,19 @@ def median_round(results: List[dict]) -> dict:
         return dict(results[0], rounds={"count": len(results), "p50_ms": p50s, "chosen": 1})
     order = sorted(range(len(results)), key=lambda i: p50s[i])
     chosen = order[(len(results) - 1) // 2]
-    return dict(results[chosen], rounds={"count": len(results), "p50_ms": p50s, "chosen": chosen + 1,
-                                         "spread_pct": round(100 * (max(p50s) - min(p50s)) / p50s[chosen], 2)
-                                         if p50s[chosen] else None})
+    return dict(results[chosen], warnings=_all_warnings(results, chosen),
+                rounds={"count": len(results), "p50_ms": p50s, "chosen": chosen + 1,
+                        "spread_pct": round(100 * (max(p50s) - min(p50s)) / p50s[chosen], 2) if p50s[chosen] else None})
+
+
+def _all_warnings(results: List[dict], chosen: int) -> list:
+    """The chosen round's warnings, then the other rounds' (throttling, a cut budget) tagged with
+    their round: a problem seen in any round is not dropped because another round was chosen."""
+    seen = list(results[chosen].get("warnings") or [])
+    for i, r in enumerate(results):
+        if i != chosen:
+            seen += [f"round {i + 1}: {w}" for w in r.get("warnings") or [] if w not in seen]
+    return seen
 
 
 def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False) -> List[dict]:
@@ -145,6 +155,14 @@ def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: boo
             results[i] = {"device_name": "this host" if devices[i] is None else devices[i].name, "error": str(error),
                           "exit_code": getattr(error, "exit_code", 1)}
     return results
+
+
+def round_speedups(original: dict, compressed: dict) -> Optional[List[float]]:
+    """original / compressed p50 of each round: the pairs that ran side by side."""
+    a, b = (original.get("rounds") or {}).get("p50_ms"), (compressed.get("rounds") or {}).get("p50_ms")
+    if not a or not b or len(a) != len(b) or any(not x or not y for x, y in zip(a, b)):
+        return None
+    return [round(x / y, 3) for x, y in zip(a, b)]
 
 
 def speedup(original: dict, compressed: dict) -> Optional[float]:

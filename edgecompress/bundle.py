@@ -111,8 +111,9 @@ def opened(path: Path) -> Iterator[Path]:
                                  hint="pass a zip that edgecompress deploy wrote, or the bundle folder")
             yield _bundle_folder(inner[0])
     elif path.exists():
-        raise InputError(f"{path} is neither a bundle (a folder or its .zip) nor an .onnx model",
-                         hint="pass what edgecompress deploy wrote: OUT/<name>-<target> or OUT/<name>-<target>.zip")
+        raise InputError(f"{path} is not a bundle (a folder or its .zip)",
+                         hint="pass what edgecompress deploy wrote: OUT/<name>-<target> or OUT/<name>-<target>.zip "
+                              "(bench also takes an .onnx model)")
     else:
         raise InputError(f"bundle {path} does not exist", hint="pass the bundle folder or its .zip")
 

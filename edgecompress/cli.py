@@ -152,9 +152,15 @@ def bench_table(results: list) -> str:
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
         if r.get("rounds"):
-            each = ", ".join("-" if p is None else f"{p:.3f}" for p in r["rounds"]["p50_ms"])
-            lines.append(f"rounds on {r['device_name']}: p50 {each} ms; the row is round {r['rounds']['chosen']}, "
-                         "the median")
+            from .bench import NOISY_SPREAD_PCT
+
+            rounds, spread = r["rounds"], r["rounds"].get("spread_pct")
+            each = ", ".join("-" if p is None else f"{p:.3f}" for p in rounds["p50_ms"])
+            which = f"the median; spread {spread:.0f}%" if spread is not None else "the first (no p50 to rank by)"
+            lines.append(f"rounds on {r['device_name']}: p50 {each} ms; the row is round {rounds['chosen']}, {which}")
+            if spread is not None and spread > NOISY_SPREAD_PCT:
+                lines.append(f"warning on {r['device_name']}: the rounds' p50s spread by {spread:.0f}%: the device "
+                             "was busy or throttling, so the p50 will not repeat to better than that")
         for warning in r.get("warnings") or []:
             lines.append(f"warning on {r['device_name']}: {warning}")
     if any(r.get("stability") for r in results):
@@ -220,6 +226,27 @@ COMMANDS = {"targets": cmd_targets, "deploy": cmd_deploy, "bench": cmd_bench, "v
             "devices": cmd_devices}
 
 
+def _closed_pipe() -> int:
+    """`edgecompress targets | head`: the reader of our output left early, which is not an error.
+    Any other closed pipe (stderr's, say, mid-deploy) stopped the command: exit as SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    stderr_gone = _reader_left(sys.stderr.fileno())
+    os.dup2(devnull, sys.stdout.fileno())
+    if stderr_gone:  # progress could not be written (deploy 2>&1 | head): the command did not finish
+        os.dup2(devnull, sys.stderr.fileno())
+        return 141
+    return 0
+
+
+def _reader_left(fd: int) -> bool:
+    """A pipe whose reader has closed polls as an error on the writing end."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
+
+
 def main(argv=None) -> int:
     from .errors import EdgeCompressError
 
@@ -234,9 +261,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `edgecompress targets | head`: the reader left, which is not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        return _closed_pipe()
 
 
 if __name__ == "__main__":

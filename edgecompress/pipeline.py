@@ -111,9 +111,11 @@ def keep_interrupted_progress(work: Path, opts: DeployOptions) -> None:
     if opts.resume or not checkpoint.is_file():
         return
     if not opts.force:
-        raise InputError(f"{checkpoint} holds the progress of an interrupted run of this model and target",
-                         hint="add --resume to continue it, or --force to discard it and start over")
-    log(f"--force: discarding the interrupted run's progress in {work}")
+        raise InputError(f"{checkpoint} holds the distillation progress of an earlier run of this model and target "
+                         "that did not finish (interrupted, or failed after distilling)",
+                         hint="add --resume to continue it with the same model and profile (a changed setting "
+                              "cannot resume), or --force to discard it and start over")
+    log(f"--force: discarding the progress of the earlier run in {work}")
     shutil.rmtree(work)
 
 
@@ -653,6 +655,7 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                             f"{lat['compressed']['n']} compressed." + _rounds_note(results) + _drift_note(results),
         "rounds": {k: v["rounds"] for k, v in results.items() if v.get("rounds")} or None,
+        "speedup_per_round": bench.round_speedups(results["original"], results["compressed"]),
         "energy_reason": results["compressed"].get("energy_reason"),
     }
 
@@ -665,19 +668,30 @@ def _rounds_note(results: dict) -> str:
     count = next(iter(rounds.values()))["count"]
     each = "; ".join(f"{k} " + " / ".join("-" if p is None else f"{p:.3g}" for p in r["p50_ms"])
                      for k, r in rounds.items())
-    return f" The models took turns in {count} rounds; each figure is its model's median round (p50 per round, ms: {each})."
+    paired = bench.round_speedups(results["original"], results["compressed"]) if len(results) == 2 else None
+    pairs = f"; speed-up per round: {' / '.join(f'{s:.2f}x' for s in paired)}" if paired else ""
+    return (f" The models took turns in {count} rounds; each figure is its model's median round "
+            f"(p50 per round, ms: {each}{pairs}).")
 
 
 def _drift_note(results: dict) -> str:
     """A warning line when the p50 moved within a timed window: the speed-up is then no more exact than that."""
     spreads = {k: (v.get("stability") or {}).get("spread_pct") for k, v in results.items()}
     noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
-    if not noisy:
-        return ""
-    parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
-    return (f"\nwarning: the p50 drifted within the timed window ({parts}): the machine was busy or throttling "
-            "(or the latency has two modes), so these latencies will not repeat to better than that; "
-            "run bench again on a quiet device")
+    turns = {k: (v.get("rounds") or {}).get("spread_pct") for k, v in results.items()}
+    noisy_turns = {k: s for k, s in turns.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
+    note = ""
+    if noisy:
+        parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
+        note += (f"\nwarning: the p50 drifted within the timed window ({parts}): the machine was busy or throttling "
+                 "(or the latency has two modes), so these latencies will not repeat to better than that; "
+                 "run bench again on a quiet device")
+    if noisy_turns:
+        parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy_turns.items())
+        note += (f"\nwarning: the rounds' p50s spread by more than {bench.NOISY_SPREAD_PCT:.0f}% ({parts}): the "
+                 "machine was busy or throttling, so these latencies will not repeat to better than that; "
+                 "run bench again on a quiet device")
+    return note
 
 
 def _deflated_bytes(path: Path) -> int:

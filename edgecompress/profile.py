@@ -180,6 +180,11 @@ class Profile(Closed):
             if self.quantize.precision != "fp32" and self.prune.round_to % lanes:
                 raise ValueError(f"prune.round_to {self.prune.round_to} leaves tensor cores idle at "
                                  f"{self.quantize.precision}: use a multiple of {lanes} (--set prune.round_to={lanes})")
+        if self.runtime == "tensorrt" and self.bench.rounds > 1:
+            # round 1 builds the engine and later rounds load it from the device's cache, so the
+            # manifest's build facts would depend on which round came out the median
+            raise ValueError(f"bench.rounds {self.bench.rounds}: TensorRT targets measure in one round "
+                             "(the engine is built in it); set bench.rounds=1")
         return self
 
 
@@ -203,7 +208,7 @@ def _describe(err: dict, overrides: Dict[str, str]) -> str:
         parent, leaf = err["loc"][:-1], str(err["loc"][-1])
         valid = _fields_at(parent)
         return f"{where}: unknown key.{closest(leaf, valid)} Valid keys here: {', '.join(valid)}"
-    example = f" (write a list: --set {key}=[a,b])" if err["type"] == "list_type" else ""
+    example = f" (a list: --set {key}=[...])" if err["type"] == "list_type" and given else ""
     return f"{where}: {err['msg']} (got {err.get('input')!r}){example}"
 
 

@@ -76,8 +76,9 @@ def test_summary_table_and_json(built):
     from edgecompress.report import table
 
     text = table(summary)
-    for row in ("model file", "params", "MACs", "accuracy", "p50 latency", "x faster", "Measured on the build host"):
+    for row in ("model file", "params", "MACs", "accuracy", "p50 latency", "Measured on the build host"):
         assert row in text
+    assert "x faster" in text or "x slower" in text  # a tiny model on a busy host can come out either way
 
 
 def test_summary_table_says_slower_and_larger_rather_than_a_ratio_below_one(built):
@@ -231,7 +232,7 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
     saved = ckpt.read_bytes()
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
-    assert again.returncode == 2 and "interrupted run" in again.stderr and "--resume" in again.stderr, again.stderr
+    assert again.returncode == 2 and "did not finish" in again.stderr and "--resume" in again.stderr, again.stderr
     assert ckpt.read_bytes() == saved, "a run without --resume must not overwrite the interrupted run's progress"
 
     finished = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
@@ -248,7 +249,7 @@ def test_force_discards_an_interrupted_runs_progress(tmp_path, model_file, npz_d
     (work / "checkpoint.pt").write_bytes(b"progress of an interrupted run")
     out, err = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
                       "--json", "--force", *fast_sets())
-    assert "--force: discarding the interrupted run's progress" in err
+    assert "--force: discarding the progress of the earlier run" in err
     assert json.loads(out)["bundle"] and not work.exists()
 
 

@@ -27,6 +27,36 @@ def test_a_round_without_a_p50_keeps_the_first_and_says_so():
     assert chosen["id"] == 1 and chosen["rounds"]["chosen"] == 1 and chosen["rounds"]["p50_ms"] == [None, 2.0]
 
 
+def test_warnings_of_every_round_are_kept_and_tagged():
+    from edgecompress.bench import median_round
+
+    rounds = [{"latency_ms": {"p50": 1.0}, "warnings": ["throttled: 85 C"]},
+              {"latency_ms": {"p50": 2.0}, "warnings": ["short window"]},
+              {"latency_ms": {"p50": 3.0}, "warnings": ["short window"]}]
+    assert median_round(rounds)["warnings"] == ["short window", "round 1: throttled: 85 C"]
+
+
+def test_speedups_are_paired_by_round_and_a_wide_spread_warns():
+    from edgecompress import bench, pipeline
+
+    results = {"original": {"rounds": {"count": 3, "p50_ms": [4.0, 6.0, 5.0], "chosen": 3, "spread_pct": 40.0}},
+               "compressed": {"rounds": {"count": 3, "p50_ms": [2.0, 2.0, 2.5], "chosen": 1, "spread_pct": 25.0}}}
+    assert bench.round_speedups(results["original"], results["compressed"]) == [2.0, 3.0, 2.0]
+    assert "speed-up per round: 2.00x / 3.00x / 2.00x" in pipeline._rounds_note(results)
+    note = pipeline._drift_note(results)
+    assert "rounds' p50s spread by more than 10% (original 40%, compressed 25%)" in note
+    calm = {k: {"rounds": dict(v["rounds"], spread_pct=5.0)} for k, v in results.items()}
+    assert pipeline._drift_note(calm) == ""
+
+
+def test_tensorrt_targets_refuse_more_than_one_round():
+    from edgecompress import profile
+    from edgecompress.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="TensorRT targets measure in one round"):
+        profile.load("jetson-orin-nano", ["bench.rounds=3"])
+
+
 def test_each_round_gets_its_share_of_the_runs_and_seconds_but_all_the_warmup():
     from edgecompress.bench import round_share
     from edgecompress.profile import Bench
@@ -73,8 +103,8 @@ def test_bench_rounds_flag_and_its_bad_values(tiny_onnx):
     result = json.loads(out)["results"][0]
     assert result["rounds"]["count"] == 2 and len(result["rounds"]["p50_ms"]) == 2
     code, out, err = run_cli("bench", tiny_onnx, "--rounds", "2", "--runs", "4", "--seconds", "0")
-    assert code == 0 and re.search(r"rounds on this host: p50 [\d.]+, [\d.]+ ms; the row is round [12], the median",
-                                   out), out
+    assert code == 0 and re.search(r"rounds on this host: p50 [\d.]+, [\d.]+ ms; the row is round [12], the median; "
+                                   r"spread \d+%", out), out
     code, _, err = run_cli("bench", tiny_onnx, "--rounds", "0")
     assert code == 2 and "--rounds" in err and "greater than or equal to 1" in err, err
     code, _, err = run_cli("bench", tiny_onnx, "--runs", "0")
