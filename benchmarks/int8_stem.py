@@ -11,7 +11,6 @@ import copy
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "models"))
 sys.path.insert(0, str(HERE))
+from int8_variants import p50_ms  # noqa: E402  (the same timing as the quantization variants)
 from machine import describe_cpu, measured_on  # noqa: E402
 
 RUNS, ROUNDS = 60, 3
@@ -71,21 +71,6 @@ def profile_nodes(path: Path, x: np.ndarray, folder: Path) -> dict:
             "stem_share_pct": round(100 * sum(v for k, v in by_node.items() if k.startswith("/conv1/")) / total, 1)}
 
 
-def p50_ms(path: Path, x: np.ndarray) -> float:
-    from edgecompress import verify
-
-    session = verify.onnx_session(path, threads=2)
-    name = session.get_inputs()[0].name
-    for _ in range(10):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(RUNS):
-        t0 = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "int8_stem.json")
@@ -113,7 +98,7 @@ def main() -> int:
         rounds = {label: [] for label in paths}
         for _ in range(ROUNDS):  # in turns, so a burst of noise hits one round of each
             for label, path in paths.items():
-                rounds[label].append(round(p50_ms(path, calib[:1]), 3))
+                rounds[label].append(round(p50_ms(path, calib[:1], RUNS), 3))
     result = {"benchmark": "int8_stem", "measured_on": measured_on("ONNX Runtime", 2), "cpu": describe_cpu(),
               "model": "ResNet-18 50% channels, INT8 QDQ (uint8 activations, int8 per-channel weights)",
               "profile_of_the_exported_model": profile,
