@@ -114,7 +114,8 @@ def median_round(results: List[dict]) -> dict:
         return results[0]
     p50s = [(r.get("latency_ms") or {}).get("p50") for r in results]
     if any(p is None for p in p50s):  # a runtime that reports no p50: nothing to choose by
-        return dict(results[0], rounds={"count": len(results), "p50_ms": p50s, "chosen": 1})
+        return dict(results[0], warnings=_all_warnings(results, 0),
+                    rounds={"count": len(results), "p50_ms": p50s, "chosen": 1})
     order = sorted(range(len(results)), key=lambda i: p50s[i])
     chosen = order[(len(results) - 1) // 2]
     return dict(results[chosen], warnings=_all_warnings(results, chosen),

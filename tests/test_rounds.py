@@ -23,8 +23,10 @@ def test_median_round_is_the_middle_one_and_is_kept_whole():
 def test_a_round_without_a_p50_keeps_the_first_and_says_so():
     from edgecompress.bench import median_round
 
-    chosen = median_round([{"latency_ms": {"p50": None}, "id": 1}, {"latency_ms": {"p50": 2.0}, "id": 2}])
+    chosen = median_round([{"latency_ms": {"p50": None}, "id": 1},
+                           {"latency_ms": {"p50": 2.0}, "id": 2, "warnings": ["throttled"]}])
     assert chosen["id"] == 1 and chosen["rounds"]["chosen"] == 1 and chosen["rounds"]["p50_ms"] == [None, 2.0]
+    assert chosen["warnings"] == ["round 2: throttled"]
 
 
 def test_warnings_of_every_round_are_kept_and_tagged():
