@@ -118,9 +118,12 @@ def median_round(results: List[dict]) -> dict:
                     rounds={"count": len(results), "p50_ms": p50s, "chosen": 1})
     order = sorted(range(len(results)), key=lambda i: p50s[i])
     chosen = order[(len(results) - 1) // 2]
-    return dict(results[chosen], warnings=_all_warnings(results, chosen),
-                rounds={"count": len(results), "p50_ms": p50s, "chosen": chosen + 1,
-                        "spread_pct": round(100 * (max(p50s) - min(p50s)) / p50s[chosen], 2) if p50s[chosen] else None})
+    spread = round(100 * (max(p50s) - min(p50s)) / p50s[chosen], 2) if p50s[chosen] else None
+    noisy = [] if spread is None or spread <= NOISY_SPREAD_PCT else [
+        f"the rounds' p50s spread by {spread:.0f}%: the device was busy or throttling, so the p50 will not repeat "
+        "to better than that"]
+    return dict(results[chosen], warnings=_all_warnings(results, chosen) + noisy,
+                rounds={"count": len(results), "p50_ms": p50s, "chosen": chosen + 1, "spread_pct": spread})
 
 
 def _all_warnings(results: List[dict], chosen: int) -> list:

@@ -152,15 +152,10 @@ def bench_table(results: list) -> str:
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
         if r.get("rounds"):
-            from .bench import NOISY_SPREAD_PCT
-
             rounds, spread = r["rounds"], r["rounds"].get("spread_pct")
             each = ", ".join("-" if p is None else f"{p:.3f}" for p in rounds["p50_ms"])
             which = f"the median; spread {spread:.0f}%" if spread is not None else "the first (no p50 to rank by)"
             lines.append(f"rounds on {r['device_name']}: p50 {each} ms; the row is round {rounds['chosen']}, {which}")
-            if spread is not None and spread > NOISY_SPREAD_PCT:
-                lines.append(f"warning on {r['device_name']}: the rounds' p50s spread by {spread:.0f}%: the device "
-                             "was busy or throttling, so the p50 will not repeat to better than that")
         for warning in r.get("warnings") or []:
             lines.append(f"warning on {r['device_name']}: {warning}")
     if any(r.get("stability") for r in results):

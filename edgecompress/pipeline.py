@@ -638,6 +638,8 @@ def _accuracy(stages, dataset) -> dict:
 def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -> dict:
     (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
     lat = {k: v["latency_ms"] for k, v in results.items()}
+    rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
+    paired = bench.round_speedups(results["original"], results["compressed"])
     original_file = stages.get("original_model_file", stages["original_onnx"])
     return {
         "before": {"bytes": original_file.stat().st_size, "params": pb, "macs": mb,
@@ -653,44 +655,37 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "latency_ms": lat,
         "measured_on": measured,
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
-                            f"{lat['compressed']['n']} compressed." + _rounds_note(results) + _drift_note(results),
-        "rounds": {k: v["rounds"] for k, v in results.items() if v.get("rounds")} or None,
-        "speedup_per_round": bench.round_speedups(results["original"], results["compressed"]),
+                            f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results),
+        "rounds": rounds or None,
+        "speedup_per_round": paired,
         "energy_reason": results["compressed"].get("energy_reason"),
     }
 
 
-def _rounds_note(results: dict) -> str:
+def _rounds_note(rounds: dict, paired: Optional[List[float]]) -> str:
     """Every round's p50, so the reader sees how far the rounds agreed, not only the median one."""
-    rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
     if not rounds:
         return ""
     count = next(iter(rounds.values()))["count"]
     each = "; ".join(f"{k} " + " / ".join("-" if p is None else f"{p:.3g}" for p in r["p50_ms"])
                      for k, r in rounds.items())
-    paired = bench.round_speedups(results["original"], results["compressed"]) if len(results) == 2 else None
     pairs = f"; speed-up per round: {' / '.join(f'{s:.2f}x' for s in paired)}" if paired else ""
     return (f" The models took turns in {count} rounds; each figure is its model's median round "
             f"(p50 per round, ms: {each}{pairs}).")
 
 
 def _drift_note(results: dict) -> str:
-    """A warning line when the p50 moved within a timed window: the speed-up is then no more exact than that."""
-    spreads = {k: (v.get("stability") or {}).get("spread_pct") for k, v in results.items()}
-    noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
-    turns = {k: (v.get("rounds") or {}).get("spread_pct") for k, v in results.items()}
-    noisy_turns = {k: s for k, s in turns.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
+    """A warning line when the p50 moved within a timed window, or between the rounds: the speed-up is
+    then no more exact than that."""
     note = ""
-    if noisy:
-        parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
-        note += (f"\nwarning: the p50 drifted within the timed window ({parts}): the machine was busy or throttling "
-                 "(or the latency has two modes), so these latencies will not repeat to better than that; "
-                 "run bench again on a quiet device")
-    if noisy_turns:
-        parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy_turns.items())
-        note += (f"\nwarning: the rounds' p50s spread by more than {bench.NOISY_SPREAD_PCT:.0f}% ({parts}): the "
-                 "machine was busy or throttling, so these latencies will not repeat to better than that; "
-                 "run bench again on a quiet device")
+    for key, what, modes in (("stability", "the p50 drifted within the timed window", " (or the latency has two modes)"),
+                             ("rounds", f"the rounds' p50s spread by more than {bench.NOISY_SPREAD_PCT:.0f}%", "")):
+        spreads = {k: (v.get(key) or {}).get("spread_pct") for k, v in results.items()}
+        noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
+        if noisy:
+            parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
+            note += (f"\nwarning: {what} ({parts}): the machine was busy or throttling{modes}, so these latencies "
+                     "will not repeat to better than that; run bench again on a quiet device")
     return note
 
 

@@ -35,7 +35,12 @@ def test_warnings_of_every_round_are_kept_and_tagged():
     rounds = [{"latency_ms": {"p50": 1.0}, "warnings": ["throttled: 85 C"]},
               {"latency_ms": {"p50": 2.0}, "warnings": ["short window"]},
               {"latency_ms": {"p50": 3.0}, "warnings": ["short window"]}]
-    assert median_round(rounds)["warnings"] == ["short window", "round 1: throttled: 85 C"]
+    assert median_round(rounds)["warnings"] == [
+        "short window", "round 1: throttled: 85 C",
+        "the rounds' p50s spread by 100%: the device was busy or throttling, so the p50 will not repeat to better "
+        "than that"]
+    calm = [{"latency_ms": {"p50": p}, "warnings": []} for p in (1.0, 1.02, 1.05)]
+    assert median_round(calm)["warnings"] == []
 
 
 def test_speedups_are_paired_by_round_and_a_wide_spread_warns():
@@ -44,7 +49,9 @@ def test_speedups_are_paired_by_round_and_a_wide_spread_warns():
     results = {"original": {"rounds": {"count": 3, "p50_ms": [4.0, 6.0, 5.0], "chosen": 3, "spread_pct": 40.0}},
                "compressed": {"rounds": {"count": 3, "p50_ms": [2.0, 2.0, 2.5], "chosen": 1, "spread_pct": 25.0}}}
     assert bench.round_speedups(results["original"], results["compressed"]) == [2.0, 3.0, 2.0]
-    assert "speed-up per round: 2.00x / 3.00x / 2.00x" in pipeline._rounds_note(results)
+    rounds = {k: v["rounds"] for k, v in results.items()}
+    assert "speed-up per round: 2.00x / 3.00x / 2.00x" in pipeline._rounds_note(
+        rounds, bench.round_speedups(results["original"], results["compressed"]))
     note = pipeline._drift_note(results)
     assert "rounds' p50s spread by more than 10% (original 40%, compressed 25%)" in note
     calm = {k: {"rounds": dict(v["rounds"], spread_pct=5.0)} for k, v in results.items()}
