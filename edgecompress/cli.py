@@ -113,6 +113,7 @@ def cmd_deploy(args) -> int:
     else:
         print(report.table(summary))
         print(f"bundle: {summary['bundle']}  ({summary['zip']})  in {summary['seconds']} s")
+        print(f"report: {Path(summary['bundle']) / 'report.html'}")
     return 0
 
 

@@ -21,6 +21,11 @@ from .registry import Registry, closest
 
 LOSSES = Registry("distillation loss")
 SEED = 0
+CURVE_POINTS = 50  # about this many loss points per round: enough to see whether it levelled off
+
+
+def curve_every(steps: Optional[int]) -> int:
+    return max(1, (steps or 1000) // CURVE_POINTS)
 
 
 class Interrupted(EdgeCompressError):
@@ -36,6 +41,7 @@ class DistillReport:
     losses: List[str]
     final_loss: Optional[float]
     label_free: bool
+    loss_curve: List[list]  # [round, step, mean loss over the steps since the previous point]
 
 
 @dataclass
@@ -194,8 +200,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Optional[float],
              checkpoint: Path, meta: dict, resume: Optional[dict] = None,
              regularize: Optional[Callable[[], None]] = None, after_step: Optional[Callable[[], None]] = None,
-             label: str = "distill") -> DistillReport:
-    """Train `student` in place for at most `steps` steps and/or `seconds` seconds."""
+             label: str = "distill", curve: Optional[List[list]] = None) -> DistillReport:
+    """Train `student` in place for at most `steps` steps and/or `seconds` seconds. `curve`: the loss
+    points of earlier rounds, continued here (a checkpoint carries them, so --resume keeps them)."""
     import torch
 
     check_data(cfg, train.x)
@@ -204,11 +211,13 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     start_step, spent_s, recent = 0, 0.0, []
+    curve, every, rnd = list(curve or []), curve_every(steps), meta.get("round", 1)
     if resume:
         opt.load_state_dict(resume["optimizer"])
         if tap and resume.get("projections"):
             tap.proj.load_state_dict(resume["projections"])
         start_step, spent_s, recent = resume["step"], resume["seconds"], resume["recent_losses"]
+        curve = list(resume.get("loss_curve") or [])
     teacher.eval()
     student.train()
     bar = _progress(label, steps, start_step)
@@ -216,7 +225,7 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
 
     def state(at_step):
         return dict(meta, step=at_step, seconds=time.perf_counter() - t0, optimizer=opt.state_dict(),
-                    student=_structure_state(student), recent_losses=recent[-20:],
+                    student=_structure_state(student), recent_losses=recent[-20:], loss_curve=curve,
                     projections=tap.proj.state_dict() if tap else None)
 
     with _stop_on_ctrl_c() as stop:
@@ -233,6 +242,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                     after_step()
                 step += 1
                 recent.append(loss)
+                if step % every == 0:
+                    curve.append([rnd, step, round(float(np.mean(recent[-every:])), 6)])
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")
                 if step % cfg.checkpoint_every == 0:
@@ -250,7 +261,7 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     save_checkpoint(checkpoint, state(step))
     used = [name for name in cfg.losses if not (name == "ce" and y is None)]  # ce needs labels: dropped without
     return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
-                         float(np.mean(recent[-20:])) if recent else None, y is None)
+                         float(np.mean(recent[-20:])) if recent else None, y is None, curve)
 
 
 class _Stop:

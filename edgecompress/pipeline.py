@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from . import __version__
 from . import bench, bundle, data as data_mod, distill, export, inventory, models, profile as profile_mod, prune
-from . import engine, quantize, report, verify
+from . import engine, quantize, report, report_html, verify
 from .errors import InputError
 
 
@@ -338,16 +338,16 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     regularize = None
     if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
         regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
-    report_d = None
+    report_d, curve = None, []
     first_round = 0 if regularize else 1
     for rnd in range(first_round, rounds + 1):
         state = resume if resume and resume["round"] == rnd else None
         if resume and resume["round"] > rnd:
             continue
         if rnd == 0:  # network slimming: L1 on BN scales first, so bn_scale ranks channels well
-            distill.distill_(student, teacher, train, d, steps=p.sparsity_training.steps, seconds=None,
-                             checkpoint=ckpt_path, meta=dict(meta, round=0), resume=state, regularize=regularize,
-                             label="slimming")
+            curve = distill.distill_(student, teacher, train, d, steps=p.sparsity_training.steps, seconds=None,
+                                     checkpoint=ckpt_path, meta=dict(meta, round=0), resume=state,
+                                     regularize=regularize, label="slimming").loss_curve
             continue
         if state is None:
             _prune_round_(student, teacher, prof, train, example, rnd, masks)
@@ -356,7 +356,8 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
                                     meta=dict(meta, round=rnd), resume=state,
                                     after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
-                                    label=f"distill {rnd}/{rounds}")
+                                    label=f"distill {rnd}/{rounds}", curve=curve)
+        curve = report_d.loss_curve
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
             f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
@@ -426,7 +427,7 @@ def _distill_dict(r, d) -> dict:
         return {"steps": 0, "seconds": 0.0, "temperature": d.temperature, "alpha": d.alpha, "losses": list(d.losses),
                 "final_loss": None}
     return {"steps": r.steps, "seconds": r.seconds, "temperature": r.temperature, "alpha": r.alpha,
-            "losses": r.losses, "final_loss": r.final_loss, "label_free": r.label_free}
+            "losses": r.losses, "final_loss": r.final_loss, "label_free": r.label_free, "loss_curve": r.loss_curve}
 
 
 def prepare_onnx(source, prof, held, work: Path) -> dict:
@@ -721,7 +722,7 @@ def kotlin_runner(manifest: dict) -> str:
 
 
 def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
-    texts = {"README.md": report.bundle_readme(manifest, summary)}
+    texts = {"README.md": report.bundle_readme(manifest, summary), "report.html": report_html.page(manifest, summary)}
     if manifest["model"]["format"] == "tflite":
         texts["ModelRunner.kt"] = kotlin_runner(manifest)
     if dataset.labels:

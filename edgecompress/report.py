@@ -39,6 +39,18 @@ def _ratio(a, b, fmt="{:.2f}x") -> str:
 
 def table(s: dict) -> str:
     """The before/after table from a deploy summary."""
+    rows = table_rows(s)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"latency: {s['measured_on_text']}")
+    if s.get("accuracy_note"):
+        lines.append(s["accuracy_note"])
+    return "\n".join(lines)
+
+
+def table_rows(s: dict) -> list:
+    """The table's cells, a header row first: the text table and report.html show the same."""
     b, a = s["before"], s["after"]
     acc_name = "accuracy" if s["accuracy_metric"] == "accuracy" else "agreement w/ teacher"
     rows = [
@@ -51,13 +63,7 @@ def table(s: dict) -> str:
         (acc_name, _fmt_pct(b["accuracy"]), _fmt_pct(a["accuracy"]), _delta_points(b["accuracy"], a["accuracy"])),
         ("p50 latency", _fmt_ms(b["p50_ms"]), _fmt_ms(a["p50_ms"]), _ratio(b["p50_ms"], a["p50_ms"], "{:.2f}x faster")),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"latency: {s['measured_on_text']}")
-    if s.get("accuracy_note"):
-        lines.append(s["accuracy_note"])
-    return "\n".join(lines)
+    return rows
 
 
 def _delta_points(before, after) -> str:
@@ -104,6 +110,7 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 p50 {lat.get('p50', float('nan')):.3f} ms over n={lat.get('n')} runs. {m['metrics']['measured_on']['note']}
 Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_inference'] is not None else 'not measured: ' + str(m['metrics'].get('energy_reason'))}
 
+`report.html` shows these figures with the latency spread, every check and the distillation loss.
 `manifest.json` holds the full figures, the resolved target profile and a checksum for every
 file; `edgecompress verify` re-checks them and re-runs the stored parity samples.
 """

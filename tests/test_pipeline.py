@@ -41,7 +41,7 @@ def test_bundle_layout_and_manifest(built):
     folder = root / "dist" / "net-host-cpu"
     assert Path(summary["bundle"]) == folder
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "example.py", "labels.txt", "manifest.json",
-                                                        "model.onnx", "parity.npz"]
+                                                        "model.onnx", "parity.npz", "report.html"]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["schema_version"] == 1 and m["target"] == "host-cpu" and m["runtime"]["name"] == "onnxruntime"
     assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["quantization"]["scale"] > 0
@@ -57,7 +57,10 @@ def test_bundle_layout_and_manifest(built):
     assert acc["metric"] == "accuracy" and acc["teacher"] > 0.95 and acc["student"] > acc["teacher"] - 0.1
     assert m["provenance"]["profile"]["prune"]["ratio"] == 0.5 and m["provenance"]["profile"]["distill"]["steps"] == 150
     assert (folder / "labels.txt").read_text().split() == ["nw", "ne", "sw", "se"]
-    assert set(m["files"]) == {"README.md", "example.py", "labels.txt", "model.onnx", "parity.npz"}
+    assert set(m["files"]) == {"README.md", "example.py", "labels.txt", "model.onnx", "parity.npz", "report.html"}
+    curve = m["compression"]["distillation"]["loss_curve"]
+    assert len(curve) == 50 and [p[1] for p in curve] == list(range(3, 151, 3)) and {p[0] for p in curve} == {1}
+    assert curve[-1][2] < curve[0][2], "the recorded loss falls as the student learns"
 
 
 def test_zip_holds_the_same_files(built):
@@ -65,7 +68,7 @@ def test_zip_holds_the_same_files(built):
     with zipfile.ZipFile(root / "dist" / "net-host-cpu.zip") as zf:
         names = sorted(zf.namelist())
     assert names == sorted(f"net-host-cpu/{n}" for n in ["README.md", "example.py", "labels.txt", "manifest.json",
-                                                         "model.onnx", "parity.npz"])
+                                                         "model.onnx", "parity.npz", "report.html"])
     assert not [p for p in (root / "dist").iterdir() if p.name.startswith(".")], "no temp or work folders left"
 
 
@@ -93,6 +96,52 @@ def test_summary_table_says_slower_and_larger_rather_than_a_ratio_below_one(buil
     assert "2.00x slower" in text and "4.00x larger" in text
     assert "faster" not in text and not any(f"0.{d}" in line and "x faster" in line for line in text.splitlines()
                                             for d in range(10))
+
+
+def test_report_page_shows_the_bundles_figures(built):
+    """report.html: the same before/after cells as the printed table, the latency of both models with
+    their run counts, the loss curve, every check and why energy is missing; one page, no script."""
+    from html.parser import HTMLParser
+
+    from edgecompress import report
+
+    root, summary, _ = built
+    page = (root / "dist" / "net-host-cpu" / "report.html").read_text()
+    m = json.loads((root / "dist" / "net-host-cpu" / "manifest.json").read_text())
+    text = []
+    parser = HTMLParser()
+    parser.handle_data = text.append
+    parser.feed(page)
+    words = " ".join(text)
+    for row in report.table_rows(summary)[1:]:
+        assert all(cell in words for cell in row), row
+    for model, lat in m["metrics"]["latency_ms"].items():
+        assert f"{lat['p50']:.3g}" in words and str(lat["n"]) in words
+    assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
+    assert 'aria-label="distillation loss"' in page and page.count(",") > 50
+    for check in m["metrics"]["parity"]:
+        assert check["what"] in words
+    assert "no power source" in words and "Not measured" in words
+
+
+def test_report_page_escapes_names_and_skips_what_was_not_measured():
+    from edgecompress import report_html
+
+    lat = {"p50": 1.0, "p90": 1.2, "p99": 2.0, "mean": 1.1, "std": 0.1, "min": 0.9, "max": 9.0, "n": 10}
+    m = {"name": "<b>net</b>", "target": "host-cpu", "runtime": {"name": "onnxruntime", "version": "1"},
+         "model": {"file": "model.onnx"}, "provenance": {"edgecompress_version": "0", "torch_version": "2", "data": "d"},
+         "compression": {"pruning": {"structure": "none"}, "distillation": {"steps": 0, "loss_curve": []},
+                         "quantization": {"precision": "fp32"}},
+         "metrics": {"measured_on": {"note": "here"}, "latency_ms": {"original": lat, "compressed": lat},
+                     "accuracy": {"metric": "agreement", "teacher": 1.0, "student": 0.9, "samples": 5},
+                     "energy": {"original": None, "compressed": None}, "energy_reason": "no sensor"}}
+    s = {"before": {"bytes": 10, "params": None, "macs": None, "accuracy": 1.0, "p50_ms": 1.0},
+         "after": {"bytes": 5, "params": None, "macs": None, "accuracy": 0.9, "p50_ms": 1.0},
+         "accuracy_metric": "agreement", "measured_on_text": "here.\nwarning: busy"}
+    page = report_html.page(m, s)
+    assert "<b>net</b>" not in page and "&lt;b&gt;net&lt;/b&gt;" in page
+    assert page.count("<svg") == 1, "no loss curve without distillation"
+    assert "<h2>Rounds</h2>" not in page and "class=warn>warning: busy" in page
 
 
 def test_example_program_classifies_one_input(built):
@@ -240,6 +289,9 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     assert "--resume: continuing round 1 at step" in finished.stderr
     m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
     assert m["compression"]["distillation"]["steps"] == 600  # the last round's share of 1200 steps
+    curve = m["compression"]["distillation"]["loss_curve"]
+    assert [(p[0], p[1]) for p in curve] == [(r, s) for r in (1, 2) for s in range(12, 601, 12)], \
+        "the loss curve survives the interruption: both rounds, every point, none twice"
     assert not ckpt.parent.exists(), "the checkpoint is removed once the bundle is written"
 
 

@@ -1,0 +1,202 @@
+"""report.html: a bundle's figures on one page, for the people who get the bundle and do not read
+JSON: before/after, where and how latency was measured and how much it spread, the rounds, the
+distillation loss, every check, energy and the device's state. Self-contained (inline CSS and SVG,
+no script, nothing fetched), so it opens from the zip on any machine. Made from the manifest alone."""
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import List, Optional
+
+from . import report
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #eee}
+th{background:#f6f6f6}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:.4em .8em}
+.ok{color:#17703a}.bad{color:#b00020}.note{color:#555}code{background:#f3f3f3;padding:0 .2em}
+svg text{font:12px system-ui,sans-serif}"""
+COLOURS = {"original": "#8c8c8c", "compressed": "#1f6feb"}
+
+
+def page(manifest: dict, summary: dict) -> str:
+    m = manifest
+    sections = [_header(m), _table(summary), _latency(m), _rounds(m), _checks(m), _compression(m), _energy(m),
+                _device(m)]
+    title = f"{m['name']} for {m['target']}"
+    return (f"<!doctype html>\n<html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<style>{CSS}</style>\n<body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
+
+
+def _rows(rows: List[tuple], head: Optional[tuple] = None) -> str:
+    cells = [f"<tr>{''.join(f'<th>{escape(str(c))}</th>' for c in head)}</tr>"] if head else []
+    cells += [f"<tr>{''.join(f'<td>{escape(str(c))}</td>' for c in r)}</tr>" for r in rows]
+    return f"<table>{''.join(cells)}</table>"
+
+
+def _header(m: dict) -> str:
+    where = m["metrics"]["measured_on"]
+    prov = m["provenance"]
+    return (f"<h1>{escape(m['name'])} for <code>{escape(m['target'])}</code></h1>"
+            f"<p>{escape(m['runtime']['name'])} {escape(str(m['runtime']['version']))}, model file "
+            f"<code>{escape(m['model']['file'])}</code>; built by edgecompress {escape(prov['edgecompress_version'])} "
+            f"with torch {escape(prov['torch_version'])} from data <code>{escape(str(prov.get('data')))}</code>.</p>"
+            f"<p class=note>{escape(where['note'])}</p>")
+
+
+def _table(summary: dict) -> str:
+    """The before/after table deploy prints, with its notes; warnings set apart."""
+    head, *rows = report.table_rows(summary)
+    notes = summary["measured_on_text"].split("\n") + [summary.get("accuracy_note") or ""]
+    warnings = "".join(f"<p class=warn>{escape(n)}</p>" for n in notes if n.startswith("warning:"))
+    others = "".join(f"<p class=note>{escape(n)}</p>" for n in notes if n and not n.startswith("warning:"))
+    return "<h2>Before and after</h2>" + _rows(rows, head) + others + warnings
+
+
+def _latency(m: dict) -> str:
+    lat = {k: v for k, v in m["metrics"]["latency_ms"].items() if v and v.get("p50") is not None}
+    if not lat:
+        return ""
+    rows = [(k, *(_ms(v.get(p)) for p in ("p50", "p90", "p99", "mean", "std", "min", "max")), v.get("n"))
+            for k, v in lat.items()]
+    load = m["metrics"].get("load_ms") or {}
+    first = m["metrics"].get("first_run_ms") or {}
+    rss = m["metrics"].get("peak_rss_mb") or {}
+    extra = [(k, _ms(load.get(k)), _ms(first.get(k)), "-" if rss.get(k) is None else f"{rss[k]:.0f} MB")
+             for k in lat]
+    return ("<h2>Latency</h2>" + latency_svg(lat) +
+            _rows(rows, ("model", "p50", "p90", "p99", "mean", "std", "min", "max", "runs")) +
+            _rows(extra, ("model", "load", "first run", "peak RSS")) +
+            f"<p class=note>Timed with {escape(str(next(iter(lat.values())).get('method', '?')))}.</p>")
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.3g} ms"
+
+
+def latency_svg(lat: dict, width: int = 640) -> str:
+    """Per model: a line from the fastest run to p99, a box from p50 to p90, a mark at p50, on a log
+    scale (a shared device's p99 can be a hundred times its p50). The max is printed, not drawn."""
+    left, right, row = 110, 20, 52
+    lo = min(v.get("min") or v["p50"] for v in lat.values()) / 1.3
+    hi = max(v.get("p99") or v["p50"] for v in lat.values()) * 1.3
+    span = math.log(hi / lo)
+    x = lambda ms: left + (width - left - right) * math.log(ms / lo) / span  # noqa: E731
+    parts = []
+    for i, (name, v) in enumerate(lat.items()):
+        y = 16 + i * row
+        colour = COLOURS.get(name, "#555")
+        p50 = v["p50"]
+        fast, p90, p99 = v.get("min") or p50, v.get("p90") or p50, v.get("p99") or p50
+        figures = " · ".join(f"{k} {v[k]:.3g}" for k in ("min", "p50", "p90", "p99", "max") if v.get(k) is not None)
+        parts.append(f'<text x="0" y="{y + 5}">{escape(name)}</text>'
+                     f'<line x1="{x(fast):.1f}" x2="{x(p99):.1f}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2"/>'
+                     f'<rect x="{x(p50):.1f}" y="{y - 8}" width="{max(1.0, x(p90) - x(p50)):.1f}" height="16" '
+                     f'fill="{colour}" opacity="0.35"/><line x1="{x(p50):.1f}" x2="{x(p50):.1f}" y1="{y - 10}" '
+                     f'y2="{y + 10}" stroke="{colour}" stroke-width="3"/>'
+                     f'<text x="{left}" y="{y + 26}" fill="#555">{escape(figures)} ms</text>')
+    height = 16 + len(lat) * row
+    axis = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{height - 12}" y2="{height - 8}" stroke="#999"/>'
+                   f'<text x="{x(t):.1f}" y="{height + 4}" text-anchor="middle">{t:g}</text>' for t in _ticks(lo, hi))
+    return (f'<svg width="{width}" height="{height + 8}" role="img" aria-label="latency per model, ms">'
+            f'<line x1="{left}" x2="{width - right}" y1="{height - 12}" y2="{height - 12}" stroke="#999"/>'
+            f'{axis}{"".join(parts)}</svg><p class=note>ms, log scale; line: fastest run to p99, box: p50 to p90.</p>')
+
+
+def _ticks(lo: float, hi: float) -> List[float]:
+    """1-2-5 marks inside the range; only the decades when there would be too many."""
+    marks = [f * 10 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for f in (1, 2, 5)]
+    inside = [t for t in marks if lo <= t <= hi]
+    return inside if len(inside) <= 8 else [t for t in inside if math.log10(t).is_integer()] or inside[::3]
+
+
+def _rounds(m: dict) -> str:
+    rounds = {k: v for k, v in (m["metrics"].get("latency_rounds") or {}).items() if v}
+    if not rounds:
+        return ""
+    rows = [(k, " / ".join("-" if p is None else f"{p:.3g}" for p in r.get("p50_ms", [])),
+             "-" if r.get("spread_pct") is None else f"{r['spread_pct']:.1f} %") for k, r in rounds.items()]
+    count = next(iter(rounds.values())).get("count")
+    return (f"<h2>Rounds</h2><p>The models took turns in {count} rounds, each a fresh process; each model's "
+            "figures above are from its median round.</p>" + _rows(rows, ("model", "p50 per round, ms", "spread")))
+
+
+def _checks(m: dict) -> str:
+    acc = m["metrics"]["accuracy"]
+    name = "accuracy" if acc["metric"] == "accuracy" else "agreement with the teacher"
+    head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
+            f"original {_pct(acc.get('teacher'))}, compressed FP32 {_pct(acc.get('student_fp32'))}, deployed "
+            f"{_pct(acc.get('student'))}.</p>")
+    rows = []
+    for check in m["metrics"].get("parity") or []:
+        diffs = ", ".join(f"{o['name']} {o['max_abs_diff']:.3g}" for o in check.get("outputs", []))
+        tol = ", ".join(f"{k} {v}" for k, v in (check.get("tolerance") or {}).items())
+        rows.append((check["what"], check.get("samples"), diffs, _pct(check.get("top1_agreement")),
+                     _pct(check.get("accuracy")), tol))
+    exact = m["metrics"].get("parity_exact_int8")
+    note = ("<p class=note>INT8 products were computed exactly, as the target computes them.</p>" if exact else "")
+    return head + _rows(rows, ("check", "samples", "max abs diff", "top-1 agreement", "accuracy", "tolerance")) + note
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v * 100:.2f} %"
+
+
+def _compression(m: dict) -> str:
+    c = m["compression"]
+    p, d, q = c["pruning"], c["distillation"], c["quantization"]
+    prune_row = [(k, p.get(k)) for k in ("structure", "ratio", "importance", "round_to", "iterative_steps",
+                                         "params_before", "params_after", "macs_before", "macs_after") if k in p]
+    distill_row = [(k, d.get(k)) for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss",
+                                           "teacher", "note") if d.get(k) is not None]
+    quant_row = [(k, v) for k, v in q.items()]
+    curve = d.get("loss_curve") or []
+    return ("<h2>Compression</h2><h3>Pruning</h3>" + _rows(prune_row) + "<h3>Distillation</h3>" +
+            (loss_svg(curve) if len(curve) > 1 else "") + _rows(distill_row) + "<h3>Quantization</h3>" +
+            _rows(quant_row))
+
+
+def loss_svg(curve: List[list], width: int = 640, height: int = 180) -> str:
+    """The distillation loss over the steps; a dashed line where a pruning round begins."""
+    left, bottom = 50, 20
+    losses = [p[2] for p in curve]
+    lo, hi = min(losses), max(losses)
+    span = (hi - lo) or 1.0
+    x = lambda i: left + (width - left - 10) * i / (len(curve) - 1)  # noqa: E731
+    y = lambda v: 8 + (height - bottom - 16) * (hi - v) / span  # noqa: E731
+    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(losses))
+    marks = "".join(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="8" y2="{height - bottom}" stroke="#bbb" '
+                    f'stroke-dasharray="4 3"/><text x="{x(i) + 3:.1f}" y="18">round {curve[i][0]}</text>'
+                    for i in range(1, len(curve)) if curve[i][0] != curve[i - 1][0])
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="distillation loss">'
+            f'<text x="0" y="{y(hi) + 4:.1f}">{hi:.3g}</text><text x="0" y="{y(lo) + 4:.1f}">{lo:.3g}</text>'
+            f'<line x1="{left}" x2="{left}" y1="8" y2="{height - bottom}" stroke="#999"/>{marks}'
+            f'<polyline fill="none" stroke="{COLOURS["compressed"]}" stroke-width="2" points="{points}"/>'
+            f'<text x="{left}" y="{height - 4}">step {curve[0][1]}</text>'
+            f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">step {curve[-1][1]} (round {curve[-1][0]})'
+            f'</text></svg><p class=note>Mean training loss per {len(curve)} points.</p>')
+
+
+def _energy(m: dict) -> str:
+    energy = {k: v for k, v in (m["metrics"].get("energy") or {}).items() if v}
+    if not energy:
+        reason = m["metrics"].get("energy_reason") or "no power source was read"
+        return f"<h2>Energy</h2><p>Not measured: {escape(str(reason))}</p>"
+    rows = [(k, e.get("source"), _num(e.get("mj_per_inference_total"), "mJ"), _num(e.get("mj_per_inference_net"), "mJ"),
+             _num(e.get("avg_power_mw"), "mW"), _num(e.get("idle_power_mw"), "mW"), e.get("samples"),
+             _num(e.get("window_s"), "s")) for k, e in energy.items()]
+    return "<h2>Energy</h2>" + _rows(rows, ("model", "source", "per inference", "net of idle", "average power",
+                                            "idle power", "samples", "window"))
+
+
+def _num(v, unit: str) -> str:
+    return "-" if v is None else f"{v:.4g} {unit}"
+
+
+def _device(m: dict) -> str:
+    state = m["metrics"].get("device_state") or {}
+    keep = ("arch", "platform", "python", "runtime", "runtime_version", "cpu_count", "governor",
+            "clocks_mhz_before", "clocks_mhz_after", "temperatures_c_before", "temperatures_c_after", "throttled",
+            "throttle_reason")
+    rows = [(k, state[k]) for k in keep if state.get(k) not in (None, {}, [])]
+    return "<h2>Where it ran</h2>" + _rows(rows) if rows else ""
