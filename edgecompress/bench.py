@@ -9,7 +9,9 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .errors import InputError
 
 PROTOCOL_VERSION = 1
 NOISY_SPREAD_PCT = 10.0  # the device side's threshold for its drift warning (ec_bench.NOISY_SPREAD_PCT)
@@ -26,9 +28,10 @@ class Model:
     fetch_dir: Optional[Path] = None  # where the job's artifacts (an engine) come back to
 
 
-def make_job(cfg, runtime: str, options: Optional[dict] = None) -> dict:
+def make_job(cfg, runtime: str, options: Optional[dict] = None, inputs: Optional[list] = None) -> dict:
     """Inputs are left to the device side: it draws random inputs shaped like the model's own
-    (dynamic dimensions set to 1), so no input name or shape can disagree with the model."""
+    (dynamic batch set to 1), so no input name or shape can disagree with the model; `inputs`
+    (inputs.random entries) only for a model whose other dimensions are dynamic: see random_inputs."""
     job = {
         "protocol_version": PROTOCOL_VERSION,
         "runtime": runtime,
@@ -42,7 +45,38 @@ def make_job(cfg, runtime: str, options: Optional[dict] = None) -> dict:
     }
     if cfg.lock_clocks:
         job["lock_clocks"] = True
+    if inputs:
+        job["inputs"] = {"random": inputs}
     return job
+
+
+def random_inputs(model: Path, runtime: str, shape: Optional[Sequence[int]]) -> Optional[list]:
+    """inputs.random for an ONNX model whose height, width or other non-batch dimensions are
+    dynamic: the data's shape, else the device side would time it at 1 (a 1x1 image). None when
+    only the batch is dynamic, or the runtime times static models only."""
+    if runtime != "onnxruntime" or model.suffix != ".onnx":
+        return None
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    dynamic = {}
+    for i in graph.input:
+        if i.name in weights:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in i.type.tensor_type.shape.dim]
+        if any(not isinstance(d, int) for d in dims[1:]):
+            dynamic[i.name] = dims
+    if not dynamic:
+        return None
+    name, dims = next(iter(dynamic.items()))
+    if len(dynamic) > 1 or shape is None or len(shape) != len(dims):
+        what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())
+        raise InputError(f"{model.name}: input {what} has dynamic dimensions besides the batch, so the benchmark "
+                         "cannot tell what size to time" + ("" if shape is None else
+                                                            f" (the shape given, {list(shape)}, does not fit)"),
+                         hint="pass --input-shape, e.g. --input-shape 1x3x224x224")
+    return [{"name": name, "shape": [1, *[int(d) for d in shape[1:]]]}]
 
 
 _print_lock = threading.Lock()
@@ -75,24 +109,27 @@ def runner_for(device) -> Callable:
     return lambda job, path, **kw: run(job, path, device=device, **kw)
 
 
-def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False) -> Dict[str, dict]:
+def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False,
+            input_shape: Optional[Sequence[int]] = None) -> Dict[str, dict]:
     """Each model in its own device-side process, one after the other, in one call: the original
     and the compressed model are measured in the same run under the same conditions. With
     cfg.rounds > 1 the models take turns that many times, each turn with its share of the budget,
     and each model's result is its median round (see median_round). A value is a model file (run
-    with `runtime` and the bench threads) or a Model."""
+    with `runtime` and the bench threads) or a Model. `input_shape`: the data's, one sample with
+    its batch dimension, for models whose non-batch dimensions are dynamic."""
     run = runner_for(device)
     where = "this host" if device is None else device.name
     turn = round_share(cfg)
     rounds: Dict[str, list] = {label: [] for label in models}
+    models = {label: item if isinstance(item, Model) else Model(Path(item), runtime) for label, item in models.items()}
+    inputs = {label: random_inputs(m.path, m.runtime, input_shape) for label, m in models.items()}
     for r in range(cfg.rounds):
-        for label, item in models.items():
-            m = item if isinstance(item, Model) else Model(Path(item), runtime)
+        for label, m in models.items():
             extra = {"extra_files": m.extra_files} if m.extra_files else {}
             if m.fetch_dir is not None:
                 extra["fetch_dir"] = m.fetch_dir
             name = f"{label} on {where}" + (f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
-            rounds[label].append(run(make_job(turn, m.runtime, m.options), m.path,
+            rounds[label].append(run(make_job(turn, m.runtime, m.options, inputs[label]), m.path,
                                      on_progress=None if quiet else _log_progress(name), **extra))
     return {label: dict(median_round(results), device_name=where) for label, results in rounds.items()}
 
@@ -136,14 +173,15 @@ def _all_warnings(results: List[dict], chosen: int) -> list:
     return seen
 
 
-def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False) -> List[dict]:
+def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False,
+                       input_shape: Optional[Sequence[int]] = None) -> List[dict]:
     """One job per device, all devices at once (each device runs one job at a time anyway)."""
     results: List[Optional[dict]] = [None] * len(devices)
     errors: List[Optional[BaseException]] = [None] * len(devices)
 
     def one(i: int, device) -> None:
         try:
-            results[i] = measure({model.name: model}, cfg, runtime, device, quiet)[model.name]
+            results[i] = measure({model.name: model}, cfg, runtime, device, quiet, input_shape)[model.name]
         except BaseException as exc:  # reported per device below, after every job has ended
             errors[i] = exc
 

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, help="split the runs into N separate processes and report the median one "
                    "(default: the profile's bench.rounds)")
     b.add_argument("--lock-clocks", action="store_true", help="Jetson: pin clocks with jetson_clocks, then restore")
+    b.add_argument("--input-shape", help="for an .onnx whose height/width are dynamic: the size to time, e.g. "
+                   "1x3x224x224 (a bundle uses the shape of its stored samples)")
     b.add_argument("--json", action="store_true")
 
     dv = sub.add_parser("devices", help="list the device inventory, or check that a device is reachable")
@@ -121,7 +123,8 @@ def cmd_bench(args) -> int:
     from .pipeline import bench_artifact
 
     out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
-                         quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds)
+                         quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds,
+                         input_shape=args.input_shape)
     if args.json:
         print(json.dumps(out, indent=2))
     else:

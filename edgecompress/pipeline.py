@@ -89,7 +89,8 @@ def deploy(opts: DeployOptions) -> dict:
     turns = (f"taking turns in {prof.bench.rounds} rounds, each model's median round reported"
              if prof.bench.rounds > 1 else "one after the other")
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
-    results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet)
+    results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet,
+                            input_shape=(1, *dataset.x.shape[1:]))
     summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
     if stages["pruning"].get("latency_budget"):
         summary["latency_budget"] = budget_outcome(stages["pruning"]["latency_budget"], results["compressed"])
@@ -540,7 +541,9 @@ def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
               "runtime_version": state.get("runtime_version"),
               "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
               "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
-              "runs": {k: v["latency_ms"]["n"] for k, v in results.items()}}
+              "runs": {k: v["latency_ms"]["n"] for k, v in results.items()},
+              "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
+                         for k, v in results.items()}}
     if device:
         fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
                           f"{prof.runtime} {state.get('runtime_version')}).")
@@ -770,20 +773,28 @@ def _verify_folder(folder: Path, path: str) -> dict:
 
 def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
                    threads: Optional[int], seconds: Optional[float], quiet: bool = False,
-                   lock_clocks: bool = False, rounds: Optional[int] = None) -> dict:
-    """`edgecompress bench`: a bundle (its profile's bench settings) or a bare .onnx (host-cpu's),
-    on this host or on each named device at once."""
+                   lock_clocks: bool = False, rounds: Optional[int] = None,
+                   input_shape: Optional[str] = None) -> dict:
+    """`edgecompress bench`: a bundle (its profile's bench settings, and the shape of its stored
+    samples) or a bare .onnx (host-cpu's settings, --input-shape where its size is dynamic), on this
+    host or on each named device at once."""
     artifact = Path(artifact)
     targets = [inventory.get(name) for name in devices] or [None]
+    shape = data_mod.parse_shape(input_shape) if input_shape else None
     if artifact.suffix == ".onnx":
         model = models.load_onnx(str(artifact)).onnx_path
         prof, _ = profile_mod.load("host")
-        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks, rounds)
+        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks, rounds,
+                            shape)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
+        if shape is None and (folder / bundle.PARITY).is_file():
+            import numpy as np
+
+            shape = (1, *np.load(folder / bundle.PARITY)["x"].shape[1:])  # the data the bundle was built on
         return _bench_model(artifact, folder / bundle.model_file(manifest), prof, targets, runs, warmup, threads,
-                            seconds, quiet, lock_clocks, rounds)
+                            seconds, quiet, lock_clocks, rounds, shape)
 
 
 BENCH_FLAGS = {"runs": "--runs", "warmup_runs": "--warmup", "threads": "--threads", "seconds": "--seconds",
@@ -802,9 +813,10 @@ def _bench_settings(base, flags: dict):
 
 
 def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet,
-                 lock_clocks: bool = False, rounds: Optional[int] = None) -> dict:
+                 lock_clocks: bool = False, rounds: Optional[int] = None, shape=None) -> dict:
     flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
-    results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet)
+    bench.random_inputs(model, prof.runtime, shape)  # a size it cannot tell is refused once, not per device
+    results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
     return {"results": [dict(r, artifact=str(artifact)) for r in results]}

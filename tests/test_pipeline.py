@@ -201,7 +201,7 @@ def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
     exec(MODEL_SRC, ns)
     onnx_path = tmp_path / "given.onnx"
     torch.onnx.export(ns["build"]().eval(), (torch.zeros(1, 1, 8, 8),), str(onnx_path), dynamo=False,
-                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+                      input_names=["x"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})  # any image size
     out, _ = deploy(onnx_path, "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o", "--json",
                     *fast_sets())
     summary = json.loads(out)
@@ -209,6 +209,17 @@ def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
     assert m["compression"]["pruning"]["structure"] == "none" and m["compression"]["distillation"]["steps"] == 0
     assert m["compression"]["quantization"]["precision"] == "int8" and m["inputs"][0]["name"] == "x"
     assert summary["after"]["bytes"] < 0.7 * summary["before"]["bytes"]  # int8 weights, plus QDQ scales
+    timed = [{"name": "x", "shape": [1, 1, 8, 8]}]  # the data's size, not 1x1 for the dynamic height and width
+    assert m["metrics"]["measured_on"]["inputs"] == {"original": timed, "compressed": timed}
+
+    code, _, err = run_cli("bench", onnx_path, "--runs", "5", "--seconds", "0.1")
+    assert code == 2 and "'x' ['n', 1, 'h', 'w'] has dynamic dimensions" in err and "--input-shape" in err, err
+    for args in ([onnx_path, "--input-shape", "1x1x8x8"], [tmp_path / "o" / "given-host-cpu"]):
+        code, out, err = run_cli("bench", *args, "--runs", "5", "--seconds", "0.1", "--rounds", "1", "--json")
+        assert code == 0, err
+        result = json.loads(out)["results"][0]
+        assert [(i["name"], i["shape"]) for i in result["inputs"]] == [("x", [1, 1, 8, 8])], args
+        assert not [w for w in result["warnings"] if "dynamic" in w]
 
 
 def test_label_free_data_reports_agreement(tmp_path, model_file):

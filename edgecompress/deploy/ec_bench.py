@@ -201,6 +201,16 @@ def output_summary(names, outputs):
 
 
 def peak_rss_mb():
+    """This process's peak resident memory. /proc's VmHWM first: getrusage's ru_maxrss keeps the
+    parent's peak across fork and exec, so a device side started by a large process (deploy, with
+    torch and the data loaded) would report the parent's memory, not the model's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows has no getrusage
@@ -241,6 +251,18 @@ def noise_warning(stability):
     return ("the p50 moved by %.0f%% between parts of the timed window (%.3f to %.3f ms): the device was busy "
             "or throttling, or the latency has two modes; the p50 will not repeat to better than that"
             % (stability["spread_pct"], stability["part_p50_min"], stability["part_p50_max"]))
+
+
+def size_warnings(model_inputs, fed):
+    """An input whose dimensions besides the batch are dynamic was timed at size 1 in them (a 1x1
+    image is not the model's speed): say so, and how to give the size."""
+    out = []
+    for spec, given in zip(model_inputs, fed):
+        if given["source"] == "random-from-model" and any(d is None for d in spec["shape"][1:]):
+            out.append("input '%s' has dynamic dimensions %s besides the batch and was timed at %s; give its real "
+                       "shape in job inputs.random (edgecompress bench --input-shape)"
+                       % (spec["name"], ["?" if d is None else d for d in spec["shape"]], given["shape"]))
+    return out
 
 
 def collect_warnings(job, latency, m, device, energy, stability=None):
@@ -410,7 +432,7 @@ def measure_job(job):
         "warmup_done": m["warmup_done"], "timed_window_s": m["window_s"], "stability": stability,
         "energy": energy, "energy_reason": energy_reason, "device": device,
         "runtime_options": session.options, "inputs": inputs,
-        "warnings": collect_warnings(job, latency, m, device, energy, stability),
+        "warnings": collect_warnings(job, latency, m, device, energy, stability) + size_warnings(session.inputs, inputs),
         "host": platform.node(),
     }
     if job["report_outputs"]:

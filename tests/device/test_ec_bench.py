@@ -239,3 +239,32 @@ def test_host_and_device_side_share_the_drift_threshold():
     from edgecompress import bench
 
     assert bench.NOISY_SPREAD_PCT == ec_bench.NOISY_SPREAD_PCT
+
+
+def test_a_dynamic_size_timed_at_one_is_said_and_a_given_shape_is_used(tmp_path, run_bench, small_job):
+    """A model of any length: without a shape it is timed at length 1, which the result must say."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length"])
+    model = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    code, result, _, _ = run_bench(tmp_path, small_job())
+    assert code == 0, result
+    said = [w for w in result["warnings"] if "dynamic dimensions" in w]
+    assert len(said) == 1 and "'x'" in said[0] and "timed at [1, 1]" in said[0] and "--input-shape" in said[0]
+    code, result, _, _ = run_bench(tmp_path, small_job(inputs={"random": [{"name": "x", "shape": [1, 300]}]}))
+    assert code == 0 and result["inputs"][0]["shape"] == [1, 300]
+    assert not [w for w in result["warnings"] if "dynamic dimensions" in w]
+
+
+def test_peak_memory_is_the_device_sides_own_not_its_parents(job_dir, run_bench, small_job):
+    """Linux carries a parent's peak RSS (ru_maxrss) into a child it starts; deploy is that parent."""
+    ballast = np.ones(100_000_000)  # 800 MB, touched, in this (the parent) process
+    code, result, _, _ = run_bench(job_dir, small_job())
+    assert code == 0, result
+    assert 5 < result["peak_rss_mb"] < 400, result["peak_rss_mb"]
+    del ballast
