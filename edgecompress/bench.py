@@ -195,7 +195,7 @@ def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: boo
     for i, error in enumerate(errors):
         if error is not None:
             results[i] = {"device_name": "this host" if devices[i] is None else devices[i].name, "error": str(error),
-                          "exit_code": getattr(error, "exit_code", 1)}
+                          "exit_code": getattr(error, "exit_code", 3 if devices[i] is None else 4)}
     return results
 
 

@@ -262,6 +262,15 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return _closed_pipe()
+    except Exception as exc:  # noqa: BLE001 - not one of ours: a bug, or a case no check foresaw
+        import traceback
+
+        traceback.print_exc()
+        kept = " No bundle was written (a bundle is published last, in one step)." if args.command == "deploy" else ""
+        print(f"error: edgecompress {args.command} failed unexpectedly: {type(exc).__name__}: {exc}\n"
+              f"  -> a case edgecompress does not handle yet.{kept} Please report it with the traceback above",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

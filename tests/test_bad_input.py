@@ -634,3 +634,19 @@ def test_a_closed_progress_pipe_is_a_failure_not_a_success(tmp_path):
     proc.stdout.close()
     assert proc.wait(timeout=300) == 141
     assert not (tmp_path / "o" / "demo-raspberry-pi-5").exists()
+
+
+def test_an_unforeseen_failure_exits_3_with_the_traceback_and_a_plain_last_line(monkeypatch, capsys):
+    """Not one of our errors (a bug, or a library failing in a way no check foresaw): exit 3, as a
+    stage failure, the traceback for the report, and a last line that says what happened."""
+    from edgecompress import cli
+
+    def deploy_that_breaks(args):
+        return {}["no such key"]
+
+    monkeypatch.setitem(cli.COMMANDS, "deploy", deploy_that_breaks)
+    assert cli.main(["deploy", "--target", "arm"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and any("deploy_that_breaks" in line for line in err)
+    assert err[-2] == "error: edgecompress deploy failed unexpectedly: KeyError: 'no such key'"
+    assert "No bundle was written" in err[-1] and "report" in err[-1]
