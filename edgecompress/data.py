@@ -71,7 +71,10 @@ def load_npz(path: Path) -> Dataset:
                          hint="clean or drop those samples before compressing")
     y = _labels_array(archive, path, len(x))
     labels = [str(v) for v in archive["labels"]] if "labels" in archive.files else None
-    return Dataset(x.astype(np.float32), y, str(path), labels, {"layout": "as given (npz)"})
+    # The arrays are already preprocessed, by steps this tool never saw: say so, in the keys an app reads.
+    prep = {"layout": "as given (npz)", "size": None, "scale": None, "mean": None, "std": None,
+            "note": f"inputs as in {path.name}: preprocess new inputs exactly as that file's x was made"}
+    return Dataset(x.astype(np.float32), y, str(path), labels, prep)
 
 
 def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:

@@ -155,6 +155,16 @@ def test_example_program_classifies_one_input(built):
     out = subprocess.run([sys.executable, str(folder / "example.py"), str(root / "one.npy")], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split()[0] in {"nw", "ne", "sw", "se"}
+    # built from .npz arrays: how an image becomes the input is unknown, and the manifest and example say so
+    pre = json.loads((folder / "manifest.json").read_text())["inputs"][0]["preprocessing"]
+    assert pre["mean"] is None and pre["size"] is None and "data.npz" in pre["note"]
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "photo.png")
+    out = subprocess.run([sys.executable, str(folder / "example.py"), str(root / "photo.png")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "preprocessed arrays" in out.stderr and ".npy" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_verify_passes_then_catches_a_changed_file(built, tmp_path):

@@ -24,6 +24,9 @@ def load_input(arg, manifest):
     from PIL import Image
 
     pre = manifest["inputs"][0]["preprocessing"]
+    if not pre.get("size") or pre.get("mean") is None:
+        sys.exit(f"{arg}: this bundle was built from preprocessed arrays, so how to turn an image into its input is "
+                 f"not recorded ({pre.get('note', pre.get('layout'))}); pass a preprocessed .npy instead")
     channels = manifest["inputs"][0]["shape"][1]
     height, width = pre["size"]
     img = Image.open(path).convert("RGB" if channels == 3 else "L").resize((width, height))
