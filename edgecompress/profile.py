@@ -100,7 +100,7 @@ class Preprocess(Closed):
 
 
 class Export(Closed):
-    format: Literal["onnx", "tflite", "tensorrt"] = "onnx"
+    format: Literal["onnx", "tflite"] = "onnx"  # what the runtime loads: checked against it (TensorRT builds from ONNX)
     opset: int = Field(default=17, ge=11, le=23)
     channels_last: bool = True  # tflite: NHWC input (and 4-D outputs), so no transposes run on the phone
 
@@ -162,30 +162,62 @@ class Profile(Closed):
 
     @model_validator(mode="after")
     def _fits_the_runtime(self):
-        precisions = {"onnxruntime": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8"),
-                      "litert": ("fp32", "fp16", "int8")}[self.runtime]
-        if self.quantize.precision not in precisions:
-            raise ValueError(f"quantize.precision {self.quantize.precision} is not available on {self.runtime}; "
-                             f"choose one of {', '.join(precisions)}")
-        if self.runtime == "litert" and self.quantize.precision == "int8" and self.quantize.activations != "int8":
-            raise ValueError("quantize.activations must be int8 on litert: full-integer INT8 (PT2E) quantizes "
-                             "activations to int8 with symmetric int8 weights (--set quantize.activations=int8)")
-        if self.prune.latency_budget_ms is not None and (self.runtime != "onnxruntime"
-                                                         or self.prune.structure != "channel"):
-            raise ValueError(f"prune.latency_budget_ms searches a channel ratio by measuring ONNX Runtime models; "
-                             f"this profile has runtime {self.runtime} and structure {self.prune.structure}: "
-                             "set prune.ratio instead")
-        if self.runtime == "tensorrt" and self.prune.structure == "channel" and self.prune.round_to:
-            lanes = 32 if self.quantize.precision == "int8" else 16
-            if self.quantize.precision != "fp32" and self.prune.round_to % lanes:
-                raise ValueError(f"prune.round_to {self.prune.round_to} leaves tensor cores idle at "
-                                 f"{self.quantize.precision}: use a multiple of {lanes} (--set prune.round_to={lanes})")
-        if self.runtime == "tensorrt" and self.bench.rounds > 1:
-            # round 1 builds the engine and later rounds load it from the device's cache, so the
-            # manifest's build facts would depend on which round came out the median
-            raise ValueError(f"bench.rounds {self.bench.rounds}: TensorRT targets measure in one round "
-                             "(the engine is built in it); set bench.rounds=1")
+        problems = [p for p in (check(self) for check in CROSS_CHECKS) if p]
+        if problems:  # all of them at once, as the field errors are
+            raise ValueError("\n".join(problems))
         return self
+
+
+def _precision(p: Profile) -> Optional[str]:
+    precisions = {"onnxruntime": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8"),
+                  "litert": ("fp32", "fp16", "int8")}[p.runtime]
+    if p.quantize.precision not in precisions:
+        return (f"quantize.precision {p.quantize.precision} is not available on {p.runtime}; "
+                f"choose one of {', '.join(precisions)}")
+    return None
+
+
+def _litert_activations(p: Profile) -> Optional[str]:
+    if p.runtime == "litert" and p.quantize.precision == "int8" and p.quantize.activations != "int8":
+        return ("quantize.activations must be int8 on litert: full-integer INT8 (PT2E) quantizes "
+                "activations to int8 with symmetric int8 weights (--set quantize.activations=int8)")
+    return None
+
+
+def _export_format(p: Profile) -> Optional[str]:
+    wanted = {"onnxruntime": "onnx", "tensorrt": "onnx", "litert": "tflite"}[p.runtime]
+    if p.export.format != wanted:
+        return (f"export.format {p.export.format}: the {p.runtime} runtime loads {wanted} models "
+                f"(--set export.format={wanted}, or choose a target whose runtime takes {p.export.format})")
+    return None
+
+
+def _latency_budget(p: Profile) -> Optional[str]:
+    if p.prune.latency_budget_ms is not None and (p.runtime != "onnxruntime" or p.prune.structure != "channel"):
+        return (f"prune.latency_budget_ms searches a channel ratio by measuring ONNX Runtime models; "
+                f"this profile has runtime {p.runtime} and structure {p.prune.structure}: set prune.ratio instead")
+    return None
+
+
+def _tensor_core_lanes(p: Profile) -> Optional[str]:
+    if p.runtime == "tensorrt" and p.prune.structure == "channel" and p.prune.round_to:
+        lanes = 32 if p.quantize.precision == "int8" else 16
+        if p.quantize.precision != "fp32" and p.prune.round_to % lanes:
+            return (f"prune.round_to {p.prune.round_to} leaves tensor cores idle at {p.quantize.precision}: "
+                    f"use a multiple of {lanes} (--set prune.round_to={lanes})")
+    return None
+
+
+def _tensorrt_rounds(p: Profile) -> Optional[str]:
+    # round 1 builds the engine and later rounds load it from the device's cache, so the manifest's
+    # build facts would depend on which round came out the median
+    if p.runtime == "tensorrt" and p.bench.rounds > 1:
+        return (f"bench.rounds {p.bench.rounds}: TensorRT targets measure in one round (the engine is built in "
+                "it); set bench.rounds=1")
+    return None
+
+
+CROSS_CHECKS = (_precision, _litert_activations, _export_format, _latency_budget, _tensor_core_lanes, _tensorrt_rounds)
 
 
 def _fields_at(loc: Tuple) -> List[str]:
@@ -208,6 +240,9 @@ def _describe(err: dict, overrides: Dict[str, str]) -> str:
         parent, leaf = err["loc"][:-1], str(err["loc"][-1])
         valid = _fields_at(parent)
         return f"{where}: unknown key.{closest(leaf, valid)} Valid keys here: {', '.join(valid)}"
+    if err["type"] == "value_error":  # our own rules: their messages name the keys and the remedy
+        msg = err["msg"].removeprefix("Value error, ")
+        return msg if not err["loc"] else "\n".join(f"{where}: {line}" for line in msg.split("\n"))
     example = f" (a list: --set {key}=[...])" if err["type"] == "list_type" and given else ""
     return f"{where}: {err['msg']} (got {err.get('input')!r}){example}"
 
@@ -217,7 +252,7 @@ def validate(data: dict, source: str, overrides: Dict[str, str] | None = None) -
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e, overrides) for e in exc.errors()]
+        problems = [line for e in exc.errors() for line in _describe(e, overrides).split("\n")]
         what = f"profile {source} with your --set values" if any(p.startswith("--set ") for p in problems) \
             else f"profile {source}"
         raise ProfileError(

@@ -127,3 +127,29 @@ def test_android_profiles_quantize_full_integer_and_refuse_uint8():
     assert profile.load("android-gpu")[0].quantize.precision == "fp16"
     with pytest.raises(ProfileError, match="must be int8 on litert"):
         profile.load("android-arm64", ["quantize.activations=uint8"])
+
+
+def test_rules_across_keys_are_all_reported_each_on_its_own_line_without_the_profile_dump():
+    with pytest.raises(ProfileError) as err:
+        profile.load("jetson-orin-nano", ["prune.round_to=8", "bench.rounds=3", "export.format=tflite"])
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("has 3 problem(s):")
+    assert lines[1] == "  export.format tflite: the tensorrt runtime loads onnx models (--set export.format=onnx, " \
+                       "or choose a target whose runtime takes tflite)"
+    assert lines[2].startswith("  prune.round_to 8 leaves tensor cores idle at fp16: use a multiple of 16")
+    assert lines[3].startswith("  bench.rounds 3: TensorRT targets measure in one round")
+    assert "Value error" not in str(err.value) and "{" not in str(err.value), "no pydantic prefix, no dict"
+
+
+def test_a_rule_inside_a_section_names_the_set_flag_once():
+    with pytest.raises(ProfileError) as err:
+        profile.load("arm", ["distill.steps=null"])
+    assert str(err.value).splitlines()[1] == "  --set distill.steps: give a budget: distill.steps and/or " \
+                                             "distill.minutes (steps: 0 skips distillation)"
+
+
+def test_the_export_format_must_be_what_the_runtime_loads():
+    with pytest.raises(ProfileError, match="the litert runtime loads tflite models"):
+        profile.load("android", ["export.format=onnx"])
+    with pytest.raises(ProfileError, match="export.format"):
+        profile.load("host-cpu", ["export.format=tensorrt"])
