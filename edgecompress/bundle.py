@@ -113,7 +113,7 @@ def opened(path: Path) -> Iterator[Path]:
     elif path.exists():
         raise InputError(f"{path} is not a bundle (a folder or its .zip)",
                          hint="pass what edgecompress deploy wrote: OUT/<name>-<target> or OUT/<name>-<target>.zip "
-                              "(bench also takes an .onnx model)")
+                              "(bench also takes an .onnx or .tflite model)")
     else:
         raise InputError(f"bundle {path} does not exist", hint="pass the bundle folder or its .zip")
 

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    b = sub.add_parser("bench", help="measure a bundle or an .onnx model, here or on devices")
+    b = sub.add_parser("bench", help="measure a bundle, an .onnx or a .tflite model, here or on devices")
     b.add_argument("artifact", type=Path)
     b.add_argument("--device", dest="devices", action="append", default=[], metavar="NAME",
                    help="a device from devices.yaml (repeatable: all run at once); default: this host")

@@ -776,14 +776,14 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
                    lock_clocks: bool = False, rounds: Optional[int] = None,
                    input_shape: Optional[str] = None) -> dict:
     """`edgecompress bench`: a bundle (its profile's bench settings, and the shape of its stored
-    samples) or a bare .onnx (host-cpu's settings, --input-shape where its size is dynamic), on this
-    host or on each named device at once."""
+    samples) or a bare .onnx / .tflite (see _profile_for_file; --input-shape where an .onnx's size
+    is dynamic), on this host or on each named device at once."""
     artifact = Path(artifact)
     targets = [inventory.get(name) for name in devices] or [None]
     shape = data_mod.parse_shape(input_shape) if input_shape else None
-    if artifact.suffix == ".onnx":
-        model = models.load_onnx(str(artifact)).onnx_path
-        prof, _ = profile_mod.load("host")
+    if artifact.suffix in (".onnx", ".tflite"):
+        model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
+        prof = _profile_for_file(model, targets)
         return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks, rounds,
                             shape)
     with bundle.opened(artifact) as folder:
@@ -795,6 +795,30 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
             shape = (1, *np.load(folder / bundle.PARITY)["x"].shape[1:])  # the data the bundle was built on
         return _bench_model(artifact, folder / bundle.model_file(manifest), prof, targets, runs, warmup, threads,
                             seconds, quiet, lock_clocks, rounds, shape)
+
+
+def _profile_for_file(model: Path, targets: list):
+    """The bench settings for a bare model file: the first named device's target profile where its
+    runtime loads this kind of file (ONNX Runtime for .onnx, LiteRT for .tflite), else host-cpu's or
+    android-arm64's. TensorRT targets build engines from a bundle's ONNX: bench the bundle for those."""
+    runtime = "onnxruntime" if model.suffix == ".onnx" else "litert"
+    for device in targets:
+        if device is not None:
+            prof, _ = profile_mod.load(device.target)
+            if prof.runtime == runtime:
+                return prof
+    prof, _ = profile_mod.load("host" if runtime == "onnxruntime" else "android-arm64")
+    return prof
+
+
+def _tflite_file(path: Path) -> Path:
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist", hint="check the path")
+    with open(path, "rb") as f:
+        if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer file identifier of every .tflite model
+            raise InputError(f"{path} is not a TFLite model (no TFL3 identifier)",
+                             hint="pass a .tflite written by a TFLite converter, or a bundle folder")
+    return path
 
 
 BENCH_FLAGS = {"runs": "--runs", "warmup_runs": "--warmup", "threads": "--threads", "seconds": "--seconds",

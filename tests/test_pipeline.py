@@ -396,6 +396,14 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     assert run.returncode == 0, run.stderr
     code, _, err = run_cli("verify", folder)
     assert code == 0, err
+    # the bare .tflite, as a user who has one from elsewhere would bench it: LiteRT, android-arm64's settings
+    code, out, err = run_cli("bench", folder / "model.tflite", "--runs", "5", "--seconds", "0.1", "--json")
+    assert code == 0, err
+    result = json.loads(out)["results"][0]
+    assert result["device"]["runtime"] == "litert" and result["latency_ms"]["n"] >= 5
+    (tmp_path / "fake.tflite").write_bytes(b"\0" * 64)
+    code, _, err = run_cli("bench", tmp_path / "fake.tflite")
+    assert code == 2 and "is not a TFLite model" in err
 
 
 def test_lock_clocks_reaches_the_device_side(built):
@@ -423,3 +431,19 @@ def test_bench_table_prints_a_dash_for_statistics_a_tool_did_not_give():
     row = table.splitlines()[2].split()
     assert row[:7] == ["orin", "aarch64", "tensorrt", "10.3", "1.250", "-", "2.500"]
     assert "p50 drift:" not in table  # no row has a drift figure: no footnote
+
+
+def test_a_bare_model_file_is_timed_with_the_named_devices_settings(tmp_path):
+    """bench model.onnx --device lab-pi: the Pi's bench settings (4 threads), not this host's (2);
+    a .tflite takes the settings of the first device whose runtime is LiteRT."""
+    from edgecompress.inventory import Device
+    from edgecompress.pipeline import _profile_for_file
+
+    pi, orin, phone = (Device(name=n, target=t, transport=tr) for n, t, tr in
+                       (("lab-pi", "raspberry-pi-5", "ssh"), ("lab-orin", "jetson-orin-nano", "ssh"),
+                        ("pixel", "android-arm64", "adb")))
+    assert _profile_for_file(Path("m.onnx"), [None]).name == "host-cpu"
+    assert _profile_for_file(Path("m.onnx"), [orin, pi]).name == "raspberry-pi-5"  # TensorRT does not load .onnx here
+    assert _profile_for_file(Path("m.onnx"), [pi]).bench.threads == 4
+    assert _profile_for_file(Path("m.tflite"), [pi, phone]).name == "android-arm64"
+    assert _profile_for_file(Path("m.tflite"), [None]).runtime == "litert"
