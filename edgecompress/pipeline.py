@@ -578,8 +578,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     energy = results["compressed"].get("energy")
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
-        "runtime": {"name": prof.runtime, "version": trt.tensorrt_version if trt is not None else
-                    (results["compressed"].get("device") or {}).get("runtime_version")},
+        "runtime": _runtime_section(prof, results, trt),
         "model": {"file": deployed.name, "format": deployed.suffix[1:], "opset": prof.export.opset},
         **io,
         "labels": dataset.labels,
@@ -602,6 +601,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
                     "device_state": results["compressed"].get("device")},
         "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
                        "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
+                       **_converter_versions(prof.runtime),
                        "source_model_sha256": source.sha256,
                        "data": dataset.source, "profile": prof.model_dump(mode="json")},
     }
@@ -610,6 +610,30 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     summary = _summary(stages, deployed, results, acc, measured)
     summary["name"], summary["target"] = source.name, prof.name
     return summary, manifest
+
+
+def _runtime_section(prof, results: dict, trt) -> dict:
+    if trt is not None:
+        if trt.tensorrt_version is None:
+            return {"name": prof.runtime, "version": None,
+                    "note": "the engine is built on the device, with the TensorRT there: deploy with --device to record it"}
+        return {"name": prof.runtime, "version": trt.tensorrt_version}
+    return {"name": prof.runtime, "version": (results["compressed"].get("device") or {}).get("runtime_version")}
+
+
+def _converter_versions(runtime: str) -> dict:
+    """The host packages that wrote and checked a .tflite, for a bundle that has to be rebuilt later."""
+    if runtime != "litert":
+        return {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("litert-torch", "ai-edge-litert"):
+        try:
+            found[package.replace("-", "_") + "_version"] = version(package)
+        except PackageNotFoundError:
+            found[package.replace("-", "_") + "_version"] = None
+    return found
 
 
 def engine_section(trt, results: dict, device, work: Path) -> dict:

@@ -50,7 +50,8 @@ def test_jetson_bundle_without_a_device_carries_onnx_qdq_and_build_settings(tmp_
     assert code == 0, err
     folder = tmp_path / "net-jetson-orin-nano"
     m = json.loads((folder / "manifest.json").read_text())
-    assert m["runtime"] == {"name": "tensorrt", "version": None}
+    assert m["runtime"]["name"] == "tensorrt" and m["runtime"]["version"] is None
+    assert "built on the device" in m["runtime"]["note"] and "--device" in m["runtime"]["note"]
     assert m["engine"]["status"].startswith("not built") and m["engine"]["build_settings"]["precision"] == "int8"
     assert m["metrics"]["measured_on"]["proxy"] is True and "no engine was built" in m["metrics"]["measured_on"]["note"]
     assert {"model.onnx", "model_qdq.onnx", "calibration.npy"} <= set(m["files"])

@@ -392,6 +392,10 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     assert f"inputZeroPoint = {inp['quantization']['zero_point']}" in kotlin and "@" not in kotlin.split("package")[1]
     assert m["metrics"]["latency_ms"]["compressed"]["n"] >= 20
     assert m["metrics"]["device_state"]["runtime"] == "litert"
+    from importlib.metadata import version
+
+    assert m["provenance"]["litert_torch_version"] == version("litert-torch")
+    assert m["provenance"]["ai_edge_litert_version"] == version("ai-edge-litert")
     run = subprocess.run([sys.executable, str(folder / "example.py")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     code, _, err = run_cli("verify", folder)
