@@ -74,8 +74,9 @@ def load(explicit: Optional[str] = None) -> Dict[str, Device]:
                 key = ".".join(str(p) for p in err["loc"])
                 hint = closest(key, Device.model_fields) if err["type"] == "extra_forbidden" else ""
                 problems.append(f"devices.{name}.{key}: {err['msg']}.{hint}")
-    problems += [f"devices.{name}.target: {problem}" for name, d in devices.items()
-                 if (problem := _target_problem(d.target))]
+        target = (entry or {}).get("target") if isinstance(entry, dict) else None
+        if isinstance(target, str) and (problem := _target_problem(target)):  # also when another key is wrong
+            problems.append(f"devices.{name}.target: {problem}")
     if problems:
         raise InputError(f"device inventory {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                          hint=f"fix those entries in {path}; the README's device inventory section shows every key")

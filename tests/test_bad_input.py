@@ -336,6 +336,9 @@ def test_unknown_device_and_inventory_typos(model_file, npz_data, out_dir, tmp_p
     inv.write_text("devices:\n  lab-pi:\n    target: raspbery-pi-5\n    host: 10.0.0.2\n")
     code, _, err = run_cli("devices", "list")
     assert code == 2 and "devices.lab-pi.target" in err and "Did you mean 'raspberry-pi-5'" in err, err
+    inv.write_text("devices:\n  lab-pi:\n    target: raspbery-pi-5\n    hots: 10.0.0.2\n")  # both at once
+    code, _, err = run_cli("devices", "list")
+    assert code == 2 and "has 2 problem(s)" in err and "Did you mean 'raspberry-pi-5'" in err and "'host'" in err, err
 
 
 def test_set_problems_are_blamed_on_the_set_and_lists_get_an_example(model_file, npz_data, out_dir):
