@@ -131,7 +131,34 @@ def load_onnx(spec: str) -> ModelSource:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a valid ONNX model: {first}",
                          hint="re-export it, or pass the PyTorch factory (file.py:factory) instead") from None
-    return ModelSource(path.stem, "onnx", sha256_file(path), onnx_path=path)
+    digest = hashlib.sha256("".join(sha256_file(p) for p in [path, *external_data_files(path)]).encode()).hexdigest()
+    return ModelSource(path.stem, "onnx", digest, onnx_path=path)
+
+
+def external_data_files(path: Path) -> list:
+    """The files beside an .onnx that hold its weights (torch.onnx.export writes NAME.onnx.data)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sorted({path.parent / ExternalDataInfo(t).location for t in graph.initializer if uses_external_data(t)})
+
+
+def write_single_file(path: Path, dst: Path) -> Path:
+    """`path` as one self-contained .onnx at `dst`: a copy of the .onnx alone would lose weights kept
+    in external data files, and a device is sent one model file."""
+    import shutil
+
+    import onnx
+
+    if not external_data_files(path):
+        return Path(shutil.copy(path, dst))
+    model = onnx.load(str(path))  # reads the external weights in
+    if model.ByteSize() >= 2 ** 31:
+        raise InputError(f"{path} holds over 2 GB of weights, more than one ONNX file can",
+                         hint="edge targets need far smaller models: prune or choose a smaller model first")
+    onnx.save(model, str(dst))
+    return dst
 
 
 def load(spec: Optional[str], weights: Optional[str], role: str = "model") -> ModelSource:

@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,8 +434,7 @@ def _distill_dict(r, d) -> dict:
 
 def prepare_onnx(source, prof, held, work: Path) -> dict:
     """An .onnx model: no pruning or distillation; the reference is the model itself on ORT FP32."""
-    original = work / "original.onnx"
-    shutil.copy(source.onnx_path, original)
+    original = models.write_single_file(source.onnx_path, work / "original.onnx")
     names = [o["name"] for o in export.io_spec(original)["outputs"]]
     ref = verify.onnx_outputs(original, held.x)
     return {"original_onnx": original, "student_onnx": original, "reference": ref, "reference_original": ref,
@@ -808,8 +808,11 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
     if artifact.suffix in (".onnx", ".tflite"):
         model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
         prof = _profile_for_file(model, targets)
-        return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks, rounds,
-                            shape)
+        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
+            if model.suffix == ".onnx" and models.external_data_files(model):
+                model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
+            return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks,
+                                rounds, shape)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")

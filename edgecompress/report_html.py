@@ -1,7 +1,7 @@
 """report.html: a bundle's figures on one page, for the people who get the bundle and do not read
 JSON: before/after, where and how latency was measured and how much it spread, the rounds, the
 distillation loss, every check, energy and the device's state. Self-contained (inline CSS and SVG,
-no script, nothing fetched), so it opens from the zip on any machine. Made from the manifest alone."""
+no script, nothing fetched), so it opens from the zip on any machine."""
 from __future__ import annotations
 
 import math
@@ -40,8 +40,8 @@ def _header(m: dict) -> str:
     return (f"<h1>{escape(m['name'])} for <code>{escape(m['target'])}</code></h1>"
             f"<p>{escape(m['runtime']['name'])} {escape(str(m['runtime']['version']))}, model file "
             f"<code>{escape(m['model']['file'])}</code>; built by edgecompress {escape(prov['edgecompress_version'])} "
-            f"with torch {escape(prov['torch_version'])} from data <code>{escape(str(prov.get('data')))}</code>.</p>"
-            f"<p class=note>{escape(where['note'])}</p>")
+            f"with torch {escape(prov['torch_version'])} from data <code>{escape(str(prov.get('data')))}</code>. "
+            f"Measured on {escape(str(where.get('device_name')))}.</p>")
 
 
 def _table(summary: dict) -> str:
@@ -145,15 +145,29 @@ def _pct(v) -> str:
 def _compression(m: dict) -> str:
     c = m["compression"]
     p, d, q = c["pruning"], c["distillation"], c["quantization"]
-    prune_row = [(k, p.get(k)) for k in ("structure", "ratio", "importance", "round_to", "iterative_steps",
-                                         "params_before", "params_after", "macs_before", "macs_after") if k in p]
-    distill_row = [(k, d.get(k)) for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss",
-                                           "teacher", "note") if d.get(k) is not None]
-    quant_row = [(k, v) for k, v in q.items()]
+    prune_row = [(k, _value(p.get(k))) for k in ("structure", "ratio", "importance", "round_to", "iterative_steps",
+                                                 "params_before", "params_after", "macs_before", "macs_after") if k in p]
+    per_round = " per round" if (p.get("iterative_steps") or 1) > 1 else ""
+    distill_row = [(k + (per_round if k in ("steps", "seconds") else ""), _value(d.get(k)))
+                   for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss", "teacher", "note")
+                   if d.get(k) is not None]
+    quant_row = [(k, _value(v)) for k, v in q.items()]
     curve = d.get("loss_curve") or []
     return ("<h2>Compression</h2><h3>Pruning</h3>" + _rows(prune_row) + "<h3>Distillation</h3>" +
             (loss_svg(curve) if len(curve) > 1 else "") + _rows(distill_row) + "<h3>Quantization</h3>" +
             _rows(quant_row))
+
+
+def _value(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return " + ".join(map(str, v))
+    return str(v)
 
 
 def loss_svg(curve: List[list], width: int = 640, height: int = 180) -> str:
@@ -174,7 +188,8 @@ def loss_svg(curve: List[list], width: int = 640, height: int = 180) -> str:
             f'<polyline fill="none" stroke="{COLOURS["compressed"]}" stroke-width="2" points="{points}"/>'
             f'<text x="{left}" y="{height - 4}">step {curve[0][1]}</text>'
             f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">step {curve[-1][1]} (round {curve[-1][0]})'
-            f'</text></svg><p class=note>Mean training loss per {len(curve)} points.</p>')
+            f'</text></svg><p class=note>Training loss, each point the mean over the steps since the one before '
+            f'({len(curve)} points); a dashed line where a pruning round begins.</p>')
 
 
 def _energy(m: dict) -> str:

@@ -232,6 +232,31 @@ def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
         assert not [w for w in result["warnings"] if "dynamic" in w]
 
 
+def test_onnx_with_its_weights_in_a_data_file_beside_it(tmp_path, npz_data):
+    """torch.onnx.export (torch >= 2.9) keeps the weights in NAME.onnx.data: deploy and bench carry them."""
+    import onnx
+    import torch
+
+    from ecutil import MODEL_SRC
+
+    ns = {}
+    exec(MODEL_SRC, ns)
+    torch.onnx.export(ns["build"]().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "one.onnx"), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    onnx.save(onnx.load(str(tmp_path / "one.onnx")), str(tmp_path / "split.onnx"), save_as_external_data=True,
+              location="split.onnx.data", size_threshold=0)
+    assert (tmp_path / "split.onnx").stat().st_size < 0.2 * (tmp_path / "split.onnx.data").stat().st_size
+    out, _ = deploy(tmp_path / "split.onnx", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                    "--json", *fast_sets())
+    summary = json.loads(out)
+    assert summary["before"]["bytes"] > (tmp_path / "split.onnx.data").stat().st_size, "the original, whole"
+    code, _, err = run_cli("verify", tmp_path / "o" / "split-host-cpu")
+    assert code == 0, err
+    code, out, err = run_cli("bench", tmp_path / "split.onnx", "--runs", "5", "--seconds", "0.1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["latency_ms"]["n"] >= 5
+
+
 def test_label_free_data_reports_agreement(tmp_path, model_file):
     x, _ = make_data()
     np.savez(tmp_path / "x_only.npz", x=x)
