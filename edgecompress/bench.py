@@ -173,15 +173,17 @@ def _all_warnings(results: List[dict], chosen: int) -> list:
     return seen
 
 
-def measure_on_devices(model: Path, cfg, runtime: str, devices: List, quiet: bool = False,
+def measure_on_devices(model, cfg, runtime: str, devices: List, quiet: bool = False,
                        input_shape: Optional[Sequence[int]] = None) -> List[dict]:
-    """One job per device, all devices at once (each device runs one job at a time anyway)."""
+    """One job per device, all devices at once (each device runs one job at a time anyway). `model`:
+    a model file, or a Model with its runtime's options."""
     results: List[Optional[dict]] = [None] * len(devices)
     errors: List[Optional[BaseException]] = [None] * len(devices)
+    label = model.path.name if isinstance(model, Model) else Path(model).name
 
     def one(i: int, device) -> None:
         try:
-            results[i] = measure({model.name: model}, cfg, runtime, device, quiet, input_shape)[model.name]
+            results[i] = measure({label: model}, cfg, runtime, device, quiet, input_shape)[label]
         except BaseException as exc:  # reported per device below, after every job has ended
             errors[i] = exc
 

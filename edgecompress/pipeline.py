@@ -816,12 +816,29 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
+        if prof.runtime == "tensorrt" and targets == [None]:
+            raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
+                             "are built there", hint=f"bench it on a device (--device NAME from devices.yaml), or time "
+                                                     f"its ONNX here with ONNX Runtime: edgecompress bench "
+                                                     f"{Path(artifact) / 'model.onnx' if Path(artifact).is_dir() else 'FOLDER/model.onnx'}")
         if shape is None and (folder / bundle.PARITY).is_file():
             import numpy as np
 
             shape = (1, *np.load(folder / bundle.PARITY)["x"].shape[1:])  # the data the bundle was built on
-        return _bench_model(artifact, folder / bundle.model_file(manifest), prof, targets, runs, warmup, threads,
+        return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
                             seconds, quiet, lock_clocks, rounds, shape)
+
+
+def _bundle_model(folder: Path, manifest: dict, prof):
+    """What bench runs from a bundle: its model file, or for TensorRT the ONNX the engine is built from,
+    with the build settings deploy chose (and the calibration samples when they are needed)."""
+    path = folder / bundle.model_file(manifest)
+    if prof.runtime != "tensorrt":
+        return path
+    settings = dict((manifest.get("engine") or {}).get("build_settings") or {})
+    source = folder / settings.pop("onnx", path.name)
+    extra = {settings["calibration"]: folder / settings["calibration"]} if settings.get("calibration") else {}
+    return bench.Model(source, "tensorrt", settings, extra)
 
 
 def _profile_for_file(model: Path, targets: list):
@@ -868,6 +885,7 @@ def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threa
     flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
-    bench.random_inputs(model, prof.runtime, shape)  # a size it cannot tell is refused once, not per device
+    path = model.path if isinstance(model, bench.Model) else model
+    bench.random_inputs(path, prof.runtime, shape)  # a size it cannot tell is refused once, not per device
     results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
     return {"results": [dict(r, artifact=str(artifact)) for r in results]}

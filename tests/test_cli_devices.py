@@ -127,6 +127,14 @@ def test_jetson_deploy_builds_the_engine_on_the_device_and_bundles_it(inventory,
     assert "--fp16" in (folder / "model.engine").read_text()
     lat = m["metrics"]["latency_ms"]["compressed"]
     assert lat["p50"] == pytest.approx(22.2416) and m["metrics"]["measured_on"]["where"] == "device"
+    # bench the bundle again: on the device, with the build settings deploy chose; here, refused clearly
+    code, out, err = run_cli("bench", folder, "--device", "lab-a", "--json")
+    assert code == 0, err
+    result = json.loads(out)["results"][0]
+    assert result["latency_ms"]["p50"] == pytest.approx(22.2416) and result["device"]["runtime"] == "tensorrt"
+    assert result["runtime_options"]["precision"] == "fp16"
+    code, _, err = run_cli("bench", folder)
+    assert code == 2 and "TensorRT runs only on the Jetson" in err and "--device" in err and "model.onnx" in err, err
 
 
 def test_trt_example_refuses_an_engine_built_elsewhere():
