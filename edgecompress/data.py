@@ -95,28 +95,53 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     return y.astype(np.int64)
 
 
-def load_image_folder(path: Path, pre, size_hw: Tuple[int, int]) -> Dataset:
+DEFAULT_SIZE_HW = (224, 224)
+
+
+def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Dataset:
+    """Images in class sub-folders. `size_hw` None: the images' own size when they all share one
+    (a 32x32 data set stays 32x32), else DEFAULT_SIZE_HW; the manifest's note says which."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise InputError(f"image folder {path} has no class sub-folders",
                          hint="lay it out as DATA/<class name>/<image files>")
-    xs, ys = [], []
-    for label, name in enumerate(classes):
-        for file in sorted((path / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                img = Image.open(file).convert("RGB" if pre.channels == 3 else "L")
-            except (UnidentifiedImageError, OSError) as exc:
-                raise InputError(f"image {file} could not be read: {exc}") from None
-            xs.append(_preprocess(img.resize((size_hw[1], size_hw[0])), pre))
-            ys.append(label)
-    if not xs:
+    files = [(file, label) for label, name in enumerate(classes) for file in sorted((path / name).iterdir())
+             if file.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
         raise InputError(f"image folder {path} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    prep = {"layout": "NCHW", "size": list(size_hw), "scale": pre.scale, "mean": pre.mean, "std": pre.std}
-    return Dataset(np.stack(xs), np.array(ys, dtype=np.int64), str(path), classes, prep)
+
+    def opened(file):
+        try:
+            return Image.open(file)  # reads the header only, until the pixels are asked for
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"image {file} could not be read: {exc}") from None
+
+    sizes = set()
+    for file, _ in files:
+        with opened(file) as img:
+            sizes.add(img.size[::-1])  # PIL gives (width, height)
+    if size_hw is not None:
+        note = f"resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
+    elif len(sizes) == 1:
+        size_hw = next(iter(sizes))
+        note = f"the images' own size, {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape resizes them)"
+    else:
+        size_hw = DEFAULT_SIZE_HW
+        note = (f"resized to the default {size_hw[0]}x{size_hw[1]}: the images come in {len(sizes)} sizes "
+                "(preprocess.size or --input-shape chooses another)")
+    xs = []
+    for file, _ in files:
+        with opened(file) as img:
+            try:
+                xs.append(_preprocess(img.convert("RGB" if pre.channels == 3 else "L").resize((size_hw[1], size_hw[0])),
+                                      pre))
+            except OSError as exc:  # a header that reads but pixels that do not (a truncated file)
+                raise InputError(f"image {file} could not be read: {exc}") from None
+    prep = {"layout": "NCHW", "size": list(size_hw), "scale": pre.scale, "mean": pre.mean, "std": pre.std,
+            "note": note}
+    return Dataset(np.stack(xs), np.array([label for _, label in files], dtype=np.int64), str(path), classes, prep)
 
 
 def _preprocess(img, pre) -> np.ndarray:
@@ -133,7 +158,7 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
         raise InputError(f"data path {spec} does not exist",
                          hint="pass an .npz file with x (and y) or a folder of images in class sub-folders")
     if path.is_dir():
-        size = tuple(pre.size) if pre.size else (tuple(input_shape[-2:]) if input_shape else (224, 224))
+        size = tuple(pre.size) if pre.size else (tuple(input_shape[-2:]) if input_shape else None)
         data = load_image_folder(path, pre, size)
     elif path.suffix == ".npz":
         data = load_npz(path)

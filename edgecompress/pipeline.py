@@ -73,6 +73,8 @@ def deploy(opts: DeployOptions) -> dict:
     keep_interrupted_progress(work, opts)
     work.mkdir(parents=True, exist_ok=True)
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
+    if dataset.preprocessing.get("note") and dataset.preprocessing.get("size"):
+        log(f"data: images {dataset.preprocessing['note']}")
 
     if source.kind == "torch":
         budget = None
@@ -326,7 +328,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     every round checkpoints, so --resume continues where an interrupted run stopped."""
     p, d = prof.prune, prof.distill
     ckpt_path = work / "checkpoint.pt"
-    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof)}
+    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train)}
     resume = _load_checkpoint(ckpt_path, meta, student) if opts.resume else None
     rounds = p.iterative_steps if p.structure == "channel" else 1
     steps = None if d.steps is None else d.steps // rounds
@@ -402,6 +404,16 @@ def _masks_after_resume(student, resume) -> Optional[dict]:
         return None
     import torch.nn as nn
     return {n: m.weight.detach() != 0 for n, m in student.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _data_hash(train) -> str:
+    """The training split's fingerprint: another data set, or the same images at another size
+    (--input-shape), must not continue a checkpoint trained on this one."""
+    digest = hashlib.sha256(str(train.x.shape).encode())
+    digest.update(train.x.tobytes())
+    if train.y is not None:
+        digest.update(train.y.tobytes())
+    return digest.hexdigest()
 
 
 def _profile_hash(prof) -> str:

@@ -325,6 +325,11 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
                              env=env, timeout=120)
     assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
+    x2, y2 = make_data(seed=7)
+    np.savez(tmp_path / "other.npz", x=x2, y=y2)
+    other = [str(tmp_path / "other.npz") if a == str(npz_data) else a for a in args]
+    changed = subprocess.run(other + ["--resume"], capture_output=True, text=True, env=env, timeout=120)
+    assert changed.returncode == 2 and "different data" in changed.stderr, "other data cannot resume"
     saved = ckpt.read_bytes()
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 2 and "did not finish" in again.stderr and "--resume" in again.stderr, again.stderr
@@ -476,3 +481,25 @@ def test_a_bare_model_file_is_timed_with_the_named_devices_settings(tmp_path):
     assert _profile_for_file(Path("m.onnx"), [pi]).bench.threads == 4
     assert _profile_for_file(Path("m.tflite"), [pi, phone]).name == "android-arm64"
     assert _profile_for_file(Path("m.tflite"), [None]).runtime == "litert"
+
+
+def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_path):
+    """32x32 images stay 32x32 (resizing them to 224 made a tiny model 50x slower to distill);
+    images of several sizes go to the default 224x224; preprocess.size / --input-shape win."""
+    from PIL import Image
+
+    from edgecompress import data
+    from edgecompress.profile import Preprocess
+
+    for label in ("a", "b"):
+        (tmp_path / "same" / label).mkdir(parents=True)
+        (tmp_path / "mixed" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((32, 40, 3), 50 * i, np.uint8)).save(tmp_path / "same" / label / f"{i}.png")
+            Image.fromarray(np.zeros((20 + i, 30, 3), np.uint8)).save(tmp_path / "mixed" / label / f"{i}.png")
+    same = data.load(str(tmp_path / "same"), Preprocess(), None)
+    assert same.x.shape == (6, 3, 32, 40) and "own size, 32x40" in same.preprocessing["note"]
+    mixed = data.load(str(tmp_path / "mixed"), Preprocess(), None)
+    assert mixed.x.shape == (6, 3, 224, 224) and "3 sizes" in mixed.preprocessing["note"]
+    told = data.load(str(tmp_path / "same"), Preprocess(), (1, 3, 16, 16))
+    assert told.x.shape == (6, 3, 16, 16) and told.preprocessing["size"] == [16, 16]
