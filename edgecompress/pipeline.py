@@ -696,10 +696,33 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "measured_on": measured,
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                             f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results),
+        "accuracy_note": _accuracy_warning(acc, stages),
         "rounds": rounds or None,
         "speedup_per_round": paired,
         "energy_reason": results["compressed"].get("energy_reason"),
     }
+
+
+WARN_DROP_POINTS = 2.0  # an accuracy cost past this is said under the table, with what to change
+
+
+def _accuracy_warning(acc: dict, stages: dict) -> Optional[str]:
+    """The run passed its checks (the deployed model matches the student it came from), but the
+    student itself may have learned too little: say so, with the knob that helps."""
+    before, after = acc["teacher"], acc["student"]
+    if before is None or after is None or (before - after) * 100 <= WARN_DROP_POINTS:
+        return None
+    what = "accuracy" if acc["metric"] == "accuracy" else "agreement with the original"
+    pruned = stages["pruning"].get("structure") not in (None, "none")
+    fp32 = acc.get("student_fp32")
+    if pruned and (fp32 is None or (before - fp32) * 100 > WARN_DROP_POINTS):
+        remedy = ("distill longer (--set distill.steps=N) or prune less (--set prune.ratio=R); the distillation "
+                  "loss curve in report.html shows whether the loss was still falling")
+    else:
+        remedy = ("quantization lost it: try more calibration samples (--set quantize.calibration_samples=N), "
+                  "another calibration_method, or keep FP32 (--set quantize.precision=fp32)")
+    return (f"warning: {what} fell {(before - after) * 100:.2f} points ({before:.2%} -> {after:.2%}) on "
+            f"{acc['samples']} held-out samples: {remedy}")
 
 
 def _rounds_note(rounds: dict, paired: Optional[List[float]]) -> str:

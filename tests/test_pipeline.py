@@ -503,3 +503,18 @@ def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_pa
     assert mixed.x.shape == (6, 3, 224, 224) and "3 sizes" in mixed.preprocessing["note"]
     told = data.load(str(tmp_path / "same"), Preprocess(), (1, 3, 16, 16))
     assert told.x.shape == (6, 3, 16, 16) and told.preprocessing["size"] == [16, 16]
+
+
+def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
+    from edgecompress.pipeline import _accuracy_warning
+
+    pruned, onnx_input = {"pruning": {"structure": "channel"}}, {"pruning": {"structure": "none"}}
+    acc = {"metric": "accuracy", "teacher": 1.0, "student": 0.4125, "student_fp32": 0.42, "samples": 80}
+    said = _accuracy_warning(acc, pruned)
+    assert said.startswith("warning: accuracy fell 58.75 points (100.00% -> 41.25%) on 80 held-out samples")
+    assert "distill.steps" in said and "prune.ratio" in said
+    assert "quantize.calibration_samples" in _accuracy_warning(dict(acc, student_fp32=0.99), pruned)
+    assert "quantize" in _accuracy_warning(dict(acc, student_fp32=None), onnx_input)
+    assert _accuracy_warning(dict(acc, student=0.985), pruned) is None  # 1.5 points: within what it costs
+    agree = {"metric": "agreement", "teacher": 1.0, "student": 0.9, "samples": 10}
+    assert "agreement with the original fell 10.00 points" in _accuracy_warning(agree, pruned)
