@@ -59,3 +59,13 @@ def test_jetson_bundle_without_a_device_carries_onnx_qdq_and_build_settings(tmp_
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
     zero_points = [inits[n.input[2]] for n in qdq.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "symmetric INT8 for TensorRT"
+    # off the Jetson, the TensorRT example says why it cannot run and what runs instead: no traceback
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(folder / "trt_example.py")], capture_output=True, text=True, timeout=60)
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:  # this project's machines
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "which do not import here" in done.stderr and "python example.py" in done.stderr, done.stderr

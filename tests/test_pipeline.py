@@ -428,6 +428,10 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     assert m["provenance"]["ai_edge_litert_version"] == version("ai-edge-litert")
     run = subprocess.run([sys.executable, str(folder / "example.py")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+    (tmp_path / "photo.png").write_bytes(b"not read")
+    run = subprocess.run([sys.executable, str(folder / "example.py"), str(tmp_path / "photo.png")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1 and ".npy" in run.stderr and "Traceback" not in run.stderr, run.stderr
     code, _, err = run_cli("verify", folder)
     assert code == 0, err
     # the bare .tflite, as a user who has one from elsewhere would bench it: LiteRT, android-arm64's settings

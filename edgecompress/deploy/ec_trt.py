@@ -166,9 +166,10 @@ def choose_timing(asked, have_trt, have_cuda):
     """(timing, why) with `why` None when the job chose it."""
     missing = [m for m, ok in (("tensorrt", have_trt), ("cuda-python", have_cuda)) if not ok]
     if asked == "api" and missing:
-        raise ValueError("timing 'api' needs %s, which do(es) not import here; use timing 'trtexec' or install "
-                         "it (on a Jetson, JetPack's tensorrt with a venv made --system-site-packages)"
-                         % " and ".join(missing))
+        raise ValueError("timing 'api' needs %s, which %s not import here; use timing 'trtexec' or install "
+                         "%s (on a Jetson, JetPack's tensorrt with a venv made --system-site-packages)"
+                         % (" and ".join(missing), "does" if len(missing) == 1 else "do",
+                            "it" if len(missing) == 1 else "them"))
     if asked:
         return asked, None
     if missing:

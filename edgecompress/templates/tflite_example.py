@@ -17,6 +17,9 @@ HERE = Path(__file__).resolve().parent
 
 def main():
     manifest = json.loads((HERE / "manifest.json").read_text())
+    if len(sys.argv) > 1 and not sys.argv[1].endswith(".npy"):
+        sys.exit("%s: this example takes a preprocessed input as .npy (NCHW, as the model's data was made); "
+                 "turn an image into one as your app will" % sys.argv[1])
     x = np.load(HERE / "parity.npz")["x"][:1] if len(sys.argv) < 2 else np.load(sys.argv[1]).astype(np.float32)
     spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
     if x.ndim == len(spec_in["shape"]) - 1:

@@ -85,4 +85,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, RuntimeError, OSError) as exc:  # no TensorRT here, no GPU, an engine that will not build
+        sys.exit("trt_example.py: %s\n(off the Jetson, `python example.py` runs model.onnx with ONNX Runtime)" % exc)
