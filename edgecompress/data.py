@@ -166,9 +166,12 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
         raise InputError(f"data path {spec} is neither an .npz file nor a folder",
                          hint="pass an .npz with x [and y], or a folder with one sub-folder of images per class")
     if input_shape is not None and data.sample_shape != tuple(input_shape[1:]):
+        batch_left_out = data.sample_shape == tuple(input_shape)
         raise InputError(f"data {spec}: samples have shape {data.sample_shape} but --input-shape says "
                          f"{tuple(input_shape[1:])} (after the batch dimension)",
-                         hint="fix --input-shape or the data")
+                         hint="--input-shape starts with the batch: "
+                              f"--input-shape {'x'.join(map(str, (1, *data.sample_shape)))}" if batch_left_out
+                         else "fix --input-shape or the data")
     return data
 
 

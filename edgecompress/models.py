@@ -39,6 +39,12 @@ def user_traceback(exc: BaseException, user_file: Path) -> str:
     return "".join(lines).rstrip()
 
 
+def raised(what: str, exc: BaseException, user_file: Path) -> str:
+    """'X raised E:' and the user's traceback, or 'X raised E: message' when none of their code ran."""
+    detail = user_traceback(exc, user_file)
+    return f"{what} raised {detail}" if "\n" not in detail else f"{what} raised {type(exc).__name__}:\n{detail}"
+
+
 def _import_file(path: Path):
     spec = importlib.util.spec_from_file_location(f"edgecompress_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -46,11 +52,29 @@ def _import_file(path: Path):
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise InputError(f"importing {path} raised {type(exc).__name__}:\n{user_traceback(exc, path)}",
-                         hint=f"fix the error in {path}") from None
+        raise InputError(raised(f"importing {path}", exc, path), hint=f"fix the error in {path}") from None
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def _called_from_here(exc: BaseException) -> bool:
+    """A TypeError raised by the call itself (missing arguments), not inside the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == __file__
+
+
+def name_for(spec: Optional[str]) -> str:
+    """The bundle's model name, from the command line alone (so a taken --out is refused before any
+    loading): the factory's name, or the file's where the factory has a generic one."""
+    if spec is None:
+        return "demo"
+    if spec.endswith(".onnx") or ":" not in spec:
+        return Path(spec).stem
+    file_part, _, factory_name = spec.rpartition(":")
+    return factory_name if factory_name not in ("build", "model", "create") else Path(file_part).stem
 
 
 def load_factory(spec: str, weights: Optional[str], role: str = "model") -> ModelSource:
@@ -74,8 +98,11 @@ def load_factory(spec: str, weights: Optional[str], role: str = "model") -> Mode
     try:
         model = factory()
     except Exception as exc:
-        raise InputError(f"{path}:{factory_name}() raised {type(exc).__name__}:\n{user_traceback(exc, path)}",
-                         hint=f"fix the error in {path}") from None
+        hint = f"fix the error in {path}"
+        if isinstance(exc, TypeError) and "argument" in str(exc) and _called_from_here(exc):
+            hint = (f"edgecompress calls {factory_name}() with no arguments: give its parameters defaults, or "
+                    f"add a small function that builds the model you want (def build(): return {factory_name}(...))")
+        raise InputError(raised(f"{path}:{factory_name}()", exc, path), hint=hint) from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module",
                          hint=f"make {factory_name}() return the model (an nn.Module instance)")
@@ -83,8 +110,7 @@ def load_factory(spec: str, weights: Optional[str], role: str = "model") -> Mode
     if weights:
         _load_weights(model, Path(weights).expanduser())
         digest.update(bytes.fromhex(sha256_file(Path(weights).expanduser())))
-    return ModelSource(factory_name if factory_name not in ("build", "model", "create") else path.stem,
-                       "torch", digest.hexdigest(), module=model.eval())
+    return ModelSource(name_for(spec), "torch", digest.hexdigest(), module=model.eval())
 
 
 def _load_weights(model, path: Path) -> None:

@@ -47,6 +47,7 @@ def deploy(opts: DeployOptions) -> dict:
     prof = with_demo_defaults(prof, opts)
     if note:
         log(note)
+    bundle.check_destination(Path(opts.out), bundle.bundle_name(models.name_for(opts.model), prof.name), opts.force)
     device = inventory.get(opts.device) if opts.device else None
     if device is not None and device.target != prof.name:
         log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
@@ -63,11 +64,13 @@ def deploy(opts: DeployOptions) -> dict:
         if teacher is not source.module:
             check_teacher(teacher, source.module, dataset, opts.teacher)
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
-    if prof.quantize.precision == "int8":
+    if prof.quantize.precision == "int8" and len(train) < prof.quantize.calibration_samples:
         total = math.ceil(prof.quantize.calibration_samples / (1 - prof.verify.held_out_fraction))
-        data_mod.require_samples(train, prof.quantize.calibration_samples,
-                                 f"INT8 calibration (drawn from the training split, {1 - prof.verify.held_out_fraction:.0%} "
-                                 f"of the data: {total} samples in all)", "quantize.calibration_samples")
+        raise InputError(f"data {dataset.source} has {len(dataset)} samples; INT8 calibration takes "
+                         f"{prof.quantize.calibration_samples} from the training split "
+                         f"({1 - prof.verify.held_out_fraction:.0%} of the data, here {len(train)}), so it needs "
+                         f"{total} samples in all", hint=f"give more data, or lower it with --set "
+                                                         f"quantize.calibration_samples={len(train)}")
     held = held.subset(slice(0, prof.verify.samples))
     work = Path(opts.out) / f".{name}.work"
     keep_interrupted_progress(work, opts)

@@ -265,9 +265,13 @@ def _data_case(case, tmp_path):
     if case == "shape disagrees with --input-shape":
         return (_npz(tmp_path, "shape.npz", x=x, y=y), ["--input-shape", "1x3x8x8"],
                 ["shape.npz", "(1, 8, 8)", "--input-shape", "(3, 8, 8)"])
+    if case == "--input-shape without the batch":
+        return (_npz(tmp_path, "nobatch.npz", x=x, y=y), ["--input-shape", "1x8x8"],
+                ["nobatch.npz", "(1, 8, 8)", "--input-shape starts with the batch: --input-shape 1x1x8x8"])
     if case == "too few for calibration":
         return (_npz(tmp_path, "few.npz", x=x[:20], y=y[:20]), [],
-                ["few.npz", "16 samples", "128", "160 samples in all", "--set quantize.calibration_samples="])
+                ["few.npz has 20 samples", "128 from the training split", "here 16", "160 samples in all",
+                 "--set quantize.calibration_samples=16"])
     if case == "few samples of the wrong shape":  # the shape is the first thing to hear about
         return (_npz(tmp_path, "fewbad.npz", x=np.zeros((20, 3, 8, 8), np.float32), y=y[:20]), [],
                 ["fewbad.npz", "(3, 8, 8)", "do not fit the model"])
@@ -280,7 +284,7 @@ def _data_case(case, tmp_path):
     raise AssertionError(case)
 
 
-DATA_CASES = ["no x", "integer x", "y wrong shape", "shape disagrees with --input-shape",
+DATA_CASES = ["no x", "integer x", "y wrong shape", "shape disagrees with --input-shape", "--input-shape without the batch",
               "too few for calibration", "few samples of the wrong shape", "path missing", "not an npz"]
 
 
@@ -653,3 +657,23 @@ def test_an_unforeseen_failure_exits_3_with_the_traceback_and_a_plain_last_line(
     assert err[0] == "Traceback (most recent call last):" and any("deploy_that_breaks" in line for line in err)
     assert err[-2] == "error: edgecompress deploy failed unexpectedly: KeyError: 'no such key'"
     assert "No bundle was written" in err[-1] and "report" in err[-1]
+
+
+def test_a_factory_that_needs_arguments_is_told_to_give_them_defaults(tmp_path, npz_data, out_dir):
+    (tmp_path / "wide.py").write_text("import torch.nn as nn\n"
+                                      "def wide(width):\n    return nn.Linear(64, width)\n")
+    code, _, err = run_cli(*deploy_args(f"{tmp_path}/wide.py:wide", npz_data, out=out_dir))
+    assert code == 2, err
+    assert "wide.py:wide() raised TypeError: wide() missing 1 required positional argument: 'width'" in err, err
+    assert "raised TypeError:\nTypeError" not in err and "give its parameters defaults" in err
+
+
+def test_a_taken_out_folder_is_refused_before_the_model_is_loaded(tmp_path, npz_data, out_dir):
+    marker = tmp_path / "factory-was-called"
+    (tmp_path / "slow.py").write_text("import pathlib, torch.nn as nn\n"
+                                      f"def build():\n    pathlib.Path({str(marker)!r}).touch()\n"
+                                      "    return nn.Linear(64, 4)\n")
+    (out_dir / "slow-host-cpu").mkdir(parents=True)
+    code, _, err = run_cli(*deploy_args(f"{tmp_path}/slow.py:build", npz_data, out=out_dir))
+    assert code == 2 and "already exists" in err and "--force" in err, err
+    assert not marker.exists(), "refused before the model (a big one takes a while) was built"
