@@ -216,7 +216,7 @@ def cmd_verify(args) -> int:
         print(f"{out['bundle']}: {out['files_checked']} files match their checksums")
         print(f"  re-run on {rerun['samples']} stored samples: max |diff| {rerun['outputs'][0]['max_abs_diff']:.2g}, "
               f"top-1 agreement {rerun['top1_agreement']:.2%} with the build-time outputs")
-        print(f"  top-1 agreement with the PyTorch reference: {ref['top1_agreement']:.2%}")
+        print(f"  top-1 agreement with {out['reference_is']}: {ref['top1_agreement']:.2%}")
         print("OK")
     return 0
 
@@ -258,7 +258,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        kept = (": no bundle was written; a distillation checkpoint, if one was saved, is kept, and the same command "
+                "with --resume continues from it") if args.command == "deploy" else ""
+        print(f"interrupted{kept}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return _closed_pipe()

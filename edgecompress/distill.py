@@ -244,8 +244,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 recent.append(loss)
                 if step % every == 0:
                     curve.append([rnd, step, round(float(np.mean(recent[-every:])), 6)])
+                bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")  # before update: a log line shows this step's
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")
                 if step % cfg.checkpoint_every == 0:
                     save_checkpoint(checkpoint, state(step))
         finally:

@@ -462,8 +462,8 @@ def quantize_and_check(stages: dict, prof, train, held, work: Path):
     q = prof.quantize
     if q.precision == "int8":
         calib = train.x[: q.calibration_samples]
-        log(f"quantize: INT8 QDQ ({q.activations} activations, {q.weights} per-channel={q.per_channel} weights), "
-            f"{len(calib)} calibration samples")
+        log(f"quantize: INT8 QDQ ({q.activations} activations, {q.weights} per-channel={q.per_channel} weights"
+            f"{', 7-bit (reduce_range)' if q.reduce_range else ''}), {len(calib)} calibration samples")
         deployed = quantize.quantize_int8(stages["student_onnx"], work / "model.onnx", calib, q, _input_name(stages))
     elif q.precision == "fp32":
         deployed = shutil.copy(stages["student_onnx"], work / "model.onnx")
@@ -617,7 +617,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
         "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
                        "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
                        **_converter_versions(prof.runtime),
-                       "source_model_sha256": source.sha256,
+                       "source_model_sha256": source.sha256, "source_format": source.kind,
                        "data": dataset.source, "profile": prof.model_dump(mode="json")},
     }
     if trt is not None:
@@ -827,10 +827,11 @@ def _verify_folder(folder: Path, path: str) -> dict:
     # differently on another CPU, so there the decisions must agree.
     rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", [out[0]],
                                         [stored["expected"]], ["output"], None), quantized, tol)
-    vs_ref = verify.compare("model vs the PyTorch reference (information)", [out[0]], [stored["reference"]],
+    reference = "the original ONNX model" if manifest["provenance"].get("source_format") == "onnx" else "PyTorch"
+    vs_ref = verify.compare(f"model vs {reference} (information)", [out[0]], [stored["reference"]],
                             ["output"], None)
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
-            "reference": vs_ref.to_dict(), "ok": True}
+            "reference": vs_ref.to_dict(), "reference_is": reference, "ok": True}
 
 
 def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],

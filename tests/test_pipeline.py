@@ -250,8 +250,8 @@ def test_onnx_with_its_weights_in_a_data_file_beside_it(tmp_path, npz_data):
                     "--json", *fast_sets())
     summary = json.loads(out)
     assert summary["before"]["bytes"] > (tmp_path / "split.onnx.data").stat().st_size, "the original, whole"
-    code, _, err = run_cli("verify", tmp_path / "o" / "split-host-cpu")
-    assert code == 0, err
+    code, out, err = run_cli("verify", tmp_path / "o" / "split-host-cpu")
+    assert code == 0 and "top-1 agreement with the original ONNX model: 100.00%" in out, out + err
     code, out, err = run_cli("bench", tmp_path / "split.onnx", "--runs", "5", "--seconds", "0.1", "--json")
     assert code == 0, err
     assert json.loads(out)["results"][0]["latency_ms"]["n"] >= 5
