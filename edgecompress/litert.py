@@ -25,12 +25,15 @@ INSTALL_HINT = "install the LiteRT extra: pip install 'edgecompress[tflite]'"
 
 @contextlib.contextmanager
 def _quiet_converter():
-    """litert-torch prints a progress tree on stdout (which must stay clean for --json) and torch
-    export prints deprecation warnings; neither says anything the stage does not say itself."""
+    """litert-torch prints a progress tree on stdout (which must stay clean for --json), torch
+    export prints deprecation warnings, and the converter's C++ side and torchao write INFO lines
+    and "Failed to load ...so" (optional GPU kernels) straight to file descriptor 2. None of it says
+    anything the stage does not say itself, and a user reads "Failed" as a failure; so it is held
+    back, and shown only when the conversion fails."""
     before = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        with warnings.catch_warnings(), _held_back_stderr(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -38,6 +41,28 @@ def _quiet_converter():
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = before
+
+
+@contextlib.contextmanager
+def _held_back_stderr():
+    """File descriptor 2 into a temporary file for the block; its text is replayed if the block raises."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _litert_torch(stage: str):
@@ -217,8 +242,9 @@ def _interpreter(path: Path, threads: int, delegates: bool = True):
     except ImportError as exc:
         raise StageError("verify", f"ai-edge-litert is not importable: {exc}", hint=INSTALL_HINT) from None
     kw = {} if delegates else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    it = Interpreter(model_path=str(path), num_threads=threads, **kw)
-    it.allocate_tensors()
+    with _held_back_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every load
+        it = Interpreter(model_path=str(path), num_threads=threads, **kw)
+        it.allocate_tensors()
     return it
 
 

@@ -156,3 +156,17 @@ def test_the_int8_file_is_timed_by_the_device_side(files):
                                  "source": "random-from-model"}]
     assert result["runtime_options"]["delegate"] == "xnnpack"
     assert result["runtime_options"]["delegated_partitions"] >= 1
+
+
+def test_converter_chatter_on_fd2_is_held_back_and_shown_when_the_conversion_fails(capfd):
+    import os
+
+    from edgecompress import litert
+
+    with litert._held_back_stderr():
+        os.write(2, b"I0000 flatbuffer_export.cc: Estimated count of arithmetic ops\n")
+    assert "Estimated count" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), litert._held_back_stderr():
+        os.write(2, b"E0000 converter: the op that failed\n")
+        raise RuntimeError("conversion failed")
+    assert "the op that failed" in capfd.readouterr().err
