@@ -96,11 +96,13 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
 
 
 DEFAULT_SIZE_HW = (224, 224)
+OWN_SIZE_MAX_PX = 256  # images up to this size keep it; photos (4000x3000) would not fit in memory as floats
 
 
 def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Dataset:
     """Images in class sub-folders. `size_hw` None: the images' own size when they all share one
-    (a 32x32 data set stays 32x32), else DEFAULT_SIZE_HW; the manifest's note says which."""
+    (a 32x32 data set stays 32x32) and it is at most OWN_SIZE_MAX_PX a side, else DEFAULT_SIZE_HW;
+    the manifest's note says which."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -124,9 +126,13 @@ def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Da
             sizes.add(img.size[::-1])  # PIL gives (width, height)
     if size_hw is not None:
         note = f"resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
-    elif len(sizes) == 1:
+    elif len(sizes) == 1 and max(next(iter(sizes))) <= OWN_SIZE_MAX_PX:
         size_hw = next(iter(sizes))
         note = f"the images' own size, {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape resizes them)"
+    elif len(sizes) == 1:
+        (h, w), size_hw = next(iter(sizes)), DEFAULT_SIZE_HW
+        note = (f"resized from {h}x{w} to the default {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape "
+                "chooses another)")
     else:
         size_hw = DEFAULT_SIZE_HW
         note = (f"resized to the default {size_hw[0]}x{size_hw[1]}: the images come in {len(sizes)} sizes "

@@ -24,16 +24,17 @@ INSTALL_HINT = "install the LiteRT extra: pip install 'edgecompress[tflite]'"
 
 
 @contextlib.contextmanager
-def _quiet_converter():
+def _quiet_converter(log: Optional[Path] = None):
     """litert-torch prints a progress tree on stdout (which must stay clean for --json), torch
     export prints deprecation warnings, and the converter's C++ side and torchao write INFO lines
     and "Failed to load ...so" (optional GPU kernels) straight to file descriptor 2. None of it says
     anything the stage does not say itself, and a user reads "Failed" as a failure; so it is held
-    back, and shown only when the conversion fails."""
+    back, and shown only when the conversion fails; `log` keeps it in a file meanwhile, so a crash
+    of the converter's own process (an abort in C++) leaves its reason there."""
     before = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     try:
-        with warnings.catch_warnings(), _held_back_stderr(), contextlib.redirect_stdout(sys.stderr):
+        with warnings.catch_warnings(), _held_back_stderr(log), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -44,13 +45,15 @@ def _quiet_converter():
 
 
 @contextlib.contextmanager
-def _held_back_stderr():
-    """File descriptor 2 into a temporary file for the block; its text is replayed if the block raises."""
+def _held_back_stderr(log: Optional[Path] = None):
+    """File descriptor 2 into a file for the block (`log`, else an unnamed temporary one); its text is
+    replayed if the block raises, and `log` is removed once the block is over."""
     import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as held:
+    held = open(log, "w+b") if log is not None else tempfile.TemporaryFile(mode="w+b")
+    try:
         os.dup2(held.fileno(), 2)
         failed = True
         try:
@@ -59,10 +62,14 @@ def _held_back_stderr():
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
-            os.close(saved)
             if failed:
                 held.seek(0)
                 sys.stderr.write(held.read().decode(errors="replace"))
+    finally:
+        os.close(saved)
+        held.close()
+        if log is not None:
+            Path(log).unlink(missing_ok=True)
 
 
 def _litert_torch(stage: str):
@@ -112,6 +119,11 @@ EXPORT_HINT = ("litert-torch converts what torch.export can trace: replace data-
                "and unsupported ops in that layer, or export to ONNX (export.format=onnx, runtime onnxruntime)")
 
 
+def converter_log(path: Path) -> Path:
+    """Where the converter's own messages wait while it converts `path` (gone once it returns)."""
+    return Path(path).with_name(Path(path).name + ".converter.log")
+
+
 def export_tflite(model, example, path: Path, *, channels_last: bool, layer_of_failure=None) -> Path:
     """FP32 .tflite of `model` for a batch shaped like `example` (NCHW torch tensor); with
     channels_last the file's input (and every 4-D output) is NHWC."""
@@ -120,7 +132,7 @@ def export_tflite(model, example, path: Path, *, channels_last: bool, layer_of_f
     path.parent.mkdir(parents=True, exist_ok=True)
     net, ex, out_layouts = _prepared(litert_torch, model, example, channels_last)
     try:
-        with _quiet_converter():
+        with _quiet_converter(converter_log(path)):
             litert_torch.convert(net, (ex,)).export(str(path))
     except Exception as exc:
         raise _failure("export", "LiteRT export", exc, model.eval(), example, layer_of_failure, EXPORT_HINT) from None
@@ -155,7 +167,7 @@ def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, 
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False))
     try:
-        with _quiet_converter():
+        with _quiet_converter(converter_log(path)):
             # strict=True (TorchDynamo) records `source_fn_stack` on each node; the PT2E annotators for
             # add/mul/cat need it, and without it residual adds stay float (DEQUANTIZE-ADD-QUANTIZE islands).
             graph = prepare_pt2e(torch.export.export(net, (ex,), strict=True).module(), quantizer)

@@ -157,7 +157,9 @@ def load_onnx(spec: str) -> ModelSource:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a valid ONNX model: {first}",
                          hint="re-export it, or pass the PyTorch factory (file.py:factory) instead") from None
-    digest = hashlib.sha256("".join(sha256_file(p) for p in [path, *external_data_files(path)]).encode()).hexdigest()
+    data_files = external_data_files(path)
+    digest = sha256_file(path) if not data_files else \
+        hashlib.sha256("".join(sha256_file(p) for p in [path, *data_files]).encode()).hexdigest()  # all its parts
     return ModelSource(path.stem, "onnx", digest, onnx_path=path)
 
 

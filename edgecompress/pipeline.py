@@ -411,11 +411,14 @@ def _masks_after_resume(student, resume) -> Optional[dict]:
 
 def _data_hash(train) -> str:
     """The training split's fingerprint: another data set, or the same images at another size
-    (--input-shape), must not continue a checkpoint trained on this one."""
-    digest = hashlib.sha256(str(train.x.shape).encode())
-    digest.update(train.x.tobytes())
+    (--input-shape), must not continue a checkpoint trained on this one. Hashed in place (a
+    memoryview, not a copy: the split can be most of the memory a run uses)."""
+    import numpy as np
+
+    digest = hashlib.sha256(f"{train.x.shape} {train.x.dtype}".encode())
+    digest.update(memoryview(np.ascontiguousarray(train.x)).cast("B"))
     if train.y is not None:
-        digest.update(train.y.tobytes())
+        digest.update(memoryview(np.ascontiguousarray(train.y)).cast("B"))
     return digest.hexdigest()
 
 
@@ -432,8 +435,11 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by distill
     for key, value in meta.items():
         if state.get(key) != value:
-            raise InputError(f"--resume: the checkpoint {path} is from a different {key.split('_')[0]}",
-                             hint="run without --resume (and with --force) to start over")
+            what = {"model": "model (or weights)", "profile": "profile (or --set values)",
+                    "data": "data (or --input-shape)"}[key.split("_")[0]]
+            raise InputError(f"--resume: the checkpoint {path} was made with a different {what}",
+                             hint="pass the same model, data and settings as the interrupted run, or run with "
+                                  "--force instead of --resume to start over")
     distill.restore_structure_(student, state["student"])
     log(f"--resume: continuing round {state['round']} at step {state['step']} from {path}")
     return state
@@ -520,6 +526,8 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
     from . import litert
 
     q, nhwc = prof.quantize, prof.export.channels_last
+    log(f"export: converting to .tflite with litert-torch; the converter's own messages wait in "
+        f"{litert.converter_log(work / 'model.tflite')} and are shown if it fails")
     original = litert.export_tflite(stages["original"], stages["example"], work / "original.tflite",
                                     channels_last=nhwc, layer_of_failure=prune.failing_layer)
     verify.check(verify.compare("original.tflite vs PyTorch original", litert.tflite_outputs(original, held.x),
@@ -622,7 +630,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     }
     if trt is not None:
         manifest["engine"] = engine_section(trt, results, device, work)
-    summary = _summary(stages, deployed, results, acc, measured)
+    summary = _summary(stages, deployed, results, acc, measured, prof.quantize.precision != "fp32")
     summary["name"], summary["target"] = source.name, prof.name
     return summary, manifest
 
@@ -678,7 +686,7 @@ def _accuracy(stages, dataset) -> dict:
     return {"metric": "agreement", "teacher": 1.0, "student": agreement, "samples": parity.samples}
 
 
-def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -> dict:
+def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict, quantized: bool) -> dict:
     (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
     lat = {k: v["latency_ms"] for k, v in results.items()}
     rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
@@ -699,7 +707,7 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
         "measured_on": measured,
         "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                             f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results),
-        "accuracy_note": _accuracy_warning(acc, stages),
+        "accuracy_note": _accuracy_warning(acc, quantized),
         "rounds": rounds or None,
         "speedup_per_round": paired,
         "energy_reason": results["compressed"].get("energy_reason"),
@@ -709,21 +717,23 @@ def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict) -
 WARN_DROP_POINTS = 2.0  # an accuracy cost past this is said under the table, with what to change
 
 
-def _accuracy_warning(acc: dict, stages: dict) -> Optional[str]:
+def _accuracy_warning(acc: dict, quantized: bool) -> Optional[str]:
     """The run passed its checks (the deployed model matches the student it came from), but the
-    student itself may have learned too little: say so, with the knob that helps."""
+    student may have learned too little, or quantization cost more than it should: say so, with the
+    knob that helps. Which one, the FP32 student's accuracy tells (without it: the student's)."""
     before, after = acc["teacher"], acc["student"]
     if before is None or after is None or (before - after) * 100 <= WARN_DROP_POINTS:
         return None
     what = "accuracy" if acc["metric"] == "accuracy" else "agreement with the original"
-    pruned = stages["pruning"].get("structure") not in (None, "none")
     fp32 = acc.get("student_fp32")
-    if pruned and (fp32 is None or (before - fp32) * 100 > WARN_DROP_POINTS):
-        remedy = ("distill longer (--set distill.steps=N) or prune less (--set prune.ratio=R); the distillation "
-                  "loss curve in report.html shows whether the loss was still falling")
+    if quantized and fp32 is not None and (before - fp32) * 100 <= WARN_DROP_POINTS:
+        remedy = ("quantization lost it (the FP32 student kept it): try more calibration samples "
+                  "(--set quantize.calibration_samples=N), another calibration_method, or keep FP32 "
+                  "(--set quantize.precision=fp32)")
     else:
-        remedy = ("quantization lost it: try more calibration samples (--set quantize.calibration_samples=N), "
-                  "another calibration_method, or keep FP32 (--set quantize.precision=fp32)")
+        remedy = ("the compressed model learned too little: distill longer (--set distill.steps=N) or prune less "
+                  "(--set prune.ratio=R); the distillation loss curve in report.html shows whether the loss was "
+                  "still falling")
     return (f"warning: {what} fell {(before - after) * 100:.2f} points ({before:.2%} -> {after:.2%}) on "
             f"{acc['samples']} held-out samples: {remedy}")
 

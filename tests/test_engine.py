@@ -68,4 +68,4 @@ def test_jetson_bundle_without_a_device_carries_onnx_qdq_and_build_settings(tmp_
 
     if importlib.util.find_spec("tensorrt") is None:  # this project's machines
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-        assert "which do not import here" in done.stderr and "python example.py" in done.stderr, done.stderr
+        assert "TensorRT is not installed here" in done.stderr and "python example.py" in done.stderr, done.stderr

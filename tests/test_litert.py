@@ -170,3 +170,19 @@ def test_converter_chatter_on_fd2_is_held_back_and_shown_when_the_conversion_fai
         os.write(2, b"E0000 converter: the op that failed\n")
         raise RuntimeError("conversion failed")
     assert "the op that failed" in capfd.readouterr().err
+
+
+def test_a_converter_that_dies_leaves_its_messages_in_the_log_file(tmp_path):
+    """An abort in the converter's C++ takes the process with it: the reason must survive on disk."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "model.tflite.converter.log"
+    code = ("import os, pathlib\nfrom edgecompress import litert\n"
+            f"with litert._held_back_stderr(pathlib.Path({str(log)!r})):\n"
+            "    os.write(2, b'F0000 converter.cc: Check failed: the reason\\n')\n    os.abort()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "the reason" in log.read_text()
+    with litert._held_back_stderr(log):
+        pass
+    assert not log.exists(), "removed once the block is over"

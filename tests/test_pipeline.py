@@ -325,6 +325,7 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
                              env=env, timeout=120)
     assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
+    assert "--force instead of --resume" in changed.stderr
     x2, y2 = make_data(seed=7)
     np.savez(tmp_path / "other.npz", x=x2, y=y2)
     other = [str(tmp_path / "other.npz") if a == str(npz_data) else a for a in args]
@@ -505,6 +506,10 @@ def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_pa
     assert same.x.shape == (6, 3, 32, 40) and "own size, 32x40" in same.preprocessing["note"]
     mixed = data.load(str(tmp_path / "mixed"), Preprocess(), None)
     assert mixed.x.shape == (6, 3, 224, 224) and "3 sizes" in mixed.preprocessing["note"]
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "photos" / "a" / "0.jpg")
+    photos = data.load(str(tmp_path / "photos"), Preprocess(), None)  # a camera's size is not a model's
+    assert photos.x.shape == (1, 3, 224, 224) and "from 300x400" in photos.preprocessing["note"]
     told = data.load(str(tmp_path / "same"), Preprocess(), (1, 3, 16, 16))
     assert told.x.shape == (6, 3, 16, 16) and told.preprocessing["size"] == [16, 16]
 
@@ -512,13 +517,13 @@ def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_pa
 def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
     from edgecompress.pipeline import _accuracy_warning
 
-    pruned, onnx_input = {"pruning": {"structure": "channel"}}, {"pruning": {"structure": "none"}}
     acc = {"metric": "accuracy", "teacher": 1.0, "student": 0.4125, "student_fp32": 0.42, "samples": 80}
-    said = _accuracy_warning(acc, pruned)
+    said = _accuracy_warning(acc, quantized=True)
     assert said.startswith("warning: accuracy fell 58.75 points (100.00% -> 41.25%) on 80 held-out samples")
-    assert "distill.steps" in said and "prune.ratio" in said
-    assert "quantize.calibration_samples" in _accuracy_warning(dict(acc, student_fp32=0.99), pruned)
-    assert "quantize" in _accuracy_warning(dict(acc, student_fp32=None), onnx_input)
-    assert _accuracy_warning(dict(acc, student=0.985), pruned) is None  # 1.5 points: within what it costs
+    assert "distill.steps" in said and "prune.ratio" in said and "quantiz" not in said
+    said = _accuracy_warning(dict(acc, student_fp32=0.99), quantized=True)  # the FP32 student kept it
+    assert "quantization lost it" in said and "calibration_samples" in said
+    assert "quantiz" not in _accuracy_warning(dict(acc, student_fp32=0.99), quantized=False)
+    assert _accuracy_warning(dict(acc, student=0.985), quantized=True) is None  # 1.5 points: within what it costs
     agree = {"metric": "agreement", "teacher": 1.0, "student": 0.9, "samples": 10}
-    assert "agreement with the original fell 10.00 points" in _accuracy_warning(agree, pruned)
+    assert "agreement with the original fell 10.00 points" in _accuracy_warning(agree, quantized=True)

@@ -50,7 +50,8 @@ when cuda-python is missing) is timed by its runtime's own tool instead: session
 latency block, bracketed by the device-state snapshots, with no first run, warm-up or energy.
 
 Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
-first_run_ms, load_ms, peak_rss_mb (ru_maxrss of this process, MiB), warmup_done {runs, seconds},
+first_run_ms, load_ms, peak_rss_mb (this process's peak resident memory, MiB; null when a tool such
+as trtexec ran the model in its own process), warmup_done {runs, seconds},
 timed_window_s, stability {parts, part_p50_min, part_p50_max, spread_pct} (the p50s of consecutive
 parts of the timed runs, each at least 0.5 s of run time; see ec_stats.stability) or null,
 energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
@@ -382,7 +383,8 @@ def tool_timed(job, session):
         warnings.append("report_outputs: no outputs, %s ran the model" % session.measured_by)
     return {
         "protocol_version": ec_job.PROTOCOL_VERSION, "latency_ms": latency, "first_run_ms": None,
-        "load_ms": session.load_ms, "peak_rss_mb": peak_rss_mb(), "warmup_done": None, "timed_window_s": None,
+        # the model ran in the tool's own process, whose memory this one's peak does not show
+        "load_ms": session.load_ms, "peak_rss_mb": None, "warmup_done": None, "timed_window_s": None,
         "stability": None,
         "energy": None, "energy_reason": "timed by %s, outside this process's loop" % session.measured_by,
         "device": device, "runtime_options": session.options, "inputs": [], "warnings": warnings,

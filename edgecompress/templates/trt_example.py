@@ -10,6 +10,7 @@ cuda-python for inference from Python (`pip install cuda-python`); without cuda-
 is still built and trtexec can time it.
 """
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -85,7 +86,8 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, RuntimeError, OSError) as exc:  # no TensorRT here, no GPU, an engine that will not build
-        sys.exit("trt_example.py: %s\n(off the Jetson, `python example.py` runs model.onnx with ONNX Runtime)" % exc)
+    if ec_trt._import_tensorrt()[0] is None and not shutil.which("trtexec") \
+            and not os.path.exists("/usr/src/tensorrt/bin/trtexec"):
+        sys.exit("trt_example.py: TensorRT is not installed here (neither its Python bindings nor trtexec): it runs "
+                 "on the Jetson. Here, `python example.py` runs model.onnx with ONNX Runtime.")
+    main()  # on a Jetson a failure keeps its traceback: it is worth reading there
