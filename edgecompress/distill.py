@@ -25,7 +25,16 @@ CURVE_POINTS = 50  # about this many loss points per round: enough to see whethe
 
 
 def curve_every(steps: Optional[int]) -> int:
-    return max(1, (steps or 1000) // CURVE_POINTS)
+    """Steps per loss point; a budget in minutes starts at every step and is thinned as it goes."""
+    return max(1, steps // CURVE_POINTS) if steps else 1
+
+
+def thinned(curve: List[list], rnd: int) -> List[list]:
+    """Round `rnd`'s points merged in pairs (the later step, the mean loss): a budget in minutes has no
+    step count to space the points by, so they are thinned as they come, about 2 x CURVE_POINTS."""
+    mine = [p for p in curve if p[0] == rnd]
+    merged = [[rnd, b[1], round((a[2] + b[2]) / 2, 6)] for a, b in zip(mine[::2], mine[1::2])]
+    return [p for p in curve if p[0] != rnd] + merged + mine[len(merged) * 2:]
 
 
 class Interrupted(EdgeCompressError):
@@ -218,6 +227,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
             tap.proj.load_state_dict(resume["projections"])
         start_step, spent_s, recent = resume["step"], resume["seconds"], resume["recent_losses"]
         curve = list(resume.get("loss_curve") or [])
+        mine = [p[1] for p in curve if p[0] == rnd]
+        every = mine[-1] - mine[-2] if len(mine) >= 2 else every  # as thinned before the interruption
     teacher.eval()
     student.train()
     bar = _progress(label, steps, start_step)
@@ -244,6 +255,9 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 recent.append(loss)
                 if step % every == 0:
                     curve.append([rnd, step, round(float(np.mean(recent[-every:])), 6)])
+                    count = sum(p[0] == rnd for p in curve)  # at steps e, 2e, ... ne: pairs end on 2e's
+                    if count > 2 * CURVE_POINTS and count % 2 == 0:
+                        curve, every = thinned(curve, rnd), every * 2
                 bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")  # before update: a log line shows this step's
                 bar.update(1)
                 if step % cfg.checkpoint_every == 0:

@@ -171,3 +171,29 @@ def test_cosine_lr_decays_over_steps_or_time():
     assert distill.cosine_lr(1.0, 100, 100, 0.0, None) == pytest.approx(0.0, abs=1e-12)
     assert distill.cosine_lr(1.0, 3, None, 30.0, 60.0) == pytest.approx(0.5)
     assert distill.cosine_lr(1.0, 90, 100, 1.0, 60.0) < distill.cosine_lr(1.0, 10, 100, 1.0, 60.0)
+
+
+def test_the_loss_curve_stays_small_on_a_budget_in_minutes(tmp_path, monkeypatch):
+    """No step count to space the points by: they are thinned as they come, stay evenly spaced, and
+    the checkpoint carries them. A Ctrl-C at step 60 ends the (otherwise hour-long) run."""
+    monkeypatch.setattr(distill, "CURVE_POINTS", 3)  # so that 60 steps thin several times
+    teacher, student = pair()
+    calls = {"n": 0}
+
+    def ctrl_c_at_step_60():
+        calls["n"] += 1
+        if calls["n"] == 60:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(distill.Interrupted):
+        distill.distill_(student, teacher, data(), Distill(steps=None, minutes=60), steps=None, seconds=3600,
+                         checkpoint=tmp_path / "c.pt", meta={"round": 1}, after_step=ctrl_c_at_step_60)
+    curve = torch.load(tmp_path / "c.pt", weights_only=False)["loss_curve"]
+    assert 3 <= len(curve) <= 8 and curve[-1][1] <= 60
+    gaps = {b[1] - a[1] for a, b in zip(curve, curve[1:])}
+    assert len(gaps) == 1 and min(gaps) >= 8, f"evenly spaced, and thinned: {curve}"
+
+
+def test_thinning_merges_pairs_of_one_round_only():
+    curve = [[0, 10, 9.0]] + [[1, s, float(s)] for s in (2, 4, 6, 8, 10)]
+    assert distill.thinned(curve, 1) == [[0, 10, 9.0], [1, 4, 3.0], [1, 8, 7.0], [1, 10, 10.0]]
