@@ -100,7 +100,8 @@ class Preprocess(Closed):
 
 
 class Export(Closed):
-    format: Literal["onnx", "tflite"] = "onnx"  # what the runtime loads: checked against it (TensorRT builds from ONNX)
+    # what the runtime loads (TensorRT builds from ONNX): left out, it follows the runtime; given, it is checked
+    format: Optional[Literal["onnx", "tflite"]] = None
     opset: int = Field(default=17, ge=11, le=23)
     channels_last: bool = True  # tflite: NHWC input (and 4-D outputs), so no transposes run on the phone
 
@@ -186,7 +187,9 @@ def _litert_activations(p: Profile) -> Optional[str]:
 
 def _export_format(p: Profile) -> Optional[str]:
     wanted = {"onnxruntime": "onnx", "tensorrt": "onnx", "litert": "tflite"}[p.runtime]
-    if p.export.format != wanted:
+    if p.export.format is None:
+        p.export.format = wanted  # the resolved profile (targets show, the bundle) says what was used
+    elif p.export.format != wanted:
         return (f"export.format {p.export.format}: the {p.runtime} runtime loads {wanted} models "
                 f"(--set export.format={wanted}, or choose a target whose runtime takes {p.export.format})")
     return None
@@ -253,8 +256,9 @@ def validate(data: dict, source: str, overrides: Dict[str, str] | None = None) -
         return Profile.model_validate(data)
     except ValidationError as exc:
         problems = [line for e in exc.errors() for line in _describe(e, overrides).split("\n")]
+        across_keys = any(not e["loc"] for e in exc.errors())  # a rule your --set values may have broken
         what = f"profile {source} with your --set values" if any(p.startswith("--set ") for p in problems) \
-            else f"profile {source}"
+            or (overrides and across_keys) else f"profile {source}"
         raise ProfileError(
             f"{what} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
             hint="fix the keys above (edgecompress targets show NAME prints a valid profile)",

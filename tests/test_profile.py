@@ -133,7 +133,7 @@ def test_rules_across_keys_are_all_reported_each_on_its_own_line_without_the_pro
     with pytest.raises(ProfileError) as err:
         profile.load("jetson-orin-nano", ["prune.round_to=8", "bench.rounds=3", "export.format=tflite"])
     lines = str(err.value).splitlines()
-    assert lines[0].endswith("has 3 problem(s):")
+    assert lines[0].endswith("jetson-orin-nano.yaml with your --set values has 3 problem(s):")
     assert lines[1] == "  export.format tflite: the tensorrt runtime loads onnx models (--set export.format=onnx, " \
                        "or choose a target whose runtime takes tflite)"
     assert lines[2].startswith("  prune.round_to 8 leaves tensor cores idle at fp16: use a multiple of 16")
@@ -151,5 +151,13 @@ def test_a_rule_inside_a_section_names_the_set_flag_once():
 def test_the_export_format_must_be_what_the_runtime_loads():
     with pytest.raises(ProfileError, match="the litert runtime loads tflite models"):
         profile.load("android", ["export.format=onnx"])
-    with pytest.raises(ProfileError, match="export.format"):
+    with pytest.raises(ProfileError, match="export.format: Input should be 'onnx' or 'tflite'"):
         profile.load("host-cpu", ["export.format=tensorrt"])
+
+
+def test_a_profile_that_leaves_out_the_export_format_gets_the_runtimes(tmp_path):
+    mine = tmp_path / "phone.yaml"
+    mine.write_text("name: phone\nfamily: android\nruntime: litert\ndevice: {arch: arm64, cores: 8}\n"
+                    "quantize: {precision: int8, activations: int8}\n")
+    prof, _ = profile.load(str(mine))
+    assert prof.export.format == "tflite" and "format: tflite" in profile.dump(prof)
