@@ -796,8 +796,21 @@ def kotlin_runner(manifest: dict) -> str:
     return text
 
 
+def _report_page(manifest: dict, summary: dict) -> str:
+    """report.html; a page that cannot be drawn must not cost the finished run its bundle."""
+    try:
+        return report_html.page(manifest, summary)
+    except Exception as exc:  # noqa: BLE001 - any figure the page did not foresee
+        log(f"report: warning: report.html could not be drawn ({type(exc).__name__}: {exc}); manifest.json holds "
+            "every figure")
+        from html import escape
+
+        return (f"<!doctype html><meta charset=utf-8><title>{escape(manifest['name'])}</title><p>This report could "
+                f"not be drawn ({escape(type(exc).__name__)}: {escape(str(exc))}); manifest.json holds every figure.")
+
+
 def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
-    texts = {"README.md": report.bundle_readme(manifest, summary), "report.html": report_html.page(manifest, summary)}
+    texts = {"README.md": report.bundle_readme(manifest, summary), "report.html": _report_page(manifest, summary)}
     if manifest["model"]["format"] == "tflite":
         texts["ModelRunner.kt"] = kotlin_runner(manifest)
     if dataset.labels:

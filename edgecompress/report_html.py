@@ -37,8 +37,10 @@ def _rows(rows: List[tuple], head: Optional[tuple] = None) -> str:
 def _header(m: dict) -> str:
     where = m["metrics"]["measured_on"]
     prov = m["provenance"]
+    runtime = m["runtime"]
+    version = runtime["version"] if runtime.get("version") else f"(version not known: {runtime.get('note', 'not measured')})"
     return (f"<h1>{escape(m['name'])} for <code>{escape(m['target'])}</code></h1>"
-            f"<p>{escape(m['runtime']['name'])} {escape(str(m['runtime']['version']))}, model file "
+            f"<p>{escape(runtime['name'])} {escape(str(version))}, model file "
             f"<code>{escape(m['model']['file'])}</code>; built by edgecompress {escape(prov['edgecompress_version'])} "
             f"with torch {escape(prov['torch_version'])} from data <code>{escape(str(prov.get('data')))}</code>. "
             f"Measured on {escape(str(where.get('device_name')))}.</p>")
@@ -78,7 +80,10 @@ def latency_svg(lat: dict, width: int = 640) -> str:
     """Per model: a line from the fastest run to p99, a box from p50 to p90, a mark at p50, on a log
     scale (a shared device's p99 can be a hundred times its p50). The max is printed, not drawn."""
     left, right, row = 110, 20, 52
-    lo = min(v.get("min") or v["p50"] for v in lat.values()) / 1.3
+    lat = {k: v for k, v in lat.items() if v["p50"] > 0}  # a tool that rounds to 0 ms has nothing to place on a log scale
+    if not lat:
+        return ""
+    lo = min(v.get("min") or v["p50"] for v in lat.values() if (v.get("min") or v["p50"]) > 0) / 1.3
     hi = max(v.get("p99") or v["p50"] for v in lat.values()) * 1.3
     span = math.log(hi / lo)
     x = lambda ms: left + (width - left - right) * math.log(ms / lo) / span  # noqa: E731
@@ -87,7 +92,7 @@ def latency_svg(lat: dict, width: int = 640) -> str:
         y = 16 + i * row
         colour = COLOURS.get(name, "#555")
         p50 = v["p50"]
-        fast, p90, p99 = v.get("min") or p50, v.get("p90") or p50, v.get("p99") or p50
+        fast, p90, p99 = max(v.get("min") or p50, lo), v.get("p90") or p50, v.get("p99") or p50
         figures = " · ".join(f"{k} {v[k]:.3g}" for k in ("min", "p50", "p90", "p99", "max") if v.get(k) is not None)
         parts.append(f'<text x="0" y="{y + 5}">{escape(name)}</text>'
                      f'<line x1="{x(fast):.1f}" x2="{x(p99):.1f}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2"/>'
@@ -125,21 +130,17 @@ def _checks(m: dict) -> str:
     acc = m["metrics"]["accuracy"]
     name = "accuracy" if acc["metric"] == "accuracy" else "agreement with the teacher"
     head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
-            f"original {_pct(acc.get('teacher'))}, compressed FP32 {_pct(acc.get('student_fp32'))}, deployed "
-            f"{_pct(acc.get('student'))}.</p>")
+            f"original {report._fmt_pct(acc.get('teacher'))}, compressed FP32 "
+            f"{report._fmt_pct(acc.get('student_fp32'))}, deployed {report._fmt_pct(acc.get('student'))}.</p>")
     rows = []
     for check in m["metrics"].get("parity") or []:
         diffs = ", ".join(f"{o['name']} {o['max_abs_diff']:.3g}" for o in check.get("outputs", []))
         tol = ", ".join(f"{k} {v}" for k, v in (check.get("tolerance") or {}).items())
-        rows.append((check["what"], check.get("samples"), diffs, _pct(check.get("top1_agreement")),
-                     _pct(check.get("accuracy")), tol))
+        rows.append((check["what"], check.get("samples"), diffs, report._fmt_pct(check.get("top1_agreement")),
+                     report._fmt_pct(check.get("accuracy")), tol))
     exact = m["metrics"].get("parity_exact_int8")
     note = ("<p class=note>INT8 products were computed exactly, as the target computes them.</p>" if exact else "")
     return head + _rows(rows, ("check", "samples", "max abs diff", "top-1 agreement", "accuracy", "tolerance")) + note
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{v * 100:.2f} %"
 
 
 def _compression(m: dict) -> str:
@@ -152,7 +153,7 @@ def _compression(m: dict) -> str:
                    for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss", "teacher", "note")
                    if d.get(k) is not None]
     quant_row = [(k, _value(v)) for k, v in q.items()]
-    curve = d.get("loss_curve") or []
+    curve = [p for p in d.get("loss_curve") or [] if math.isfinite(p[2])]  # a diverged step has no place on the axis
     return ("<h2>Compression</h2><h3>Pruning</h3>" + _rows(prune_row) + "<h3>Distillation</h3>" +
             (loss_svg(curve) if len(curve) > 1 else "") + _rows(distill_row) + "<h3>Quantization</h3>" +
             _rows(quant_row))
