@@ -69,13 +69,19 @@ def random_inputs(model: Path, runtime: str, shape: Optional[Sequence[int]]) -> 
             dynamic[i.name] = dims
     if not dynamic:
         return None
+    what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())
+    if len(dynamic) > 1:
+        raise InputError(f"{model.name}: inputs {what} have dynamic dimensions besides the batch, and --input-shape "
+                         "gives the size of one input only", hint="export the model with fixed sizes for all but one "
+                                                                  "input (or all of them), then bench it")
     name, dims = next(iter(dynamic.items()))
-    if len(dynamic) > 1 or shape is None or len(shape) != len(dims):
-        what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())
+    fixed_ok = shape is not None and len(shape) == len(dims) and all(
+        not isinstance(d, int) or d == given for d, given in zip(dims[1:], shape[1:]))
+    if not fixed_ok:
+        got = "" if shape is None else f" (the shape given, {'x'.join(map(str, shape))}, does not fit it)"
+        example = "x".join(["1", *[str(d) if isinstance(d, int) else "224" for d in dims[1:]]])
         raise InputError(f"{model.name}: input {what} has dynamic dimensions besides the batch, so the benchmark "
-                         "cannot tell what size to time" + ("" if shape is None else
-                                                            f" (the shape given, {list(shape)}, does not fit)"),
-                         hint="pass --input-shape, e.g. --input-shape 1x3x224x224")
+                         f"cannot tell what size to time{got}", hint=f"pass --input-shape, e.g. --input-shape {example}")
     return [{"name": name, "shape": [1, *[int(d) for d in shape[1:]]]}]
 
 

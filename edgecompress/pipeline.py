@@ -55,8 +55,7 @@ def deploy(opts: DeployOptions) -> dict:
     if source.kind == "onnx" and prof.runtime == "litert":
         raise InputError(f"the {prof.name} target converts from PyTorch, and {opts.model} is an ONNX file",
                          hint="pass the PyTorch model as file.py:factory (with --weights)")
-    name = bundle.bundle_name(source.name, prof.name)
-    bundle.check_destination(Path(opts.out), name, opts.force)  # before any work: refuse early
+    name = bundle.bundle_name(source.name, prof.name)  # = models.name_for(opts.model): checked at the start
     data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
     if source.kind == "torch":  # whether the data fits the model is worth knowing before how much there is
         check_fit(source.module, dataset)
@@ -886,7 +885,8 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
         if shape is None and (folder / bundle.PARITY).is_file():
             import numpy as np
 
-            shape = (1, *np.load(folder / bundle.PARITY)["x"].shape[1:])  # the data the bundle was built on
+            with np.load(folder / bundle.PARITY) as stored:
+                shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
         return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
                             seconds, quiet, lock_clocks, rounds, shape)
 
@@ -948,6 +948,9 @@ def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threa
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
     path = model.path if isinstance(model, bench.Model) else model
-    bench.random_inputs(path, prof.runtime, shape)  # a size it cannot tell is refused once, not per device
+    # a size it cannot tell is refused once, here, not once per device
+    if bench.random_inputs(path, prof.runtime, shape) is None and shape is not None and str(artifact).endswith(
+            (".onnx", ".tflite")):
+        log(f"note: --input-shape is not used: {path.name} has a fixed size (or its runtime times it as built)")
     results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
     return {"results": [dict(r, artifact=str(artifact)) for r in results]}

@@ -230,7 +230,10 @@ def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
     assert m["metrics"]["measured_on"]["inputs"] == {"original": timed, "compressed": timed}
 
     code, _, err = run_cli("bench", onnx_path, "--runs", "5", "--seconds", "0.1")
-    assert code == 2 and "'x' ['n', 1, 'h', 'w'] has dynamic dimensions" in err and "--input-shape" in err, err
+    assert code == 2 and "'x' ['n', 1, 'h', 'w'] has dynamic dimensions" in err, err
+    assert "--input-shape 1x1x224x224" in err, "the example keeps the model's fixed channel count"
+    code, _, err = run_cli("bench", onnx_path, "--input-shape", "1x3x8x8")
+    assert code == 2 and "the shape given, 1x3x8x8, does not fit it" in err, err
     for args in ([onnx_path, "--input-shape", "1x1x8x8"], [tmp_path / "o" / "given-host-cpu"]):
         code, out, err = run_cli("bench", *args, "--runs", "5", "--seconds", "0.1", "--rounds", "1", "--json")
         assert code == 0, err
