@@ -601,7 +601,7 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
         "runtime": _runtime_section(prof, results, trt),
-        "model": {"file": deployed.name, "format": deployed.suffix[1:], "opset": prof.export.opset},
+        "model": {"file": deployed.name, "format": deployed.suffix[1:], "opset": _onnx_opset(deployed)},
         **io,
         "labels": dataset.labels,
         "compression": {"pruning": stages["pruning"] | _counts(stages), "distillation": stages["distillation"],
@@ -632,6 +632,16 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
     summary = _summary(stages, deployed, results, acc, measured, prof.quantize.precision != "fp32")
     summary["name"], summary["target"] = source.name, prof.name
     return summary, manifest
+
+
+def _onnx_opset(path: Path) -> Optional[int]:
+    """The deployed file's own ONNX opset (an .onnx input keeps its own), None for a .tflite."""
+    if path.suffix != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _runtime_section(prof, results: dict, trt) -> dict:

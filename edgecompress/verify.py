@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import ToleranceError
+from .errors import StageError, ToleranceError
 
 
 @dataclass
@@ -76,7 +76,15 @@ def exact_int8_for(runtime: str, arch: str) -> bool:
 def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
                  exact_int8: bool = False) -> List[np.ndarray]:
     session = onnx_session(path, threads, exact_int8)
-    name = session.get_inputs()[0].name
+    first = session.get_inputs()[0]
+    if first.shape and isinstance(first.shape[0], int):
+        batch = first.shape[0]  # exported with a fixed batch (torch.onnx.export's default): feed it that many
+        if len(x) % batch:
+            raise StageError("verify", f"{Path(path).name} takes batches of exactly {batch} and {len(x)} held-out "
+                                       f"samples do not divide into them",
+                             hint="export the model with a dynamic batch (dynamic_axes={'x': {0: 'batch'}}) or a "
+                                  "batch of 1")
+    name = first.name
     chunks = [session.run(None, {name: x[i: i + batch].astype(np.float32)}) for i in range(0, len(x), batch)]
     return [np.concatenate(parts) for parts in zip(*chunks)]
 

@@ -267,6 +267,25 @@ def test_onnx_with_its_weights_in_a_data_file_beside_it(tmp_path, npz_data):
     assert json.loads(out)["results"][0]["latency_ms"]["n"] >= 5
 
 
+def test_onnx_with_a_fixed_batch_of_one(tmp_path, npz_data):
+    """torch.onnx.export without dynamic axes fixes the batch at 1: every check feeds it one at a time."""
+    import onnx
+    import torch
+
+    from ecutil import MODEL_SRC
+
+    ns = {}
+    exec(MODEL_SRC, ns)
+    torch.onnx.export(ns["build"]().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "fixed.onnx"), dynamo=False,
+                      input_names=["x"], opset_version=18)
+    out, _ = deploy(tmp_path / "fixed.onnx", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+                    "--json", *fast_sets())
+    m = json.loads((tmp_path / "o" / "fixed-host-cpu" / "manifest.json").read_text())
+    assert m["inputs"][0]["shape"] == [1, 1, 8, 8] and m["metrics"]["accuracy"]["samples"] == 40
+    opset = {o.domain: o.version for o in onnx.load(str(tmp_path / "o" / "fixed-host-cpu" / "model.onnx")).opset_import}
+    assert m["model"]["opset"] == opset[""] == 18, "the file's own opset, not the profile's export.opset (17)"
+
+
 def test_label_free_data_reports_agreement(tmp_path, model_file):
     x, _ = make_data()
     np.savez(tmp_path / "x_only.npz", x=x)
@@ -425,7 +444,7 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     folder = tmp_path / "net-android-arm64"
     m = json.loads((folder / "manifest.json").read_text())
     assert m["runtime"]["name"] == "litert" and m["model"] == {"file": "model.tflite", "format": "tflite",
-                                                                "opset": 17}
+                                                                "opset": None}
     inp, outp = m["inputs"][0], m["outputs"][0]
     assert inp["layout"] == "NHWC" and inp["shape"] == [1, 8, 8, 1] and inp["dtype"] == "int8"
     assert inp["quantization"]["scale"] > 0 and outp["quantization"]["scale"] > 0
