@@ -94,7 +94,7 @@ def deploy(opts: DeployOptions) -> dict:
     turns = (f"taking turns in {prof.bench.rounds} rounds, each model's median round reported"
              if prof.bench.rounds > 1 else "one after the other")
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
-    results = bench.measure(to_measure, prof.bench, prof.runtime, device=device, quiet=opts.quiet,
+    results = bench.measure(to_measure, bench_here(prof.bench, device), prof.runtime, device=device, quiet=opts.quiet,
                             input_shape=(1, *dataset.x.shape[1:]))
     summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
     if stages["pruning"].get("latency_budget"):
@@ -108,6 +108,22 @@ def deploy(opts: DeployOptions) -> dict:
     summary.update(bundle=str(published), zip=str(bundle.zip_path(published)),
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
+
+
+def bench_here(cfg, device, quiet: bool = False):
+    """The bench settings for where the run measures. The profile's threads are the target's cores
+    (4 on a Pi); on a build host with fewer, that many threads would fight over the CPUs and the
+    latencies would measure the fight: here they are capped at this host's CPUs, and the result
+    records the threads used. The profile itself (saved in the bundle) keeps the target's."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if device is not None or cfg.threads <= cores:
+        return cfg
+    if not quiet:
+        log(f"bench: {cores} threads on this host, which has {cores} CPUs (the profile's {cfg.threads} are the "
+            "target's cores, used when it runs on the device)")
+    return cfg.model_copy(update={"threads": cores})
 
 
 def keep_interrupted_progress(work: Path, opts: DeployOptions) -> None:
@@ -143,7 +159,8 @@ def prepare_for_runtime(stages: dict, prof, train, held, work: Path, device) -> 
     if prof.runtime == "litert":
         deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
         # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
-        options = {"threads": prof.bench.threads, "delegate": prof.bench.delegate if device else "xnnpack"}
+        options = {"threads": bench_here(prof.bench, device, quiet=True).threads,
+                   "delegate": prof.bench.delegate if device else "xnnpack"}
         return deployed, parity, None, {label: bench.Model(path, "litert", options)
                                         for label, path in (("original", original_tflite), ("compressed", deployed))}
     deployed, parity = quantize_and_check(stages, prof, train, held, work)
@@ -274,8 +291,9 @@ def _search_ratio(source, prof, example, train, work: Path, device, budget_ms: f
     from .errors import StageError
 
     probes = {}
-    short = prof.bench.model_copy(update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3,
-                                          "energy": "none", "idle_seconds": 0, "rounds": 1})
+    short = bench_here(prof.bench, device, quiet=True).model_copy(
+        update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3, "energy": "none",
+                "idle_seconds": 0, "rounds": 1})
 
     def p50_at(ratio: float) -> float:
         model = copy.deepcopy(source.module).eval()
@@ -564,6 +582,7 @@ def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
               "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
               "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
               "runs": {k: v["latency_ms"]["n"] for k, v in results.items()},
+              "threads": (r.get("runtime_options") or {}).get("threads"),
               "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
                          for k, v in results.items()}}
     if device:
@@ -888,10 +907,10 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
         if prof.runtime == "tensorrt" and targets == [None]:
+            onnx_file = artifact / "model.onnx" if artifact.is_dir() else "FOLDER/model.onnx (unzipped)"
             raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
-                             "are built there", hint=f"bench it on a device (--device NAME from devices.yaml), or time "
-                                                     f"its ONNX here with ONNX Runtime: edgecompress bench "
-                                                     f"{Path(artifact) / 'model.onnx' if Path(artifact).is_dir() else 'FOLDER/model.onnx'}")
+                             "are built there", hint="bench it on a device (--device NAME from devices.yaml), or time "
+                                                     f"its ONNX here with ONNX Runtime: edgecompress bench {onnx_file}")
         if shape is None and (folder / bundle.PARITY).is_file():
             import numpy as np
 
@@ -957,6 +976,8 @@ def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threa
     flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
+    if targets == [None] and threads is None:
+        cfg = bench_here(cfg, None)
     path = model.path if isinstance(model, bench.Model) else model
     # a size it cannot tell is refused once, here, not once per device
     if bench.random_inputs(path, prof.runtime, shape) is None and shape is not None and str(artifact).endswith(

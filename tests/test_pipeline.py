@@ -52,6 +52,7 @@ def test_bundle_layout_and_manifest(built):
     lat = m["metrics"]["latency_ms"]
     assert set(lat) == {"original", "compressed"} and lat["compressed"]["n"] >= 20
     assert m["metrics"]["measured_on"]["where"] == "host" and "not on the host-cpu target" in m["metrics"]["measured_on"]["note"]
+    assert m["metrics"]["measured_on"]["threads"] == min(2, os.cpu_count())
     assert m["metrics"]["energy_mj_per_inference"] is None and "no power source" in m["metrics"]["energy_reason"]
     acc = m["metrics"]["accuracy"]
     assert acc["metric"] == "accuracy" and acc["teacher"] > 0.95 and acc["student"] > acc["teacher"] - 0.1
@@ -556,3 +557,16 @@ def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
     assert _accuracy_warning(dict(acc, student=0.985), quantized=True) is None  # 1.5 points: within what it costs
     agree = {"metric": "agreement", "teacher": 1.0, "student": 0.9, "samples": 10}
     assert "agreement with the original fell 10.00 points" in _accuracy_warning(agree, quantized=True)
+
+
+def test_the_build_host_times_with_no_more_threads_than_it_has(monkeypatch):
+    """A Pi profile's 4 threads on a 2-CPU build host would time the threads' fight over the CPUs."""
+    from edgecompress import pipeline, profile
+    from edgecompress.inventory import Device
+
+    pi = profile.load("raspberry-pi-5")[0].bench
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert pi.threads == 4 and pipeline.bench_here(pi, None, quiet=True).threads == 2
+    assert pipeline.bench_here(pi, Device(name="lab-pi", target="raspberry-pi-5"), quiet=True).threads == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert pipeline.bench_here(pi, None, quiet=True).threads == 4
