@@ -63,6 +63,7 @@ def deploy(opts: DeployOptions) -> dict:
         if teacher is not source.module:
             check_teacher(teacher, source.module, dataset, opts.teacher)
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
+    check_labels(source, train)
     if prof.quantize.precision == "int8" and len(train) < prof.quantize.calibration_samples:
         total = math.ceil(prof.quantize.calibration_samples / (1 - prof.verify.held_out_fraction))
         raise InputError(f"data {dataset.source} has {len(dataset)} samples; INT8 calibration takes "
@@ -216,6 +217,32 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+
+
+def check_labels(source, train, samples: int = 256) -> None:
+    """A trained model that is right no more often than chance on the labels was most likely trained
+    with its classes in another order (an image folder numbers them by sorted folder name): said
+    before any work, since distilling with those labels would teach the student the wrong classes."""
+    if train.y is None:
+        return
+    classes = int(train.y.max()) + 1
+    x, y = train.x[:samples], train.y[:samples]
+    if source.kind == "torch":
+        import torch
+
+        with torch.no_grad():
+            out = source.module.eval()(torch.from_numpy(x))
+        logits = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+    else:
+        logits = verify.onnx_outputs(source.onnx_path, x)[0]
+    if logits.ndim != 2 or classes < 2:
+        return
+    accuracy = float((logits.argmax(1) == y).mean())
+    if accuracy <= 1.5 / max(classes, logits.shape[1]):
+        log(f"warning: the original model is right on {accuracy:.1%} of {len(y)} training samples, about chance "
+            f"for {classes} classes: its outputs and the labels may not match. An image folder's classes are "
+            "numbered in sorted folder-name order (the manifest's labels show it): name the folders so that they "
+            "sort in the model's order (0_cat, 1_dog, ...). An untrained model gives this too.")
 
 
 def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployOptions) -> dict:

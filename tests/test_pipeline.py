@@ -570,3 +570,19 @@ def test_the_build_host_times_with_no_more_threads_than_it_has(monkeypatch):
     assert pipeline.bench_here(pi, Device(name="lab-pi", target="raspberry-pi-5"), quiet=True).threads == 4
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert pipeline.bench_here(pi, None, quiet=True).threads == 4
+
+
+def test_labels_in_another_order_than_the_models_are_warned_about(tmp_path, npz_data, model_file):
+    """A trained model scored at chance on its labels: the classes are most likely in another order."""
+    from ecutil import train_weights
+
+    x, y = np.load(npz_data)["x"], np.load(npz_data)["y"]
+    weights = train_weights(tmp_path / "w.pt", x, y)
+    np.savez(tmp_path / "shuffled.npz", x=x, y=(y + 1) % 4)  # every class renamed to the next one
+    _, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data",
+                    tmp_path / "shuffled.npz", "--out", tmp_path / "o", *fast_sets("distill.steps=5"))
+    assert "warning: the original model is right on 0.0% of 160 training samples" in err, err
+    assert "sorted folder-name order" in err
+    _, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data", npz_data,
+                    "--out", tmp_path / "o2", *fast_sets("distill.steps=5"))
+    assert "the original model is right on" not in err
