@@ -82,7 +82,8 @@ def random_inputs(model: Path, runtime: str, shape: Optional[Sequence[int]]) -> 
         example = "x".join(["1", *[str(d) if isinstance(d, int) else "224" for d in dims[1:]]])
         raise InputError(f"{model.name}: input {what} has dynamic dimensions besides the batch, so the benchmark "
                          f"cannot tell what size to time{got}", hint=f"pass --input-shape, e.g. --input-shape {example}")
-    return [{"name": name, "shape": [1, *[int(d) for d in shape[1:]]]}]
+    batch = shape[0] if not isinstance(dims[0], int) else dims[0]  # a dynamic batch takes the one asked for
+    return [{"name": name, "shape": [int(batch), *[int(d) for d in shape[1:]]]}]
 
 
 _print_lock = threading.Lock()

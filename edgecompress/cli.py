@@ -153,6 +153,10 @@ def bench_table(results: list) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
+        if r.get("inputs"):
+            timed = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in r["inputs"])
+            threads = (r.get("runtime_options") or {}).get("threads")
+            lines.append(f"timed on {r['device_name']}: {timed}" + (f", {threads} threads" if threads else ""))
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
         if r.get("rounds"):

@@ -235,6 +235,9 @@ def test_onnx_input_skips_pruning_and_quantizes(tmp_path, model_file, npz_data):
     assert "--input-shape 1x1x224x224" in err, "the example keeps the model's fixed channel count"
     code, _, err = run_cli("bench", onnx_path, "--input-shape", "1x3x8x8")
     assert code == 2 and "the shape given, 1x3x8x8, does not fit it" in err, err
+    code, out, err = run_cli("bench", onnx_path, "--input-shape", "4x1x8x8", "--runs", "5", "--seconds", "0.1",
+                             "--rounds", "1")
+    assert code == 0 and "timed on this host: x 4x1x8x8 float32, " in out, out + err  # the batch asked for
     for args in ([onnx_path, "--input-shape", "1x1x8x8"], [tmp_path / "o" / "given-host-cpu"]):
         code, out, err = run_cli("bench", *args, "--runs", "5", "--seconds", "0.1", "--rounds", "1", "--json")
         assert code == 0, err
