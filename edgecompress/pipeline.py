@@ -651,8 +651,11 @@ def describe(source, prof, dataset, stages, deployed: Path, results: dict, devic
         **io,
         "labels": dataset.labels,
         "compression": {"pruning": stages["pruning"] | _counts(stages), "distillation": stages["distillation"],
+                        # the INT8 recipe's settings only where INT8 was made: an FP16 bundle listing
+                        # "activations uint8" would read as if it were quantized
                         "quantization": {"precision": prof.quantize.precision,
-                                         **prof.quantize.model_dump(exclude={"precision"})}},
+                                         **(prof.quantize.model_dump(exclude={"precision"})
+                                            if prof.quantize.precision == "int8" else {})}},
         "metrics": {"accuracy": acc,
                     "latency_ms": {k: v["latency_ms"] for k, v in results.items()},
                     "first_run_ms": {k: v.get("first_run_ms") for k, v in results.items()},

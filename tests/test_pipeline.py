@@ -335,6 +335,8 @@ def test_unstructured_pruning_is_a_size_gain(tmp_path, model_file, npz_data):
     assert summary["after"]["nonzero_params"] < 0.45 * summary["after"]["params"]
     assert summary["after"]["bytes"] == pytest.approx(summary["before"]["bytes"], rel=0.05), "dense file, same size"
     assert summary["after"]["deflated_bytes"] < 0.6 * summary["before"]["deflated_bytes"], "zeros compress when zipped"
+    m = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())
+    assert m["compression"]["quantization"] == {"precision": "fp32"}, "no INT8 settings for a model not quantized"
 
 
 def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_data):
