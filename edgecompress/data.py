@@ -125,17 +125,18 @@ def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Da
         with opened(file) as img:
             sizes.add(img.size[::-1])  # PIL gives (width, height)
     if size_hw is not None:
-        note = f"resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
+        note = f"images resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
     elif len(sizes) == 1 and max(next(iter(sizes))) <= OWN_SIZE_MAX_PX:
         size_hw = next(iter(sizes))
-        note = f"the images' own size, {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape resizes them)"
+        note = (f"images kept at their own size, {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape "
+                "resizes them)")
     elif len(sizes) == 1:
         (h, w), size_hw = next(iter(sizes)), DEFAULT_SIZE_HW
-        note = (f"resized from {h}x{w} to the default {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape "
-                "chooses another)")
+        note = (f"images resized from {h}x{w} to the default {size_hw[0]}x{size_hw[1]} (preprocess.size or "
+                "--input-shape chooses another)")
     else:
         size_hw = DEFAULT_SIZE_HW
-        note = (f"resized to the default {size_hw[0]}x{size_hw[1]}: the images come in {len(sizes)} sizes "
+        note = (f"images resized to the default {size_hw[0]}x{size_hw[1]}: they come in {len(sizes)} sizes "
                 "(preprocess.size or --input-shape chooses another)")
     xs = []
     for file, _ in files:

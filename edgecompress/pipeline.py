@@ -77,7 +77,7 @@ def deploy(opts: DeployOptions) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
     if dataset.preprocessing.get("note") and dataset.preprocessing.get("size"):
-        log(f"data: images {dataset.preprocessing['note']}")
+        log(f"data: {dataset.preprocessing['note']}")
 
     if source.kind == "torch":
         budget = None
@@ -479,9 +479,9 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by distill
     for key, value in meta.items():
         if state.get(key) != value:
-            what = {"model": "model (or weights)", "profile": "profile (or --set values)",
-                    "data": "data (or --input-shape)"}[key.split("_")[0]]
-            raise InputError(f"--resume: the checkpoint {path} was made with a different {what}",
+            what = {"model": "another model (or other weights)", "profile": "another profile (or other --set values)",
+                    "data": "other data (or another --input-shape)"}[key.split("_")[0]]
+            raise InputError(f"--resume: the checkpoint {path} was made with {what}",
                              hint="pass the same model, data and settings as the interrupted run, or run with "
                                   "--force instead of --resume to start over")
     distill.restore_structure_(student, state["student"])

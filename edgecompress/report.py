@@ -84,6 +84,16 @@ def run_section(m: dict) -> str:
     return "    pip install numpy onnxruntime\n    python example.py            # the first stored held-out sample"
 
 
+def _preprocessing(pre: dict) -> str:
+    """x = (pixel * scale - mean) / std, in words an app developer copies from."""
+    if pre.get("scale") is None or pre.get("mean") is None:
+        return pre.get("note") or str(pre.get("layout"))
+    size = f"{pre['size'][0]}x{pre['size'][1]} " if pre.get("size") else ""
+    text = (f"{size}{pre.get('layout', 'NCHW')}, x = (pixel * {pre['scale']:.6g} - mean) / std, "
+            f"mean {pre['mean']}, std {pre['std']}")
+    return text + (f" ({pre['note']})" if pre.get("note") else "")
+
+
 def bundle_readme(manifest: dict, summary: dict) -> str:
     m = manifest
     inp = m["inputs"][0]
@@ -94,7 +104,7 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 `{m['target']}` target ({m['runtime']['name']} {m['runtime']['version']}).
 
 - Model file: `{m['model']['file']}` ({m['compression']['quantization']['precision']})
-- Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {inp['preprocessing']}
+- Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {_preprocessing(inp['preprocessing'])}
 - Labels: {'`labels.txt`' if m.get('labels') else 'none known (outputs are class indices)'}
 
 ## Run it

@@ -43,7 +43,13 @@ def _header(m: dict) -> str:
             f"<p>{escape(runtime['name'])} {escape(str(version))}, model file "
             f"<code>{escape(m['model']['file'])}</code>; built by edgecompress {escape(prov['edgecompress_version'])} "
             f"with torch {escape(prov['torch_version'])} from data <code>{escape(str(prov.get('data')))}</code>. "
-            f"Measured on {escape(str(where.get('device_name')))}.</p>")
+            f"{escape(_where(where))}</p>")
+
+
+def _where(where: dict) -> str:
+    if where.get("where") == "device":
+        return f"Latency measured on the device {where.get('device_name')}."
+    return "Latency measured on the build host, not on the target device (see the note under the table)."
 
 
 def _table(summary: dict) -> str:
@@ -64,7 +70,7 @@ def _latency(m: dict) -> str:
     load = m["metrics"].get("load_ms") or {}
     first = m["metrics"].get("first_run_ms") or {}
     rss = m["metrics"].get("peak_rss_mb") or {}
-    extra = [(k, _ms(load.get(k)), _ms(first.get(k)), "-" if rss.get(k) is None else f"{rss[k]:.0f} MB")
+    extra = [(k, _ms(load.get(k)), _ms(first.get(k)), "-" if rss.get(k) is None else f"{rss[k]:.0f} MiB")
              for k in lat]
     return ("<h2>Latency</h2>" + latency_svg(lat) +
             _rows(rows, ("model", "p50", "p90", "p99", "mean", "std", "min", "max", "runs")) +

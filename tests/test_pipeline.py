@@ -359,13 +359,13 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
 
     changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
                              env=env, timeout=120)
-    assert changed.returncode == 2 and "different profile" in changed.stderr, "another profile cannot resume"
+    assert changed.returncode == 2 and "made with another profile" in changed.stderr, "another profile cannot resume"
     assert "--force instead of --resume" in changed.stderr
     x2, y2 = make_data(seed=7)
     np.savez(tmp_path / "other.npz", x=x2, y=y2)
     other = [str(tmp_path / "other.npz") if a == str(npz_data) else a for a in args]
     changed = subprocess.run(other + ["--resume"], capture_output=True, text=True, env=env, timeout=120)
-    assert changed.returncode == 2 and "different data" in changed.stderr, "other data cannot resume"
+    assert changed.returncode == 2 and "made with other data" in changed.stderr, "other data cannot resume"
     saved = ckpt.read_bytes()
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 2 and "did not finish" in again.stderr and "--resume" in again.stderr, again.stderr
