@@ -140,6 +140,21 @@ def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bo
                                      on_progress=None if quiet else _log_progress(name), **extra))
     return {label: dict(median_round(results), device_name=where) for label, results in rounds.items()}
 
+def settings_here(cfg, device, quiet: bool = False):
+    """The bench settings for where the run measures. The profile's threads are the target's cores
+    (4 on a Pi); on a build host with fewer, that many threads would fight over the CPUs and the
+    latencies would measure the fight: here they are capped at this host's CPUs, and the result
+    records the threads used. The profile itself (saved in the bundle) keeps the target's."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if device is not None or cfg.threads <= cores:
+        return cfg
+    if not quiet:
+        print(f"bench: {cores} threads on this host, which has {cores} CPUs (the profile's {cfg.threads} are the "
+            "target's cores, used when it runs on the device)", file=sys.stderr)
+    return cfg.model_copy(update={"threads": cores})
+
 
 def round_share(cfg):
     """One round's bench settings: its share of the timed runs and seconds; warm-up is not shared,

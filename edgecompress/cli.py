@@ -120,7 +120,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .pipeline import bench_artifact
+    from .artifact import bench_artifact
 
     out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
                          quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds,
@@ -210,7 +210,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .pipeline import verify_bundle
+    from .artifact import verify_bundle
 
     out = verify_bundle(args.bundle)
     if args.json:

@@ -7,16 +7,15 @@ import hashlib
 import json
 import math
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from . import __version__
 from . import bench, bundle, data as data_mod, distill, export, inventory, models, profile as profile_mod, prune
-from . import engine, quantize, report, report_html, verify
+from . import engine, quantize, verify
+from .console import log
+from .describe import bundle_files, bundle_texts, describe
 from .errors import InputError
 
 
@@ -35,10 +34,6 @@ class DeployOptions:
     resume: bool = False
     force: bool = False
     quiet: bool = False
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def deploy(opts: DeployOptions) -> dict:
@@ -95,7 +90,7 @@ def deploy(opts: DeployOptions) -> dict:
     turns = (f"taking turns in {prof.bench.rounds} rounds, each model's median round reported"
              if prof.bench.rounds > 1 else "one after the other")
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
-    results = bench.measure(to_measure, bench_here(prof.bench, device), prof.runtime, device=device, quiet=opts.quiet,
+    results = bench.measure(to_measure, bench.settings_here(prof.bench, device), prof.runtime, device=device, quiet=opts.quiet,
                             input_shape=(1, *dataset.x.shape[1:]))
     summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
     if stages["pruning"].get("latency_budget"):
@@ -110,21 +105,6 @@ def deploy(opts: DeployOptions) -> dict:
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
 
-
-def bench_here(cfg, device, quiet: bool = False):
-    """The bench settings for where the run measures. The profile's threads are the target's cores
-    (4 on a Pi); on a build host with fewer, that many threads would fight over the CPUs and the
-    latencies would measure the fight: here they are capped at this host's CPUs, and the result
-    records the threads used. The profile itself (saved in the bundle) keeps the target's."""
-    import os
-
-    cores = os.cpu_count() or 1
-    if device is not None or cfg.threads <= cores:
-        return cfg
-    if not quiet:
-        log(f"bench: {cores} threads on this host, which has {cores} CPUs (the profile's {cfg.threads} are the "
-            "target's cores, used when it runs on the device)")
-    return cfg.model_copy(update={"threads": cores})
 
 
 def keep_interrupted_progress(work: Path, opts: DeployOptions) -> None:
@@ -160,7 +140,7 @@ def prepare_for_runtime(stages: dict, prof, train, held, work: Path, device) -> 
     if prof.runtime == "litert":
         deployed, parity, original_tflite = prepare_tflite(stages, prof, train, held, work)
         # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
-        options = {"threads": bench_here(prof.bench, device, quiet=True).threads,
+        options = {"threads": bench.settings_here(prof.bench, device, quiet=True).threads,
                    "delegate": prof.bench.delegate if device else "xnnpack"}
         return deployed, parity, None, {label: bench.Model(path, "litert", options)
                                         for label, path in (("original", original_tflite), ("compressed", deployed))}
@@ -318,7 +298,7 @@ def _search_ratio(source, prof, example, train, work: Path, device, budget_ms: f
     from .errors import StageError
 
     probes = {}
-    short = bench_here(prof.bench, device, quiet=True).model_copy(
+    short = bench.settings_here(prof.bench, device, quiet=True).model_copy(
         update={"runs": 20, "seconds": 1.0, "warmup_runs": 5, "warmup_seconds": 0.3, "energy": "none",
                 "idle_seconds": 0, "rounds": 1})
 
@@ -597,421 +577,3 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
 
 def _input_name(stages) -> str:
     return export.io_spec(stages["student_onnx"])["inputs"][0]["name"]
-
-
-def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
-    """Where the latency (and energy) figures come from, in words and in fields."""
-    r = results["compressed"]
-    state = r.get("device") or {}
-    fields = {"device_name": device.name if device else "this host", "where": "device" if device else "host",
-              "arch": state.get("arch"), "runtime": state.get("runtime") or prof.runtime,
-              "runtime_version": state.get("runtime_version"),
-              "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
-              "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
-              "runs": {k: v["latency_ms"]["n"] for k, v in results.items()},
-              "threads": (r.get("runtime_options") or {}).get("threads"),
-              "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
-                         for k, v in results.items()}}
-    if device:
-        fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
-                          f"{prof.runtime} {state.get('runtime_version')}).")
-    else:
-        fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
-                          f"{prof.name} target: run with --device to measure on the device.")
-    if proxy:
-        fields["proxy"] = True
-        fields["note"] += (f" {prof.runtime} runs only on the device, so these are ONNX Runtime FP32 figures of the "
-                           "same ONNX files, a stand-in: no engine was built or timed.")
-    return fields
-
-
-def describe(source, prof, dataset, stages, deployed: Path, results: dict, device=None, trt=None,
-             work: Optional[Path] = None) -> tuple:
-    """The summary printed at the end and the manifest written into the bundle, from one set of facts."""
-    import onnxruntime
-    import torch
-
-    acc = _accuracy(stages, dataset)
-    if deployed.suffix == ".tflite":
-        from . import litert
-
-        io = litert.io_spec(deployed)  # quantization per tensor, from the file itself
-    else:
-        q = quantize.quantization_params(deployed) if prof.quantize.precision == "int8" and trt is None else {}
-        io = export.io_spec(deployed)
-        for tensor in io["inputs"] + io["outputs"]:
-            tensor["quantization"] = q.get(tensor["name"])
-    io["inputs"][0]["preprocessing"] = dataset.preprocessing
-    measured = measured_on(results, prof, device, proxy=bool(trt and trt.proxy))
-    energy = results["compressed"].get("energy")
-    manifest = {
-        "schema_version": bundle.SCHEMA_VERSION, "name": source.name, "target": prof.name,
-        "runtime": _runtime_section(prof, results, trt),
-        "model": {"file": deployed.name, "format": deployed.suffix[1:], "opset": _onnx_opset(deployed)},
-        **io,
-        "labels": dataset.labels,
-        "compression": {"pruning": stages["pruning"] | _counts(stages), "distillation": stages["distillation"],
-                        # the INT8 recipe's settings only where INT8 was made: an FP16 bundle listing
-                        # "activations uint8" would read as if it were quantized
-                        "quantization": {"precision": prof.quantize.precision,
-                                         **(prof.quantize.model_dump(exclude={"precision"})
-                                            if prof.quantize.precision == "int8" else {})}},
-        "metrics": {"accuracy": acc,
-                    "latency_ms": {k: v["latency_ms"] for k, v in results.items()},
-                    "first_run_ms": {k: v.get("first_run_ms") for k, v in results.items()},
-                    "load_ms": {k: v.get("load_ms") for k, v in results.items()},
-                    "peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in results.items()},
-                    "latency_stability": {k: v.get("stability") for k, v in results.items()},
-                    "latency_rounds": {k: v.get("rounds") for k, v in results.items()},
-                    "parity_exact_int8": stages.get("exact_int8", False),
-                    "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
-                    "energy_reason": None if energy else results["compressed"].get("energy_reason"),
-                    "energy": {k: v.get("energy") for k, v in results.items()},
-                    "parity": [c.to_dict() for c in stages["checks"]] + [stages["parity"].to_dict()],
-                    "measured_on": measured,
-                    "device_state": results["compressed"].get("device")},
-        "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
-                       "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
-                       **_converter_versions(prof.runtime),
-                       "source_model_sha256": source.sha256, "source_format": source.kind,
-                       "data": dataset.source, "profile": prof.model_dump(mode="json")},
-    }
-    if trt is not None:
-        manifest["engine"] = engine_section(trt, results, device, work)
-    summary = _summary(stages, deployed, results, acc, measured, prof.quantize.precision != "fp32")
-    summary["name"], summary["target"] = source.name, prof.name
-    return summary, manifest
-
-
-def _onnx_opset(path: Path) -> Optional[int]:
-    """The deployed file's own ONNX opset (an .onnx input keeps its own), None for a .tflite."""
-    if path.suffix != ".onnx":
-        return None
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _runtime_section(prof, results: dict, trt) -> dict:
-    if trt is not None:
-        if trt.tensorrt_version is None:
-            return {"name": prof.runtime, "version": None,
-                    "note": "the engine is built on the device, with the TensorRT there: deploy with --device to record it"}
-        return {"name": prof.runtime, "version": trt.tensorrt_version}
-    return {"name": prof.runtime, "version": (results["compressed"].get("device") or {}).get("runtime_version")}
-
-
-def _converter_versions(runtime: str) -> dict:
-    """The host packages that wrote and checked a .tflite, for a bundle that has to be rebuilt later."""
-    if runtime != "litert":
-        return {}
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("litert-torch", "ai-edge-litert"):
-        try:
-            found[package.replace("-", "_") + "_version"] = version(package)
-        except PackageNotFoundError:
-            found[package.replace("-", "_") + "_version"] = None
-    return found
-
-
-def engine_section(trt, results: dict, device, work: Path) -> dict:
-    """What a Jetson app needs to know about the engine: where it was built, for what, from what."""
-    if trt.proxy:
-        return {"status": "not built: TensorRT engines are built on the device; the example builds one from the "
-                          "ONNX on first use", "build_settings": trt.build_settings}
-    r = results["compressed"]
-    return {"status": f"built on device {device.name}", "build_settings": trt.build_settings,
-            "engine": r.get("engine"), "build_ms": r.get("build_ms"), "tensorrt_version": trt.tensorrt_version,
-            "files": sorted(engine.fetched_files(work)), "valid_for": (r.get("engine") or {}).get("valid_for")}
-
-
-def _counts(stages) -> dict:
-    (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
-    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma}
-
-
-def _accuracy(stages, dataset) -> dict:
-    """Top-1 accuracy on held-out labels; without labels, the deployed model's agreement with the teacher."""
-    parity, y = stages["parity"], stages["held_y"]
-    teacher_top1 = stages["reference_original"][0].argmax(1)
-    if y is not None:
-        return {"metric": "accuracy", "teacher": float((teacher_top1 == y).mean()), "student": parity.accuracy,
-                "student_fp32": parity.reference_accuracy, "samples": parity.samples}
-    agreement = float((stages["deployed_outputs"][0].argmax(1) == teacher_top1).mean())
-    return {"metric": "agreement", "teacher": 1.0, "student": agreement, "samples": parity.samples}
-
-
-def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict, quantized: bool) -> dict:
-    (pb, mb), (pa, ma) = stages["counts_before"], stages["counts_after"]
-    lat = {k: v["latency_ms"] for k, v in results.items()}
-    rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
-    paired = bench.round_speedups(results["original"], results["compressed"])
-    original_file = stages.get("original_model_file", stages["original_onnx"])
-    return {
-        "before": {"bytes": original_file.stat().st_size, "params": pb, "macs": mb,
-                   "deflated_bytes": _deflated_bytes(original_file),
-                   "accuracy": acc["teacher"], "p50_ms": lat["original"]["p50"]},
-        "after": {"bytes": deployed.stat().st_size, "deflated_bytes": _deflated_bytes(deployed),
-                  "params": pa, "macs": ma, "nonzero_params":
-                  stages["pruning"].get("nonzero_params_after"), "accuracy": acc["student"],
-                  "p50_ms": lat["compressed"]["p50"]},
-        "speedup_p50": bench.speedup(results["original"], results["compressed"]),
-        "accuracy_metric": acc["metric"],
-        "accuracy_samples": acc["samples"],
-        "latency_ms": lat,
-        "measured_on": measured,
-        "measured_on_text": f"{measured['note']} Timed runs: {lat['original']['n']} original, "
-                            f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results),
-        "accuracy_note": _accuracy_warning(acc, quantized),
-        "rounds": rounds or None,
-        "speedup_per_round": paired,
-        "energy_reason": results["compressed"].get("energy_reason"),
-    }
-
-
-WARN_DROP_POINTS = 2.0  # an accuracy cost past this is said under the table, with what to change
-
-
-def _accuracy_warning(acc: dict, quantized: bool) -> Optional[str]:
-    """The run passed its checks (the deployed model matches the student it came from), but the
-    student may have learned too little, or quantization cost more than it should: say so, with the
-    knob that helps. Which one, the FP32 student's accuracy tells (without it: the student's)."""
-    before, after = acc["teacher"], acc["student"]
-    if before is None or after is None or (before - after) * 100 <= WARN_DROP_POINTS:
-        return None
-    what = "accuracy" if acc["metric"] == "accuracy" else "agreement with the original"
-    fp32 = acc.get("student_fp32")
-    if quantized and fp32 is not None and (before - fp32) * 100 <= WARN_DROP_POINTS:
-        remedy = ("quantization lost it (the FP32 student kept it): try more calibration samples "
-                  "(--set quantize.calibration_samples=N), another calibration_method, or keep FP32 "
-                  "(--set quantize.precision=fp32)")
-    else:
-        remedy = ("the compressed model learned too little: distill longer (--set distill.steps=N) or prune less "
-                  "(--set prune.ratio=R); the distillation loss curve in report.html shows whether the loss was "
-                  "still falling")
-    return (f"warning: {what} fell {(before - after) * 100:.2f} points ({before:.2%} -> {after:.2%}) on "
-            f"{acc['samples']} held-out samples: {remedy}")
-
-
-def _rounds_note(rounds: dict, paired: Optional[List[float]]) -> str:
-    """Every round's p50, so the reader sees how far the rounds agreed, not only the median one."""
-    if not rounds:
-        return ""
-    count = next(iter(rounds.values()))["count"]
-    each = "; ".join(f"{k} " + " / ".join("-" if p is None else f"{p:.3g}" for p in r["p50_ms"])
-                     for k, r in rounds.items())
-    pairs = f"; speed-up per round: {' / '.join(f'{s:.2f}x' for s in paired)}" if paired else ""
-    return (f" The models took turns in {count} rounds; each figure is its model's median round "
-            f"(p50 per round, ms: {each}{pairs}).")
-
-
-def _drift_note(results: dict) -> str:
-    """A warning line when the p50 moved within a timed window, or between the rounds: the speed-up is
-    then no more exact than that."""
-    note = ""
-    for key, what, modes in (("stability", "the p50 drifted within the timed window", " (or the latency has two modes)"),
-                             ("rounds", f"the rounds' p50s spread by more than {bench.NOISY_SPREAD_PCT:.0f}%", "")):
-        spreads = {k: (v.get(key) or {}).get("spread_pct") for k, v in results.items()}
-        noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
-        if noisy:
-            parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
-            note += (f"\nwarning: {what} ({parts}): the machine was busy or throttling{modes}, so these latencies "
-                     "will not repeat to better than that; run bench again on a quiet device")
-    return note
-
-
-def _deflated_bytes(path: Path) -> int:
-    """The model's size once zipped: where unstructured pruning's zeros pay off."""
-    import zlib
-
-    return len(zlib.compress(path.read_bytes(), 9))
-
-
-def bundle_files(deployed: Path, trt=None, work: Optional[Path] = None) -> dict:
-    if deployed.suffix == ".tflite":
-        return {"model.tflite": deployed, "example.py": bundle.EXAMPLES / "tflite_example.py"}
-    files = {"model.onnx": deployed, "example.py": bundle.EXAMPLES / "onnx_example.py"}
-    if trt is not None:
-        files.update(trt.bundle_files)
-        files.update(engine.fetched_files(work))
-        files["trt_example.py"] = bundle.EXAMPLES / "trt_example.py"
-        # what trt_example.py imports
-        for name in ("ec_trt.py", "ec_trt_cache.py", "ec_trt_cuda.py", "ec_trtexec.py", "ec_runtimes.py"):
-            files[f"device/{name}"] = bundle.EXAMPLES.parent / "deploy" / name
-    return files
-
-
-def kotlin_runner(manifest: dict) -> str:
-    """The Kotlin example with this model's input and output quantization filled in."""
-    text = (bundle.EXAMPLES / "ModelRunner.kt").read_text()
-    for side, tensor in (("INPUT", manifest["inputs"][0]), ("OUTPUT", manifest["outputs"][0])):
-        q = tensor.get("quantization") or {"scale": 0.0, "zero_point": 0}
-        text = text.replace(f"@{side}_SCALE@", repr(float(q["scale"]))).replace(f"@{side}_ZERO_POINT@",
-                                                                                 str(int(q["zero_point"])))
-    return text
-
-
-def _report_page(manifest: dict, summary: dict) -> str:
-    """report.html; a page that cannot be drawn must not cost the finished run its bundle."""
-    try:
-        return report_html.page(manifest, summary)
-    except Exception as exc:  # noqa: BLE001 - any figure the page did not foresee
-        log(f"report: warning: report.html could not be drawn ({type(exc).__name__}: {exc}); manifest.json holds "
-            "every figure")
-        from html import escape
-
-        return (f"<!doctype html><meta charset=utf-8><title>{escape(manifest['name'])}</title><p>This report could "
-                f"not be drawn ({escape(type(exc).__name__)}: {escape(str(exc))}); manifest.json holds every figure.")
-
-
-def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
-    texts = {"README.md": report.bundle_readme(manifest, summary), "report.html": _report_page(manifest, summary)}
-    if manifest["model"]["format"] == "tflite":
-        texts["ModelRunner.kt"] = kotlin_runner(manifest)
-    if dataset.labels:
-        texts["labels.txt"] = "\n".join(dataset.labels) + "\n"
-    return texts
-
-
-def verify_bundle(path: Path) -> dict:
-    """Re-check a bundle: every file's checksum, then the model's outputs on the stored samples."""
-    with bundle.opened(Path(path)) as folder:
-        return _verify_folder(folder, str(path))
-
-
-def _verify_folder(folder: Path, path: str) -> dict:
-    import numpy as np
-
-    from .errors import StageError
-
-    manifest = bundle.read_manifest(folder)
-    problems = bundle.check_files(folder, manifest)
-    if problems:
-        raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
-                         hint="rebuild the bundle with edgecompress deploy; do not edit files inside it")
-    stored = np.load(folder / bundle.PARITY)
-    model_file = folder / bundle.model_file(manifest)
-    if model_file.suffix == ".tflite":
-        from . import litert
-
-        out = litert.tflite_outputs(model_file, stored["x"])
-    else:
-        # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
-        exact = manifest["metrics"].get("parity_exact_int8", False)
-        out = verify.onnx_outputs(model_file, stored["x"], exact_int8=exact)
-    tol = profile_mod.Verify(**manifest["provenance"]["profile"]["verify"])
-    quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
-    # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
-    # differently on another CPU, so there the decisions must agree.
-    rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", [out[0]],
-                                        [stored["expected"]], ["output"], None), quantized, tol)
-    reference = "the original ONNX model" if manifest["provenance"].get("source_format") == "onnx" else "PyTorch"
-    vs_ref = verify.compare(f"model vs {reference} (information)", [out[0]], [stored["reference"]],
-                            ["output"], None)
-    return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
-            "reference": vs_ref.to_dict(), "reference_is": reference, "ok": True}
-
-
-def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
-                   threads: Optional[int], seconds: Optional[float], quiet: bool = False,
-                   lock_clocks: bool = False, rounds: Optional[int] = None,
-                   input_shape: Optional[str] = None) -> dict:
-    """`edgecompress bench`: a bundle (its profile's bench settings, and the shape of its stored
-    samples) or a bare .onnx / .tflite (see _profile_for_file; --input-shape where an .onnx's size
-    is dynamic), on this host or on each named device at once."""
-    artifact = Path(artifact)
-    targets = [inventory.get(name) for name in devices] or [None]
-    shape = data_mod.parse_shape(input_shape) if input_shape else None
-    if artifact.suffix in (".onnx", ".tflite"):
-        model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
-        prof = _profile_for_file(model, targets)
-        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
-            if model.suffix == ".onnx" and models.external_data_files(model):
-                model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
-            return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks,
-                                rounds, shape)
-    with bundle.opened(artifact) as folder:
-        manifest = bundle.read_manifest(folder)
-        prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
-        if prof.runtime == "tensorrt" and targets == [None]:
-            onnx_file = artifact / "model.onnx" if artifact.is_dir() else "FOLDER/model.onnx (unzipped)"
-            raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
-                             "are built there", hint="bench it on a device (--device NAME from devices.yaml), or time "
-                                                     f"its ONNX here with ONNX Runtime: edgecompress bench {onnx_file}")
-        if shape is None and (folder / bundle.PARITY).is_file():
-            import numpy as np
-
-            with np.load(folder / bundle.PARITY) as stored:
-                shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
-        return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
-                            seconds, quiet, lock_clocks, rounds, shape)
-
-
-def _bundle_model(folder: Path, manifest: dict, prof):
-    """What bench runs from a bundle: its model file, or for TensorRT the ONNX the engine is built from,
-    with the build settings deploy chose (and the calibration samples when they are needed)."""
-    path = folder / bundle.model_file(manifest)
-    if prof.runtime != "tensorrt":
-        return path
-    settings = dict((manifest.get("engine") or {}).get("build_settings") or {})
-    source = folder / settings.pop("onnx", path.name)
-    extra = {settings["calibration"]: folder / settings["calibration"]} if settings.get("calibration") else {}
-    return bench.Model(source, "tensorrt", settings, extra)
-
-
-def _profile_for_file(model: Path, targets: list):
-    """The bench settings for a bare model file: the first named device's target profile where its
-    runtime loads this kind of file (ONNX Runtime for .onnx, LiteRT for .tflite), else host-cpu's or
-    android-arm64's. TensorRT targets build engines from a bundle's ONNX: bench the bundle for those."""
-    runtime = "onnxruntime" if model.suffix == ".onnx" else "litert"
-    for device in targets:
-        if device is not None:
-            prof, _ = profile_mod.load(device.target)
-            if prof.runtime == runtime:
-                return prof
-    prof, _ = profile_mod.load("host" if runtime == "onnxruntime" else "android-arm64")
-    return prof
-
-
-def _tflite_file(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist", hint="check the path")
-    with open(path, "rb") as f:
-        if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer file identifier of every .tflite model
-            raise InputError(f"{path} is not a TFLite model (no TFL3 identifier)",
-                             hint="pass a .tflite written by a TFLite converter, or a bundle folder")
-    return path
-
-
-BENCH_FLAGS = {"runs": "--runs", "warmup_runs": "--warmup", "threads": "--threads", "seconds": "--seconds",
-               "rounds": "--rounds", "lock_clocks": "--lock-clocks"}
-
-
-def _bench_settings(base, flags: dict):
-    """The profile's bench settings with the command line's, checked by the same schema."""
-    from pydantic import ValidationError
-
-    try:
-        return type(base).model_validate(dict(base.model_dump(), **flags))
-    except ValidationError as exc:
-        problems = "; ".join(f"{BENCH_FLAGS.get(e['loc'][0], e['loc'][0])}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"edgecompress bench: {problems}", hint="see edgecompress bench --help") from None
-
-
-def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet,
-                 lock_clocks: bool = False, rounds: Optional[int] = None, shape=None) -> dict:
-    flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
-             "lock_clocks": lock_clocks or None}
-    cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
-    if targets == [None] and threads is None:
-        cfg = bench_here(cfg, None)
-    path = model.path if isinstance(model, bench.Model) else model
-    # a size it cannot tell is refused once, here, not once per device
-    if bench.random_inputs(path, prof.runtime, shape) is None and shape is not None and str(artifact).endswith(
-            (".onnx", ".tflite")):
-        log(f"note: --input-shape is not used: {path.name} has a fixed size (or its runtime times it as built)")
-    results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
-    return {"results": [dict(r, artifact=str(artifact)) for r in results]}

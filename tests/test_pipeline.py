@@ -511,7 +511,7 @@ def test_a_bare_model_file_is_timed_with_the_named_devices_settings(tmp_path):
     """bench model.onnx --device lab-pi: the Pi's bench settings (4 threads), not this host's (2);
     a .tflite takes the settings of the first device whose runtime is LiteRT."""
     from edgecompress.inventory import Device
-    from edgecompress.pipeline import _profile_for_file
+    from edgecompress.artifact import _profile_for_file
 
     pi, orin, phone = (Device(name=n, target=t, transport=tr) for n, t, tr in
                        (("lab-pi", "raspberry-pi-5", "ssh"), ("lab-orin", "jetson-orin-nano", "ssh"),
@@ -550,7 +550,7 @@ def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_pa
 
 
 def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
-    from edgecompress.pipeline import _accuracy_warning
+    from edgecompress.describe import _accuracy_warning
 
     acc = {"metric": "accuracy", "teacher": 1.0, "student": 0.4125, "student_fp32": 0.42, "samples": 80}
     said = _accuracy_warning(acc, quantized=True)
@@ -566,15 +566,15 @@ def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
 
 def test_the_build_host_times_with_no_more_threads_than_it_has(monkeypatch):
     """A Pi profile's 4 threads on a 2-CPU build host would time the threads' fight over the CPUs."""
-    from edgecompress import pipeline, profile
+    from edgecompress import bench, profile
     from edgecompress.inventory import Device
 
     pi = profile.load("raspberry-pi-5")[0].bench
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert pi.threads == 4 and pipeline.bench_here(pi, None, quiet=True).threads == 2
-    assert pipeline.bench_here(pi, Device(name="lab-pi", target="raspberry-pi-5"), quiet=True).threads == 4
+    assert pi.threads == 4 and bench.settings_here(pi, None, quiet=True).threads == 2
+    assert bench.settings_here(pi, Device(name="lab-pi", target="raspberry-pi-5"), quiet=True).threads == 4
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert pipeline.bench_here(pi, None, quiet=True).threads == 4
+    assert bench.settings_here(pi, None, quiet=True).threads == 4
 
 
 def test_labels_in_another_order_than_the_models_are_warned_about(tmp_path, npz_data, model_file):

@@ -44,18 +44,18 @@ def test_warnings_of_every_round_are_kept_and_tagged():
 
 
 def test_speedups_are_paired_by_round_and_a_wide_spread_warns():
-    from edgecompress import bench, pipeline
+    from edgecompress import bench, describe
 
     results = {"original": {"rounds": {"count": 3, "p50_ms": [4.0, 6.0, 5.0], "chosen": 3, "spread_pct": 40.0}},
                "compressed": {"rounds": {"count": 3, "p50_ms": [2.0, 2.0, 2.5], "chosen": 1, "spread_pct": 25.0}}}
     assert bench.round_speedups(results["original"], results["compressed"]) == [2.0, 3.0, 2.0]
     rounds = {k: v["rounds"] for k, v in results.items()}
-    assert "speed-up per round: 2.00x / 3.00x / 2.00x" in pipeline._rounds_note(
+    assert "speed-up per round: 2.00x / 3.00x / 2.00x" in describe._rounds_note(
         rounds, bench.round_speedups(results["original"], results["compressed"]))
-    note = pipeline._drift_note(results)
+    note = describe._drift_note(results)
     assert "rounds' p50s spread by more than 10% (original 40%, compressed 25%)" in note
     calm = {k: {"rounds": dict(v["rounds"], spread_pct=5.0)} for k, v in results.items()}
-    assert pipeline._drift_note(calm) == ""
+    assert describe._drift_note(calm) == ""
 
 
 def test_tensorrt_targets_refuse_more_than_one_round():
