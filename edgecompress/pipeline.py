@@ -71,7 +71,7 @@ def deploy(opts: DeployOptions) -> dict:
     keep_interrupted_progress(work, opts)
     work.mkdir(parents=True, exist_ok=True)
     log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
-    if dataset.preprocessing.get("note") and dataset.preprocessing.get("size"):
+    if Path(dataset.source).is_dir():  # an image folder: which size its images were given
         log(f"data: {dataset.preprocessing['note']}")
 
     if source.kind == "torch":
