@@ -68,7 +68,7 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
             if model.suffix == ".onnx" and models.external_data_files(model):
                 model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
             return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks,
-                                rounds, shape)
+                                rounds, shape, shape_asked=input_shape is not None)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
@@ -83,7 +83,7 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
             with np.load(folder / bundle.PARITY) as stored:
                 shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
         return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
-                            seconds, quiet, lock_clocks, rounds, shape)
+                            seconds, quiet, lock_clocks, rounds, shape, shape_asked=input_shape is not None)
 
 
 def _bundle_model(folder: Path, manifest: dict, prof):
@@ -138,7 +138,7 @@ def _bench_settings(base, flags: dict):
 
 
 def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet,
-                 lock_clocks: bool = False, rounds: Optional[int] = None, shape=None) -> dict:
+                 lock_clocks: bool = False, rounds: Optional[int] = None, shape=None, shape_asked: bool = False) -> dict:
     flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
@@ -146,8 +146,7 @@ def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threa
         cfg = bench.settings_here(cfg, None)
     path = model.path if isinstance(model, bench.Model) else model
     # a size it cannot tell is refused once, here, not once per device
-    if bench.random_inputs(path, prof.runtime, shape) is None and shape is not None and str(artifact).endswith(
-            (".onnx", ".tflite")):
+    if bench.random_inputs(path, prof.runtime, shape) is None and shape_asked:
         log(f"note: --input-shape is not used: {path.name} has a fixed size (or its runtime times it as built)")
     results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
     return {"results": [dict(r, artifact=str(artifact)) for r in results]}

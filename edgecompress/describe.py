@@ -146,7 +146,8 @@ def _counts(stages) -> dict:
 
 
 def _accuracy(stages, dataset) -> dict:
-    """Top-1 accuracy on held-out labels; without labels, the deployed model's agreement with the teacher."""
+    """Top-1 accuracy on held-out labels; without labels, the deployed model's top-1 agreement with the
+    original model (the teacher, unless --teacher named another)."""
     parity, y = stages["parity"], stages["held_y"]
     teacher_top1 = stages["reference_original"][0].argmax(1)
     if y is not None:

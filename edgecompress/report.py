@@ -52,7 +52,7 @@ def table(s: dict) -> str:
 def table_rows(s: dict) -> list:
     """The table's cells, a header row first: the text table and report.html show the same."""
     b, a = s["before"], s["after"]
-    acc_name = "accuracy" if s["accuracy_metric"] == "accuracy" else "agreement w/ teacher"
+    acc_name = "accuracy" if s["accuracy_metric"] == "accuracy" else "agreement w/ original"
     rows = [
         ("", "original", "compressed", "change"),
         ("model file", _fmt_bytes(b["bytes"]), _fmt_bytes(a["bytes"]), _ratio(b["bytes"], a["bytes"], "{:.2f}x smaller")),

@@ -591,3 +591,10 @@ def test_labels_in_another_order_than_the_models_are_warned_about(tmp_path, npz_
     _, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data", npz_data,
                     "--out", tmp_path / "o2", *fast_sets("distill.steps=5"))
     assert "the original model is right on" not in err
+
+
+def test_an_input_shape_a_fixed_size_bundle_cannot_use_is_said(built):
+    root, _, _ = built
+    code, _, err = run_cli("bench", root / "dist" / "net-host-cpu", "--input-shape", "1x1x16x16", "--runs", "5",
+                           "--seconds", "0.1", "--rounds", "1", "--json")
+    assert code == 0 and "note: --input-shape is not used: model.onnx has a fixed size" in err, err
