@@ -158,3 +158,19 @@ def test_two_four_violations_counts_dense_groups():
     assert prune.two_four_violations(w) == 4
     w[:, ::2] = 0
     assert prune.two_four_violations(w) == 0
+
+
+@pytest.mark.parametrize("ratio, kept", [(0.3, [24, 48, 88]), (0.4, [16, 40, 80]), (0.5, [16, 32, 64]),
+                                         (0.75, [8, 16, 32])])
+def test_round_to_keeps_the_multiple_nearest_to_the_ratio(ratio, kept):
+    """32/64/128 channels at round_to 8: Torch-Pruning's own rounding floors the channels kept, so 0.3
+    and 0.4 pruned as much as 0.5 does in places; the nearest multiple keeps the ratio's meaning."""
+    import torch
+
+    from edgecompress import demo, prune
+    from edgecompress.profile import Prune
+
+    model = demo.build()
+    prune.prune_channels_(model, Prune(ratio=ratio, round_to=8), torch.zeros(1, 1, 8, 8))
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[:3] == kept
