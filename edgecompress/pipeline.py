@@ -2,6 +2,7 @@
 load -> prune -> distill -> export -> quantize -> verify -> bench -> bundle."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -16,7 +17,7 @@ from . import bench, bundle, data as data_mod, distill, export, inventory, model
 from . import engine, quantize, verify
 from .console import log
 from .describe import bundle_files, bundle_texts, describe
-from .errors import InputError
+from .errors import InputError, StageError
 
 
 @dataclass
@@ -74,6 +75,28 @@ def deploy(opts: DeployOptions) -> dict:
     if Path(dataset.source).is_dir():  # an image folder: which size its images were given
         log(f"data: {dataset.preprocessing['note']}")
 
+    with _progress_kept_on_failure(work):
+        return compress_measure_bundle(opts, prof, source, teacher, dataset, train, held, work, device, name, t_start)
+
+
+@contextlib.contextmanager
+def _progress_kept_on_failure(work: Path):
+    """A stage that fails after distillation (a check, the export, the benchmark) leaves the
+    distilled student in the checkpoint: say how to go on from it instead of distilling again."""
+    try:
+        yield
+    except StageError as exc:
+        if (work / "checkpoint.pt").is_file():
+            kept = (f"the distilled student is kept in {work}: the same command with --resume (changing only "
+                    "quantize, export, verify or bench settings if you like) goes on from it without distilling again")
+            exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept
+        raise
+
+
+def compress_measure_bundle(opts: DeployOptions, prof, source, teacher, dataset, train, held, work: Path, device,
+                            name: str, t_start: float) -> dict:
+    """Prune and distill (or take the .onnx as it is), convert for the runtime and check, measure both
+    models, and publish the bundle."""
     if source.kind == "torch":
         budget = None
         if prof.prune.latency_budget_ms is not None:
@@ -90,8 +113,8 @@ def deploy(opts: DeployOptions) -> dict:
     turns = (f"taking turns in {prof.bench.rounds} rounds, each model's median round reported"
              if prof.bench.rounds > 1 else "one after the other")
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
-    results = bench.measure(to_measure, bench.settings_here(prof.bench, device), prof.runtime, device=device, quiet=opts.quiet,
-                            input_shape=(1, *dataset.x.shape[1:]))
+    results = bench.measure(to_measure, bench.settings_here(prof.bench, device), prof.runtime, device=device,
+                            quiet=opts.quiet, input_shape=(1, *dataset.x.shape[1:]))
     summary, manifest = describe(source, prof, dataset, stages, deployed, results, device, trt, work)
     if stages["pruning"].get("latency_budget"):
         summary["latency_budget"] = budget_outcome(stages["pruning"]["latency_budget"], results["compressed"])
@@ -104,7 +127,6 @@ def deploy(opts: DeployOptions) -> dict:
     summary.update(bundle=str(published), zip=str(bundle.zip_path(published)),
                    seconds=round(time.perf_counter() - t_start, 1))
     return summary
-
 
 
 def keep_interrupted_progress(work: Path, opts: DeployOptions) -> None:
@@ -447,7 +469,11 @@ def _data_hash(train) -> str:
 
 
 def _profile_hash(prof) -> str:
-    return hashlib.sha256(json.dumps(prof.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    """The settings a checkpoint's student depends on: how it was pruned and distilled. The later
+    stages' (quantize, export, verify, bench) may change on --resume, so a run that failed a check
+    after distillation continues with a loosened check instead of distilling again."""
+    trained_by = prof.model_dump(mode="json", include={"prune", "distill"})
+    return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
 
 
 def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
@@ -459,7 +485,7 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by distill
     for key, value in meta.items():
         if state.get(key) != value:
-            what = {"model": "another model (or other weights)", "profile": "another profile (or other --set values)",
+            what = {"model": "another model (or other weights)", "profile": "other prune or distill settings",
                     "data": "other data (or another --input-shape)"}[key.split("_")[0]]
             raise InputError(f"--resume: the checkpoint {path} was made with {what}",
                              hint="pass the same model, data and settings as the interrupted run, or run with "

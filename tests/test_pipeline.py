@@ -359,7 +359,8 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
 
     changed = subprocess.run(args + ["--set", "distill.lr=0.01", "--resume"], capture_output=True, text=True,
                              env=env, timeout=120)
-    assert changed.returncode == 2 and "made with another profile" in changed.stderr, "another profile cannot resume"
+    assert changed.returncode == 2 and "made with other prune or distill settings" in changed.stderr, \
+        "another distillation recipe cannot resume"
     assert "--force instead of --resume" in changed.stderr
     x2, y2 = make_data(seed=7)
     np.savez(tmp_path / "other.npz", x=x2, y=y2)
@@ -598,3 +599,15 @@ def test_an_input_shape_a_fixed_size_bundle_cannot_use_is_said(built):
     code, _, err = run_cli("bench", root / "dist" / "net-host-cpu", "--input-shape", "1x1x16x16", "--runs", "5",
                            "--seconds", "0.1", "--rounds", "1", "--json")
     assert code == 0 and "note: --input-shape is not used: model.onnx has a fixed size" in err, err
+
+
+def test_a_check_that_fails_after_distillation_resumes_without_distilling_again(tmp_path, model_file, npz_data):
+    """The FP32 export check fails (an impossible tolerance) after distillation: the hint says the
+    student is kept, and --resume with the check loosened goes on from it."""
+    args = [f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
+            *fast_sets("distill.steps=60")]
+    code, _, err = run_cli("deploy", *args, "--set", "verify.max_abs_diff=1e-12")
+    assert code == 3 and "the distilled student is kept" in err and "--resume" in err, err
+    code, _, err = run_cli("deploy", *args, "--resume")
+    assert code == 0, err
+    assert "--resume: continuing round 1 at step 60" in err and "distill 1/1: 60 steps" in err, err
