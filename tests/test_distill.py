@@ -197,3 +197,13 @@ def test_the_loss_curve_stays_small_on_a_budget_in_minutes(tmp_path, monkeypatch
 def test_thinning_merges_pairs_of_one_round_only():
     curve = [[0, 10, 9.0]] + [[1, s, float(s)] for s in (2, 4, 6, 8, 10)]
     assert distill.thinned(curve, 1) == [[0, 10, 9.0], [1, 4, 3.0], [1, 8, 7.0], [1, 10, 10.0]]
+
+
+def test_a_budget_in_minutes_shows_progress_in_a_log(tmp_path, monkeypatch, capsys):
+    """No step count, so no ETA by steps: a line every tenth of the time, with the time left."""
+    monkeypatch.setenv("EDGECOMPRESS_PROGRESS", "1")
+    teacher, student = pair()
+    distill.distill_(student, teacher, data(), Distill(steps=None, minutes=0.04), steps=None, seconds=2.0,
+                     checkpoint=tmp_path / "c.pt", meta={"round": 1})
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("distill: step ")]
+    assert len(lines) >= 2 and all(" s left" in line and "loss " in line for line in lines), lines
