@@ -26,8 +26,10 @@ def _verify_folder(folder: Path, path: str) -> dict:
     manifest = bundle.read_manifest(folder)
     problems = bundle.check_files(folder, manifest)
     if problems:
+        added = all(p.endswith(": not in the manifest") for p in problems)
         raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
-                         hint="rebuild the bundle with edgecompress deploy; do not edit files inside it")
+                         hint="move the files you added out of the bundle folder (keep your own files beside it)"
+                         if added else "rebuild the bundle with edgecompress deploy; do not edit files inside it")
     stored = np.load(folder / bundle.PARITY)
     model_file = folder / bundle.model_file(manifest)
     if model_file.suffix == ".tflite":

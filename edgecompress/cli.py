@@ -112,6 +112,9 @@ def cmd_deploy(args) -> int:
                                    device=args.device, resume=args.resume, force=args.force))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+        for line in [summary.get("accuracy_note"), *summary["measured_on_text"].split("\n")[1:]]:
+            if line:  # the warnings under the table: a script reading the JSON still shows them to a person
+                print(line, file=sys.stderr)
     else:
         print(report.table(summary))
         print(f"bundle: {summary['bundle']}  ({summary['zip']})  in {summary['seconds']} s")
@@ -156,7 +159,8 @@ def bench_table(results: list) -> str:
         if r.get("inputs"):
             timed = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in r["inputs"])
             threads = (r.get("runtime_options") or {}).get("threads")
-            lines.append(f"timed on {r['device_name']}: {timed}" + (f", {threads} threads" if threads else ""))
+            lines.append(f"timed on {r['device_name']}: {timed}"
+                         + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""))
         if "error" not in r and not r.get("energy"):
             lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
         if r.get("rounds"):

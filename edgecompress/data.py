@@ -176,8 +176,9 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
         batch_left_out = data.sample_shape == tuple(input_shape)
         raise InputError(f"data {spec}: samples have shape {data.sample_shape} but --input-shape says "
                          f"{tuple(input_shape[1:])} (after the batch dimension)",
-                         hint="--input-shape starts with the batch: "
-                              f"--input-shape {'x'.join(map(str, (1, *data.sample_shape)))}" if batch_left_out
+                         hint="--input-shape starts with the batch, then the sample's shape: "
+                              f"--input-shape {'x'.join(map(str, (1, *data.sample_shape)))}"
+                         if batch_left_out or len(input_shape) != len(data.sample_shape) + 1
                          else "fix --input-shape or the data")
     return data
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -121,7 +122,10 @@ def _load_weights(model, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"weights {path} could not be loaded with weights_only=True: {exc}",
+        # torch's message tells how to load unsafely; the class it met is what the user needs to hear
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it holds a pickled {found.group(1)}" if found else re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        raise InputError(f"weights {path} could not be loaded with weights_only=True: {what.splitlines()[0]}",
                          hint="save them with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -241,8 +241,10 @@ def check_labels(source, train, samples: int = 256) -> None:
         return
     accuracy = float((logits.argmax(1) == y).mean())
     if accuracy <= 1.5 / max(classes, logits.shape[1]):
-        log(f"warning: the original model is right on {accuracy:.1%} of {len(y)} training samples, about chance "
-            f"for {classes} classes: its outputs and the labels may not match. An image folder's classes are "
+        outputs = "" if logits.shape[1] == classes else (f" (the model has {logits.shape[1]} outputs; the labels "
+                                                         f"use {classes} classes)")
+        log(f"warning: the original model is right on {accuracy:.1%} of {len(y)} training samples, no better than "
+            f"chance{outputs}: its outputs and the labels may not match. An image folder's classes are "
             "numbered in sorted folder-name order (the manifest's labels show it): name the folders so that they "
             "sort in the model's order (0_cat, 1_dog, ...). An untrained model gives this too.")
 
@@ -405,6 +407,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         if state is None:
             _prune_round_(student, teacher, prof, train, example, rnd, masks)
         if d.steps == 0:
+            log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
             continue
         report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
                                     meta=dict(meta, round=rnd), resume=state,

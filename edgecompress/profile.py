@@ -246,6 +246,9 @@ def _describe(err: dict, overrides: Dict[str, str]) -> str:
     if err["type"] == "value_error":  # our own rules: their messages name the keys and the remedy
         msg = err["msg"].removeprefix("Value error, ")
         return msg if not err["loc"] else "\n".join(f"{where}: {line}" for line in msg.split("\n"))
+    if err["type"] == "missing":  # its input is the whole section around it: no use to print
+        inside = _fields_at(err["loc"])
+        return f"{where}: required, and missing" + (f" (a section with {', '.join(inside)})" if inside else "")
     example = f" (a list: --set {key}=[...])" if err["type"] == "list_type" and given else ""
     return f"{where}: {err['msg']} (got {err.get('input')!r}){example}"
 

@@ -267,7 +267,10 @@ def _data_case(case, tmp_path):
                 ["shape.npz", "(1, 8, 8)", "--input-shape", "(3, 8, 8)"])
     if case == "--input-shape without the batch":
         return (_npz(tmp_path, "nobatch.npz", x=x, y=y), ["--input-shape", "1x8x8"],
-                ["nobatch.npz", "(1, 8, 8)", "--input-shape starts with the batch: --input-shape 1x1x8x8"])
+                ["nobatch.npz", "(1, 8, 8)", "--input-shape starts with the batch, then the sample's shape: --input-shape 1x1x8x8"])
+    if case == "--input-shape of the image only":  # 8x8 reads as batch 8 of an (8,) sample
+        return (_npz(tmp_path, "hw.npz", x=x, y=y), ["--input-shape", "8x8"],
+                ["hw.npz", "(1, 8, 8)", "then the sample's shape: --input-shape 1x1x8x8"])
     if case == "too few for calibration":
         return (_npz(tmp_path, "few.npz", x=x[:20], y=y[:20]), [],
                 ["few.npz has 20 samples", "128 from the training split", "here 16", "160 samples in all",
@@ -285,6 +288,7 @@ def _data_case(case, tmp_path):
 
 
 DATA_CASES = ["no x", "integer x", "y wrong shape", "shape disagrees with --input-shape", "--input-shape without the batch",
+              "--input-shape of the image only",
               "too few for calibration", "few samples of the wrong shape", "path missing", "not an npz"]
 
 
@@ -677,3 +681,14 @@ def test_a_taken_out_folder_is_refused_before_the_model_is_loaded(tmp_path, npz_
     code, _, err = run_cli(*deploy_args(f"{tmp_path}/slow.py:build", npz_data, out=out_dir))
     assert code == 2 and "already exists" in err and "--force" in err, err
     assert not marker.exists(), "refused before the model (a big one takes a while) was built"
+
+
+def test_a_whole_pickled_model_as_weights_is_named_without_torchs_unsafe_advice(tmp_path, model_file, npz_data,
+                                                                                 out_dir):
+    import torch
+
+    weights = tmp_path / "whole.pt"
+    torch.save(torch.nn.Linear(2, 2), weights)
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--weights", weights, out=out_dir))
+    assert code == 2 and "it holds a pickled torch.nn.modules.linear.Linear" in err, err
+    assert "weights_only=False" not in err and "\x1b[" not in err and "model.state_dict()" in err

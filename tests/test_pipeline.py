@@ -587,7 +587,7 @@ def test_labels_in_another_order_than_the_models_are_warned_about(tmp_path, npz_
     np.savez(tmp_path / "shuffled.npz", x=x, y=(y + 1) % 4)  # every class renamed to the next one
     _, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data",
                     tmp_path / "shuffled.npz", "--out", tmp_path / "o", *fast_sets("distill.steps=5"))
-    assert "warning: the original model is right on 0.0% of 160 training samples" in err, err
+    assert "warning: the original model is right on 0.0% of 160 training samples, no better than chance" in err, err
     assert "sorted folder-name order" in err
     _, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data", npz_data,
                     "--out", tmp_path / "o2", *fast_sets("distill.steps=5"))
@@ -611,3 +611,16 @@ def test_a_check_that_fails_after_distillation_resumes_without_distilling_again(
     code, _, err = run_cli("deploy", *args, "--resume")
     assert code == 0, err
     assert "--resume: continuing round 1 at step 60" in err and "distill 1/1: 60 steps" in err, err
+
+
+def test_json_output_still_shows_a_person_the_warnings_and_a_skipped_distillation(tmp_path, model_file, npz_data):
+    from ecutil import train_weights
+
+    x, y = np.load(npz_data)["x"], np.load(npz_data)["y"]
+    weights = train_weights(tmp_path / "w.pt", x, y)
+    out, err = deploy(f"{model_file}:build", "--weights", weights, "--target", "host-cpu", "--data", npz_data,
+                      "--out", tmp_path / "o", "--json", *fast_sets("distill.steps=0", "prune.ratio=0.9",
+                                                                      "prune.round_to=1"))
+    summary = json.loads(out)
+    assert "distill 1/1: skipped (distill.steps=0)" in err
+    assert summary["accuracy_note"] and summary["accuracy_note"] in err, (summary["after"], err)

@@ -161,3 +161,12 @@ def test_a_profile_that_leaves_out_the_export_format_gets_the_runtimes(tmp_path)
                     "quantize: {precision: int8, activations: int8}\n")
     prof, _ = profile.load(str(mine))
     assert prof.export.format == "tflite" and "format: tflite" in profile.dump(prof)
+
+
+def test_a_missing_section_is_named_with_its_keys_not_dumped(tmp_path):
+    mine = tmp_path / "board.yaml"
+    mine.write_text("name: board\nfamily: arm\nruntime: onnxruntime\n")
+    with pytest.raises(ProfileError) as err:
+        profile.load(str(mine))
+    assert "device: required, and missing (a section with arch, cores, accelerator, memory_gb)" in str(err.value)
+    assert "{" not in str(err.value)

@@ -71,6 +71,7 @@ def teacher(held_out_fraction: float, log=print):
     model = build()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        log(f"demo: the teacher trained earlier, from {path}")
         return model.eval(), path
     train, _ = split(dataset(), held_out_fraction)
     start = time.perf_counter()

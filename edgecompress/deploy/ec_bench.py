@@ -271,7 +271,8 @@ def collect_warnings(job, latency, m, device, energy, stability=None):
     timed_cut = cut_short("timed runs", latency["n"], window_s, job["runs"][0], job["runs"][1], job["max_runs"])
     warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"], noise_warning(stability)) if w]
     if window_s < SHORT_WINDOW_S:
-        warnings.append("timed window %.2f s is short; runs.seconds >= %.0f gives steadier numbers"
+        warnings.append("timed window %.2f s is short; runs.seconds >= %.0f (edgecompress bench --seconds, "
+                        "profile bench.seconds) gives steadier numbers"
                         % (window_s, SHORT_WINDOW_S))
     if latency["n"] < FEW_RUNS_FOR_P99:
         warnings.append("p99 from only %d runs is close to the max; use >= %d runs"
