@@ -159,6 +159,16 @@ def test_example_program_classifies_one_input(built):
     assert out.returncode == 0, out.stderr
     top = out.stdout.split()[0]
     assert top in {"nw", "ne", "sw", "se"}
+    np.save(root / "flat.npy", make_data(n=1, seed=5)[0][0][0])  # 8x8, no channel: the same numbers
+    out = subprocess.run([sys.executable, str(folder / "example.py"), str(root / "flat.npy")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split()[0] in {"nw", "ne", "sw", "se"}, out.stderr
+    for bad, said in ((root / "nowhere.npy", "no such file"), (root / "wrong.npy", "takes one sample of shape [1, 8, 8]")):
+        if bad.name == "wrong.npy":
+            np.save(bad, np.zeros((3, 5), np.float32))
+        out = subprocess.run([sys.executable, str(folder / "example.py"), str(bad)], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 1 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
     np.save(root / "one.npy", make_data(n=1, seed=5)[0][0])
     out = subprocess.run([sys.executable, str(folder / "example.py"), str(root / "one.npy")], capture_output=True,
                          text=True, timeout=60)

@@ -18,9 +18,17 @@ def load_input(arg, manifest):
     if arg is None:
         return np.load(HERE / "parity.npz")["x"][:1]
     path = Path(arg)
+    if not path.is_file():
+        sys.exit("%s: no such file" % arg)
     if path.suffix == ".npy":
         x = np.load(path).astype(np.float32)
-        return x if x.ndim == len(manifest["inputs"][0]["shape"]) else x[None]
+        sample = manifest["inputs"][0]["shape"][1:]
+        if not all(isinstance(d, int) for d in sample):  # a size the model leaves open: take the array as given
+            return x if x.ndim == len(sample) + 1 else x[None]
+        if x.size != int(np.prod(sample)):
+            sys.exit("%s has shape %s; this model takes one sample of shape %s (a batch dimension in front is "
+                     "optional)" % (arg, list(x.shape), sample))
+        return x.reshape([1] + sample)  # 8x8 for a 1x8x8 input: the same numbers
     from PIL import Image
 
     pre = manifest["inputs"][0]["preprocessing"]
