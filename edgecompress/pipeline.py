@@ -221,20 +221,25 @@ def check_fit(model, dataset, role: str = "the model") -> None:
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
 
 
-def check_labels(source, train, samples: int = 256) -> None:
+def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:
     """A trained model that is right no more often than chance on the labels was most likely trained
     with its classes in another order (an image folder numbers them by sorted folder name): said
     before any work, since distilling with those labels would teach the student the wrong classes."""
     if train.y is None:
         return
+    import numpy as np
+
     classes = int(train.y.max()) + 1
     x, y = train.x[:samples], train.y[:samples]
     if source.kind == "torch":
         import torch
 
-        with torch.no_grad():
-            out = source.module.eval()(torch.from_numpy(x))
-        logits = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+        parts = []
+        with torch.no_grad():  # in batches: a large model's activations for 128 images at once can be gigabytes
+            for i in range(0, len(x), batch):
+                out = source.module.eval()(torch.from_numpy(x[i: i + batch]))
+                parts.append((out[0] if isinstance(out, (tuple, list)) else out).numpy())
+        logits = np.concatenate(parts)
     else:
         logits = verify.onnx_outputs(source.onnx_path, x)[0]
     if logits.ndim != 2 or classes < 2:
