@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from . import bench, bundle, data as data_mod, inventory, models, profile as profile_mod, verify
 from .console import log
-from .errors import InputError
+from .errors import InputError, StageError
 
 
 def verify_bundle(path: Path) -> dict:
@@ -21,8 +21,6 @@ def verify_bundle(path: Path) -> dict:
 def _verify_folder(folder: Path, path: str) -> dict:
     import numpy as np
 
-    from .errors import StageError
-
     manifest = bundle.read_manifest(folder)
     problems = bundle.check_files(folder, manifest)
     if problems:
@@ -30,7 +28,8 @@ def _verify_folder(folder: Path, path: str) -> dict:
         raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
                          hint="move the files you added out of the bundle folder (keep your own files beside it)"
                          if added else "rebuild the bundle with edgecompress deploy; do not edit files inside it")
-    stored = np.load(folder / bundle.PARITY)
+    with np.load(folder / bundle.PARITY) as parity:
+        stored = {k: parity[k] for k in parity.files}
     model_file = folder / bundle.model_file(manifest)
     if model_file.suffix == ".tflite":
         from . import litert

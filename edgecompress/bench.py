@@ -56,17 +56,10 @@ def random_inputs(model: Path, runtime: str, shape: Optional[Sequence[int]]) -> 
     only the batch is dynamic, or the runtime times static models only."""
     if runtime != "onnxruntime" or model.suffix != ".onnx":
         return None
-    import onnx
+    from .export import io_spec  # the model's own inputs, read as the manifest reads them
 
-    graph = onnx.load(str(model), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    dynamic = {}
-    for i in graph.input:
-        if i.name in weights:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in i.type.tensor_type.shape.dim]
-        if any(not isinstance(d, int) for d in dims[1:]):
-            dynamic[i.name] = dims
+    dynamic = {i["name"]: i["shape"] for i in io_spec(model)["inputs"]
+               if any(not isinstance(d, int) for d in i["shape"][1:])}
     if not dynamic:
         return None
     what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())

@@ -227,21 +227,11 @@ def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:
     before any work, since distilling with those labels would teach the student the wrong classes."""
     if train.y is None:
         return
-    import numpy as np
-
     classes = int(train.y.max()) + 1
     x, y = train.x[:samples], train.y[:samples]
-    if source.kind == "torch":
-        import torch
-
-        parts = []
-        with torch.no_grad():  # in batches: a large model's activations for 128 images at once can be gigabytes
-            for i in range(0, len(x), batch):
-                out = source.module.eval()(torch.from_numpy(x[i: i + batch]))
-                parts.append((out[0] if isinstance(out, (tuple, list)) else out).numpy())
-        logits = np.concatenate(parts)
-    else:
-        logits = verify.onnx_outputs(source.onnx_path, x)[0]
+    # in batches: a large model's activations for 128 images at once can be gigabytes
+    logits = (verify.torch_outputs(source.module, x, batch) if source.kind == "torch"
+              else verify.onnx_outputs(source.onnx_path, x))[0]
     if logits.ndim != 2 or classes < 2:
         return
     accuracy = float((logits.argmax(1) == y).mean())
