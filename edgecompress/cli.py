@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -254,10 +256,33 @@ def _reader_left(fd: int) -> bool:
     return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
+class _Terminated:
+    """SIGTERM (from `timeout`, CI, `docker stop`, systemd) takes the Ctrl-C path: whatever handles
+    SIGINT now handles it (distillation stops at a step boundary and saves), else KeyboardInterrupt,
+    so every cleanup that Ctrl-C runs (device restore, job folders, locks) runs for it too."""
+
+    received = False
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        cls.received = True
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current) and current is not signal.default_int_handler:
+            current(signum, frame)
+            return
+        raise KeyboardInterrupt
+
+    @classmethod
+    def install(cls) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, cls.handle)
+
+
 def main(argv=None) -> int:
     from .errors import EdgeCompressError
 
     args = _parser().parse_args(argv)
+    _Terminated.install()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
@@ -268,8 +293,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         kept = (": no bundle was written; a distillation checkpoint, if one was saved, is kept, and the same command "
                 "with --resume continues from it") if args.command == "deploy" else ""
-        print(f"interrupted{kept}", file=sys.stderr)
-        return 130
+        print(f"{'terminated (SIGTERM)' if _Terminated.received else 'interrupted'}{kept}", file=sys.stderr)
+        return 143 if _Terminated.received else 130
     except BrokenPipeError:
         return _closed_pipe()
     except Exception as exc:  # noqa: BLE001 - not one of ours: a bug, or a case no check foresaw
