@@ -103,8 +103,13 @@ def step(what):
 
 
 def progress(message):
-    sys.stderr.write("progress: " + message + "\n")
-    sys.stderr.flush()
+    """A progress line on stderr, best effort: a dropped link (BrokenPipeError) must not end the job
+    before it restores what it changed (ec_clocks) and writes its result."""
+    try:
+        sys.stderr.write("progress: " + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def random_array(np, rng, shape, dtype):

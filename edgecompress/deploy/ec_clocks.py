@@ -10,10 +10,18 @@ password-less rule allows them.
 
 The restore runs on success, on an exception, and on SIGTERM, SIGINT or SIGHUP: handlers raise
 Interrupted in the main thread, the `finally` restores (deferring further signals until it is done),
-and ec_bench then exits 128 + signal. Only SIGKILL can skip it; the stored file then stays in the job
-folder for `sudo jetson_clocks --restore FILE`.
+and ec_bench then exits 128 + signal. A closed stderr (the link to the host dropped) cannot stop it:
+progress lines are best effort, and the restore runs before its message is written.
+
+What the restore needs lives outside the job folder, in the state folder ($EDGECOMPRESS_CLOCKS_DIR,
+which ssh_agent sets to the workdir; else the job folder): the stored settings (`jetson_clocks.store`)
+and a record (`jetson_clocks.state`) that is non-empty from the store until a restore succeeded. A
+record found at the start of a job means an earlier job was killed (SIGKILL, OOM) or failed to
+restore: its stored settings are restored first, before anything is stored again, so pinned clocks
+are never taken as the baseline. ssh_agent does the same when it takes the device lock.
 """
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -21,8 +29,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 STORE_FILE = "jetson_clocks.store"
+STATE_FILE = "jetson_clocks.state"  # ssh_agent.CLOCKS_STATE_FILE
+STATE_DIR_ENV = "EDGECOMPRESS_CLOCKS_DIR"  # ssh_agent.CLOCKS_DIR_ENV
 COMMAND_TIMEOUT_S = 60
 SHOW_LINES = 60
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
@@ -47,8 +58,13 @@ class Interrupted(BaseException):
 
 
 def progress(message):
-    sys.stderr.write("progress: " + message + "\n")
-    sys.stderr.flush()
+    """A progress line on stderr, best effort: when the host's end is gone (BrokenPipeError) the job
+    must still get to its restore."""
+    try:
+        sys.stderr.write("progress: " + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def parse_nvpmodel(text):
@@ -130,29 +146,113 @@ class _Guard(object):
             signal.signal(signum, handler)
 
 
-def restore(jetson_clocks, store, guard):
-    """jetson_clocks --restore, signals deferred; ClockError when it fails."""
+def state_dir(folder):
+    """Where the store file and its record live: outside the job folder when the agent says where."""
+    return os.environ.get(STATE_DIR_ENV) or folder
+
+
+def open_shared(path, flags):
+    """fd of a file that several device accounts share (mode 0666 whatever the umask). Existing files
+    are opened without O_CREAT: a sticky folder (fs.protected_regular) refuses O_CREAT on others' files."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    except FileExistsError:
+        return os.open(path, flags | os.O_NOFOLLOW)
+    os.fchmod(fd, 0o666)
+    return fd
+
+
+def read_record(directory):
+    """The record of clocks a job pinned and has not restored yet, or None."""
+    try:
+        with open(os.path.join(directory, STATE_FILE)) as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_record(directory, record):
+    """Record (or, with None, clear) pinned clocks; truncating, not deleting: another account may
+    have created the file in a shared sticky workdir."""
+    fd = open_shared(os.path.join(directory, STATE_FILE), os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        if record is not None:
+            os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def restore_command(store):
+    return "sudo jetson_clocks --restore %s" % store
+
+
+def restore_stale(jetson_clocks, directory):
+    """Restore what an earlier job stored and never restored; the record it left, or None."""
+    record = read_record(directory)
+    if record is None:
+        return None
+    store = os.path.join(directory, STORE_FILE)
+    try:
+        checked(as_root([jetson_clocks, "--restore", store]), "restoring the clocks an earlier job left pinned")
+    except ClockError as e:
+        raise ClockError("%s; nothing was stored or measured, so the pinned clocks are not taken as the baseline: "
+                         "run `%s` on the device, then try again" % (e, restore_command(store)))
+    write_record(directory, None)
+    progress("restored the Jetson clocks an earlier job left pinned (pid %s, since %s)"
+             % (record.get("pid", "?"), record.get("since", "?")))
+    return record
+
+
+def restore(jetson_clocks, directory, guard):
+    """jetson_clocks --restore, signals deferred, and only then its message (stderr may be gone);
+    the record is cleared once it worked. ClockError when it fails."""
     guard.deferring = True
-    progress("restoring Jetson clocks from %s" % os.path.basename(store))
+    store = os.path.join(directory, STORE_FILE)
     checked(as_root([jetson_clocks, "--restore", store]), "restoring the clocks (jetson_clocks --restore)")
+    write_record(directory, None)
+    progress("restored Jetson clocks from %s" % store)
+
+
+def store_and_record(jetson_clocks, directory):
+    """jetson_clocks --store, then the record: from here on a killed job is restored by the next one."""
+    store = os.path.join(directory, STORE_FILE)
+    checked(as_root([jetson_clocks, "--store", store]), "storing the clocks (jetson_clocks --store)")
+    write_record(directory, {"pid": os.getpid(), "uid": os.geteuid(), "store": store, "since_epoch": time.time(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
 
 
 @contextlib.contextmanager
 def locked(folder):
     """Clocks pinned by jetson_clocks for the body, restored after it whatever happens. Yields the
-    state for the result's `device`: clocks_locked, nvpmodel, jetson_clocks_show_before/_locked;
+    state for the result's `device`: clocks_locked, nvpmodel, jetson_clocks_show_before/_locked,
+    stale_clocks_restored (the record of an earlier job's pinned clocks restored first, or None);
     `clocks_restored` is set once the restore ran."""
     jetson_clocks = shutil.which("jetson_clocks")
     if jetson_clocks is None:
         raise ClockError("lock_clocks asked, but there is no jetson_clocks on PATH: it comes with JetPack (L4T) on "
                          "Jetson devices only; leave lock_clocks out on other devices")
+    directory = state_dir(folder)
+    stale = restore_stale(jetson_clocks, directory)  # before the baseline is read or stored
     state = {"clocks_locked": False, "clocks_restored": False, "nvpmodel": power_mode(),
-             "jetson_clocks_show_before": show(jetson_clocks), "jetson_clocks_show_locked": None}
-    store = os.path.join(folder, STORE_FILE)
+             "jetson_clocks_show_before": show(jetson_clocks), "jetson_clocks_show_locked": None,
+             "stale_clocks_restored": stale}
     guard = _Guard()
     guard.install()
     try:
-        checked(as_root([jetson_clocks, "--store", store]), "storing the clocks (jetson_clocks --store)")
+        store_and_record(jetson_clocks, directory)
     except BaseException:
         guard.uninstall()  # nothing was changed yet, so nothing to restore
         raise
@@ -167,13 +267,14 @@ def locked(folder):
     finally:
         in_flight = sys.exc_info()[1]
         try:
-            restore(jetson_clocks, store, guard)
+            restore(jetson_clocks, directory, guard)
             state["clocks_restored"] = True
         except ClockError as e:
+            message = "%s; the clocks may still be pinned: run `%s`" % (
+                e, restore_command(os.path.join(directory, STORE_FILE)))
             if not body_failed:
-                raise ClockError("%s; the clocks may still be pinned: run `sudo jetson_clocks --restore %s`"
-                                 % (e, store))
-            progress("%s (the job failed as well)" % e)
+                raise ClockError(message)
+            progress("%s (the job failed as well)" % message)
         finally:
             guard.uninstall()
             if isinstance(in_flight, Interrupted):

@@ -63,8 +63,13 @@ SPARSE_MIN_GAIN = 0.02  # keep sparse only when its median is >= 2 % faster: noi
 
 
 def progress(message):
-    sys.stderr.write("progress: " + message + "\n")
-    sys.stderr.flush()
+    """A progress line on stderr, best effort: a dropped link (BrokenPipeError) must not end the job
+    before it restores what it changed (ec_clocks) and writes its result."""
+    try:
+        sys.stderr.write("progress: " + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 # ---- options and version branching (pure) --------------------------------------------------------

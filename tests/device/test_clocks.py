@@ -4,6 +4,7 @@ SIGTERM to ec_bench running as the device runs it."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -61,9 +62,19 @@ def fakes(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(ec_clocks.STATE_DIR_ENV, raising=False)
     path = tmp_path / "job"
     path.mkdir()
+    return path
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    """The workdir as ssh_agent names it: the store and its record live there, not in the job folder."""
+    path = tmp_path / "workdir"
+    path.mkdir()
+    monkeypatch.setenv(ec_clocks.STATE_DIR_ENV, str(path))
     return path
 
 
@@ -158,6 +169,48 @@ def test_not_root_runs_the_clock_commands_through_sudo_n(fakes, folder, monkeypa
     assert "nvpmodel -q" in fakes() and "sudo nvpmodel -q" not in fakes()  # querying needs no root
 
 
+def test_the_store_and_its_record_live_in_the_state_folder_until_the_restore(fakes, folder, state):
+    with ec_clocks.locked(str(folder)):
+        assert (state / ec_clocks.STORE_FILE).is_file() and not (folder / ec_clocks.STORE_FILE).exists()
+        record = json.loads((state / ec_clocks.STATE_FILE).read_text())
+        assert record["pid"] == os.getpid() and record["store"] == str(state / ec_clocks.STORE_FILE)
+        assert stat.S_IMODE((state / ec_clocks.STATE_FILE).stat().st_mode) == 0o666  # shared by accounts
+    assert fakes()[-1] == "jetson_clocks --restore workdir/" + ec_clocks.STORE_FILE
+    assert ec_clocks.read_record(str(state)) is None
+
+
+def test_a_failed_restore_keeps_the_store_and_its_record_for_the_next_job(fakes, folder, state, monkeypatch):
+    monkeypatch.setenv("FAKE_RESTORE_FAIL", "1")
+    with pytest.raises(ec_clocks.ClockError) as e:
+        with ec_clocks.locked(str(folder)):
+            pass
+    store = state / ec_clocks.STORE_FILE
+    assert "the clocks may still be pinned: run `sudo jetson_clocks --restore %s`" % store in str(e.value)
+    assert store.is_file() and ec_clocks.read_record(str(state))["pid"] == os.getpid()
+
+
+def test_clocks_an_earlier_job_left_pinned_are_restored_before_anything_is_stored(fakes, folder, state):
+    (state / ec_clocks.STORE_FILE).write_text("stored settings")
+    (state / ec_clocks.STATE_FILE).write_text(json.dumps({"pid": 4242, "since": "2030-01-01 10:00:00 UTC"}))
+    with ec_clocks.locked(str(folder)) as locked_state:
+        pass
+    calls = fakes()
+    restore = "jetson_clocks --restore workdir/" + ec_clocks.STORE_FILE
+    assert calls[0] == restore and calls.index(restore) < calls.index("jetson_clocks --show") \
+        < calls.index("jetson_clocks --store workdir/" + ec_clocks.STORE_FILE)
+    assert locked_state["stale_clocks_restored"]["pid"] == 4242 and locked_state["clocks_restored"] is True
+
+
+def test_clocks_left_pinned_that_cannot_be_restored_are_never_stored_as_the_baseline(fakes, folder, state,
+                                                                                       monkeypatch):
+    (state / ec_clocks.STATE_FILE).write_text(json.dumps({"pid": 4242}))
+    monkeypatch.setenv("FAKE_RESTORE_FAIL", "1")
+    with pytest.raises(ec_clocks.ClockError, match="an earlier job left pinned.*run `sudo jetson_clocks --restore "):
+        with ec_clocks.locked(str(folder)):
+            pass
+    assert not any("--store" in c for c in fakes()) and ec_clocks.read_record(str(state)) is not None
+
+
 # ---- through ec_bench, as the device runs it ------------------------------------------------------------
 
 def bench(job_dir, job):
@@ -196,6 +249,21 @@ def test_ec_bench_restores_after_sigterm_and_exits_143(fakes, job_dir, small_job
     assert json.loads(out) == {"protocol_version": 1,
                                "error": "interrupted by SIGTERM; Jetson clocks were restored"}
     assert fakes()[-1].startswith("jetson_clocks --restore ")
+
+
+def test_ec_bench_restores_after_sigterm_even_when_its_stderr_reader_is_gone(fakes, job_dir, small_job):
+    """The link drops: nobody reads the job's stderr any more, so every progress line raises
+    BrokenPipeError. The restore must still run on the SIGTERM that follows."""
+    process = bench(job_dir, small_job(lock_clocks=True, runs={"count": 1, "seconds": 60}))
+    for line in process.stderr:
+        if line.startswith("progress: timed "):
+            break
+    process.stderr.close()
+    time.sleep(1.0)  # the timed loop's progress lines now hit the closed pipe
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert any(c.startswith("jetson_clocks --restore ") for c in fakes()), fakes()
+    assert json.loads(process.stdout.read())["error"] == "interrupted by SIGTERM; Jetson clocks were restored"
 
 
 def test_ec_bench_without_jetson_clocks_fails_clearly(job_dir, small_job, tmp_path):
