@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Dict, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
@@ -36,6 +35,9 @@ class Device(BaseModel):
     benchmark_model: Optional[str] = None
 
 
+ENTRY_EXAMPLE = "devices: {lab-pi: {target: raspberry-pi-5, transport: ssh, host: 192.168.1.20}}"
+
+
 def inventory_paths() -> list:
     return [Path.cwd() / "devices.yaml", Path.home() / ".config" / "edgecompress" / "devices.yaml"]
 
@@ -58,15 +60,19 @@ def load(explicit: Optional[str] = None) -> Dict[str, Device]:
     if path is None:
         raise InputError("no device inventory found (looked at " + ", ".join(map(str, inventory_paths())) + ")",
                          hint="write devices.yaml as in the README (devices: NAME: {target, transport, host, ...})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"device inventory {path} is not valid YAML: {exc}",
-                         hint="fix the line named above") from None
+    from .profile import load_yaml
+
+    data = load_yaml(path, "device inventory", InputError) or {}
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
-        raise InputError(f"device inventory {path} must have a top-level 'devices:' mapping of NAME: settings")
+        raise InputError(f"device inventory {path} must have a top-level 'devices:' mapping of NAME: settings",
+                         hint=ENTRY_EXAMPLE)
     devices, problems = {}, []
     for name, entry in data["devices"].items():
+        if entry is not None and not isinstance(entry, dict):  # `lab-pi: raspberry-pi-5`
+            problems.append(f"devices.{name}: {entry!r} is a {type(entry).__name__}, not a mapping of settings: "
+                            f"write `{name}:` on a line of its own and its keys indented below it "
+                            f"(target: {entry if isinstance(entry, str) else 'PROFILE'}, transport: ssh, host: ...)")
+            continue
         try:
             devices[str(name)] = Device.model_validate(dict(entry or {}, name=str(name)))
         except ValidationError as exc:
@@ -79,7 +85,8 @@ def load(explicit: Optional[str] = None) -> Dict[str, Device]:
             problems.append(f"devices.{name}.target: {problem}")
     if problems:
         raise InputError(f"device inventory {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems),
-                         hint=f"fix those entries in {path}; the README's device inventory section shows every key")
+                         hint=f"fix those entries in {path}; the README's device inventory section shows every "
+                              f"key; an entry looks like {ENTRY_EXAMPLE}")
     return devices
 
 
@@ -105,4 +112,14 @@ def get(name: str, explicit: Optional[str] = None) -> Device:
     device = devices[name]
     if device.transport == "ssh" and not device.host:
         raise InputError(f"device '{name}' has transport ssh but no host", hint="add host: ADDRESS or an ssh alias")
+    remote = sorted(k for k in REMOTE_ONLY_KEYS if getattr(device, k) is not None)
+    if device.transport == "local" and remote:
+        raise InputError(f"device '{name}' has transport local, which runs on this host, but sets "
+                         f"{', '.join(remote)}", hint="set transport: ssh (host) or adb (serial) for another machine, "
+                                                      "or remove those keys")
     return device
+
+
+# keys that name another machine: with transport local they would be ignored, and the run would
+# measure this host while the user thinks it measured that one
+REMOTE_ONLY_KEYS = ("host", "port", "user", "key", "serial", "benchmark_model")

@@ -2,6 +2,7 @@
 `--set key=value` overrides and reported all at once with the file, the key and a suggestion."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
@@ -12,6 +13,7 @@ from .errors import ProfileError
 from .registry import closest
 
 TARGETS_DIR = Path(__file__).parent / "targets"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Closed(BaseModel):
@@ -161,6 +163,16 @@ class Profile(Closed):
     bench: Bench = Field(default_factory=Bench)
     tensorrt: TensorRT = Field(default_factory=TensorRT)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_in_file_names(cls, value: str) -> str:
+        # the name becomes part of the bundle's folder and zip names: a '/' made a path that did not
+        # exist, and failed only after the whole pipeline had run
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable profile name: it becomes part of the bundle's file names, so "
+                             "it may hold only letters, digits, '.', '_' and '-' (A-Za-z0-9._-), e.g. pi5-lab")
+        return value
+
     @model_validator(mode="after")
     def _fits_the_runtime(self):
         problems = [p for p in (check(self) for check in CROSS_CHECKS) if p]
@@ -272,12 +284,65 @@ def available() -> Dict[str, Path]:
     return {p.stem: p for p in sorted(TARGETS_DIR.glob("*.yaml"))}
 
 
-def _read_yaml(path: Path) -> dict:
+UTF8_HINT = "save it as UTF-8 (in the editor's Save As, choose the encoding UTF-8)"
+
+
+def yaml_text(path: Path, what: str, error=ProfileError) -> str:
+    """The file's text, which YAML readers here take as UTF-8 (a UTF-8 BOM is fine). Windows
+    Notepad's "Unicode" (UTF-16) and Latin-1 files are named as such instead of a UnicodeDecodeError."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise error(f"{what} {path} is saved as UTF-16 (Windows' \"Unicode\"), not UTF-8", hint=UTF8_HINT)
     try:
-        data = yaml.safe_load(path.read_text())
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{what} {path} is not UTF-8: byte 0x{raw[exc.start]:02x} on line {line} is not valid UTF-8 "
+                    "(a Latin-1 or Windows-1252 file, such as an umlaut in a comment)", hint=UTF8_HINT) from None
+
+
+def duplicate_keys(node, path: str = "", seen=None) -> List[str]:
+    """Every key given twice in one mapping of a composed YAML document, with both lines: PyYAML keeps
+    the last silently, so a second `prune:` block would replace the first without a word."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias to a node already walked
+        return []
+    seen.add(id(node))
+    found: List[str] = []
+    if isinstance(node, yaml.MappingNode):
+        lines: Dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{path}.{key}" if path else str(key)
+            if key is not None and key in lines:
+                found.append(f"'{dotted}' is given twice, on lines {lines[key]} and {key_node.start_mark.line + 1} "
+                             "(YAML would keep only the last)")
+            elif key is not None:
+                lines[key] = key_node.start_mark.line + 1
+            found += duplicate_keys(value_node, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += duplicate_keys(item, f"{path}[{i}]", seen)
+    return found
+
+
+def load_yaml(path: Path, what: str, error=ProfileError, hint: str = "") -> Any:
+    """yaml.safe_load of a UTF-8 file that refuses duplicate keys; every problem names the file
+    (`what` says which kind) and its line."""
+    text = yaml_text(path, what, error)
+    try:
+        doubled = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {exc}",
-                           hint="fix the line named above; edgecompress targets show NAME prints a valid profile") from None
+        raise error(f"{what} {path} is not valid YAML: {exc}", hint=f"fix the line named above{hint}") from None
+    if doubled:
+        raise error(f"{what} {path} has {len(doubled)} key(s) given twice:\n  " + "\n  ".join(doubled),
+                    hint="merge the two into one block, or delete the one you do not mean") from None
+    return data
+
+
+def _read_yaml(path: Path) -> dict:
+    data = load_yaml(path, "profile", hint="; edgecompress targets show NAME prints a valid profile")
     if not isinstance(data, dict):
         raise ProfileError(f"profile {path} must be a mapping of keys, got {type(data).__name__}",
                            hint="start from edgecompress targets show NAME > my-target.yaml")

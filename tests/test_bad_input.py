@@ -692,3 +692,27 @@ def test_a_whole_pickled_model_as_weights_is_named_without_torchs_unsafe_advice(
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--weights", weights, out=out_dir))
     assert code == 2 and "it holds a pickled torch.nn.modules.linear.Linear" in err, err
     assert "weights_only=False" not in err and "\x1b[" not in err and "model.state_dict()" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# files as other editors save them (reliability review B3, B14)
+# ---------------------------------------------------------------------------------------------
+
+GOOD_PROFILE = "name: my-board\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 4}\n"
+
+
+def test_a_profile_saved_as_utf16_is_named_with_the_remedy(tmp_path):
+    prof = tmp_path / "my-board.yaml"
+    prof.write_bytes(b"\xff\xfe" + GOOD_PROFILE.encode("utf-16-le"))  # Notepad's "Unicode"
+    code, _, err = run_cli("targets", "show", prof)
+    assert code == 2, err
+    assert f"profile {prof} is saved as UTF-16" in err and "-> save it as UTF-8" in err and "Traceback" not in err
+
+
+def test_a_second_block_of_a_section_in_a_profile_is_refused_with_both_lines(tmp_path):
+    prof = tmp_path / "my-board.yaml"
+    prof.write_text(GOOD_PROFILE + "prune:\n  ratio: 0.3\nquantize:\n  calibration_samples: 64\n"
+                    "prune:\n  round_to: 16\n")
+    code, _, err = run_cli("targets", "show", prof)
+    assert code == 2, err
+    assert str(prof) in err and "'prune' is given twice, on lines 5 and 9" in err and has_remedy(err)
