@@ -155,3 +155,38 @@ def test_trt_example_refuses_an_engine_built_elsewhere():
     assert not ok and "TensorRT 10.3.0, here 8.6.2" in why
     ok, why = example.engine_compatible(built, dict(built, gpu="Xavier", compute_capability="7.2"))
     assert not ok and "Xavier" in why and "7.2" in why
+
+
+# ---------------------------------------------------------------------------------------------
+# a `transport: local` device: this host, named as the device (issue 11 item 5)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def local_inventory(tmp_path, monkeypatch):
+    path = tmp_path / "devices.yaml"
+    path.write_text("devices:\n  mylocal:\n    target: host-cpu\n    transport: local\n")
+    monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(path))
+    return path
+
+
+def test_bench_on_a_local_device_runs_here_under_its_name(local_inventory, tmp_path):
+    from ecutil import tripling_model
+
+    model = tripling_model(tmp_path / "triple.onnx")
+    code, out, err = run_cli("bench", model, "--device", "mylocal", "--runs", "20", "--seconds", "0", "--rounds", "1",
+                             "--json")
+    assert code == 0, err
+    result = json.loads(out)["results"][0]
+    assert (result["device_name"], result["runner"]) == ("mylocal", "local") and result["latency_ms"]["n"] >= 20
+    code, out, err = run_cli("bench", model, "--device", "mylocal", "--runs", "20", "--seconds", "0", "--rounds", "1")
+    assert code == 0 and out.startswith("device ") and "\nmylocal " in out, err
+
+
+def test_devices_check_of_a_local_device_reports_python_and_runtimes(local_inventory):
+    code, out, err = run_cli("devices", "check", "mylocal")
+    assert code == 0, err
+    assert out.startswith("mylocal: reachable (") and f"Python {sys.version.split()[0]}" in out
+    assert "runtime onnxruntime" in out and "power" in out
+    code, out, _ = run_cli("devices", "check", "mylocal", "--json")
+    info = json.loads(out)
+    assert info["runtimes"]["onnxruntime"] and info["python_executable"] == sys.executable

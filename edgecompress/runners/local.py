@@ -28,9 +28,13 @@ JOB_FILE = "job.json"
 SCRIPT = "ec_bench.py"
 
 
+def device_side_scripts() -> list:
+    return [p for p in device_side_dir().glob("*.py") if p.name != "__init__.py"]
+
+
 def stage_job(folder: Path, job: dict, model_path: Path, extra_files: Dict[str, Path]) -> None:
     """Fill `folder` as a device's job folder: device-side programs, model, extra files, job.json."""
-    scripts = [p for p in device_side_dir().glob("*.py") if p.name != "__init__.py"]
+    scripts = device_side_scripts()
     taken = {p.name for p in scripts} | {JOB_FILE, model_path.name}
     for name, source in extra_files.items():
         if Path(name).name != name or name in taken:
@@ -172,31 +176,69 @@ def fetch_artifacts(folder: Path, names: list, into: Path) -> None:
         shutil.copy(folder / name, into / name)
 
 
+def interpreter(device) -> str:
+    """The Python that runs the device side: a `transport: local` device's `python` where the
+    inventory sets it, else this interpreter (the one that has edgecompress and its runtime; the
+    inventory's default `python3` is meant for a board's own Python)."""
+    if device is None or "python" not in device.model_fields_set:
+        return sys.executable
+    return os.path.expanduser(device.python)
+
+
 @RUNNERS.register("local")
-def run_local(job: dict, model_path: Path, *, extra_files: dict | None = None,
-              on_progress: Callable[[str], None] | None = None, timeout_s: float = 600.0,
-              python: str = sys.executable, fetch_dir: Path | None = None) -> dict:
+def run_local(job: dict, model_path: Path, *, device=None, extra_files: dict | None = None,
+              on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
+              python: str | None = None, fetch_dir: Path | None = None) -> dict:
     """Run `job` on `model_path` in a separate process on this host and return its result.
 
-    extra_files maps a name in the job folder to a host file (e.g. the .npy inputs the job names);
-    on_progress gets each progress message; the process is killed after timeout_s. The temp job
-    folder is always removed. Raises InputError for a missing model or extra file, DeviceError when
-    the device side fails, times out or prints no result."""
+    `device`: a `transport: local` inventory entry (its python and job_timeout_s; the result is named
+    after it), as the ssh and adb runners take theirs; None: this host, unnamed. extra_files maps a
+    name in the job folder to a host file (e.g. the .npy inputs the job names); on_progress gets
+    each progress message; the process is killed after timeout_s (default: the device's
+    job_timeout_s, else 600 s). The temp job folder is always removed. Raises InputError for a
+    missing model or extra file, DeviceError when the device side fails, times out or prints no result."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}", hint="pass the path of an existing model file")
+    timeout_s = float(timeout_s or (device.job_timeout_s if device is not None else 600.0))
+    where = "on the local runner" if device is None else f"on device {device.name} (this host)"
     folder = Path(tempfile.mkdtemp(prefix="edgecompress-job-"))
     try:
         stage_job(folder, job, model_path, dict(extra_files or {}))
-        code, streams = run_process([python, SCRIPT, JOB_FILE], folder, on_progress, timeout_s)
+        code, streams = run_process([python or interpreter(device), SCRIPT, JOB_FILE], folder, on_progress, timeout_s)
         if code is None:
-            raise DeviceError(f"the benchmark of {model_path.name} did not finish within {timeout_s:g} s and "
-                              f"was killed{_context(streams)}",
+            named = "" if device is None else f" {where}"
+            raise DeviceError(f"the benchmark of {model_path.name}{named} did not finish within {timeout_s:g} s "
+                              f"and was killed{_context(streams)}",
                               hint="raise the timeout, or lower the job's warmup/runs seconds and counts")
-        result = check_protocol(parse_result(f"the benchmark of {model_path.name}", "on the local runner", code,
-                                             streams), model_path.name, "on the local runner")
+        result = check_protocol(parse_result(f"the benchmark of {model_path.name}", where, code, streams),
+                                model_path.name, where)
         if fetch_dir is not None:
             fetch_artifacts(folder, result.get("artifacts") or [], Path(fetch_dir))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return dict(result, runner="local", measured_on="host")
+    named = {} if device is None else {"device_name": device.name}
+    return dict(result, runner="local", measured_on="host", **named)
+
+
+PROBE_SCRIPT = "ec_probe.py"
+
+
+def check_local(device) -> dict:
+    """`edgecompress devices check` for a `transport: local` device: the device-side probe run on
+    this host with the device's Python, as check_ssh runs it on a board: arch, Python, runtimes,
+    power sources. DeviceError when that Python cannot run it."""
+    folder = Path(tempfile.mkdtemp(prefix="edgecompress-probe-"))
+    python = interpreter(device)
+    where = f"on device {device.name} (this host, {python})"
+    try:
+        for script in device_side_scripts():
+            shutil.copy2(script, folder / script.name)
+        code, streams = run_process([python, PROBE_SCRIPT], folder, None, float(device.job_timeout_s))
+        if code is None:
+            raise DeviceError(f"the device probe {where} did not finish within {device.job_timeout_s:g} s"
+                              f"{_context(streams)}", hint=f"check that {python} starts")
+        info = parse_result("the device probe", where, code, streams)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return dict(info, device_name=device.name, host="this host", busy=None)

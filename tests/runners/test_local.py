@@ -142,3 +142,43 @@ def test_the_host_side_imports_nothing_heavy():
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# a `transport: local` device from devices.yaml (issue 11 item 5)
+# ---------------------------------------------------------------------------------------------
+
+def _local_device(**settings):
+    from edgecompress.inventory import Device
+
+    return Device.model_validate(dict({"name": "mylocal", "target": "host-cpu", "transport": "local"}, **settings))
+
+
+def test_a_local_device_runs_here_under_its_name(model, job_tmp):
+    result = run_local(job(), model, device=_local_device())
+    assert (result["runner"], result["measured_on"], result["device_name"]) == ("local", "host", "mylocal")
+    assert result["latency_ms"]["n"] >= 20 and list(job_tmp.iterdir()) == []
+
+
+def test_a_local_device_uses_its_python_and_job_timeout(model, tmp_path, job_tmp):
+    fake = tmp_path / "their-python"
+    fake.write_text("#!/bin/sh\necho 'their python ran' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(DeviceError) as caught:
+        run_local(job(), model, device=_local_device(python=str(fake)))
+    assert "on device mylocal (this host)" in str(caught.value) and "their python ran" in str(caught.value)
+    started = time.monotonic()
+    with pytest.raises(DeviceError, match="on device mylocal .this host. did not finish within 2 s"):
+        run_local(job(runs={"count": 1, "seconds": 60}, max_runs=10**9), model,
+                  device=_local_device(job_timeout_s=2))
+    assert time.monotonic() - started < 15 and list(job_tmp.iterdir()) == []
+
+
+def test_check_local_probes_this_host_with_the_devices_python(job_tmp):
+    from edgecompress.runners.local import check_local
+
+    info = check_local(_local_device())
+    assert info["device_name"] == "mylocal" and info["arch"] == platform.machine()
+    assert info["python_executable"] == sys.executable and info["runtimes"]["onnxruntime"]
+    assert {s["name"] for s in info["power_sources"]} >= {"rapl", "nvml"}
+    assert list(job_tmp.iterdir()) == []
