@@ -147,14 +147,33 @@ def _counts(stages) -> dict:
 
 def _accuracy(stages, dataset) -> dict:
     """Top-1 accuracy on held-out labels; without labels, the deployed model's top-1 agreement with the
-    original model (the teacher, unless --teacher named another)."""
+    original model (the teacher, unless --teacher named another), the same figure the parity check
+    reports beside its agreement with the FP32 student (one computation, shown in both places)."""
     parity, y = stages["parity"], stages["held_y"]
-    teacher_top1 = stages["reference_original"][0].argmax(1)
+    original = stages["reference_original"][0]
+    teacher_top1 = original.argmax(1)
     if y is not None:
         return {"metric": "accuracy", "teacher": float((teacher_top1 == y).mean()), "student": parity.accuracy,
                 "student_fp32": parity.reference_accuracy, "samples": parity.samples}
-    agreement = float((stages["deployed_outputs"][0].argmax(1) == teacher_top1).mean())
-    return {"metric": "agreement", "teacher": 1.0, "student": agreement, "samples": parity.samples}
+    fp32 = float((stages["reference"][0].argmax(1) == teacher_top1).mean())
+    return {"metric": "agreement", "teacher": 1.0, "student": parity.original_agreement, "student_fp32": fp32,
+            "samples": parity.samples, "original_margin": _median_margin(original)}
+
+
+NEAR_TIE_MARGIN = 0.01  # softmax top-1 minus top-2 below this: the original's classes are near ties
+
+
+def _median_margin(logits) -> Optional[float]:
+    """The median gap between the original's two most likely classes (softmax), which tells whether
+    its top-1 means anything: a random-weight model's classes are near ties, so no student can agree."""
+    import numpy as np
+
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return None
+    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    top2 = np.sort(p, 1)[:, -2:]
+    return float(np.median(top2[:, 1] - top2[:, 0]))
 
 
 def _summary(stages, deployed: Path, results: dict, acc: dict, measured: dict, quantized: bool) -> dict:
@@ -205,6 +224,11 @@ def _accuracy_warning(acc: dict, quantized: bool) -> Optional[str]:
         remedy = ("the compressed model learned too little: distill longer (--set distill.steps=N) or prune less "
                   "(--set prune.ratio=R); the distillation loss curve in report.html shows whether the loss was "
                   "still falling")
+    margin = acc.get("original_margin")
+    if margin is not None and margin < NEAR_TIE_MARGIN:
+        remedy = (f"the original model's top-1 is a near tie (median gap between its two likeliest classes "
+                  f"{margin:.2g}, as with random or untrained weights), so its classes say little and agreement "
+                  f"with them is mostly chance: pass the trained weights (--weights), or data with labels")
     return (f"warning: {what} fell {(before - after) * 100:.2f} points ({before:.2%} -> {after:.2%}) on "
             f"{acc['samples']} held-out samples: {remedy}")
 

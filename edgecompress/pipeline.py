@@ -532,10 +532,12 @@ def quantize_and_check(stages: dict, prof, train, held, work: Path):
     out = verify.onnx_outputs(deployed, held.x, exact_int8=exact)
     stages["exact_int8"] = exact
     parity = verify.check(verify.compare(f"deployed {q.precision} model vs its reference", out, stages["reference"],
-                                         stages["output_names"], held.y), q.precision != "fp32", prof.verify)
+                                         stages["output_names"], held.y, stages["reference_original"]),
+                          q.precision != "fp32", prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
     n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
+                               "original": stages["reference_original"][0][:n]}
     stages["deployed_outputs"] = out
     return deployed, parity
 
@@ -547,7 +549,8 @@ def prepare_engine(stages: dict, prof, train, held, work: Path, device):
     model = Path(shutil.copy(stages["student_onnx"], work / "model.onnx"))
     out = verify.onnx_outputs(model, held.x)
     parity = verify.check(verify.compare("model.onnx (the engine's source) vs PyTorch", out, stages["reference"],
-                                         stages["output_names"], held.y), False, prof.verify)
+                                         stages["output_names"], held.y, stages["reference_original"]),
+                          False, prof.verify)
     calib = train.x[: q.calibration_samples]
     qdq = None
     if q.precision == "int8":
@@ -560,7 +563,8 @@ def prepare_engine(stages: dict, prof, train, held, work: Path, device):
                                                             stages["reference"], stages["output_names"], held.y),
                                              True, prof.verify))
     n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
+                               "original": stages["reference_original"][0][:n]}
     stages["deployed_outputs"] = out
     trt = engine.plan(stages["original_onnx"], model, qdq, prof, calib, work, device)
     log(f"engine: {'built on ' + device.name if device else 'to be built on the device on first use'}, "
@@ -590,10 +594,12 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
                                      layer_of_failure=prune.failing_layer)
     out = litert.tflite_outputs(model, held.x)
     parity = verify.check(verify.compare(f"model.tflite ({q.precision}) vs PyTorch student", out, stages["reference"],
-                                         stages["output_names"], held.y), q.precision == "int8", prof.verify)
+                                         stages["output_names"], held.y, stages["reference_original"]),
+                          q.precision == "int8", prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
     n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n]}
+    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
+                               "original": stages["reference_original"][0][:n]}
     stages["deployed_outputs"] = out
     stages["original_model_file"] = original
     return model, parity, original

@@ -24,6 +24,9 @@ class Parity:
     samples: int
     outputs: List[OutputDiff] = field(default_factory=list)
     top1_agreement: Optional[float] = None
+    # top-1 agreement with the original (unpruned) model, where the reference is another model (the
+    # FP32 student): without labels it is the summary's figure, computed here once for both
+    original_agreement: Optional[float] = None
     accuracy: Optional[float] = None
     reference_accuracy: Optional[float] = None
     tolerance: dict = field(default_factory=dict)
@@ -35,6 +38,8 @@ class Parity:
         rows = [f"  {o.name:<16} max |diff| {o.max_abs_diff:.3g}  mean |diff| {o.mean_abs_diff:.3g}" for o in self.outputs]
         if self.top1_agreement is not None:
             rows.append(f"  top-1 agreement  {self.top1_agreement:.2%} over {self.samples} held-out samples")
+        if self.original_agreement is not None:
+            rows.append(f"  agreement with the original model {self.original_agreement:.2%}")
         if self.accuracy is not None:
             rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
         return "\n".join(rows)
@@ -90,7 +95,9 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
 
 
 def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray], names: List[str],
-            y: Optional[np.ndarray]) -> Parity:
+            y: Optional[np.ndarray], original: Optional[List[np.ndarray]] = None) -> Parity:
+    """original: the unpruned model's outputs, when the reference is the student: the deployed
+    model's top-1 agreement with them is reported beside the agreement with the reference."""
     report = Parity(what, len(reference[0]))
     for name, c, r in zip(names, candidate, reference):
         diff = np.abs(c.astype(np.float64) - r.astype(np.float64))
@@ -98,6 +105,8 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     if reference[0].ndim == 2 and reference[0].shape[1] > 1:
         c_top, r_top = candidate[0].argmax(1), reference[0].argmax(1)
         report.top1_agreement = float((c_top == r_top).mean())
+        if original is not None:
+            report.original_agreement = float((c_top == original[0].argmax(1)).mean())
         if y is not None:
             report.accuracy = float((c_top == y).mean())
             report.reference_accuracy = float((r_top == y).mean())
