@@ -94,6 +94,23 @@ def _preprocessing(pre: dict) -> str:
     return text + (f" ({pre['note']})" if pre.get("note") else "")
 
 
+def _runtime_text(runtime: dict) -> str:
+    """A runtime that only runs on the device (TensorRT) has no version until it has run there."""
+    if runtime.get("version"):
+        return f"{runtime['name']} {runtime['version']}"
+    return f"{runtime['name']}, version not known until it runs on the device"
+
+
+def _model_precision(m: dict) -> str:
+    """A TensorRT bundle ships an FP32 ONNX from which the device builds its FP16 or INT8 engine: the
+    file's own precision is not the engine's (a walkthrough read 'model.onnx (fp16)' for an FP32 file)."""
+    precision = m["compression"]["quantization"]["precision"]
+    if m["runtime"]["name"] == "tensorrt":
+        built = ((m.get("engine") or {}).get("build_settings") or {}).get("onnx") or m["model"]["file"]
+        return f"FP32 ONNX; the device builds a {precision} TensorRT engine from `{built}`"
+    return precision
+
+
 def bundle_readme(manifest: dict, summary: dict) -> str:
     m = manifest
     inp = m["inputs"][0]
@@ -101,9 +118,9 @@ def bundle_readme(manifest: dict, summary: dict) -> str:
     return f"""# {m['name']} for {m['target']}
 
 A compressed model built by edgecompress {m['provenance']['edgecompress_version']} for the
-`{m['target']}` target ({m['runtime']['name']} {m['runtime']['version']}).
+`{m['target']}` target ({_runtime_text(m['runtime'])}).
 
-- Model file: `{m['model']['file']}` ({m['compression']['quantization']['precision']})
+- Model file: `{m['model']['file']}` ({_model_precision(m)})
 - Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {_preprocessing(inp['preprocessing'])}
 - Labels: {'`labels.txt`' if m.get('labels') else 'none known (outputs are class indices)'}
 

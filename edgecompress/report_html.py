@@ -178,25 +178,33 @@ def _value(v) -> str:
 
 
 def loss_svg(curve: List[list], width: int = 640, height: int = 180) -> str:
-    """The distillation loss over the steps; a dashed line where a pruning round begins."""
+    """The distillation loss over the steps; a dashed line where a pruning round begins. A loss that
+    falls by more than 5x is drawn on a log scale: on a linear one the first points squash the rest
+    into a flat line, which cannot show whether the loss was still falling at the end."""
     left, bottom = 50, 20
     losses = [p[2] for p in curve]
     lo, hi = min(losses), max(losses)
-    span = (hi - lo) or 1.0
+    log_scale = lo > 0 and hi / lo > 5
+    f = math.log10 if log_scale else (lambda v: v)
+    span = (f(hi) - f(lo)) or 1.0
     x = lambda i: left + (width - left - 10) * i / (len(curve) - 1)  # noqa: E731
-    y = lambda v: 8 + (height - bottom - 16) * (hi - v) / span  # noqa: E731
+    y = lambda v: 8 + (height - bottom - 16) * (f(hi) - f(v)) / span  # noqa: E731
     points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(losses))
     marks = "".join(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="8" y2="{height - bottom}" stroke="#bbb" '
                     f'stroke-dasharray="4 3"/><text x="{x(i) + 3:.1f}" y="18">round {curve[i][0]}</text>'
                     for i in range(1, len(curve)) if curve[i][0] != curve[i - 1][0])
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="distillation loss">'
-            f'<text x="0" y="{y(hi) + 4:.1f}">{hi:.3g}</text><text x="0" y="{y(lo) + 4:.1f}">{lo:.3g}</text>'
+    ticks = [lo + (hi - lo) * k / 3 for k in range(4)] if not log_scale else \
+        [10 ** (f(lo) + span * k / 3) for k in range(4)]
+    labels = "".join(f'<text x="0" y="{y(t) + 4:.1f}">{t:.3g}</text>'
+                     f'<line x1="{left - 4}" x2="{left}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#999"/>' for t in ticks)
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="distillation loss">{labels}'
             f'<line x1="{left}" x2="{left}" y1="8" y2="{height - bottom}" stroke="#999"/>{marks}'
             f'<polyline fill="none" stroke="{COLOURS["compressed"]}" stroke-width="2" points="{points}"/>'
             f'<text x="{left}" y="{height - 4}">step {curve[0][1]}</text>'
             f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">step {curve[-1][1]} (round {curve[-1][0]})'
-            f'</text></svg><p class=note>Training loss, each point the mean over the steps since the one before '
-            f'({len(curve)} points); a dashed line where a pruning round begins.</p>')
+            f'</text></svg><p class=note>Training loss{" on a log scale" if log_scale else ""}, each point the mean '
+            f'over the steps since the one before ({len(curve)} points; last {losses[-1]:.3g}, lowest {lo:.3g}); '
+            f'a dashed line where a pruning round begins.</p>')
 
 
 def _energy(m: dict) -> str:
