@@ -2,6 +2,7 @@
 sub-folders. Everything becomes float32 NCHW arrays plus integer labels when known."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -35,10 +36,13 @@ class Dataset:
 
 def split_indices(n: int, held_out_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
     """A fixed, seeded split: the same data always gives the same held-out set, so the demo teacher
-    and every later run agree on which samples are never trained on."""
+    and every later run agree on which samples are never trained on. Each part stays in the seeded
+    random order (not sorted): calibration, the labels check and the stored parity samples take the
+    first N, and an image folder is read class by class, so a sorted prefix held only the first
+    classes (a walkthrough's INT8 calibration saw 0 images of 2 of its 5 classes)."""
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_held = max(1, int(round(n * held_out_fraction)))
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
+    return order[n_held:], order[:n_held]
 
 
 def split(data: Dataset, held_out_fraction: float) -> Tuple[Dataset, Dataset]:
@@ -70,7 +74,7 @@ def load_npz(path: Path) -> Dataset:
         raise InputError(f"data file {path}: 'x' has NaN or infinite values in {bad} sample(s)",
                          hint="clean or drop those samples before compressing")
     y = _labels_array(archive, path, len(x))
-    labels = [str(v) for v in archive["labels"]] if "labels" in archive.files else None
+    labels = _label_names(archive, path, y)
     # The arrays are already preprocessed, by steps this tool never saw: say so, in the keys an app reads.
     prep = {"layout": "as given (npz)", "size": None, "scale": None, "mean": None, "std": None,
             "note": f"inputs as in {path.name}: preprocess new inputs exactly as that file's x was made"}
@@ -95,60 +99,153 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     return y.astype(np.int64)
 
 
+def _label_names(archive, path: Path, y: Optional[np.ndarray]) -> Optional[List[str]]:
+    if "labels" not in archive.files:
+        return None
+    try:
+        names = [str(v) for v in np.atleast_1d(archive["labels"])]
+    except ValueError as exc:
+        raise InputError(f"data file {path}: 'labels' could not be read: {exc}",
+                         hint="store labels as an array of strings, numpy.array(['cat', 'dog', ...])") from None
+    if y is not None and int(y.max()) >= len(names):
+        raise InputError(f"data file {path}: 'y' has class index {int(y.max())} but 'labels' has {len(names)} "
+                         f"names ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''})",
+                         hint="save one name per class, in class-index order")
+    return names
+
+
 DEFAULT_SIZE_HW = (224, 224)
 OWN_SIZE_MAX_PX = 256  # images up to this size keep it; photos (4000x3000) would not fit in memory as floats
+STRAY_FOLDERS = {"__MACOSX"}  # what unzipping a Mac's archive leaves beside the real folders
+
+
+def _hidden(entry: Path) -> bool:
+    """.ipynb_checkpoints/, .DS_Store, macOS AppleDouble files (._0.png) and __MACOSX/: never data."""
+    return entry.name.startswith(".") or entry.name in STRAY_FOLDERS
+
+
+def _counted(counts: Counter) -> str:
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+
+
+@dataclass
+class _Folder:
+    """What an image folder holds: the classes with images, their files, and what was left out."""
+    classes: List[str] = field(default_factory=list)
+    files: List[Tuple[Path, int]] = field(default_factory=list)
+    hidden: List[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)  # suffix -> files that are not images
+    empty: List[Tuple[str, Counter, int]] = field(default_factory=list)  # (folder, its files, position)
+
+
+def _survey(path: Path) -> _Folder:
+    found = _Folder()
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        if _hidden(folder):
+            found.hidden.append(folder.name + "/")
+            continue
+        images, other = [], Counter()
+        for entry in sorted(folder.iterdir()):
+            if _hidden(entry):
+                found.hidden.append(f"{folder.name}/{entry.name}")
+            elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(entry)
+            else:
+                other["sub-folder" if entry.is_dir() else entry.suffix.lower() or "no suffix"] += 1
+        found.skipped.update(other)
+        if not images:  # an empty or unreadable folder is not a class: it would add a name to labels.txt
+            found.empty.append((folder.name, other, len(found.classes)))
+            continue
+        found.files += [(file, len(found.classes)) for file in images]
+        found.classes.append(folder.name)
+    return found
+
+
+def _say_what_was_left_out(path: Path, found: _Folder) -> None:
+    from .console import log
+
+    readable = ", ".join(sorted(IMAGE_SUFFIXES))
+    for name, files, position in found.empty:
+        what = f"holds {_counted(files)} but no images ({readable})" if files else "is empty"
+        after = len(found.classes) - position
+        shift = (f"; the {after} class(es) after it are numbered one lower, so if the model has a class for it, "
+                 f"convert its files to .png or .jpg" if after and files else "")
+        log(f"warning: image folder {path}: {name}/ {what}: it is not a class{shift}")
+    if found.hidden:
+        shown = ", ".join(found.hidden[:4]) + (" ..." if len(found.hidden) > 4 else "")
+        log(f"data: skipped {len(found.hidden)} hidden or macOS entries ({shown})")
+    if found.skipped:
+        n = sum(found.skipped.values())
+        log(f"data: skipped {n} {'entry' if n == 1 else 'entries'} in the class folders that are not images "
+            f"({_counted(found.skipped)})")
+
+
+def _opened(file: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(file)  # reads the header only, until the pixels are asked for
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {file} is too large to decode safely: {exc}",
+                         hint="shrink it (e.g. to 1024 px a side), or move it out of the data folder") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"image {file} could not be read: {exc}",
+                         hint="replace or delete that file (a truncated download, or not an image)") from None
+
+
+def _choose_size(sizes: Counter, size_hw: Optional[Tuple[int, int]]) -> Tuple[Tuple[int, int], str]:
+    """(height, width) and the data line that says why. The size most images share, when it is more
+    than half of them and small enough to be a model's input: one odd image among hundreds must not
+    send them all to 224x224 (a walkthrough's model fell to chance that way)."""
+    if size_hw is not None:
+        return size_hw, f"images resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
+    (common, count), total = sizes.most_common(1)[0], sum(sizes.values())
+    if count * 2 > total and max(common) <= OWN_SIZE_MAX_PX:
+        others = total - count
+        odd = "" if not others else (f"; the {others} other image(s), in {len(sizes) - 1} other size(s) "
+                                     f"({', '.join(f'{h}x{w}' for (h, w), _ in sizes.most_common()[1:4])}"
+                                     f"{' ...' if len(sizes) > 4 else ''}), resized to it")
+        return common, (f"images kept at their own size, {common[0]}x{common[1]}{odd} (preprocess.size or "
+                        "--input-shape resizes them)")
+    if len(sizes) == 1:
+        return DEFAULT_SIZE_HW, (f"images resized from {common[0]}x{common[1]} to the default "
+                                 f"{DEFAULT_SIZE_HW[0]}x{DEFAULT_SIZE_HW[1]} (preprocess.size or --input-shape "
+                                 "chooses another)")
+    return DEFAULT_SIZE_HW, (f"images resized to the default {DEFAULT_SIZE_HW[0]}x{DEFAULT_SIZE_HW[1]}: they come "
+                             f"in {len(sizes)} sizes, none shared by most of them (preprocess.size or --input-shape "
+                             "chooses another)")
 
 
 def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Dataset:
-    """Images in class sub-folders. `size_hw` None: the images' own size when they all share one
-    (a 32x32 data set stays 32x32) and it is at most OWN_SIZE_MAX_PX a side, else DEFAULT_SIZE_HW;
-    the manifest's note says which."""
-    from PIL import Image, UnidentifiedImageError
-
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if not classes:
+    """Images in class sub-folders. `size_hw` None: the size most images share (see _choose_size),
+    else DEFAULT_SIZE_HW; the manifest's note says which. Hidden entries and folders without images
+    are left out, and said."""
+    if not any(p.is_dir() and not _hidden(p) for p in path.iterdir()):
         raise InputError(f"image folder {path} has no class sub-folders",
                          hint="lay it out as DATA/<class name>/<image files>")
-    files = [(file, label) for label, name in enumerate(classes) for file in sorted((path / name).iterdir())
-             if file.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise InputError(f"image folder {path} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-
-    def opened(file):
-        try:
-            return Image.open(file)  # reads the header only, until the pixels are asked for
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"image {file} could not be read: {exc}") from None
-
-    sizes = set()
-    for file, _ in files:
-        with opened(file) as img:
-            sizes.add(img.size[::-1])  # PIL gives (width, height)
-    if size_hw is not None:
-        note = f"images resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
-    elif len(sizes) == 1 and max(next(iter(sizes))) <= OWN_SIZE_MAX_PX:
-        size_hw = next(iter(sizes))
-        note = (f"images kept at their own size, {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape "
-                "resizes them)")
-    elif len(sizes) == 1:
-        (h, w), size_hw = next(iter(sizes)), DEFAULT_SIZE_HW
-        note = (f"images resized from {h}x{w} to the default {size_hw[0]}x{size_hw[1]} (preprocess.size or "
-                "--input-shape chooses another)")
-    else:
-        size_hw = DEFAULT_SIZE_HW
-        note = (f"images resized to the default {size_hw[0]}x{size_hw[1]}: they come in {len(sizes)} sizes "
-                "(preprocess.size or --input-shape chooses another)")
+    found = _survey(path)
+    _say_what_was_left_out(path, found)
+    if not found.files:
+        raise InputError(f"image folder {path} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                         hint="put the images in DATA/<class name>/ as .png or .jpg files")
+    sizes: Counter = Counter()
+    for file, _ in found.files:
+        with _opened(file) as img:
+            sizes[img.size[::-1]] += 1  # PIL gives (width, height)
+    size_hw, note = _choose_size(sizes, size_hw)
     xs = []
-    for file, _ in files:
-        with opened(file) as img:
+    for file, _ in found.files:
+        with _opened(file) as img:
             try:
                 xs.append(_preprocess(img.convert("RGB" if pre.channels == 3 else "L").resize((size_hw[1], size_hw[0])),
                                       pre))
             except OSError as exc:  # a header that reads but pixels that do not (a truncated file)
-                raise InputError(f"image {file} could not be read: {exc}") from None
+                raise InputError(f"image {file} could not be read: {exc}",
+                                 hint="replace or delete that file (a truncated download, or not an image)") from None
     prep = {"layout": "NCHW", "size": list(size_hw), "scale": pre.scale, "mean": pre.mean, "std": pre.std,
             "note": note}
-    return Dataset(np.stack(xs), np.array([label for _, label in files], dtype=np.int64), str(path), classes, prep)
+    labels = np.array([label for _, label in found.files], dtype=np.int64)
+    return Dataset(np.stack(xs), labels, str(path), found.classes, prep)
 
 
 def _preprocess(img, pre) -> np.ndarray:
@@ -165,6 +262,8 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
         raise InputError(f"data path {spec} does not exist",
                          hint="pass an .npz file with x (and y) or a folder of images in class sub-folders")
     if path.is_dir():
+        if input_shape is not None:  # before the images are resized to a channel count
+            _refuse_channels_last(spec, input_shape, pre.channels)
         size = tuple(pre.size) if pre.size else (tuple(input_shape[-2:]) if input_shape else None)
         data = load_image_folder(path, pre, size)
     elif path.suffix == ".npz":
@@ -173,6 +272,8 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
         raise InputError(f"data path {spec} is neither an .npz file nor a folder",
                          hint="pass an .npz with x [and y], or a folder with one sub-folder of images per class")
     if input_shape is not None and data.sample_shape != tuple(input_shape[1:]):
+        if len(data.sample_shape) == 3:
+            _refuse_channels_last(spec, input_shape, data.sample_shape[0])
         batch_left_out = data.sample_shape == tuple(input_shape)
         raise InputError(f"data {spec}: samples have shape {data.sample_shape} but --input-shape says "
                          f"{tuple(input_shape[1:])} (after the batch dimension)",
@@ -181,6 +282,29 @@ def load(spec: str, pre, input_shape: Optional[Tuple[int, ...]]) -> Dataset:
                          if batch_left_out or len(input_shape) != len(data.sample_shape) + 1
                          else "fix --input-shape or the data")
     return data
+
+
+def _refuse_channels_last(spec: str, input_shape: Tuple[int, ...], channels: int) -> None:
+    """`--input-shape 1x64x64x3` is the NHWC habit (TensorFlow, PIL): read as NCHW it asks for 64
+    channels of 64x3 images. Said as such, with the shape meant."""
+    if len(input_shape) == 4 and input_shape[-1] == channels in (1, 3) and input_shape[1] != channels:
+        n, h, w, c = input_shape
+        raise InputError(f"data {spec}: --input-shape {'x'.join(map(str, input_shape))} puts the {c} channels last "
+                         f"(NHWC), but inputs here are NCHW: batch, channels, height, width",
+                         hint=f"--input-shape {n}x{c}x{h}x{w}")
+
+
+def check_label_names(data: Dataset, outputs: int, role: str = "the model") -> None:
+    """The class names must name every output: the bundle's labels.txt and example.py index them by
+    the model's top class (2 names for a 4-output model crashed example.py with an IndexError)."""
+    if data.labels is None or len(data.labels) == outputs:
+        return
+    folder = Path(data.source).is_dir()
+    names = "class folders (empty ones are not classes)" if folder else "names in 'labels'"
+    hint = ("give each of the model's classes its folder, named so they sort in its output order (0_cat, 1_dog, ...)"
+            if folder else f"save one name per output, in output order: numpy.savez(..., labels=[...{outputs} names])")
+    raise InputError(f"data {data.source} has {len(data.labels)} {names} but {role} has {outputs} outputs",
+                     hint=hint)
 
 
 def parse_shape(text: str) -> Tuple[int, ...]:

@@ -63,7 +63,7 @@ def teacher(held_out_fraction: float, log=print):
     """The trained teacher, from the cache or trained now on the training split only."""
     import torch
 
-    from ..data import split
+    from ..data import split_indices
 
     seed = teacher_seed()
     path = cache_dir() / f"teacher-v{DEMO_VERSION}-seed{seed}-held{held_out_fraction:.3f}.pt"
@@ -73,7 +73,10 @@ def teacher(held_out_fraction: float, log=print):
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         log(f"demo: the teacher trained earlier, from {path}")
         return model.eval(), path
-    train, _ = split(dataset(), held_out_fraction)
+    train_idx, _ = split_indices(len(dataset()), held_out_fraction)
+    # sorted, as every cached teacher was trained: its batches come from this order, so the split's
+    # random order would train (and cache under the same name) another teacher
+    train = dataset().subset(np.sort(train_idx))
     start = time.perf_counter()
     _train(model, train.x, train.y, seed=seed)
     log(f"demo: trained the teacher on {len(train)} digits in {time.perf_counter() - start:.1f} s, cached at {path}")

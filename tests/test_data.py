@@ -1,0 +1,156 @@
+"""Data as users have it on disk: class-sorted image folders, stray hidden folders, an odd-sized
+image, unreadable class folders. Real files, the real loader, the real split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecompress import data
+from edgecompress.profile import Preprocess
+
+CLASSES = ("circle", "cross", "square", "star", "triangle")
+
+
+def _png(path: Path, size_hw=(8, 8), value: int = 0) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size_hw, 3), value, np.uint8)).save(path)
+
+
+def _folder(root: Path, per_class: int = 40, classes=CLASSES) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            _png(root / name / f"{name}_{i:03d}.png", value=40 * c + i % 7)
+    return root
+
+
+def test_every_prefix_of_the_split_is_a_draw_over_all_classes(tmp_path):
+    """Calibration takes the first 128 training samples and parity.npz the first 32 held-out ones:
+    read class by class and sorted, those were 3 of 5 classes (walkthrough problem 2)."""
+    loaded = data.load(str(_folder(tmp_path / "shapes")), Preprocess(), None)
+    assert list(loaded.y[:40]) == [0] * 40, "the folder is read class by class"
+    train, held = data.split(loaded, 0.2)
+    assert (len(train), len(held)) == (160, 40)
+    assert set(train.y[:128]) == set(range(5)) and set(held.y[:32]) == set(range(5))
+
+
+def test_the_split_keeps_its_members_and_its_seed():
+    train, held = data.split_indices(1797, 0.2)
+    order = np.random.default_rng(data.SPLIT_SEED).permutation(1797)
+    assert set(held) == set(order[:359]) and set(train) == set(order[359:])  # who is held out did not change
+    again = data.split_indices(1797, 0.2)
+    assert np.array_equal(train, again[0]) and np.array_equal(held, again[1])
+    assert not np.array_equal(train, np.sort(train)), "the order is the seeded draw, not sorted"
+
+
+def test_hidden_and_macos_entries_are_skipped_and_counted(tmp_path, capsys):
+    root = _folder(tmp_path / "shapes", per_class=2, classes=("0_cat", "1_dog"))
+    _png(root / ".ipynb_checkpoints" / "x.png")
+    _png(root / "__MACOSX" / "0_cat" / "._a.png")
+    (root / "0_cat" / "._0_cat_000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # not an image at all
+    (root / "0_cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "1_dog" / "notes.txt").write_text("taken on a Sunday")
+    loaded = data.load(str(root), Preprocess(), None)
+    assert loaded.labels == ["0_cat", "1_dog"] and len(loaded) == 4 and list(loaded.y) == [0, 0, 1, 1]
+    err = capsys.readouterr().err
+    assert "skipped 4 hidden or macOS entries (.ipynb_checkpoints/, 0_cat/.DS_Store, 0_cat/._0_cat_000.png, __MACOSX/)" \
+        in err
+    assert "skipped 1 entry in the class folders that are not images (1 .txt)" in err
+
+
+def test_an_empty_folder_is_not_a_class_wherever_it_sorts(tmp_path, capsys):
+    """`unsorted/` sorting last put a 6th name in labels.txt for a 5-output model; `backup/` sorting
+    first shifted every class by one."""
+    root = _folder(tmp_path / "shapes", per_class=2, classes=("cat", "dog"))
+    (root / "unsorted").mkdir()
+    (root / "backup").mkdir()
+    loaded = data.load(str(root), Preprocess(), None)
+    assert loaded.labels == ["cat", "dog"] and list(loaded.y) == [0, 0, 1, 1]
+    err = capsys.readouterr().err
+    assert f"warning: image folder {root}: backup/ is empty: it is not a class" in err
+    assert f"warning: image folder {root}: unsorted/ is empty: it is not a class" in err
+
+
+def test_a_class_folder_of_unreadable_photos_is_named_with_its_suffixes(tmp_path, capsys):
+    root = _folder(tmp_path / "birds", per_class=2, classes=("0_cat", "1_dog", "3_fish"))
+    (root / "2_bird").mkdir()
+    for i in range(3):
+        (root / "2_bird" / f"IMG_{i}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    loaded = data.load(str(root), Preprocess(), None)
+    assert loaded.labels == ["0_cat", "1_dog", "3_fish"]
+    err = capsys.readouterr().err
+    assert f"warning: image folder {root}: 2_bird/ holds 3 .heic but no images (.bmp," in err
+    assert "it is not a class; the 1 class(es) after it are numbered one lower" in err and "convert" in err
+
+
+def test_one_odd_sized_image_is_resized_to_the_size_the_others_share(tmp_path):
+    """One 80x80 image among 64x64 ones sent them all to 224x224 and the model to chance (problem 3)."""
+    root = tmp_path / "shapes"
+    for name in ("cat", "dog"):
+        for i in range(5):
+            _png(root / name / f"{i}.png", size_hw=(16, 16))
+    _png(root / "dog" / "odd.png", size_hw=(20, 24))
+    loaded = data.load(str(root), Preprocess(), None)
+    assert loaded.x.shape == (11, 3, 16, 16)
+    note = loaded.preprocessing["note"]
+    assert note.startswith("images kept at their own size, 16x16; the 1 other image(s), in 1 other size(s) (20x24), "
+                           "resized to it"), note
+
+
+def test_no_size_shared_by_most_images_still_goes_to_the_default(tmp_path):
+    root = tmp_path / "mixed"
+    for i, size in enumerate([(16, 16), (16, 16), (20, 20), (20, 20), (24, 24)]):
+        _png(root / "a" / f"{i}.png", size_hw=size)
+    loaded = data.load(str(root), Preprocess(), None)
+    assert loaded.x.shape[2:] == (224, 224) and "3 sizes, none shared by most of them" in loaded.preprocessing["note"]
+
+
+def test_a_decompression_bomb_is_the_users_input_error_naming_the_file(tmp_path):
+    root = _folder(tmp_path / "scans", per_class=2, classes=("a", "b"))
+    bomb = root / "b" / "scan.png"
+    bomb.write_bytes(_png_header(20000, 20000))
+    with pytest.raises(data.InputError) as caught:
+        data.load(str(root), Preprocess(), None)
+    assert f"image {bomb} is too large to decode safely" in str(caught.value)
+    assert "shrink it" in caught.value.hint
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height: PIL judges the size from it before any pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("shape, channels", [((1, 64, 64, 3), 3), ((8, 32, 32, 1), 1)])
+def test_a_channels_last_input_shape_is_named_with_the_nchw_one(tmp_path, shape, channels):
+    root = tmp_path / "imgs"
+    _png(root / "a" / "0.png")
+    pre = Preprocess(channels=channels, mean=[0.5] * channels, std=[0.5] * channels)
+    with pytest.raises(data.InputError) as caught:
+        data.load(str(root), pre, shape)
+    n, h, w, c = shape
+    assert f"--input-shape {n}x{h}x{w}x{c} puts the {c} channels last (NHWC)" in str(caught.value)
+    assert caught.value.hint == f"--input-shape {n}x{c}x{h}x{w}"
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros((4, c, h, w), np.float32))
+    with pytest.raises(data.InputError, match="NHWC"):
+        data.load(str(npz), pre, shape)
+
+
+def test_label_names_must_name_every_output(tmp_path):
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array(["cat", "dog"]))
+    loaded = data.load(str(npz), Preprocess(), None)
+    with pytest.raises(data.InputError) as caught:
+        data.check_label_names(loaded, 4)
+    assert f"data {npz} has 2 names in 'labels' but the model has 4 outputs" in str(caught.value)
+    data.check_label_names(loaded, 2)
