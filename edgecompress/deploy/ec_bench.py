@@ -21,7 +21,8 @@ Job keys (unknown keys are errors):
                     (valid as small indices), booleans fair coins; `seed` (default 0) fixes them.
   warmup            {"runs": N, "seconds": S}, default {"runs": 10, "seconds": 1.0}
   runs              {"count": N, "seconds": S}, default {"count": 100, "seconds": 1.0}
-  max_runs          cap on warm-up runs and on timed runs, default 100000
+  max_runs          cap on a count budget (warmup.runs, runs.count), default 100000; it never
+                    shortens a seconds budget or the energy window
   energy            "auto" (default) | "none" | a source of ec_energy.SOURCES: "ina3221" (Jetson
                     JetPack 5/6 hwmon), "ina3221x" (JetPack 4 IIO), "tegrastats", "nvml", "rapl",
                     "pi5_pmic". auto takes the first available in that order; a named source that
@@ -41,28 +42,35 @@ Job keys (unknown keys are errors):
 
 Run rule: the first run after loading is timed alone (`first_run_ms`; it pays for lazy
 initialisation). Warm-up then runs until at least warmup.runs runs AND warmup.seconds have passed;
-timed runs go until at least runs.count runs AND runs.seconds have passed; both stop at max_runs
-(with a warning when that cut a budget short). With a power source, the idle baseline is sampled
-between warm-up and the timed runs, and the timed runs go on until the window holds
-ec_energy.MIN_UPDATES sensor updates (with a warning when that lengthened them). Each latency is
-perf_counter_ns around one session.run call on the same inputs. A session without `run` (TensorRT
+timed runs go until at least runs.count runs AND runs.seconds have passed. max_runs cuts a count
+budget only (with a warning when it did): a cap in runs would end a seconds budget at a point that
+depends on the CPU's speed (a 4 us model reaches 100000 runs in 0.4 s). With a power source, the
+idle baseline is sampled between warm-up and the timed runs, and the timed runs go on until the
+window holds ec_energy.MIN_UPDATES sensor updates (with a warning when that lengthened them). Each
+latency is perf_counter_ns around one session.run call on the same inputs. Memory stays bounded
+however many runs a window holds (ec_stats.Latencies): up to ec_stats.KEEP_LATENCIES runs are
+kept whole; past that the percentiles and drift parts come from an even random sample of the
+runs, and n, mean, std, min and max still from every run. A session without `run` (TensorRT
 when cuda-python is missing) is timed by its runtime's own tool instead: session.measure() gives the
 latency block, bracketed by the device-state snapshots, with no first run, warm-up or energy.
 
-Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method},
+Result keys: protocol_version, latency_ms {p50, p90, p99, mean, std, min, max, n, method, sampled
+(how many runs the percentiles come from: n unless the window held more than KEEP_LATENCIES)},
 first_run_ms, load_ms, peak_rss_mb (this process's peak resident memory, MiB; null when a tool such
 as trtexec ran the model in its own process), warmup_done {runs, seconds},
 timed_window_s, stability {parts, part_p50_min, part_p50_max, spread_pct} (the p50s of consecutive
-parts of the timed runs, each at least 0.5 s of run time; see ec_stats.stability) or null,
+parts of the timed runs, each at least 0.5 s of the timed window; see ec_stats.stability) or null,
 energy (ec_energy.Meter.result) or null, energy_reason (null when measured),
 device {arch, python, platform, runtime, runtime_version, cpu_count, governor,
 clocks_mhz_before/after, gpu_clocks_hz_before/after (Jetson devfreq), temperatures_c_before/after,
 throttled, throttle_reason; with NVML also gpu_name, gpu_clocks_event_mask, gpu_throttle_reasons}
 (before and after bracket the timed window), runtime_options, inputs [{name, shape, dtype, source}],
-outputs (when asked), warnings, host; plus runtime-specific keys (e.g. build_ms, engine, and
-`artifacts`: files the runtime left in the job folder for the host to fetch); a runtime's own
-`warnings` are added to the list. With lock_clocks, device also holds clocks_locked, clocks_restored,
-nvpmodel {mode_name, mode_id}, jetson_clocks_show_before/_locked. Exit 128 + N after signal N.
+outputs (when asked), warnings (among them: a p50 drift above NOISY_SPREAD_PCT; a mean above
+HEAVY_TAIL_MEAN_OVER_P50 x the p50, with the share of runs over twice the p50), host; plus
+runtime-specific keys (e.g. build_ms, engine, and `artifacts`: files the runtime left in the job
+folder for the host to fetch); a runtime's own `warnings` are added to the list. With lock_clocks,
+device also holds clocks_locked, clocks_restored, nvpmodel {mode_name, mode_id},
+jetson_clocks_show_before/_locked. Exit 128 + N after signal N.
 """
 import contextlib
 import json
@@ -85,6 +93,9 @@ PROGRESS_EVERY_NS = 500 * 1000 * 1000
 SHORT_WINDOW_S = 1.0
 FEW_RUNS_FOR_P99 = 100
 NOISY_SPREAD_PCT = 10.0
+# A mean this far above the p50 is a few huge runs, not the model's speed: the drift parts' p50s
+# cannot show it (each part's median ignores them), so it gets its own warning.
+HEAVY_TAIL_MEAN_OVER_P50 = 1.5
 
 
 class Failure(Exception):
@@ -160,34 +171,37 @@ def make_feeds(session, spec, folder, seed):
     return feeds, described
 
 
-def run_loop(run, feeds, want_runs, want_seconds, max_runs, label, min_seconds=0.0):
-    """Latencies (ms) of repeated runs under the stopping rule, the window's length in s, and when
-    (s) the budget alone would have stopped: runs go on to `min_seconds` (the energy window)."""
+def run_loop(run, feeds, want_runs, want_seconds, max_runs, label, min_seconds=0.0, record=None):
+    """Repeated runs under the stopping rule: (runs done, the window's length in s, when (s) the
+    budget alone would have stopped); runs go on to `min_seconds` (the energy window). Each run's
+    latency (ms) goes to `record` when given (the warm-up keeps none)."""
     perf = time.perf_counter_ns
-    latencies = []
+    done = 0
     goal_s = max(want_seconds, min_seconds)
     start = last_report = now = perf()
     budget_end_s = None
-    while ec_stats.keep_going(len(latencies), (now - start) / 1e9, want_runs, goal_s, max_runs):
-        if budget_end_s is None and not ec_stats.keep_going(len(latencies), (now - start) / 1e9, want_runs,
+    while ec_stats.keep_going(done, (now - start) / 1e9, want_runs, goal_s, max_runs):
+        if budget_end_s is None and not ec_stats.keep_going(done, (now - start) / 1e9, want_runs,
                                                             want_seconds, max_runs):
             budget_end_s = (now - start) / 1e9
         before = perf()
         run(feeds)
         now = perf()
-        latencies.append((now - before) / 1e6)
+        done += 1
+        if record is not None:
+            record((now - before) / 1e6)
         if now - last_report >= PROGRESS_EVERY_NS:
-            progress("%s %d/%d runs, %.1f/%.1f s" % (label, len(latencies), want_runs,
-                                                      (now - start) / 1e9, goal_s))
+            progress("%s %d/%d runs, %.1f/%.1f s" % (label, done, want_runs, (now - start) / 1e9, goal_s))
             last_report = now
     window_s = (now - start) / 1e9
-    return latencies, window_s, window_s if budget_end_s is None else budget_end_s
+    return done, window_s, window_s if budget_end_s is None else budget_end_s
 
 
-def cut_short(label, done, window_s, want_runs, want_seconds, max_runs):
-    if done >= max_runs and (done < want_runs or window_s < want_seconds):
-        return ("%s stopped at max_runs=%d after %.2f s, before its budget (%d runs, %.1f s)"
-                % (label, max_runs, window_s, want_runs, want_seconds))
+def cut_short(label, done, want_runs, max_runs):
+    """The cap only ever shortens a count budget (ec_stats.keep_going): say so when it did."""
+    if done < want_runs and done >= max_runs:
+        return ("%s stopped at max_runs=%d of the %d runs asked for (their seconds budget was kept)"
+                % (label, max_runs, want_runs))
     return None
 
 
@@ -259,6 +273,20 @@ def noise_warning(stability):
             % (stability["spread_pct"], stability["part_p50_min"], stability["part_p50_max"]))
 
 
+def outlier_warning(latency, sample_ms):
+    """When the mean is far above the p50, how many runs made it so. Runs over twice the p50 are
+    the ones named: above a 1.5x mean some always are (were all runs <= 2x p50, half of them <= p50,
+    the mean could not pass 1.5x)."""
+    p50, mean = latency["p50"], latency["mean"]
+    if p50 <= 0 or mean <= HEAVY_TAIL_MEAN_OVER_P50 * p50:
+        return None
+    runs_share, time_share = ec_stats.slow_share(sample_ms, 2 * p50)
+    return ("the mean %.3f ms is %.1fx the p50 %.3f ms: %.2f%% of the runs took over twice the p50 (the slowest "
+            "%.3f ms) and hold %.0f%% of the run time; something stalled the model now and then (a busy or "
+            "preempting host, power saving), so the p50 is the typical run and the mean is not"
+            % (mean, mean / p50, p50, 100.0 * runs_share, latency["max"], 100.0 * time_share))
+
+
 def size_warnings(model_inputs, fed):
     """An input whose dimensions besides the batch are dynamic was timed at size 1 in them (a 1x1
     image is not the model's speed): say so, and how to give the size."""
@@ -273,8 +301,9 @@ def size_warnings(model_inputs, fed):
 
 def collect_warnings(job, latency, m, device, energy, stability=None):
     window_s = m["window_s"]
-    timed_cut = cut_short("timed runs", latency["n"], window_s, job["runs"][0], job["runs"][1], job["max_runs"])
-    warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"], noise_warning(stability)) if w]
+    timed_cut = cut_short("timed runs", latency["n"], job["runs"][0], job["max_runs"])
+    warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"], noise_warning(stability),
+                            outlier_warning(latency, m["latencies"].sample)) if w]
     if window_s < SHORT_WINDOW_S:
         warnings.append("timed window %.2f s is short; runs.seconds >= %.0f (edgecompress bench --seconds, "
                         "profile bench.seconds) gives steadier numbers"
@@ -317,23 +346,25 @@ def idle_baseline(job, meter):
 
 
 def timed_window(job, session, feeds, meter):
-    """The timed runs, sampled by the meter when there is one; (latencies, window_s, warnings)."""
+    """The timed runs, sampled by the meter when there is one; (ec_stats.Latencies, window_s, warnings)."""
     count, seconds = job["runs"]
     min_s = meter.min_window_s if meter else 0.0
+    latencies = ec_stats.Latencies()
     progress("timed %d runs / %.1f s" % (count, max(seconds, min_s)))
     if meter:
         meter.start()
     try:
         with step("timed runs"):
-            latencies, window_s, budget_s = run_loop(session.run, feeds, count, seconds, job["max_runs"],
-                                                     "timed", min_seconds=min_s)
+            done, window_s, budget_s = run_loop(session.run, feeds, count, seconds, job["max_runs"], "timed",
+                                                min_seconds=min_s, record=latencies.add)
+            latencies.fold()  # n and the sample now hold every run
     finally:
         if meter:
             meter.stop()
     warnings = []
     if meter and budget_s < min_s and window_s > budget_s:
         warnings.append("timed window lengthened from %.3f s to %.3f s (%d runs) so the %s energy window "
-                        "holds %d sensor updates (every %.3f s)" % (budget_s, window_s, len(latencies),
+                        "holds %d sensor updates (every %.3f s)" % (budget_s, window_s, done,
                                                                     meter.source.name, ec_energy.MIN_UPDATES,
                                                                     meter.slowest_s()))
     return latencies, window_s, warnings
@@ -349,15 +380,15 @@ def measure(job, session, feeds, meter):
     progress("warmup %d runs / %.1f s" % (runs, seconds))
     with step("warm-up"):
         warm, warm_s, _ = run_loop(session.run, feeds, runs, seconds, job["max_runs"], "warmup")
-    warmup_cut = cut_short("warm-up", len(warm), warm_s, runs, seconds, job["max_runs"])
+    warmup_cut = cut_short("warm-up", warm, runs, job["max_runs"])
     with step("idle baseline"):
         energy_warnings = idle_baseline(job, meter)
     before = ec_state.snapshot(job["sysfs_root"])
     latencies, window_s, timed_warnings = timed_window(job, session, feeds, meter)
     after = ec_state.snapshot(job["sysfs_root"])
-    progress("timed %d runs in %.2f s" % (len(latencies), window_s))
+    progress("timed %d runs in %.2f s" % (latencies.n, window_s))
     return {"first_outputs": first_outputs, "first_run_ms": first_run_ms, "warmup_done":
-            {"runs": len(warm), "seconds": warm_s}, "warmup_cut": warmup_cut, "latencies": latencies,
+            {"runs": warm, "seconds": warm_s}, "warmup_cut": warmup_cut, "latencies": latencies,
             "window_s": window_s, "before": before, "after": after,
             "energy_warnings": energy_warnings + timed_warnings}
 
@@ -428,8 +459,8 @@ def measure_job(job):
     finally:
         if meter:
             meter.source.close()
-    latency = ec_stats.summarize(m["latencies"], METHOD)
-    stability = ec_stats.stability(m["latencies"])
+    latency = m["latencies"].summary(METHOD)
+    stability = ec_stats.stability(m["latencies"].sample, window_s=m["window_s"])
     energy = None
     if meter:
         energy, energy_reason = meter.result(m["window_s"], latency["n"])

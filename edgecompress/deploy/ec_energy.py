@@ -9,7 +9,8 @@ samples it just before the timed window with nothing running (idle baseline, `id
 then during the timed window only. Power samples are integrated with the trapezoid rule; an energy
 counter is differenced (wraps already undone by the source). Samples are stamped with
 time.perf_counter at the middle of each read. A window shorter than MIN_UPDATES sensor refreshes
-says little, so ec_bench keeps the timed runs going until the window is long enough and says so.
+says little, so ec_bench keeps the timed runs going until the window is long enough and says so
+(max_runs never stops them earlier: it caps a count budget only).
 
 The result's `energy` object (Meter.result): source; rails (read); total_rail (the input rail, e.g.
 VDD_IN) or summed_rails (rails added up where there is none), the other null; method; samples and
@@ -189,7 +190,7 @@ class Meter(object):
         """(energy object, None) or (None, reason) for a timed window of `runs` inferences."""
         if window_s < self.min_window_s:
             return None, ("window too short: the timed window of %.3f s holds fewer than %d updates of %s "
-                          "(every %.3f s; needs >= %.3f s); raise max_runs or runs.seconds"
+                          "(every %.3f s; needs >= %.3f s); raise runs.seconds"
                           % (window_s, MIN_UPDATES, self.source.name, self.slowest_s(), self.min_window_s))
         if not self.timed or len(self.timed) < 2:
             return None, "%s gave fewer than 2 readings in the timed window (%d failed reads; last: %s)" % (

@@ -48,6 +48,50 @@ def run_bench():
     return _run_bench
 
 
+STANDIN = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import ec_bench, ec_runtimes, ec_stats
+
+PATTERN_S = json.loads(sys.argv[2])
+if sys.argv[3] != "-":
+    ec_stats.KEEP_LATENCIES = int(sys.argv[3])
+
+def load_standin(model_path, options):
+    # The real model, each run made to last as long as the pattern says (cycled): a CPU of any speed.
+    session = ec_runtimes.load_onnxruntime(model_path, options)
+    calls = [0]
+    def run(feeds):
+        pause = PATTERN_S[calls[0] % len(PATTERN_S)]
+        calls[0] += 1
+        if pause:
+            time.sleep(pause)
+        return session.run(feeds)
+    return ec_runtimes.Session(run, session.inputs, session.outputs, "standin-1.0", session.options,
+                               session.load_ms)
+
+ec_bench.RUNTIMES["standin"] = load_standin
+sys.exit(ec_bench.main(["ec_bench.py", "job.json"]))
+"""
+
+
+def _run_standin(folder: Path, job: dict, pattern_s=(0.0,), keep=None, timeout: float = 60):
+    """_run_bench's answer for a stand-in runtime whose runs last `pattern_s` (s, cycled) on top of
+    the tiny model's own microseconds: the slow CPU (or the stalls) a test needs, on any CPU. `keep`
+    lowers ec_stats.KEEP_LATENCIES, so thinning can be seen without millions of runs."""
+    (folder / "job.json").write_text(json.dumps(dict(job, runtime="standin")))
+    done = subprocess.run([sys.executable, "-c", STANDIN, str(DEPLOY), json.dumps(list(pattern_s)),
+                           "-" if keep is None else str(keep)], cwd=folder, capture_output=True, text=True,
+                          timeout=timeout)
+    out = done.stdout.splitlines()
+    return done.returncode, json.loads(out[-1]) if out else None, out, done.stderr.splitlines()
+
+
+@pytest.fixture
+def run_standin():
+    return _run_standin
+
+
 @pytest.fixture
 def small_job():
     """A job that finishes in well under a second; tests change only what they examine."""

@@ -64,23 +64,48 @@ def test_a_run_prints_progress_on_stderr_and_one_json_result_on_stdout(job_dir, 
     assert any("p99 from only 5 runs" in w for w in result["warnings"])
 
 
-def test_seconds_budgets_hold_even_when_the_counts_are_met(job_dir, run_bench, small_job):
+# A fast CPU reaches any run cap before a seconds budget; a slow one reaches the seconds first. A cap of
+# 5 runs makes every CPU the fast one (a Zen 5 hit the default 100,000 in 0.4 s); the stand-in's
+# 50 ms runs make every CPU the slow one.
+CPU_SPEEDS = {"fast": dict(max_runs=5), "slow": dict(pattern_s=(0.05,))}
+
+
+def bench_at(speed, job_dir, run_bench, run_standin, job):
+    """run_bench's answer for `job` as a fast or a slow CPU would give it."""
+    changes = dict(CPU_SPEEDS[speed])
+    pattern_s = changes.pop("pattern_s", None)
+    job = dict(job, **changes)
+    return run_bench(job_dir, job) if pattern_s is None else run_standin(job_dir, job, pattern_s)
+
+
+@pytest.mark.parametrize("speed", sorted(CPU_SPEEDS))
+def test_seconds_budgets_hold_even_when_the_counts_are_met(job_dir, run_bench, run_standin, small_job, speed):
     started = time.monotonic()
-    code, result, _, _ = run_bench(job_dir, small_job(warmup={"runs": 1, "seconds": 0.3},
-                                                      runs={"count": 1, "seconds": 0.5}))
+    code, result, _, _ = bench_at(speed, job_dir, run_bench, run_standin,
+                                  small_job(warmup={"runs": 1, "seconds": 0.3}, runs={"count": 1, "seconds": 0.5}))
     assert code == 0, result
     assert result["warmup_done"]["seconds"] >= 0.3 and result["warmup_done"]["runs"] > 1
     assert result["timed_window_s"] >= 0.5 and result["latency_ms"]["n"] > 1
     assert time.monotonic() - started >= 0.8
     assert any("timed window 0.5" in w and "short" in w for w in result["warnings"])
+    assert not any("max_runs" in w for w in result["warnings"])  # the counts were met: nothing was cut
 
 
-def test_max_runs_caps_a_long_seconds_budget_and_says_so(job_dir, run_bench, small_job):
-    code, result, _, _ = run_bench(job_dir, small_job(runs={"count": 1, "seconds": 60}, max_runs=50))
+def test_max_runs_caps_a_count_budget_and_says_so(job_dir, run_bench, small_job):
+    code, result, _, _ = run_bench(job_dir, small_job(runs={"count": 200}, max_runs=50))
     assert code == 0, result
     assert result["latency_ms"]["n"] == 50
-    assert result["timed_window_s"] < 30
-    assert any("timed runs stopped at max_runs=50" in w for w in result["warnings"])
+    assert any("timed runs stopped at max_runs=50 of the 200 runs asked for" in w for w in result["warnings"])
+
+
+def test_a_long_window_of_a_fast_model_keeps_every_run_in_its_totals_and_a_sample_of_them(job_dir, run_standin,
+                                                                                        small_job):
+    code, result, _, _ = run_standin(job_dir, small_job(runs={"count": 1, "seconds": 0.5}), keep=1000)
+    assert code == 0, result
+    lat = result["latency_ms"]
+    assert 500 <= lat["sampled"] <= 1000 < lat["n"]  # memory holds 1000 latencies however many runs
+    assert lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"] and lat["min"] <= lat["mean"] <= lat["max"]
+    assert lat["mean"] * lat["n"] / 1000 <= result["timed_window_s"]  # the totals are of every run
 
 
 def test_npy_inputs_are_the_values_fed(job_dir, run_bench, small_job):
@@ -225,14 +250,40 @@ def test_a_latency_drift_inside_the_timed_window_is_measured_and_warned(job_dir,
     assert any("the p50 moved by" in w and "will not repeat" in w for w in result["warnings"])
 
 
-def test_every_run_reports_its_stability_and_warns_only_above_the_threshold(job_dir, run_bench, small_job):
-    code, result, _, _ = run_bench(job_dir, small_job(runs={"count": 1, "seconds": 1.2}))
+@pytest.mark.parametrize("speed", sorted(CPU_SPEEDS))
+def test_every_run_reports_its_stability_and_warns_only_above_the_threshold(job_dir, run_bench, run_standin,
+                                                                            small_job, speed):
+    code, result, _, _ = bench_at(speed, job_dir, run_bench, run_standin, small_job(runs={"count": 1, "seconds": 1.2}))
     assert code == 0, result
     s = result["stability"]
-    assert s["parts"] >= 2  # the tiny model runs in microseconds: thousands of runs a part
+    assert s["parts"] == 2  # 1.2 s of window: two parts of at least 0.5 s, however fast each run is
     assert s["part_p50_min"] <= result["latency_ms"]["p50"] <= s["part_p50_max"]
     warned = any("the p50 moved by" in w for w in result["warnings"])
     assert warned == (s["spread_pct"] > ec_bench.NOISY_SPREAD_PCT)  # this host may be busy: either way, consistent
+
+
+def test_a_few_stalled_runs_that_double_the_mean_are_warned_with_their_share(job_dir, run_standin, small_job):
+    """The walkthrough's host: p50 0.014 ms, mean 0.029 ms, and only "spread 2%" said."""
+    # 1 run in 25 stalls for 200 ms: the mean is ~2.6x the p50. 5 ms runs, so that a busy host's own
+    # millisecond of sleep overshoot does not pass twice the p50.
+    stalls = (0.005,) * 24 + (0.2,)
+    code, result, _, _ = run_standin(job_dir, small_job(runs={"count": 100}), pattern_s=stalls)
+    assert code == 0, result
+    said = [w for w in result["warnings"] if "x the p50" in w]
+    assert len(said) == 1 and "of the runs took over twice the p50" in said[0], result["warnings"]
+    share = float(said[0].split(": ")[1].split("%")[0])
+    assert share == pytest.approx(4.0, abs=2.0)  # 4 of 100, give or take a run the host stalled itself
+    code, result, _, _ = run_standin(job_dir, small_job(runs={"count": 100}), pattern_s=(0.005,))
+    assert code == 0 and not [w for w in result["warnings"] if "x the p50" in w], result["warnings"]
+
+
+def test_the_stall_warning_names_the_mean_the_p50_and_the_share():
+    latency = {"p50": 0.014, "mean": 0.029, "max": 12.0}
+    sample = [0.014] * 995 + [3.0] * 5
+    said = ec_bench.outlier_warning(latency, sample)
+    assert said.startswith("the mean 0.029 ms is 2.1x the p50 0.014 ms: 0.50% of the runs took over twice the p50 "
+                           "(the slowest 12.000 ms) and hold 52% of the run time")
+    assert ec_bench.outlier_warning(dict(latency, mean=0.021), sample) is None  # 1.5x: not yet
 
 
 def test_host_and_device_side_share_the_drift_threshold():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sysfs_trees import Profile, Writer, orin_nano, rapl_two_sockets
-from test_ec_bench import python38
+from test_ec_bench import CPU_SPEEDS, bench_at, python38
 
 DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
 CONTRACT_KEYS = {"source", "rails", "total_rail", "summed_rails", "samples", "window_s", "idle_power_mw",
@@ -63,18 +63,23 @@ def test_a_short_run_is_lengthened_to_the_sources_minimum_window(job_dir, run_be
     assert "no idle baseline" in energy["note"] and energy["sample_interval_s"] == 0.002
 
 
-def test_a_window_that_max_runs_keeps_short_gives_no_energy(job_dir, run_bench, small_job, rapl_root):
+def test_the_run_cap_never_cuts_the_energy_window_short(job_dir, run_bench, small_job, rapl_root):
     root, counters = rapl_root
     job = small_job(energy="rapl", sysfs_root=str(root), idle_seconds=0, runs={"count": 3}, max_runs=3)
     with Writer(counters):
         code, result, _, _ = run_bench(job_dir, job)
     assert code == 0, result
-    assert result["energy"] is None
-    assert result["energy_reason"].startswith("window too short: the timed window of ")
-    assert "raise max_runs or runs.seconds" in result["energy_reason"]
+    energy = result["energy"]
+    assert result["energy_reason"] is None and energy["source"] == "rapl"
+    assert result["timed_window_s"] >= energy["min_window_s"] and result["latency_ms"]["n"] > 3
+    assert energy["mj_per_inference_total"] == pytest.approx(
+        energy["avg_power_mw"] * energy["window_s"] / result["latency_ms"]["n"])  # every run, not the cap's 3
+    assert any(w.startswith("timed window lengthened from ") for w in result["warnings"])
+    assert not any("max_runs" in w for w in result["warnings"])
 
 
-def test_the_device_state_comes_from_the_same_root(job_dir, run_bench, small_job, memory_root):
+@pytest.mark.parametrize("speed", sorted(CPU_SPEEDS))
+def test_the_device_state_comes_from_the_same_root(job_dir, run_bench, run_standin, small_job, memory_root, speed):
     for channel in orin_nano(memory_root, Profile(5000.0), Profile(1000.0), Profile(1200.0)):
         channel.write(0.0)  # static values: no writer needed
     for k in range(4):
@@ -87,8 +92,9 @@ def test_the_device_state_comes_from_the_same_root(job_dir, run_bench, small_job
     (gpu / "device/of_node/name").write_bytes(b"ga10b\x00")
     for name, value in (("cur_freq", 624750000), ("max_freq", 624750000), ("min_freq", 306000000)):
         (gpu / name).write_text("%d\n" % value)
-    code, result, _, _ = run_bench(job_dir, small_job(energy="auto", sysfs_root=str(memory_root),
-                                                      idle_seconds=0.1, runs={"count": 5, "seconds": 0.1}))
+    code, result, _, _ = bench_at(speed, job_dir, run_bench, run_standin,
+                                  small_job(energy="auto", sysfs_root=str(memory_root), idle_seconds=0.1,
+                                            runs={"count": 5, "seconds": 0.1}))
     assert code == 0, result
     device = result["device"]
     assert device["governor"] == "schedutil" and device["clocks_mhz_before"]["cpu3"] == 1510.4
@@ -99,6 +105,7 @@ def test_the_device_state_comes_from_the_same_root(job_dir, run_bench, small_job
     assert energy["source"] == "ina3221" and energy["total_rail"] == "VDD_IN"
     assert energy["avg_power_mw"] == pytest.approx(5000.0, rel=0.002)  # static files: exactly VDD_IN
     assert any("idle window lengthened from 0.10 s to 0.50 s" in w for w in result["warnings"])
+    assert energy["window_s"] == result["timed_window_s"] >= 0.5  # lengthened to 10 updates of 50 ms
 
 
 def test_a_named_source_that_is_absent_says_why(job_dir, run_bench, small_job, tmp_path):
