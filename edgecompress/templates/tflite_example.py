@@ -2,6 +2,7 @@
 
     python example.py                 # the first held-out sample stored in parity.npz
     python example.py input.npy       # one preprocessed NCHW input (batch optional)
+    python example.py photo.jpg       # an image, preprocessed as manifest.json says (needs Pillow)
 
 On the phone, ModelRunner.kt does the same with the LiteRT Interpreter.
 """
@@ -15,13 +16,37 @@ from ai_edge_litert.interpreter import Interpreter
 HERE = Path(__file__).resolve().parent
 
 
+def image_input(arg, spec_in):
+    """An image to the model's NCHW input, with the preprocessing recorded at build time (the same
+    formula the app must apply; the NHWC transpose below follows the model's layout)."""
+    from PIL import Image
+
+    pre = spec_in["preprocessing"]
+    if not pre.get("size") or pre.get("mean") is None:
+        sys.exit("%s: this bundle was built from preprocessed arrays, so how to turn an image into its input is "
+                 "not recorded (%s); pass a preprocessed .npy instead" % (arg, pre.get("note", pre.get("layout"))))
+    shape = spec_in["shape"]
+    channels = shape[3] if spec_in.get("layout") == "NHWC" else shape[1]
+    height, width = pre["size"]
+    img = Image.open(arg).convert("RGB" if channels == 3 else "L").resize((width, height))
+    arr = np.asarray(img, dtype=np.float32) * pre["scale"]
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean = np.array(pre["mean"][:channels], np.float32)[:, None, None]
+    std = np.array(pre["std"][:channels], np.float32)[:, None, None]
+    return ((arr - mean) / std)[None]
+
+
 def main():
     manifest = json.loads((HERE / "manifest.json").read_text())
-    if len(sys.argv) > 1 and not sys.argv[1].endswith(".npy"):
-        sys.exit("%s: this example takes a preprocessed input as .npy (NCHW, as the model's data was made); "
-                 "turn an image into one as your app will" % sys.argv[1])
-    x = np.load(HERE / "parity.npz")["x"][:1] if len(sys.argv) < 2 else np.load(sys.argv[1]).astype(np.float32)
     spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
+    if len(sys.argv) < 2:
+        x = np.load(HERE / "parity.npz")["x"][:1]
+    elif not Path(sys.argv[1]).is_file():
+        sys.exit("%s: no such file" % sys.argv[1])
+    elif sys.argv[1].endswith(".npy"):
+        x = np.load(sys.argv[1]).astype(np.float32)
+    else:
+        x = image_input(sys.argv[1], spec_in)
     if x.ndim == len(spec_in["shape"]) - 1:
         x = x[None]
     n, h, w, c = spec_in["shape"] if len(spec_in["shape"]) == 4 else (None,) * 4
