@@ -91,8 +91,9 @@ def as_root(argv):
 def run(argv):
     """(exit code, output) of a command; exit code None when it could not run or timed out."""
     try:
+        # its own session: the agent's SIGTERM/SIGKILL of the job's group must not cut a restore short
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              errors="replace", timeout=COMMAND_TIMEOUT_S)
+                              errors="replace", timeout=COMMAND_TIMEOUT_S, start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
         return None, str(e)
     return done.returncode, done.stdout

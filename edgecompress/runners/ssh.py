@@ -40,6 +40,11 @@ AGENT_START_SLACK_S = 30.0  # beyond the lock wait: starting python on a slow de
 KILL_GRACE_S = 10.0  # for the agent to kill the job and remove its folder
 KEEPALIVE_INTERVAL_S = 15.0  # a silently dead link is noticed after ~3 of these
 DEVICE_BACKSTOP_S = 60.0  # the agent kills a job this long after the host's own job timeout
+TERM_GRACE_S = 5.0  # ssh_agent.TERM_GRACE_S: SIGTERM -> SIGKILL of a job on the device
+# A job that locks Jetson clocks gets longer: ec_clocks allows `jetson_clocks --restore` 60 s
+# (COMMAND_TIMEOUT_S), and a SIGKILL half-way through would leave the clocks pinned.
+CLOCKS_TERM_GRACE_S = 75.0
+CLOCKS_STORE = "jetson_clocks.store"  # ec_clocks.STORE_FILE, kept in the workdir
 
 
 class _Dropped(Exception):
@@ -106,13 +111,38 @@ def _user_file(value: Optional[str], default: Optional[Path], device: Device, ke
     return default if default is not None and default.is_file() else None
 
 
+def _check_host(device: Device) -> None:
+    """`host: pi@192.168.1.20` is an ssh habit; asyncssh would look up the name `pi@192.168.1.20`."""
+    user, at, host = device.host.rpartition("@")
+    if at:
+        raise InputError(f"device '{device.name}': host '{device.host}' holds a user name as well",
+                         hint=f"split it in devices.yaml: devices.{device.name}.user: {user} and "
+                              f"devices.{device.name}.host: {host}")
+
+
+def _check_private_key(key: Optional[Path], device: Device) -> None:
+    """A key: that names the public half (id_ed25519.pub) cannot log in."""
+    if key is None:
+        return
+    try:
+        head = key.read_bytes()[:16]
+    except OSError:
+        head = b""
+    if key.suffix == ".pub" or head.startswith((b"ssh-", b"ecdsa-", b"sk-ssh-", b"sk-ecdsa-")):
+        private = key.with_suffix("") if key.suffix == ".pub" else key
+        raise InputError(f"device '{device.name}': key file {key} is a public key",
+                         hint=f"use the private key, without .pub: devices.{device.name}.key: {private}")
+
+
 def _endpoint(asyncssh, device: Device) -> _Endpoint:
     """Connection settings (key logins only), resolved through the ssh config for messages."""
     if device.transport != "ssh" or not device.host:
         raise InputError(f"device '{device.name}' is not an ssh device with a host",
                          hint="give it transport: ssh and host: ADDRESS or an ssh config alias")
+    _check_host(device)
     config = _user_file(device.ssh_config, Path("~/.ssh/config").expanduser(), device, "ssh_config")
     key = _user_file(device.key, None, device, "key")
+    _check_private_key(key, device)
     known = Path(device.known_hosts or "~/.ssh/known_hosts").expanduser()
     kwargs = dict(host=device.host, config=[str(config)] if config else [],
                   connect_timeout=device.connect_timeout_s, login_timeout=device.connect_timeout_s,
@@ -218,11 +248,12 @@ def _remote_program(path: str) -> str:
     return shlex.quote(path)
 
 
-def _agent_command(device: Device, lock: bool, timeout_s: float, fetch: bool = False) -> str:
+def _agent_command(device: Device, lock: bool, timeout_s: float, fetch: bool = False,
+                   term_grace_s: float = TERM_GRACE_S) -> str:
     """The one line the device's login shell runs; every word is quoted."""
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "user": _local_user()}
     config = {"workdir": device.workdir, "lock": lock, "wait_s": timeout_s, "owner": owner,
-              "kill_after_s": timeout_s + DEVICE_BACKSTOP_S, "fetch": fetch}
+              "kill_after_s": timeout_s + DEVICE_BACKSTOP_S, "fetch": fetch, "term_grace_s": term_grace_s}
     return " ".join(["exec", _remote_program(device.python), "-c", shlex.quote(_agent_source()),
                      shlex.quote(json.dumps(config))])
 
@@ -239,6 +270,7 @@ class _Agent:
 
     def __init__(self, process, on_progress):
         self.process, self.on_progress = process, on_progress
+        self.clocks_pinned = None  # the agent's `clocks_pinned` record: the job could not restore them
         self.streams = _Streams()
         self.lines: asyncio.Queue = asyncio.Queue()
         self.open_streams = 2
@@ -269,17 +301,21 @@ class _Agent:
                     return "eof", None
             elif name == "stdout" and line.startswith(AGENT_PREFIX):
                 kind, _, payload = line[len(AGENT_PREFIX):].partition(" ")
-                return kind, json.loads(payload) if payload else None
+                payload = json.loads(payload) if payload else None
+                if kind == "clocks_pinned":
+                    self.clocks_pinned = payload
+                return kind, payload
             else:
                 self.streams.take(name, line, self.on_progress)
 
     def send(self, message: str) -> None:
         self.process.stdin.write(message + "\n")
 
-    async def finish(self) -> None:
-        """Wait (briefly) for the agent to remove its folder and exit."""
+    async def finish(self, term_grace_s: float = TERM_GRACE_S) -> None:
+        """Wait for the agent to end the job (SIGTERM, then SIGKILL after term_grace_s), remove its
+        folder and exit."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + KILL_GRACE_S
+        deadline = loop.time() + term_grace_s + KILL_GRACE_S
         while self.open_streams and (await self.event(deadline))[0] not in ("eof", "timeout"):
             pass
 
@@ -296,6 +332,25 @@ def _owner_text(owner) -> str:
     busy = f", {owner['busy_s']:.0f} s" if isinstance(owner.get("busy_s"), (int, float)) else ""
     return (f"job from host {owner.get('host', '?')} (pid {owner.get('pid', '?')}, user {owner.get('user', '?')})"
             f" since {owner.get('since', '?')}{busy}")
+
+
+def _pinned_note(agent: _Agent) -> str:
+    """What to run when the device says the job could not restore its Jetson clocks."""
+    pinned = agent.clocks_pinned
+    if not isinstance(pinned, dict):
+        return ""
+    why = f" ({pinned['error']})" if pinned.get("error") else ""
+    return (f"\nthe Jetson clocks may still be pinned{why}: run `{pinned.get('command')}` on the device (the next "
+            f"job on it tries that first)")
+
+
+def _clocks_still_pinned(ep: _Endpoint, agent: _Agent) -> DeviceError:
+    pinned = agent.clocks_pinned or {}
+    return DeviceError(f"device {ep.name} ({ep.where}): an earlier job left its Jetson clocks pinned (pid "
+                       f"{pinned.get('pid', '?')}, since {pinned.get('since', '?')}), and restoring them failed: "
+                       f"{pinned.get('error')}. Nothing ran, so they are not taken as the baseline.",
+                       hint=f"run `{pinned.get('command')}` on the device (--lock-clocks needs root or a "
+                            f"password-less sudo rule for jetson_clocks), then try again")
 
 
 def _agent_failed(ep: _Endpoint, device: Device, agent: _Agent, kind: str, payload) -> DeviceError:
@@ -315,7 +370,14 @@ async def _ready(ep: _Endpoint, device: Device, agent: _Agent, wait_s: float, on
         kind, payload = await agent.event(deadline)
         if kind == "ready":
             return payload
-        if kind == "busy":
+        if kind == "restoring_clocks":
+            deadline += CLOCKS_TERM_GRACE_S
+            if on_progress is not None:
+                on_progress(f"device {ep.name}: restoring the Jetson clocks an earlier job left pinned (pid "
+                            f"{payload.get('pid', '?')}, since {payload.get('since', '?')})")
+        elif kind == "clocks_pinned":
+            raise _clocks_still_pinned(ep, agent)
+        elif kind == "busy":
             if on_progress is not None:
                 on_progress(f"waiting for device {ep.name}: busy with {_owner_text(payload)}")
         elif kind in ("gaveup", "timeout"):
@@ -340,9 +402,9 @@ async def _upload(conn, folder: str, files: List[Tuple[str, Path]], job_bytes: O
         await asyncio.gather(*puts, *([write_job()] if job_bytes is not None else []))
 
 
-async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: float, timeout_s: float,
-                         what: str) -> int:
+async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: float, plan: "_Plan") -> int:
     """Exit code of the job; on the deadline the agent kills it and DeviceError says so."""
+    what, timeout_s = plan.what, plan.timeout_s
     agent.send(json.dumps({"run": argv}))
     while True:
         kind, payload = await agent.event(deadline)
@@ -350,9 +412,9 @@ async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: flo
             return payload  # the caller fetches artifacts, then lets the agent remove the folder
         if kind == "timeout":
             agent.send("kill")
-            await agent.finish()
+            await agent.finish(plan.term_grace_s)  # a job that locked clocks restores them first
             raise DeviceError(f"{what} on device {ep.name} ({ep.where}) did not finish within the job timeout of "
-                              f"{timeout_s:g} s and was killed{_context(agent.streams)}",
+                              f"{timeout_s:g} s and was killed{_context(agent.streams)}{_pinned_note(agent)}",
                               hint="raise job_timeout_s in devices.yaml (or the timeout), or lower the job's "
                                    "warmup/runs seconds and counts")
         if kind in ("eof", "error", "killed"):
@@ -360,7 +422,8 @@ async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: flo
             if agent.process.exit_status is None and agent.process.exit_signal is None:
                 raise _Dropped(f"running {what}", "the connection closed")
             raise DeviceError(f"device {ep.name} ({ep.where}): the device side stopped while running {what} "
-                              f"({_how_it_ended(agent.process, payload)}){_context(agent.streams)}",
+                              f"({_how_it_ended(agent.process, payload)}){_context(agent.streams)}"
+                              f"{_pinned_note(agent)}",
                               hint="look for the OOM killer or a reboot in the device's log (journalctl -k)")
 
 
@@ -411,6 +474,26 @@ def _job_files(model_path: Optional[Path], extra_files: dict, script: str) -> Li
     return files
 
 
+def _parsed(ep: _Endpoint, agent: _Agent, plan: "_Plan", code: int) -> dict:
+    """The job's result; its failure says when the clocks may still be pinned."""
+    try:
+        return parse_result(plan.what, f"on device {ep.name} ({ep.where})", code, agent.streams)
+    except DeviceError as e:
+        if not _pinned_note(agent) or "may still be pinned" in e.message:
+            raise
+        raise DeviceError(f"{e.message}{_pinned_note(agent)}", hint=e.hint) from None
+
+
+def _with_restored_note(result: dict, ready: dict) -> dict:
+    """Say in the result that clocks left pinned by an earlier job were restored before it ran."""
+    restored = ready.get("restored_clocks")
+    if not isinstance(restored, dict) or not isinstance(result.get("warnings"), list):
+        return result
+    note = (f"the Jetson clocks an earlier job left pinned (pid {restored.get('pid', '?')}, since "
+            f"{restored.get('since', '?')}) were restored before this job")
+    return dict(result, warnings=result["warnings"] + [note])
+
+
 @dataclass
 class _Plan:
     """One session's work: what to push and run, whether it takes the device lock, its timeout."""
@@ -423,6 +506,7 @@ class _Plan:
     timeout_s: float
     fetch_dir: Optional[Path] = None  # where the job's `artifacts` go; None: nothing is fetched
     phase: str = "connecting"  # what was happening, for a dropped connection's message
+    term_grace_s: float = TERM_GRACE_S  # the device's SIGTERM -> SIGKILL; longer when the job locks clocks
 
 
 async def _session(asyncssh, ep: _Endpoint, device: Device, plan: _Plan, on_progress) -> tuple:
@@ -444,8 +528,8 @@ async def _session(asyncssh, ep: _Endpoint, device: Device, plan: _Plan, on_prog
 
 async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progress) -> tuple:
     plan.phase = "waiting for the device lock" if plan.lock else "starting the device side"
-    process = await conn.create_process(_agent_command(device, plan.lock, plan.timeout_s, plan.fetch_dir is not None),
-                                        encoding="utf-8", errors="replace")
+    process = await conn.create_process(_agent_command(device, plan.lock, plan.timeout_s, plan.fetch_dir is not None,
+                                                       plan.term_grace_s), encoding="utf-8", errors="replace")
     agent = _Agent(process, on_progress)
     try:
         ready = await _ready(ep, device, agent, plan.timeout_s, on_progress)
@@ -460,16 +544,16 @@ async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progr
                               f"timeout of {plan.timeout_s:g} s",
                               hint="a slow link needs a larger job_timeout_s in devices.yaml") from None
         plan.phase = f"running {plan.what}"
-        code = await _run_in_folder(ep, agent, plan.argv, deadline, plan.timeout_s, plan.what)
+        code = await _run_in_folder(ep, agent, plan.argv, deadline, plan)
         try:
-            result = parse_result(plan.what, f"on device {ep.name} ({ep.where})", code, agent.streams)
+            result = _parsed(ep, agent, plan, code)
             if plan.fetch_dir is not None and result.get("artifacts"):
                 plan.phase = "copying the job's artifacts back"
                 await _download(conn, ready["folder"], result["artifacts"], plan.fetch_dir)
         finally:
             agent.send("done")
             await agent.finish()
-        return result, ready
+        return _with_restored_note(result, ready), ready
     finally:
         for pump in agent.pumps:
             pump.cancel()
@@ -488,11 +572,13 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
     asyncssh = _asyncssh()
     ep = _endpoint(asyncssh, device)
     model_path = Path(model_path)
+    lock_clocks = bool(job.get("lock_clocks"))
     plan = _Plan(what=f"the benchmark of {model_path.name}", argv=[SCRIPT, JOB_FILE],
                  files=_job_files(model_path, dict(extra_files or {}), SCRIPT),
                  job_bytes=json.dumps(dict(job, model=model_path.name), indent=1).encode(),
                  lock=True, timeout_s=float(timeout_s or device.job_timeout_s),
-                 fetch_dir=None if fetch_dir is None else Path(fetch_dir))
+                 fetch_dir=None if fetch_dir is None else Path(fetch_dir),
+                 term_grace_s=CLOCKS_TERM_GRACE_S if lock_clocks else TERM_GRACE_S)
     for attempt in (1, 2):
         try:
             result, _, _ = _run_sync(lambda: _session(asyncssh, ep, device, plan, on_progress))
@@ -500,7 +586,8 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
         except _Dropped as drop:
             if attempt == 2:
                 raise DeviceError(f"the connection to device {ep.name} ({ep.where}) dropped while {drop.phase} "
-                                  f"({drop.reason}), again after one retry on a new connection",
+                                  f"({drop.reason}), again after one retry on a new connection"
+                                  f"{_dropped_clocks_note(device, lock_clocks)}",
                                   hint=f"check the device and the link (rebooting? out of memory? flaky Wi-Fi?), "
                                        f"then try `edgecompress devices check {ep.name}`") from None
             if on_progress is not None:
@@ -508,6 +595,14 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
                             f"connection")
     check_protocol(result, model_path.name, f"on device {ep.name}")
     return dict(result, runner="ssh", measured_on="device", device_name=device.name)
+
+
+def _dropped_clocks_note(device: Device, lock_clocks: bool) -> str:
+    if not lock_clocks:
+        return ""
+    store = posixpath.join(device.workdir, CLOCKS_STORE)
+    return (f"\nthe device restores its Jetson clocks itself once it sees the link gone, and the next job there "
+            f"does if it could not; to be sure now, run `sudo jetson_clocks --restore {store}` on it")
 
 
 def check_ssh(device: Device) -> dict:

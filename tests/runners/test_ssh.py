@@ -323,3 +323,35 @@ def test_login_problems_are_device_errors_that_say_what_to_do(sshd, device, mode
         run_ssh(job(), model, device=device.model_copy(update={"key": str(tmp_path / "nothing")}))
     with pytest.raises(InputError, match="model file not found"):
         run_ssh(job(), tmp_path / "missing.onnx", device=device)
+
+
+def test_ssh_habits_in_devices_yaml_are_input_errors_that_say_the_fix(sshd, device, model, workdir):
+    public = Path(f"{sshd.client_key}.pub")
+    with pytest.raises(InputError) as caught:
+        run_ssh(job(), model, device=device.model_copy(update={"key": str(public)}))
+    assert f"device 'test-device': key file {public} is a public key" in str(caught.value)
+    assert f"use the private key, without .pub: devices.test-device.key: {sshd.client_key}" in str(caught.value)
+    with pytest.raises(InputError) as caught:
+        run_ssh(job(), model, device=device.model_copy(update={"host": f"{sshd.user}@127.0.0.1"}))
+    assert f"device 'test-device': host '{sshd.user}@127.0.0.1' holds a user name as well" in str(caught.value)
+    assert (f"split it in devices.yaml: devices.test-device.user: {sshd.user} and devices.test-device.host: "
+            "127.0.0.1") in str(caught.value)
+    assert not workdir.exists()
+
+
+def test_the_job_writes_through_the_agent_and_shared_files_are_open_to_every_account(device, model, workdir):
+    """The job's stderr is a pipe of the agent's own (so a dropped link never reaches it as EPIPE),
+    and the files several device accounts share are 0666, jobs/ sticky and open to all."""
+    seen = {}
+
+    def progress(message):
+        if message.startswith("loading") and not seen:
+            for pid in processes_inside(workdir):
+                agent_pid = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]
+                seen[pid] = (os.readlink(f"/proc/{pid}/fd/2"), os.readlink(f"/proc/{agent_pid}/fd/2"))
+
+    run_ssh(job(), model, device=device, on_progress=progress)
+    assert seen and all(job_stderr != agent_stderr for job_stderr, agent_stderr in seen.values()), seen
+    for name in ("device.lock", "jobs.lock"):
+        assert stat.S_IMODE((workdir / name).stat().st_mode) == 0o666, name
+    assert stat.S_IMODE((workdir / "jobs").stat().st_mode) == 0o1777
