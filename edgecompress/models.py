@@ -21,6 +21,7 @@ class ModelSource:
     sha256: str
     module: Any = None  # nn.Module for kind == "torch"
     onnx_path: Optional[Path] = None
+    weights: Optional[Path] = None  # the --weights file loaded into module; None: the factory's own weights
 
 
 def sha256_file(path: Path) -> str:
@@ -101,8 +102,10 @@ def load_factory(spec: str, weights: Optional[str], role: str = "model") -> Mode
     except Exception as exc:
         hint = f"fix the error in {path}"
         if isinstance(exc, TypeError) and "argument" in str(exc) and _called_from_here(exc):
+            wrapper = "make_model" if factory_name != "make_model" else "make_my_model"  # not one that calls itself
             hint = (f"edgecompress calls {factory_name}() with no arguments: give its parameters defaults, or "
-                    f"add a small function that builds the model you want (def build(): return {factory_name}(...))")
+                    f"add a small function that builds the model you want (def {wrapper}(): return "
+                    f"{factory_name}(...)) and pass {path.name}:{wrapper}")
         raise InputError(raised(f"{path}:{factory_name}()", exc, path), hint=hint) from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module",
@@ -111,7 +114,8 @@ def load_factory(spec: str, weights: Optional[str], role: str = "model") -> Mode
     if weights:
         _load_weights(model, Path(weights).expanduser())
         digest.update(bytes.fromhex(sha256_file(Path(weights).expanduser())))
-    return ModelSource(name_for(spec), "torch", digest.hexdigest(), module=model.eval())
+    return ModelSource(name_for(spec), "torch", digest.hexdigest(), module=model.eval(),
+                       weights=Path(weights).expanduser() if weights else None)
 
 
 def _load_weights(model, path: Path) -> None:
@@ -127,12 +131,52 @@ def _load_weights(model, path: Path) -> None:
         what = f"it holds a pickled {found.group(1)}" if found else re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
         raise InputError(f"weights {path} could not be loaded with weights_only=True: {what.splitlines()[0]}",
                          hint="save them with torch.save(model.state_dict(), path)") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
     if not isinstance(state, dict):
-        raise InputError(f"weights {path} hold a {type(state).__name__}, not a state_dict")
+        raise InputError(f"weights {path} hold a {type(state).__name__}, not a state_dict",
+                         hint="save them with torch.save(model.state_dict(), path)")
+    state = _without_wrapper_prefix(model, _state_dict_in(state, path), path)
     _check_state(model, state, path)
     model.load_state_dict(state)
+
+
+# where training scripts keep the weights in a checkpoint ({"model": sd, "epoch": 3, "optimizer": ...})
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "model_state", "net", "network")
+# what wrappers put before every key: DataParallel / DistributedDataParallel, torch.compile
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _is_state_dict(value) -> bool:
+    import torch
+
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _state_dict_in(state: dict, path: Path) -> dict:
+    """A training checkpoint's weights entry, said, or the state_dict itself."""
+    from .console import log
+
+    if _is_state_dict(state):
+        return state
+    for key in CHECKPOINT_KEYS:
+        if _is_state_dict(state.get(key)):
+            others = [str(k) for k in state if k != key]
+            log(f"weights: {path} is a training checkpoint; loading its '{key}' entry"
+                + (f" (also in it: {', '.join(others[:6])}{' ...' if len(others) > 6 else ''})" if others else ""))
+            return state[key]
+    return state  # _check_state names what it holds
+
+
+def _without_wrapper_prefix(model, state: dict, path: Path) -> dict:
+    """Keys saved from a DataParallel or torch.compile wrapper (module.0.weight for 0.weight)."""
+    from .console import log
+
+    own = model.state_dict()
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(str(k).startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in own):
+            log(f"weights: {path} was saved from a wrapped model; loading it without the '{prefix}' prefix of its "
+                "keys")
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def _check_state(model, state: dict, path: Path) -> None:

@@ -670,6 +670,15 @@ def test_a_factory_that_needs_arguments_is_told_to_give_them_defaults(tmp_path, 
     assert code == 2, err
     assert "wide.py:wide() raised TypeError: wide() missing 1 required positional argument: 'width'" in err, err
     assert "raised TypeError:\nTypeError" not in err and "give its parameters defaults" in err
+    assert "(def make_model(): return wide(...)) and pass wide.py:make_model" in err
+
+
+def test_the_wrapper_suggested_for_a_factory_named_build_does_not_call_itself(tmp_path, npz_data, out_dir):
+    (tmp_path / "net.py").write_text("import torch.nn as nn\n"
+                                     "def build(width):\n    return nn.Linear(64, width)\n")
+    code, _, err = run_cli(*deploy_args(f"{tmp_path}/net.py:build", npz_data, out=out_dir))
+    assert code == 2 and "def make_model(): return build(...)" in err, err
+    assert "def build(): return build(" not in err
 
 
 def test_a_taken_out_folder_is_refused_before_the_model_is_loaded(tmp_path, npz_data, out_dir):
@@ -716,3 +725,115 @@ def test_a_second_block_of_a_section_in_a_profile_is_refused_with_both_lines(tmp
     code, _, err = run_cli("targets", "show", prof)
     assert code == 2, err
     assert str(prof) in err and "'prune' is given twice, on lines 5 and 9" in err and has_remedy(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# weights as training scripts save them (B11), data as users have it (B5, B7, B13, NHWC shapes)
+# ---------------------------------------------------------------------------------------------
+
+def _weights_as(tmp_path, name, wrap):
+    import torch
+
+    from edgecompress import models
+
+    ns: dict = {}
+    exec(textwrap.dedent(MODEL_SRC), ns)
+    trained = ns["build"]()
+    path = tmp_path / name
+    torch.save(wrap(trained.state_dict()), path)
+    return trained, path, models
+
+
+@pytest.mark.parametrize("name, wrap, said", [
+    ("ckpt.pt", lambda sd: {"model": sd, "epoch": 3, "optimizer": {"state": {}}},
+     "is a training checkpoint; loading its 'model' entry (also in it: epoch, optimizer)"),
+    ("lightning.ckpt", lambda sd: {"state_dict": sd, "global_step": 10}, "loading its 'state_dict' entry"),
+    ("dp.pt", lambda sd: {f"module.{k}": v for k, v in sd.items()}, "without the 'module.' prefix"),
+    ("both.pt", lambda sd: {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 1},
+     "without the 'module.' prefix"),
+])
+def test_weights_inside_a_checkpoint_or_with_a_wrappers_prefix_are_loaded_and_said(tmp_path, model_file, capsys,
+                                                                                  name, wrap, said):
+    import torch
+
+    trained, path, models = _weights_as(tmp_path, name, wrap)
+    source = models.load(f"{model_file}:build", str(path))
+    err = capsys.readouterr().err
+    assert f"weights: {path}" in err and said in err, err
+    for key, value in trained.state_dict().items():
+        assert torch.equal(source.module.state_dict()[key], value), key
+    assert source.weights == path
+
+
+def test_weights_of_a_checkpoint_without_a_known_entry_still_name_what_it_holds(tmp_path, model_file, npz_data,
+                                                                               out_dir):
+    _, path, _ = _weights_as(tmp_path, "odd.pt", lambda sd: {"ema_weights": sd, "epoch": 3})
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--weights", path, out=out_dir))
+    assert code == 2 and "unexpected (2): ema_weights, epoch" in err and has_remedy(err), err
+
+
+def test_npz_labels_that_do_not_name_every_class_are_refused_up_front(tmp_path, model_file, out_dir):
+    x, y = make_data()  # 4 classes
+    data = _npz(tmp_path, "two_names.npz", x=x, y=y, labels=np.array(["cat", "dog"]))
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", data, out=out_dir))
+    assert code == 2, err
+    assert "two_names.npz: 'y' has class index 3 but 'labels' has 2 names (cat, dog)" in err and has_remedy(err)
+
+
+def _image_folder(root: Path, classes=("0_a", "1_b", "2_c", "3_d"), per_class: int = 50) -> Path:
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), 30 * c + i % 5, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _grey_sets() -> list:
+    return ["--set", "preprocess.channels=1", "--set", "preprocess.mean=[0.5]", "--set", "preprocess.std=[0.5]"]
+
+
+def test_an_image_too_large_to_decode_is_named_with_what_to_do(tmp_path, model_file, out_dir):
+    import struct
+    import zlib
+
+    root = _image_folder(tmp_path / "scans", per_class=2)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    big = root / "1_b" / "scan.png"  # a 20000x20000 header, as a flatbed scan has
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    code, _, err = _run_or_traceback(*deploy_args(f"{model_file}:build", root, *_grey_sets(), out=out_dir))
+    assert code == 2, err
+    assert f"image {big} is too large to decode safely" in err and "shrink it" in err and "Traceback" not in err
+
+
+def test_hidden_folders_and_appledouble_files_are_not_classes(tmp_path, model_file, out_dir):
+    """`.ipynb_checkpoints/` sorted first and became class 0 ("'y' has class index 4 but the model has
+    4 outputs"); `._0.png` stopped the run as an unreadable image."""
+    root = _image_folder(tmp_path / "imgs")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "__MACOSX" / "0_a").mkdir(parents=True)
+    (root / "0_a" / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (root / "unsorted").mkdir()
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", root, *_grey_sets(),
+                                        *fast_sets("verify.min_top1_agreement=0"), "--json", out=out_dir))
+    assert code == 0, err
+    assert "skipped 3 hidden or macOS entries (.ipynb_checkpoints/, 0_a/._0.png, __MACOSX/)" in err
+    assert "unsorted/ is empty: it is not a class" in err
+    assert (out_dir / BUNDLE / "labels.txt").read_text().split() == ["0_a", "1_b", "2_c", "3_d"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz"])
+def test_a_channels_last_input_shape_is_told_the_nchw_shape(tmp_path, model_file, out_dir, kind):
+    if kind == "folder":
+        data, sets = _image_folder(tmp_path / "imgs", per_class=2), ["--set", "preprocess.channels=3"]
+    else:
+        data, sets = _npz(tmp_path, "rgb.npz", x=np.zeros((40, 3, 8, 8), np.float32)), []
+    code, _, err = run_cli(*deploy_args(f"{model_file}:build", data, "--input-shape", "1x8x8x3", *sets, out=out_dir))
+    assert code == 2, err
+    assert "--input-shape 1x8x8x3 puts the 3 channels last (NHWC), but inputs here are NCHW" in err
+    assert "-> --input-shape 1x3x8x8" in err
