@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -196,6 +197,31 @@ def write_record(directory, record):
         os.close(fd)
 
 
+def unsafe_store(path):
+    """Why the store file must not go to a root `jetson_clocks --store/--restore`, or None. The
+    restore writes each stored value to its stored path as root, so in a workdir that other accounts
+    can write to, the file must be root's (jetson_clocks runs as root) or this account's own, and
+    writable by its owner alone."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "%s is not a regular file" % path
+    if info.st_uid not in (0, os.geteuid()):
+        return "%s belongs to uid %d, neither root nor this account" % (path, info.st_uid)
+    if info.st_mode & 0o022:
+        return "%s can be written by other accounts (mode %03o)" % (path, stat.S_IMODE(info.st_mode))
+    return None
+
+
+def check_store(path):
+    reason = unsafe_store(path)
+    if reason is not None:
+        raise ClockError("refusing to hand the clocks' store file to jetson_clocks as root: %s; remove it (the "
+                         "clocks it held, if any, must then be set again by hand)" % reason)
+
+
 def restore_command(store):
     return "sudo jetson_clocks --restore %s" % store
 
@@ -206,6 +232,7 @@ def restore_stale(jetson_clocks, directory):
     if record is None:
         return None
     store = os.path.join(directory, STORE_FILE)
+    check_store(store)
     try:
         checked(as_root([jetson_clocks, "--restore", store]), "restoring the clocks an earlier job left pinned")
     except ClockError as e:
@@ -230,6 +257,7 @@ def restore(jetson_clocks, directory, guard):
 def store_and_record(jetson_clocks, directory):
     """jetson_clocks --store, then the record: from here on a killed job is restored by the next one."""
     store = os.path.join(directory, STORE_FILE)
+    check_store(store)  # root writes into an existing file: it must not be another account's
     checked(as_root([jetson_clocks, "--store", store]), "storing the clocks (jetson_clocks --store)")
     write_record(directory, {"pid": os.getpid(), "uid": os.geteuid(), "store": store, "since_epoch": time.time(),
                              "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})

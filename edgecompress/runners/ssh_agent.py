@@ -38,6 +38,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -195,8 +196,23 @@ def clock_record(workdir):
                 command="sudo jetson_clocks --restore %s" % os.path.join(workdir, CLOCKS_STORE_FILE))
 
 
+def unsafe_store(path):
+    """ec_clocks.unsafe_store: root's restore writes the stored values to the stored paths, so the
+    file must be root's or this account's, writable by its owner alone."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None  # jetson_clocks says what is missing
+    if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+        return ("refusing to hand %s to jetson_clocks as root: it is not a regular file of root or this account "
+                "that only its owner can write; remove it" % path)
+    return None
+
+
 def run_restore(store):
     """None when `jetson_clocks --restore STORE` worked, else why not."""
+    if unsafe_store(store):
+        return unsafe_store(store)
     jetson_clocks = shutil.which("jetson_clocks")
     if jetson_clocks is None:
         return "there is no jetson_clocks on PATH"

@@ -279,3 +279,20 @@ def test_ec_bench_without_jetson_clocks_fails_clearly(job_dir, small_job, tmp_pa
 def test_lock_clocks_must_be_a_boolean(job_dir, run_bench, small_job):
     code, result, _, _ = run_bench(job_dir, small_job(lock_clocks="yes"))
     assert code == 1 and result["error"] == "job.lock_clocks must be true or false, got 'yes'"
+
+
+def test_a_store_file_another_account_could_write_is_never_handed_to_root(fakes, folder, state):
+    """jetson_clocks --restore writes each stored value to its stored path as root: in a shared
+    workdir a store file others can write would let them choose what root writes where."""
+    store = state / ec_clocks.STORE_FILE
+    store.write_text("/etc/passwd:owned\n")
+    store.chmod(0o666)
+    (state / ec_clocks.STATE_FILE).write_text(json.dumps({"pid": 4242}))
+    with pytest.raises(ec_clocks.ClockError, match="can be written by other accounts"):
+        with ec_clocks.locked(str(folder)):
+            pass
+    (state / ec_clocks.STATE_FILE).write_text("")
+    with pytest.raises(ec_clocks.ClockError, match="refusing to hand the clocks' store file"):
+        with ec_clocks.locked(str(folder)):
+            pass
+    assert not any("--restore" in c or "--store" in c for c in fakes())

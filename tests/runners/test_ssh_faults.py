@@ -222,6 +222,17 @@ def test_a_failed_restore_says_the_clocks_may_be_pinned_and_the_next_job_restore
     assert jetson.wait_as_found() == AS_FOUND
 
 
+def test_the_agent_never_hands_root_a_store_file_another_account_could_write(jetson, model):
+    jetson.workdir.mkdir()
+    (jetson.workdir / "jetson_clocks.state").write_text(json.dumps({"pid": 4242}))
+    store = jetson.workdir / "jetson_clocks.store"
+    store.write_text("/etc/passwd:owned\n")
+    store.chmod(0o666)
+    with pytest.raises(DeviceError, match="an earlier job left its Jetson clocks pinned.*refusing to hand"):
+        run_ssh(job(), model, device=jetson.device)
+    assert not any("--restore" in line for line in jetson.log())
+
+
 def test_a_job_that_locks_clocks_gets_a_grace_longer_than_the_restore_timeout():
     sys.path.insert(0, str(AGENT.parents[1] / "deploy"))
     import ec_clocks
