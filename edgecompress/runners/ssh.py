@@ -412,7 +412,10 @@ async def _run_in_folder(ep: _Endpoint, agent: _Agent, argv: list, deadline: flo
             return payload  # the caller fetches artifacts, then lets the agent remove the folder
         if kind == "timeout":
             agent.send("kill")
-            await agent.finish(plan.term_grace_s)  # a job that locked clocks restores them first
+            if plan.term_grace_s > TERM_GRACE_S and agent.on_progress is not None:
+                agent.on_progress(f"job timeout: stopping the job on device {ep.name}, which restores the Jetson "
+                                  f"clocks first (up to {plan.term_grace_s:g} s)")
+            await agent.finish(plan.term_grace_s)
             raise DeviceError(f"{what} on device {ep.name} ({ep.where}) did not finish within the job timeout of "
                               f"{timeout_s:g} s and was killed{_context(agent.streams)}{_pinned_note(agent)}",
                               hint="raise job_timeout_s in devices.yaml (or the timeout), or lower the job's "

@@ -191,10 +191,12 @@ def test_a_drop_that_kills_the_job_too_is_restored_by_the_next_job_before_it_sto
 
 def test_a_restore_slower_than_the_old_grace_finishes_after_a_job_timeout(jetson, model):
     jetson.restore(sleep_s=7)  # the agent used to SIGKILL the job 5 s after its SIGTERM
-    started = time.monotonic()
+    started, messages = time.monotonic(), []
     with pytest.raises(DeviceError) as caught:
-        run_ssh(job(**LONG), model, device=jetson.device, timeout_s=4)
+        run_ssh(job(**LONG), model, device=jetson.device, timeout_s=4, on_progress=messages.append)
     assert "did not finish within the job timeout of 4 s and was killed" in str(caught.value)
+    assert "job timeout: stopping the job on device jet, which restores the Jetson clocks first (up to 75 s)" \
+        in messages
     assert "may still be pinned" not in str(caught.value)
     assert time.monotonic() - started < 40
     assert jetson.wait_as_found() == AS_FOUND
