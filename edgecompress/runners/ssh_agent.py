@@ -109,15 +109,25 @@ def open_shared(path, flags=os.O_RDONLY):
     """fd of a file several device accounts share, mode 0666 whatever the umask. An existing file is
     opened without O_CREAT: a sticky folder (fs.protected_regular) refuses O_CREAT on others' files."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW)
+        return open_existing(path, flags)
     except FileNotFoundError:
         pass
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     except FileExistsError:
-        return os.open(path, flags | os.O_NOFOLLOW)
+        return open_existing(path, flags)
     os.fchmod(fd, 0o666)
     return fd
+
+
+def open_existing(path, flags):
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW)
+    except PermissionError:
+        info = os.stat(path)
+        raise PermissionError("%s belongs to uid %d with mode %03o (made before workdirs could be shared), so "
+                              "uid %d cannot open it: its owner can share it with `chmod 666 %s`"
+                              % (path, info.st_uid, stat.S_IMODE(info.st_mode), os.geteuid(), path))
 
 
 def read_json(path):
@@ -278,6 +288,9 @@ def new_job_folder(workdir):
     os.makedirs(jobs, exist_ok=True)
     if os.stat(jobs).st_uid == os.geteuid():
         os.chmod(jobs, 0o1777)  # sticky, like /tmp: every account adds its own private folders
+    elif not os.access(jobs, os.W_OK | os.X_OK):
+        raise PermissionError("%s belongs to uid %d, so uid %d cannot add its job folder there: its owner can "
+                              "share it with `chmod 1777 %s`" % (jobs, os.stat(jobs).st_uid, os.geteuid(), jobs))
     mutex = open_shared(os.path.join(workdir, "jobs.lock"))
     try:
         fcntl.flock(mutex, fcntl.LOCK_EX)

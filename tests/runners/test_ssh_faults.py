@@ -290,3 +290,19 @@ def test_two_accounts_share_one_workdir_and_its_lock():
                 process.kill()
                 process.wait()
         subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path(SYSTEM_PYTHON).is_file(),
+                    reason="needs root, to run the second account (nobody) with setpriv")
+def test_a_lock_file_an_older_agent_kept_private_is_named_with_the_command_that_shares_it():
+    shared = Path(tempfile.mkdtemp(prefix="ec-shared-"))
+    try:
+        shared.chmod(0o1777)
+        (shared / "device.lock").write_text("")
+        (shared / "device.lock").chmod(0o600)
+        second = agent(shared, as_nobody=True)
+        out, _ = second.communicate(timeout=20)
+        assert second.returncode == 2
+        assert f"cannot open it: its owner can share it with `chmod 666 {shared / 'device.lock'}`" in out, out
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
