@@ -179,17 +179,30 @@ def load_inputs(opts: DeployOptions, prof):
         source = models.ModelSource("demo", "torch", models.sha256_file(path), module=teacher)
         dataset = data_mod.load(opts.data, prof.preprocess, shape) if opts.data else demo.dataset()
     else:
-        source = models.load(opts.model, opts.weights)
+        source = _seeded_load(opts.model, opts.weights)
         if not opts.data:
             raise InputError("--data is required with your own model (calibration, distillation and checks need "
                              "samples)", hint="pass an .npz with x (and y) or a folder of images in class sub-folders")
         dataset = data_mod.load(opts.data, prof.preprocess, shape)
     teacher = source.module
     if opts.teacher:
-        teacher = models.load(opts.teacher, opts.teacher_weights, role="--teacher").module
+        teacher = _seeded_load(opts.teacher, opts.teacher_weights, role="--teacher").module
     elif opts.teacher_weights:
         raise InputError("--teacher-weights needs --teacher", hint="name the teacher with --teacher file.py:factory")
     return source, dataset, teacher
+
+
+def _seeded_load(spec: str, weights: Optional[str], role: str = "model"):
+    """The factory is called under a fixed seed: a model without --weights starts from the same
+    random weights every run, so the same command distils the same student, and --resume goes on
+    against the teacher the interrupted run had (the caller's random state is left as it was)."""
+    if spec.endswith(".onnx"):
+        return models.load(spec, weights, role=role)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return models.load(spec, weights, role=role)
 
 
 def check_teacher(teacher, student, dataset, spec: str) -> None:
@@ -385,10 +398,10 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     seconds = None if d.minutes is None else d.minutes * 60 / rounds
     ignore = prune.ignored_modules(student, p) if p.structure != "none" else []
     masks = None
-    if p.structure == "unstructured":
-        masks = _masks_after_resume(student, resume) or prune.magnitude_masks(student, p.ratio, ignore)
-    elif p.structure == "2:4":
-        masks = _masks_after_resume(student, resume) or prune.two_four_masks(student, ignore)
+    if p.structure in ("unstructured", "2:4"):
+        masks = (prune.magnitude_masks(student, p.ratio, ignore) if p.structure == "unstructured"
+                 else prune.two_four_masks(student, ignore))
+        masks = _masks_after_resume(student, masks) if resume else masks
     regularize = None
     if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
         regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
@@ -449,12 +462,12 @@ def _taylor_grads(teacher, train, d):
     return fill
 
 
-def _masks_after_resume(student, resume) -> Optional[dict]:
-    """The checkpoint's weights already carry the masks' zeros: rebuild the masks from them."""
-    if not resume:
-        return None
-    import torch.nn as nn
-    return {n: m.weight.detach() != 0 for n, m in student.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+def _masks_after_resume(student, masks: dict) -> dict:
+    """The checkpoint's weights already carry the masks' zeros: the same layers' masks, rebuilt from
+    those zeros (ranking the trained weights afresh could pick others). Only the layers the profile
+    masks: the classifier and the depthwise convolutions stay dense (2:4 checks every masked one)."""
+    modules = dict(student.named_modules())
+    return {name: modules[name].weight.detach() != 0 for name in masks}
 
 
 def _data_hash(train) -> str:
@@ -479,12 +492,12 @@ def _profile_hash(prof) -> str:
 
 
 def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
-    import torch
-
+    """The checkpoint (tensors and plain data: a planted file is refused, never run), checked against
+    this run; the student, a fresh copy of the user's unpruned model, takes its pruned structure."""
     if not path.is_file():
         log(f"--resume: no checkpoint at {path}; starting from the beginning")
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by distill
+    state = distill.load_checkpoint(path)
     for key, value in meta.items():
         if state.get(key) != value:
             what = {"model": "another model (or other weights)", "profile": "other prune or distill settings",
@@ -492,7 +505,7 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
             raise InputError(f"--resume: the checkpoint {path} was made with {what}",
                              hint="pass the same model, data and settings as the interrupted run, or run with "
                                   "--force instead of --resume to start over")
-    distill.restore_structure_(student, state["student"])
+    distill.restore_(student, state)
     log(f"--resume: continuing round {state['round']} at step {state['step']} from {path}")
     return state
 

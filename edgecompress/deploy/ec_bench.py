@@ -357,10 +357,10 @@ def timed_window(job, session, feeds, meter):
         with step("timed runs"):
             done, window_s, budget_s = run_loop(session.run, feeds, count, seconds, job["max_runs"], "timed",
                                                 min_seconds=min_s, record=latencies.add)
-            latencies.fold()  # n and the sample now hold every run
     finally:
         if meter:
             meter.stop()
+    latencies.fold()  # n and the sample now hold every run; outside the energy window, which it would idle
     warnings = []
     if meter and budget_s < min_s and window_s > budget_s:
         warnings.append("timed window lengthened from %.3f s to %.3f s (%d runs) so the %s energy window "
