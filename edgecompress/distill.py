@@ -4,8 +4,10 @@ checkpoints so an interrupted run continues with --resume."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -16,11 +18,13 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .errors import EdgeCompressError, ProfileError
+from . import prune
+from .errors import EdgeCompressError, InputError, ProfileError
 from .registry import Registry, closest
 
 LOSSES = Registry("distillation loss")
 SEED = 0
+CHECKPOINT_FORMAT = 2  # 2: tensors and plain data only (1 pickled Torch-Pruning's module objects)
 CURVE_POINTS = 50  # about this many loss points per round: enough to see whether it levelled off
 
 
@@ -39,6 +43,11 @@ def thinned(curve: List[list], rnd: int) -> List[list]:
 
 class Interrupted(EdgeCompressError):
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    """Stopped by SIGTERM (timeout, CI, docker stop): 128 + 15, as a shell reports a terminated process."""
+    exit_code = 143
 
 
 @dataclass
@@ -206,6 +215,58 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # a crash mid-write never destroys the previous checkpoint
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint read with weights_only=True: tensors and plain data, never code. A file that
+    holds anything else (planted in a shared --out, or written by an older edgecompress that
+    pickled module objects) is refused without being run."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the remedy is the same
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = (f"it holds a pickled {found.group(1)}, not only tensors and plain data" if found
+                else f"it could not be read ({type(exc).__name__})")
+        state = None
+    else:
+        what = "it is not an edgecompress checkpoint of this version"
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        return state
+    raise InputError(f"--resume: the checkpoint {path} was not loaded: {what}",
+                     hint=f"delete {path}, or run with --force instead of --resume, to start over")
+
+
+def checkpoint_state(student) -> dict:
+    """The student as tensors and plain data: its weights and the pruned structure to rebuild."""
+    return {"format": CHECKPOINT_FORMAT, "student": student.state_dict(), "structure": prune.structure_of(student)}
+
+
+def restore_(model, state: dict) -> None:
+    """A fresh copy of the unpruned model takes the checkpoint's pruned structure and weights."""
+    prune.rebuild_(model, state["structure"])
+    model.load_state_dict(state["student"])
+
+
+def _seeded(fn):
+    """Distillation's own randomness (dropout, a projection's initial weights) comes from torch's
+    generator seeded here and at every step, so the same command trains the same student on the
+    same machine and a resumed run goes on as the uninterrupted one would have; the caller's random
+    state is left as it was."""
+    @functools.wraps(fn)
+    def seeded(*args, **kwargs):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            return fn(*args, **kwargs)
+    return seeded
+
+
+def step_seed(rnd: int, step: int) -> int:
+    return SEED + 1_000_003 * rnd + step
+
+
+@_seeded
 def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Optional[float],
              checkpoint: Path, meta: dict, resume: Optional[dict] = None,
              regularize: Optional[Callable[[], None]] = None, after_step: Optional[Callable[[], None]] = None,
@@ -235,8 +296,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     t0, step = time.perf_counter() - spent_s, start_step
 
     def state(at_step):
-        return dict(meta, step=at_step, seconds=time.perf_counter() - t0, optimizer=opt.state_dict(),
-                    student=_structure_state(student), recent_losses=recent[-20:], loss_curve=curve,
+        return dict(meta, **checkpoint_state(student), step=at_step, seconds=time.perf_counter() - t0,
+                    optimizer=opt.state_dict(), recent_losses=recent[-20:], loss_curve=curve,
                     projections=tap.proj.state_dict() if tap else None)
 
     with _stop_on_ctrl_c() as stop:
@@ -246,6 +307,7 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                     break
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(cfg.lr, step, steps, time.perf_counter() - t0, seconds)
+                torch.manual_seed(step_seed(rnd, step))  # dropout's masks: a function of the step, as the batch
                 idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
                 xb = shifted(x[idx], step, cfg.shift_pixels)
                 loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize)
@@ -268,8 +330,9 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     if stop.requested:
         save_checkpoint(checkpoint, state(step))
         bar.close()
-        raise Interrupted(f"interrupted at {label} step {step}; progress saved to {checkpoint}",
-                          hint="run the same command again with --resume to continue")
+        raise (Terminated if stop.signal_name == "SIGTERM" else Interrupted)(
+            f"interrupted by {stop.signal_name} at {label} step {step}; progress saved to {checkpoint}",
+            hint="run the same command again with --resume to continue")
     bar.close()
     student.eval()
     save_checkpoint(checkpoint, state(step))
@@ -280,12 +343,14 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
 
 class _Stop:
     requested = False
+    signal_name = "Ctrl-C"
 
 
 @contextlib.contextmanager
 def _stop_on_ctrl_c():
     """The first Ctrl-C asks the loop to stop at the next step boundary, so the checkpoint holds
-    whole steps only; a second one interrupts at once (the last periodic checkpoint stays)."""
+    whole steps only; a second one interrupts at once (the last periodic checkpoint stays). The
+    CLI hands SIGTERM to whatever handles SIGINT, so it arrives here too, with its own number."""
     stop = _Stop()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -295,7 +360,9 @@ def _stop_on_ctrl_c():
         if stop.requested:
             raise KeyboardInterrupt
         stop.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (again to abort)", file=sys.stderr)
+        stop.signal_name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, f"signal {signum}")
+        print(f"\n{stop.signal_name}: stopping after this step and saving a checkpoint (again to abort)",
+              file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -322,19 +389,6 @@ def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize) -> float:
         regularize()
     opt.step()
     return float(loss.detach())
-
-
-def _structure_state(model):
-    """Weights plus the pruned layer sizes, so a fresh copy of the original can take this shape."""
-    import torch_pruning as tp
-
-    return tp.state_dict(model)
-
-
-def restore_structure_(model, state) -> None:
-    import torch_pruning as tp
-
-    tp.load_state_dict(model, state)
 
 
 class _LogProgress:

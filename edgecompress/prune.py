@@ -236,3 +236,75 @@ def slimming_regularizer(model, reg: float) -> Callable[[], None]:
                 bn.weight.grad.add_(reg * torch.sign(bn.weight.detach()))
 
     return regularize
+
+
+# A pruned model's structure as plain data (for checkpoints that load with weights_only=True): per
+# module, its public attributes of plain types (widths, groups, ...) and the shape and dtype of each
+# parameter and buffer it holds directly. Torch-Pruning's own `tp.state_dict` keeps module objects,
+# which cannot be pickled from a user's model file and would need an unsafe load to read back.
+_PLAIN_TYPES = (bool, int, float, str, type(None))
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return type(value) in _PLAIN_TYPES  # exact types: an enum or a numpy scalar is not plain data
+
+
+def _as_plain(value):
+    """Tuple subclasses (torch.Size) as plain tuples, which weights_only loading reads back."""
+    if isinstance(value, (tuple, list)):
+        return (list if isinstance(value, list) else tuple)(_as_plain(v) for v in value)
+    return value
+
+
+def structure_of(model) -> dict:
+    """{module name: {"attributes", "parameters", "buffers", "values"}}, tensors only in "values"
+    (non-persistent buffers, which a state_dict leaves out)."""
+    out = {}
+    for name, module in model.named_modules():
+        attributes = {k: _as_plain(v) for k, v in vars(module).items()
+                      if not k.startswith("_") and k != "training" and _plain(v)}
+        shapes = {kind: {k: [list(t.shape), str(t.dtype).replace("torch.", "")] for k, t in table.items()
+                         if t is not None}
+                  for kind, table in (("parameters", module._parameters), ("buffers", module._buffers))}
+        values = {k: t.detach().clone() for k, t in module._buffers.items()
+                  if t is not None and k in module._non_persistent_buffers_set}
+        out[name] = {"attributes": attributes, **shapes, "values": values}
+    return out
+
+
+def rebuild_(model, structure: dict) -> None:
+    """Give a fresh copy of the unpruned model the structure `structure_of` recorded: its widths
+    and empty tensors of the pruned shapes, for `load_state_dict` to fill. Tied weights stay tied."""
+    modules = dict(model.named_modules())
+    unknown = sorted(set(structure) ^ set(modules))
+    if unknown:
+        raise StageError("resume", f"the checkpoint's model has other layers than the model built now: "
+                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
+                         hint="the factory must build the same model every time; run with --force to start over")
+    resized: dict = {}  # id of the fresh tensor -> its replacement, so two names for one tensor stay one
+    for name, entry in structure.items():
+        module = modules[name]
+        for key, value in entry["attributes"].items():
+            setattr(module, key, value)
+        for kind, table in (("parameters", module._parameters), ("buffers", module._buffers)):
+            for key, (shape, dtype) in entry[kind].items():
+                table[key] = _resized(table.get(key), shape, dtype, kind == "parameters", resized)
+        for key, value in entry["values"].items():
+            module._buffers[key] = value
+
+
+def _resized(old, shape: list, dtype: str, parameter: bool, resized: dict):
+    import torch
+
+    if old is not None and list(old.shape) == shape and str(old.dtype).replace("torch.", "") == dtype:
+        return old
+    if old is not None and id(old) in resized:
+        return resized[id(old)]
+    new = torch.empty(shape, dtype=getattr(torch, dtype))
+    if parameter:
+        new = torch.nn.Parameter(new, requires_grad=True if old is None else old.requires_grad)
+    if old is not None:
+        resized[id(old)] = new
+    return new
