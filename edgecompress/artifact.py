@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from . import bench, bundle, data as data_mod, inventory, models, profile as profile_mod, verify
+from . import bench, bundle, data as data_mod, inventory, manifest_read, models, profile as profile_mod, verify
 from .console import log
-from .errors import InputError, StageError
+from .errors import EdgeCompressError, InputError, StageError
 
 
 def verify_bundle(path: Path) -> dict:
@@ -19,27 +19,23 @@ def verify_bundle(path: Path) -> dict:
 
 
 def _verify_folder(folder: Path, path: str) -> dict:
-    import numpy as np
-
     manifest = bundle.read_manifest(folder)
+    manifest_read.check_named_files(manifest, f"{path}/{bundle.MANIFEST}")
     problems = bundle.check_files(folder, manifest)
     if problems:
         added = all(p.endswith(": not in the manifest") for p in problems)
         raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
                          hint="move the files you added out of the bundle folder (keep your own files beside it)"
                          if added else "rebuild the bundle with edgecompress deploy; do not edit files inside it")
-    with np.load(folder / bundle.PARITY) as parity:
-        stored = {k: parity[k] for k in parity.files}
     model_file = folder / bundle.model_file(manifest)
-    if model_file.suffix == ".tflite":
-        from . import litert
-
-        out = litert.tflite_outputs(model_file, stored["x"])
-    else:
-        # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
-        exact = manifest["metrics"].get("parity_exact_int8", False)
-        out = verify.onnx_outputs(model_file, stored["x"], exact_int8=exact)
-    tol = profile_mod.Verify(**manifest["provenance"]["profile"]["verify"])
+    mismatches = manifest_read.model_mismatches(manifest, manifest_read.model_facts(model_file))
+    if mismatches:
+        raise StageError("verify", f"bundle {path}: {model_file.name} is not the model its manifest describes:\n  "
+                         + "\n  ".join(mismatches), hint=manifest_read.REBUILD)
+    stored = manifest_read.load_parity(folder / bundle.PARITY)
+    manifest_read.check_samples_fit(manifest, stored["x"].shape, f"bundle {path}")
+    out = _rerun(model_file, stored["x"], manifest)
+    tol = _tolerance(manifest, path)
     quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
     # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
     # differently on another CPU, so there the decisions must agree.
@@ -50,6 +46,34 @@ def _verify_folder(folder: Path, path: str) -> dict:
                             ["output"], None)
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
             "reference": vs_ref.to_dict(), "reference_is": reference, "ok": True}
+
+
+def _rerun(model_file: Path, x, manifest: dict) -> list:
+    """The model's outputs on the stored samples; a runtime that cannot run them names the file."""
+    try:
+        if model_file.suffix == ".tflite":
+            from . import litert
+
+            return litert.tflite_outputs(model_file, x)
+        # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
+        exact = manifest["metrics"].get("parity_exact_int8", False)
+        return verify.onnx_outputs(model_file, x, exact_int8=exact)
+    except EdgeCompressError:
+        raise
+    except Exception as exc:  # onnxruntime's and LiteRT's own errors: a damaged or mismatched bundle
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StageError("verify", f"{model_file.name} could not be run on the stored samples of {bundle.PARITY}: "
+                                   f"{type(exc).__name__}: {first}", hint=manifest_read.REBUILD) from None
+
+
+def _tolerance(manifest: dict, path: str):
+    from pydantic import ValidationError
+
+    try:
+        return profile_mod.Verify(**manifest["provenance"]["profile"]["verify"])
+    except (ValidationError, TypeError) as exc:
+        raise StageError("verify", f"bundle {path}: provenance.profile.verify in its manifest is not a verify "
+                                   f"section: {str(exc).splitlines()[0]}", hint=manifest_read.REBUILD) from None
 
 
 def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
@@ -72,17 +96,18 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
                                 rounds, shape, shape_asked=input_shape is not None)
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
+        manifest_read.check_named_files(manifest, f"{artifact}/{bundle.MANIFEST}")
+        bundle.check_checksums(folder, manifest, set(manifest_read.named_files(manifest).values()), str(artifact))
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
         if prof.runtime == "tensorrt" and targets == [None]:
             onnx_file = artifact / "model.onnx" if artifact.is_dir() else "FOLDER/model.onnx (unzipped)"
             raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
                              "are built there", hint="bench it on a device (--device NAME from devices.yaml), or time "
                                                      f"its ONNX here with ONNX Runtime: edgecompress bench {onnx_file}")
-        if shape is None and (folder / bundle.PARITY).is_file():
-            import numpy as np
-
-            with np.load(folder / bundle.PARITY) as stored:
-                shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
+        if shape is None and bundle.PARITY in manifest["files"]:
+            bundle.check_checksums(folder, manifest, [bundle.PARITY], str(artifact))
+            stored = manifest_read.load_parity(folder / bundle.PARITY, keys=("x",))
+            shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
         return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
                             seconds, quiet, lock_clocks, rounds, shape, shape_asked=input_shape is not None)
 
@@ -90,7 +115,7 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
 def _bundle_model(folder: Path, manifest: dict, prof):
     """What bench runs from a bundle: its model file, or for TensorRT the ONNX the engine is built from,
     with the build settings deploy chose (and the calibration samples when they are needed)."""
-    path = folder / bundle.model_file(manifest)
+    path = folder / bundle.model_file(manifest)  # a plain name the files list: manifest_read.check_named_files
     if prof.runtime != "tensorrt":
         return path
     settings = dict((manifest.get("engine") or {}).get("build_settings") or {})

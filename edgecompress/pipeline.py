@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import bench, bundle, data as data_mod, distill, export, inventory, models, profile as profile_mod, prune
-from . import engine, quantize, verify
+from . import engine, outlock, quantize, verify
 from .console import log
 from .describe import bundle_files, bundle_texts, describe
 from .errors import InputError, StageError
@@ -69,14 +69,18 @@ def deploy(opts: DeployOptions) -> dict:
                                                          f"quantize.calibration_samples={len(train)}")
     held = held.subset(slice(0, prof.verify.samples))
     work = Path(opts.out) / f".{name}.work"
-    keep_interrupted_progress(work, opts)
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from {dataset.source}")
-    if Path(dataset.source).is_dir():  # an image folder: which size its images were given
-        log(f"data: {dataset.preprocessing['note']}")
+    # the run owns its work folder: a second run into OUT/<name> is refused before --force could delete it
+    with outlock.held(Path(opts.out), name), bundle.disk_errors_named(Path(opts.out)):
+        keep_interrupted_progress(work, opts)
+        work.mkdir(parents=True, exist_ok=True)
+        log(f"deploy {source.name} -> {prof.name}: {len(train)} training / {len(held)} held-out samples from "
+            f"{dataset.source}")
+        if Path(dataset.source).is_dir():  # an image folder: which size its images were given
+            log(f"data: {dataset.preprocessing['note']}")
 
-    with _progress_kept_on_failure(work):
-        return compress_measure_bundle(opts, prof, source, teacher, dataset, train, held, work, device, name, t_start)
+        with _progress_kept_on_failure(work):
+            return compress_measure_bundle(opts, prof, source, teacher, dataset, train, held, work, device, name,
+                                           t_start)
 
 
 @contextlib.contextmanager

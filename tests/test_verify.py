@@ -58,3 +58,195 @@ def test_which_targets_are_checked_exactly():
     assert verify.exact_int8_for("onnxruntime", "arm64") and verify.exact_int8_for("litert", "armv7")
     assert verify.exact_int8_for("tensorrt", "x86_64")  # a GPU does not saturate either
     assert not verify.exact_int8_for("onnxruntime", "x86_64")  # runs ONNX Runtime's x86 kernels, as checked
+
+
+# ---------------------------------------------------------------------------------------------
+# a bundle read back: its model against the manifest's description, the files the manifest names,
+# and damaged or hand-edited contents (issue 11 item 4, F5, F7, B12)
+# ---------------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ecutil import fast_sets, make_data, run_cli, tripling_model  # noqa: E402
+
+NAME = "net-host-cpu"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """Two bundles of one model and target with different pruning: {ratio: bundle folder}."""
+    from ecutil import MODEL_SRC
+
+    root = tmp_path_factory.mktemp("bundles")
+    (root / "net.py").write_text(MODEL_SRC)
+    x, y = make_data()
+    np.savez(root / "data.npz", x=x, y=y)
+    built = {}
+    for ratio in ("0.25", "0.75"):
+        code, _, err = run_cli("deploy", f"{root}/net.py:build", "--target", "host-cpu", "--data", root / "data.npz",
+                               "--out", root / ratio, *fast_sets(f"prune.ratio={ratio}", "distill.steps=10"))
+        assert code == 0, err
+        built[ratio] = root / ratio / NAME
+    return built
+
+
+def copy_of(bundles, tmp_path, ratio="0.25") -> Path:
+    folder = tmp_path / NAME
+    shutil.copytree(bundles[ratio], folder, symlinks=True)
+    return folder
+
+
+def edit_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def relist(folder: Path) -> None:
+    """Update the manifest's checksums to the files now in the folder, as a careful forger would."""
+    from edgecompress import bundle
+
+    edit_manifest(folder, lambda m: m.update(files=bundle.file_table(folder)))
+
+
+def refused(code: int, err: str, *words: str, exit_code: int = 3) -> bool:
+    assert code == exit_code, err
+    assert "Traceback" not in err and "does not handle" not in err, err
+    assert all(w in err for w in words), err
+    return True
+
+
+def test_a_model_swapped_for_another_prunings_fails_verify_naming_the_mismatch(bundles, tmp_path):
+    """F3's published bundle: the manifest of one pruning, the model.onnx of the other, checksums that
+    match. The checksums alone said OK."""
+    folder = copy_of(bundles, tmp_path)
+    shutil.copy(bundles["0.75"] / "model.onnx", folder / "model.onnx")
+    relist(folder)
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "model.onnx is not the model its manifest describes", "parameters in the model file",
+                   "(model.parameters)", "rebuild the bundle")
+
+
+def test_a_model_with_other_inputs_and_outputs_fails_verify_naming_them(bundles, tmp_path):
+    folder = copy_of(bundles, tmp_path)
+    tripling_model(folder / "model.onnx")
+    relist(folder)
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "input 'input': name 'x' in the model file, 'input' in the manifest",
+                   "output 'output': shape ['batch', 8] in the model file, ['batch', 4] in the manifest")
+
+
+@pytest.mark.parametrize("named", ["absolute", "parent", "unlisted"])
+def test_a_model_file_outside_the_bundle_is_neither_verified_nor_benched(bundles, tmp_path, named):
+    """F5: model.file was joined to the folder as given: an absolute path or ../ ran (and bench --device
+    uploaded) a file from outside the bundle."""
+    folder = copy_of(bundles, tmp_path)
+    elsewhere = tmp_path / "elsewhere.onnx"
+    shutil.copy(bundles["0.75"] / "model.onnx", elsewhere)
+    if named == "unlisted":
+        shutil.copy(elsewhere, folder / "extra.onnx")
+    target = {"absolute": str(elsewhere), "parent": "../elsewhere.onnx", "unlisted": "extra.onnx"}[named]
+    edit_manifest(folder, lambda m: m["model"].update(file=target))
+    why = "which its files do not list" if named == "unlisted" else "not a plain file name"
+    for command in (["verify", folder], ["bench", folder, "--runs", "5", "--seconds", "0"]):
+        code, _, err = run_cli(*command)
+        assert refused(code, err, "names files outside the bundle", f"model.file is {target!r}, {why}")
+
+
+def test_a_tensorrt_build_setting_naming_a_file_outside_is_refused(bundles, tmp_path):
+    folder = copy_of(bundles, tmp_path)
+    edit_manifest(folder, lambda m: m.update(engine={"build_settings": {"onnx": "/etc/passwd", "calibration": None}}))
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "engine.build_settings.onnx is '/etc/passwd', not a plain file name")
+
+
+def test_bench_checks_the_checksum_of_the_model_it_runs(bundles, tmp_path):
+    folder = copy_of(bundles, tmp_path)
+    shutil.copy(bundles["0.75"] / "model.onnx", folder / "model.onnx")  # the manifest not updated
+    code, _, err = run_cli("bench", folder, "--runs", "5", "--seconds", "0")
+    assert refused(code, err, "does not match its manifest", "model.onnx: sha256")
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_symlink_inside_a_bundle_fails_verify_and_bench(bundles, tmp_path, link):
+    """A link to /etc/hostname passed verify once its hash was listed; a linked folder was skipped."""
+    folder = copy_of(bundles, tmp_path)
+    if link == "file":
+        (folder / "host.txt").symlink_to("/etc/hostname")
+        edit_manifest(folder, lambda m: m["files"].update({"host.txt": {
+            "sha256": __import__("hashlib").sha256(Path("/etc/hostname").read_bytes()).hexdigest(),
+            "bytes": Path("/etc/hostname").stat().st_size}}))
+    else:
+        (tmp_path / "outside").mkdir()
+        (folder / "more").symlink_to(tmp_path / "outside")
+    for command in (["verify", folder], ["bench", folder, "--runs", "5", "--seconds", "0"]):
+        code, _, err = run_cli(*command)
+        assert refused(code, err, "holds symbolic links", "host.txt" if link == "file" else "more")
+
+
+CORRUPT_MANIFESTS = {
+    "a list": (lambda f: f.write_text("[]"), "holds a JSON list, not a manifest"),
+    "no metrics": (lambda f: f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items()
+                                                      if k != "metrics"})), "metrics: missing"),
+    "no provenance": (lambda f: f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items()
+                                                         if k != "provenance"})), "provenance: missing"),
+    "not UTF-8": (lambda f: f.write_bytes(f.read_bytes().replace(b'"target"', b'"t\xe4rget"')), "is not UTF-8 text"),
+    "not JSON": (lambda f: f.write_text(f.read_text()[:-20]), "is not valid JSON"),
+    "files not a table": (lambda f: f.write_text(json.dumps(dict(json.loads(f.read_text()), files=["model.onnx"]))),
+                          "files: is list"),
+    "a file key outside": (lambda f: f.write_text(json.dumps(dict(json.loads(f.read_text()), files={
+        "../x": {"sha256": "0", "bytes": 1}}))), "'../x' is not a path inside the bundle folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT_MANIFESTS))
+def test_a_corrupt_or_hand_edited_manifest_is_named_with_the_remedy(bundles, tmp_path, case):
+    """F7/B12: each of these was a traceback (AttributeError, KeyError, UnicodeDecodeError)."""
+    folder = copy_of(bundles, tmp_path)
+    corrupt, words = CORRUPT_MANIFESTS[case]
+    corrupt(folder / "manifest.json")
+    for command in (["verify", folder], ["bench", folder, "--runs", "5", "--seconds", "0"]):
+        code, _, err = run_cli(*command)
+        assert refused(code, err, str(folder / "manifest.json"), words, "rebuild the bundle")
+
+
+def test_a_manifest_from_a_newer_edgecompress_says_to_upgrade(bundles, tmp_path):
+    folder = copy_of(bundles, tmp_path)
+    edit_manifest(folder, lambda m: m.update(schema_version=2))
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "has schema_version 2, newer than the 1 this edgecompress", "upgrade edgecompress",
+                   exit_code=2)
+
+
+def write_pickled(path: Path) -> None:
+    import pickle
+
+    path.write_bytes(pickle.dumps({"x": [1, 2, 3]}))
+
+
+def write_object_array(path: Path) -> None:
+    np.savez(path, x=np.array([{"a": 1}], dtype=object), expected=np.zeros(1), reference=np.zeros(1))
+
+
+def write_other_sample_shape(path: Path) -> None:
+    np.savez(path, x=np.zeros((32, 1, 4, 4), np.float32), expected=np.zeros((32, 4)), reference=np.zeros((32, 4)))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (write_pickled, "is not an .npz of plain numeric arrays"),
+    (write_object_array, "is not an .npz of plain numeric arrays"),
+    (lambda p: p.write_bytes(b"not an npz at all"), "is not an .npz of plain numeric arrays"),
+    (lambda p: np.savez(p, x=np.zeros((4, 1, 8, 8), np.float32)), "lacks the arrays expected, reference"),
+    (write_other_sample_shape, "the stored samples in parity.npz are [1, 4, 4] per sample and the model's input 'input' takes "
+                               "[1, 8, 8]"),
+], ids=["pickle", "object array", "garbage", "missing arrays", "other shape"])
+def test_damaged_stored_samples_are_named_without_numpys_unsafe_advice(bundles, tmp_path, damage, words):
+    folder = copy_of(bundles, tmp_path)
+    (folder / "parity.npz").unlink()
+    damage(folder / "parity.npz")
+    relist(folder)
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "parity.npz", words, "rebuild the bundle")
+    assert "unsafely" not in err and "allow_pickle" not in err, err
