@@ -3,7 +3,9 @@ DESIGN.md, runner job contract) and runs them through a runner: a process on thi
 from the inventory over its transport. The same device-side program runs in every case."""
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 import sys
 import threading
@@ -95,29 +97,33 @@ def _log_progress(label: str) -> Callable[[str], None]:
     return show
 
 
-def runner_for(device) -> Callable:
+def runner_for(device, stop: Optional[threading.Event] = None) -> Callable:
     """The runner function for a device (None: this host). Transport modules are imported on
-    demand: the ssh one pulls in asyncssh, which a host-only run never needs."""
+    demand: the ssh one pulls in asyncssh, which a host-only run never needs. `stop` goes to a
+    runner that takes it (see measure_on_devices)."""
     from .runners import RUNNERS
 
     transport = "local" if device is None else device.transport
     if transport not in RUNNERS:
         importlib.import_module(f"edgecompress.runners.{transport}")
     run = RUNNERS.get(transport)
-    if device is None:
-        return run
-    return lambda job, path, **kw: run(job, path, device=device, **kw)
+    fixed = {} if device is None else {"device": device}
+    if stop is not None and "stop" in inspect.signature(run).parameters:
+        fixed["stop"] = stop
+    return functools.partial(run, **fixed) if fixed else run
 
 
 def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False,
-            input_shape: Optional[Sequence[int]] = None) -> Dict[str, dict]:
+            input_shape: Optional[Sequence[int]] = None, stop: Optional[threading.Event] = None) -> Dict[str, dict]:
     """Each model in its own device-side process, one after the other, in one call: the original
     and the compressed model are measured in the same run under the same conditions. With
     cfg.rounds > 1 the models take turns that many times, each turn with its share of the budget,
     and each model's result is its median round (see median_round). A value is a model file (run
     with `runtime` and the bench threads) or a Model. `input_shape`: the data's, one sample with
-    its batch dimension, for models whose non-batch dimensions are dynamic."""
-    run = runner_for(device)
+    its batch dimension, for models whose non-batch dimensions are dynamic. `stop`: set when the run
+    is interrupted while this runs in a worker thread; no job starts after it, and a runner that takes
+    it ends its job early (through its cleanup), raising KeyboardInterrupt."""
+    run = runner_for(device, stop)
     where = "this host" if device is None else device.name
     turn = round_share(cfg)
     rounds: Dict[str, list] = {label: [] for label in models}
@@ -129,6 +135,8 @@ def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bo
             if m.fetch_dir is not None:
                 extra["fetch_dir"] = m.fetch_dir
             name = f"{label} on {where}" + (f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             rounds[label].append(run(make_job(turn, m.runtime, m.options, inputs[label]), m.path,
                                      on_progress=None if quiet else _log_progress(name), **extra))
     return {label: dict(median_round(results), device_name=where) for label, results in rounds.items()}
@@ -191,29 +199,74 @@ def _all_warnings(results: List[dict], chosen: int) -> list:
 def measure_on_devices(model, cfg, runtime: str, devices: List, quiet: bool = False,
                        input_shape: Optional[Sequence[int]] = None) -> List[dict]:
     """One job per device, all devices at once (each device runs one job at a time anyway). `model`:
-    a model file, or a Model with its runtime's options."""
-    results: List[Optional[dict]] = [None] * len(devices)
-    errors: List[Optional[BaseException]] = [None] * len(devices)
+    a model file, or a Model with its runtime's options. A device's failure is its row's `error`;
+    Ctrl-C (KeyboardInterrupt, also SIGTERM through the CLI) is raised once every device's job has
+    run its cleanup (the device restored, its job folder and lock gone)."""
     label = model.path.name if isinstance(model, Model) else Path(model).name
 
-    def one(i: int, device) -> None:
+    def one(device, stop=None) -> dict:
         try:
-            results[i] = measure({label: model}, cfg, runtime, device, quiet, input_shape)[label]
-        except BaseException as exc:  # reported per device below, after every job has ended
-            errors[i] = exc
+            return measure({label: model}, cfg, runtime, device, quiet, input_shape, stop)[label]
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # reported in the device's row, after every job has ended
+            return {"device_name": "this host" if device is None else device.name, "error": str(exc),
+                    "exit_code": getattr(exc, "exit_code", 3 if device is None else 4)}
 
-    threads = [threading.Thread(target=one, args=(i, d), daemon=True) for i, d in enumerate(devices)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if sys.stderr.isatty() and not quiet:
-        print(file=sys.stderr)  # end the in-place progress line
-    for i, error in enumerate(errors):
-        if error is not None:
-            results[i] = {"device_name": "this host" if devices[i] is None else devices[i].name, "error": str(error),
-                          "exit_code": getattr(error, "exit_code", 3 if devices[i] is None else 4)}
+    try:
+        # one device in the main thread: Ctrl-C reaches its runner, whose cleanup then runs
+        results = [one(devices[0])] if len(devices) == 1 else _in_threads(one, devices, quiet)
+    finally:
+        if sys.stderr.isatty() and not quiet:
+            print(file=sys.stderr)  # end the in-place progress line
     return results
+
+
+def _in_threads(one: Callable, devices: List, quiet: bool) -> List[dict]:
+    """one(device, stop) for each device in its own thread. The main thread waits; on Ctrl-C it sets
+    `stop`, so each runner ends its job through its cleanup, and waits for that before raising:
+    a daemon thread would be killed at exit with its device left unplugged, pinned or locked."""
+    results: List[Optional[dict]] = [None] * len(devices)
+    stop, ended = threading.Event(), [threading.Event() for _ in devices]
+
+    def work(i: int) -> None:
+        try:
+            results[i] = one(devices[i], stop)
+        except (KeyboardInterrupt, SystemExit):  # told to stop: the main thread raises it
+            pass
+        finally:
+            ended[i].set()
+
+    launched: List[threading.Event] = []
+    try:
+        for i in range(len(devices)):
+            launched.append(ended[i])  # first: a Ctrl-C inside start() still waits for this one
+            threading.Thread(target=work, args=(i,), name=f"bench-{devices[i].name}").start()
+        _wait(ended)
+    except KeyboardInterrupt:
+        stop.set()
+        _wait_for_cleanup(launched, quiet)
+        raise
+    return results
+
+
+def _wait(ended: List[threading.Event]) -> None:
+    # Events, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks the thread as
+    # ended while it still runs (bpo-45274's fix), and nothing would wait for its cleanup any more
+    for event in ended:
+        event.wait()
+
+
+def _wait_for_cleanup(ended: List[threading.Event], quiet: bool) -> None:
+    """Wait for the stopped workers; another Ctrl-C does not leave them half-way."""
+    if not quiet:
+        print("\ninterrupted: stopping the jobs and restoring the devices first", file=sys.stderr, flush=True)
+    while True:
+        try:
+            return _wait(ended)
+        except KeyboardInterrupt:
+            if not quiet:
+                print("still restoring the devices: waiting for their jobs' cleanup", file=sys.stderr, flush=True)
 
 
 def round_speedups(original: dict, compressed: dict) -> Optional[List[float]]:

@@ -17,6 +17,9 @@ flag) and low otherwise. Fake `dumpsys`, `taskset` and `getprop` log their calls
 `write_fake_benchmark_model` writes the user's "binary": a script that prints the real
 benchmark_model output formats and sleeps as long as its flags ask.
 
+As adbd does, a shell whose client closes the connection mid-command gets SIGHUP (its background
+children, and anything under `nohup`, go on). `Phone.processes()` lists what still runs on the phone.
+
 Simulated, not real: adbd itself, Android's toybox/mksh (dash or bash plays sh), the fuel gauge,
 the PowerStats HAL and thermal service. Real: the adb wire protocol, the sockets, the shell, the
 files and processes on the "phone"."""
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 import socketserver
 import struct
@@ -124,6 +129,7 @@ FAKE_BENCHMARK_MODEL = _python_script(r'''
     import os
     root = os.environ["EC_STANDIN_ROOT"]
     busy = os.path.join(root, "state", "busy")
+    overlap = os.path.exists(busy)  # another benchmark_model still runs: two jobs at once
     open(busy, "w").close()  # first: a native binary is busy within milliseconds of its start
     import json, math, signal, sys, time
     cfg = json.load(open(os.path.join(root, "state", "benchmark.json")))
@@ -143,6 +149,8 @@ FAKE_BENCHMARK_MODEL = _python_script(r'''
     flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     note("argv " + json.dumps(sys.argv[1:]))
     note("pid %d" % os.getpid())
+    if overlap:
+        note("overlap")
     if not os.path.isfile(flags.get("graph", "")):
         print("ERROR: Could not open '%s'." % flags.get("graph"), flush=True)
         os.remove(busy)
@@ -272,14 +280,39 @@ class Phone:
             return None
         return Path(self.to_host(path))
 
-    def run(self, command: str) -> tuple:
-        """(exit code, stdout, stderr) of `sh -c COMMAND` on the phone."""
+    def run(self, command: str, client: Optional[socket.socket] = None) -> tuple:
+        """(exit code, stdout, stderr) of `sh -c COMMAND` on the phone. When the `client` socket
+        closes first, the shell gets SIGHUP, as adbd sends it (shell_service.cpp: "protocol FD
+        died, sending SIGHUP"): the shell dies, its background children (started with `&`) do not."""
         proc = subprocess.Popen(["sh", "-c", self.to_host(command)], cwd=self.root, env=self.env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
+        if client is not None:
+            threading.Thread(target=_hang_up_when_gone, args=(client, proc), daemon=True).start()
         out, err = proc.communicate()
         fix = lambda b: self.to_phone(b.decode("utf-8", "replace")).encode()  # noqa: E731
         return proc.returncode, fix(out), fix(err)
+
+    def pids(self) -> List[int]:
+        """Live processes of the phone: those whose command line names a file in its sandbox."""
+        return [pid for pid, _ in self._processes()]
+
+    def processes(self) -> List[str]:
+        """The command lines of the phone's live processes (phone paths), e.g. a benchmark_model left running."""
+        return [self.to_phone(line) for _, line in self._processes()]
+
+    def _processes(self) -> List[tuple]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            except OSError:  # ended meanwhile
+                continue
+            if str(self.root) + "/" in line:  # a zombie's command line is empty
+                found.append((int(entry.name), line))
+        return found
 
     def calls(self, tool: Optional[str] = None) -> List[str]:
         """Logged tool calls ("dumpsys battery reset", "taskset f0 /data/...") in order."""
@@ -293,6 +326,22 @@ class Phone:
 
     def job_folders(self) -> List[Path]:
         return sorted((self.root / "data/local/tmp/edgecompress").glob("job-*"))
+
+
+def _hang_up_when_gone(client: socket.socket, proc: subprocess.Popen) -> None:
+    """SIGHUP to the shell once its client has closed the connection (data it sends is dropped)."""
+    while proc.poll() is None:
+        try:
+            ready, _, _ = select.select([client], [], [], 0.05)
+            gone = bool(ready) and not client.recv(4096)
+        except (OSError, ValueError):  # closed on this side: the command has finished
+            return
+        if gone:
+            try:
+                os.kill(proc.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+            return
 
 
 class _Conn:
@@ -416,7 +465,7 @@ class AdbStandIn:
     def device_request(self, conn: _Conn, phone: Phone, command: str) -> None:
         if command.startswith("shell,v2:") and "shell_v2" in phone.features.split(","):
             conn.okay()
-            code, out, err = phone.run(command[len("shell,v2:"):])
+            code, out, err = phone.run(command[len("shell,v2:"):], client=conn.sock)
             packets = b""
             for kind, data in ((1, out), (2, err)):
                 if data:
@@ -424,7 +473,7 @@ class AdbStandIn:
             conn.sock.sendall(packets + struct.pack("<BI", 3, 1) + bytes([code & 0xFF]))
         elif command.startswith("shell:"):
             conn.okay()
-            _, out, err = phone.run(command[len("shell:"):])
+            _, out, err = phone.run(command[len("shell:"):], client=conn.sock)
             conn.sock.sendall(out + err)
         elif command == "sync:":
             conn.okay()

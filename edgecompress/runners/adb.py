@@ -22,6 +22,7 @@ import posixpath
 import shlex
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +42,11 @@ LOCK = f"{BASE}/lock"
 CONTROL_TIMEOUT_S = 60.0  # one short adb command (dumpsys can take seconds on a busy phone)
 LOCK_POLL_S = 1.0
 LOCK_GRACE_S = 120.0  # a lock older than its holder's timeout plus this is stale
+HEARTBEAT_S = 2.0  # how often the host tells the phone's watchdog that it is alive
+HEARTBEAT_STALE_S = 10  # the watchdog restores the phone after this long without a heartbeat
+HEARTBEAT_TIMEOUT_S = 5.0  # one heartbeat call; a slower link counts as gone
+WATCHDOG_MARGIN_S = 60  # past the job's timeout, the host's own cleanup has had its chance
+STOP_POLL_S = 0.2  # how soon a job that is told to stop (another thread's Ctrl-C) notices
 DEFAULT_SAMPLE_MS = 100.0
 ENERGY_SOURCES = ("battery", "powerstats")
 JOB_KEYS = ("protocol_version", "model", "runtime", "runtime_options", "inputs", "warmup", "runs", "max_runs",
@@ -218,14 +224,24 @@ def _plan(job: dict, model: Path, device: Device, extra_files: Optional[dict]) -
 
 # ---- the phone's lock ------------------------------------------------------------------------------
 
+def _check_stop(stop: Optional[threading.Event]) -> None:
+    """A job told to stop (Ctrl-C reached the main thread while this one runs a device's job) ends the
+    way Ctrl-C ends it in the main thread, through the same cleanup."""
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def _host_lock(phone: _Phone, timeout_s: float):
+def _host_lock(phone: _Phone, timeout_s: float, stop: Optional[threading.Event] = None):
     """Jobs from this process take turns before asking the phone's lock."""
     key = (*phone.server, phone.device.serial)
     with _host_locks_guard:
         lock = _host_locks.setdefault(key, threading.Lock())
-    if not lock.acquire(timeout=timeout_s):
-        raise DeviceError(f"{phone.where} stayed busy with another job of this process for {timeout_s:g} s")
+    deadline = time.monotonic() + timeout_s
+    while not lock.acquire(timeout=STOP_POLL_S):
+        _check_stop(stop)
+        if time.monotonic() > deadline:
+            raise DeviceError(f"{phone.where} stayed busy with another job of this process for {timeout_s:g} s")
     try:
         yield
     finally:
@@ -259,28 +275,94 @@ def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
         holder = dict(json.loads(text), since=int(since))
     except ValueError:
         holder = {"since": int(since) if since.isdigit() else 0}
-    holder["stale"] = now < holder["since"] or now > holder["since"] + holder.get("hold_s", 0) + LOCK_GRACE_S
+    expired = now < holder["since"] or now > holder["since"] + holder.get("hold_s", 0) + LOCK_GRACE_S
+    holder["stale"] = expired or _holder_dead(holder)
     return holder
 
 
-def _lock(phone: _Phone, token: str, timeout_s: float, say: Callable[[str], None]) -> None:
-    """Take the phone's lock (waiting up to timeout_s), then remove job folders left by dead jobs."""
-    deadline = time.monotonic() + timeout_s
+def _holder_dead(holder: dict) -> bool:
+    """A holder from this host whose process has ended: its lock is stale now, not after its timeout
+    (Ctrl-C, kill -9 or a crash of an earlier run). A pid this process cannot signal is alive."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():  # this process's jobs take turns (_host_lock): a lock of ours is left over
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's live process
+        return False
+    return False
+
+
+def _lock(phone: _Phone, job: "_Job", timeout_s: float, say: Callable[[str], None],
+          stop: Optional[threading.Event] = None) -> None:
+    """Take the phone's lock (waiting up to timeout_s), then restore what dead jobs left (_recover)."""
+    deadline, took_stale = time.monotonic() + timeout_s, False
     while True:
-        holder = _try_lock(phone, _owner(token, timeout_s))
+        _check_stop(stop)
+        holder = _try_lock(phone, _owner(job.token, timeout_s))
         if holder is None:
             break
-        if holder["stale"]:
-            phone.sh(f"rm -rf {LOCK}", "removing a stale device lock")
-            continue
         who = f"host {holder.get('host', '?')} (pid {holder.get('pid', '?')}, user {holder.get('user', '?')})"
+        if holder["stale"]:
+            say(f"{phone.device.name}: the lock of a job that has ended ({who}) is stale; taking it over")
+            phone.sh(f"rm -rf {LOCK}", "removing a stale device lock")
+            took_stale = True
+            continue
         if time.monotonic() > deadline:
             raise DeviceError(f"{phone.where} stayed busy for {timeout_s:g} s with a job from {who}; gave up",
                               hint=f"try again when it has ended; a dead job's lock expires by itself, or remove "
                                    f"it: adb -s {phone.device.serial} shell rm -rf {LOCK}")
         say(f"waiting for {phone.device.name}: busy with a job from {who}")
         time.sleep(LOCK_POLL_S)
-    phone.sh(f"rm -rf {BASE}/job-*", "removing job folders left by earlier jobs")
+    job.locked = True
+    _recover(phone, took_stale)
+
+
+# Watchdogs first (kill -9: they must not act now), then the jobs' shells, samplers and benchmark_models
+# (SIGTERM, then SIGKILL for any still there after a second). A pid is killed only while its command
+# line names its job folder, so a pid reused since is left alone.
+_LEFTOVERS_SH = """\
+ours() { tr '\\000' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2"; }
+left=
+for d in @BASE@/job-*; do
+  [ -d "$d" ] || continue
+  [ -e "$d/unplugged" ] && echo @unplugged
+  for f in watchdog run sampler benchmark; do
+    p=; [ -f "$d/$f.pid" ] && read p < "$d/$f.pid"
+    [ -n "$p" ] && ours "$p" "$d" || continue
+    if [ "$f" = watchdog ]; then kill -9 "$p"; else kill "$p" && left="$left $p:$d"; fi
+  done 2>/dev/null
+done
+[ -n "$left" ] && sleep 1
+for pd in $left; do ours "${pd%%:*}" "${pd#*:}" && kill -9 "${pd%%:*}" 2>/dev/null; done
+rm -rf @BASE@/job-*
+true
+"""
+
+
+def _recover(phone: _Phone, took_stale: bool) -> None:
+    """What dead jobs left, undone before this job stores anything: charging reset after a stale lock
+    (its job may have suspended it, even before it had a folder to say so) or where a left folder
+    says so; their watchdogs stopped (they would act in the middle of this job); their benchmark_model,
+    sampler and shell ended; their folders removed. Restore first, report after."""
+    failed = _reset_charging(phone) if took_stale else None
+    _, out, _ = phone.sh(_LEFTOVERS_SH.replace("@BASE@", BASE),
+                         "ending the processes of earlier jobs and removing their folders")
+    if not took_stale and "@unplugged" in out.split():
+        failed = _reset_charging(phone)
+    if failed:
+        raise DeviceError(f"{phone.where}: an earlier job did not end cleanly, and restoring charging after it "
+                          f"failed: {failed}", hint=f"run: adb -s {phone.device.serial} shell dumpsys battery reset")
+
+
+def _reset_charging(phone: _Phone) -> Optional[str]:
+    """None when `dumpsys battery reset` worked; else what it said."""
+    code, _, err = phone.sh("dumpsys battery reset", "restoring charging after a job that did not end cleanly")
+    return None if code == 0 else f"dumpsys battery reset: exit code {code} {err.strip()}"
 
 
 def _unlock(phone: _Phone, token: str) -> None:
@@ -292,9 +374,42 @@ def _unlock(phone: _Phone, token: str) -> None:
 @dataclass
 class _Job:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    stop: Optional[threading.Event] = None
     locked: bool = False
     folder: Optional[str] = None
     unplugged: bool = False
+    keeper: Optional["_Keeper"] = None
+
+
+class _Keeper:
+    """A host thread beside the job: touches the folder's `heartbeat` every HEARTBEAT_S, the phone
+    watchdog's sign that this host is alive, and once the job is told to stop, kills its run so the
+    call waiting for it returns (a thread other than the main one gets no KeyboardInterrupt)."""
+
+    def __init__(self, phone: _Phone, job: _Job):
+        self.phone, self.job, self.done = phone, job, threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"adb-heartbeat-{phone.device.name}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        q, beat_at, kill_at = shlex.quote(self.job.folder), 0.0, 0.0
+        while not self.done.wait(STOP_POLL_S):
+            now = time.monotonic()
+            try:
+                if self.job.stop is not None and self.job.stop.is_set() and now >= kill_at:
+                    kill_at = now + 1.0
+                    self.phone.sh(f"for p in run benchmark; do [ -f {q}/$p.pid ] && kill $(cat {q}/$p.pid); done "
+                                  f"2>/dev/null; true", "stopping the run", timeout_s=HEARTBEAT_TIMEOUT_S)
+                if now >= beat_at:
+                    beat_at = now + HEARTBEAT_S
+                    self.phone.sh(f"touch {q}/heartbeat", "telling the watchdog this host is alive",
+                                  timeout_s=HEARTBEAT_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - a missed beat is the watchdog's business, and the job's call fails itself
+                pass
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=1.0)  # a beat still on its way touches a removed folder: harmless
 
 
 def _run_script(folder: str, bench_line: str, plan: _Plan, powerstats: bool) -> str:
@@ -341,6 +456,7 @@ def _stage(phone: _Phone, plan: _Plan, job: _Job, say) -> str:
     phone.push(plan.model, model, 0o600, f"copying {plan.model.name}")
     phone.push(plan.binary, posixpath.join(folder, "benchmark_model"), 0o700, "copying benchmark_model")
     phone.push(power.SAMPLER_SH.encode(), posixpath.join(folder, "sampler.sh"), 0o600, "copying the sampler")
+    phone.push(power.WATCHDOG_SH.encode(), posixpath.join(folder, "watchdog.sh"), 0o600, "copying the watchdog")
     code, _, err = phone.sh(f"chmod +x {shlex.quote(folder)}/benchmark_model", "making benchmark_model executable")
     if code != 0:
         raise DeviceError(f"{phone.where}: chmod +x benchmark_model failed: {err.strip()}")
@@ -396,22 +512,40 @@ def _start_sampler(phone: _Phone, plan: _Plan, folder: str, max_s: float) -> Non
         raise DeviceError(f"{phone.where}: the battery sampler did not start: {err.strip()}")
 
 
+def _start_watchdog(phone: _Phone, job: _Job, max_s: float) -> None:
+    """The phone's own guard for the job (power.WATCHDOG_SH), and the host's heartbeat for it."""
+    q, folder = shlex.quote, job.folder
+    args = " ".join(q(a) for a in (f"{folder}/watchdog.sh", folder, LOCK, job.token, str(int(max_s) + 1),
+                                   str(HEARTBEAT_STALE_S)))
+    # a simple command in the background, so that $! is the watchdog's own pid
+    command = f"touch {q(folder)}/heartbeat; nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/watchdog.pid"
+    code, _, err = phone.sh(command, "starting the job's watchdog")
+    if code != 0:
+        raise DeviceError(f"{phone.where}: the job's watchdog did not start: {err.strip()}")
+    job.keeper = _Keeper(phone, job)
+
+
 def _measure(phone: _Phone, plan: _Plan, job: _Job, deadline: float, say) -> dict:
     """Run everything on the phone and pull what it wrote: {files..., rc, sources, props}."""
     props = _props(phone)
     bench_line = _stage(phone, plan, job, say)
+    _start_watchdog(phone, job, deadline - time.monotonic() + WATCHDOG_MARGIN_S)
+    _check_stop(job.stop)
     sources = _sources(phone, plan)
     if any(name in sources and sources[name] is None for name in ENERGY_SOURCES):
         job.unplugged = True  # set first: a failure inside the call still restores charging
-        phone.sh("dumpsys battery unplug", "suspending charging")
+        # the marker first: a watchdog that finds it restores charging if this host dies
+        phone.sh(f"touch {shlex.quote(job.folder)}/unplugged && dumpsys battery unplug", "suspending charging")
     if "battery" in sources and sources["battery"] is None:
         _start_sampler(phone, plan, job.folder, deadline - time.monotonic() + plan.idle_s)
     powerstats = "powerstats" in sources and sources["powerstats"] is None
     script = _run_script(job.folder, bench_line, plan, powerstats)
     say(f"running benchmark_model on {phone.device.name} ({plan.opts['delegate']}, cpus {plan.opts['cpu_mask']})")
     left = max(1.0, deadline - time.monotonic())
+    _check_stop(job.stop)
     try:
         code, out, err = phone.sh(script, "running benchmark_model", timeout_s=left)
+        _check_stop(job.stop)  # the keeper killed the run
     except DeviceError as e:
         if "did not answer within" in e.message:
             raise DeviceError(f"{phone.where}: the benchmark of {plan.model.name} did not finish within the job "
@@ -452,26 +586,29 @@ def _sigint_deferred():
 
 
 def _cleanup(phone: _Phone, job: _Job) -> List[str]:
-    """Restore charging, kill the job's processes, remove its folder, release the lock. Every step
-    runs even when an earlier one fails; returns what failed."""
-    problems = []
-    steps = []
+    """Restore charging, kill the job's processes, remove its folder, release the lock. The watchdog
+    goes first, so that it never acts after this. Every step runs even when an earlier one fails;
+    returns what failed."""
+    if job.keeper is not None:
+        job.keeper.close()
+    steps, q = [], shlex.quote(job.folder or "")
+    watchdog = f"[ -f {q}/watchdog.pid ] && kill $(cat {q}/watchdog.pid) 2>/dev/null"
     if job.unplugged:
-        steps.append(("restoring charging (dumpsys battery reset)", "dumpsys battery reset"))
+        steps.append(("restoring charging (dumpsys battery reset)", f"{watchdog}; dumpsys battery reset", True))
     if job.folder:
-        q = shlex.quote(job.folder)
         steps.append(("stopping the job's processes and removing its folder",
-                      f"touch {q}/stop 2>/dev/null; for p in run sampler benchmark; do [ -f {q}/$p.pid ] && "
-                      f"kill $(cat {q}/$p.pid) 2>/dev/null; done; rm -rf {q}"))
+                      f"{watchdog}; touch {q}/stop 2>/dev/null; for p in run sampler benchmark; do [ -f {q}/$p.pid ] "
+                      f"&& kill $(cat {q}/$p.pid) 2>/dev/null; done; rm -rf {q}", False))
     if job.locked:
-        steps.append(("releasing the device lock", None))
-    for doing, command in steps:
+        steps.append(("releasing the device lock", None, False))
+    problems = []
+    for doing, command, checked in steps:
         try:
             if command is None:
                 _unlock(phone, job.token)
             else:
                 code, _, err = phone.sh(command, doing)
-                if code != 0 and "battery" in command:
+                if code != 0 and checked:
                     problems.append(f"{doing}: exit code {code} {err.strip()}")
         except Exception as e:  # keep going: the next step matters as much
             problems.append(f"{doing}: {e}")
@@ -517,22 +654,24 @@ def _result(got: dict, plan: _Plan, phone: _Phone) -> dict:
 
 @RUNNERS.register("adb")
 def run_adb(job: dict, model_path: Path, *, device: Device, extra_files: dict | None = None,
-            on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None) -> dict:
+            on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
+            stop: threading.Event | None = None) -> dict:
     """Measure `model_path` (.tflite) on an adb device with its benchmark_model and return the result.
 
     The job waits for the phone's lock, then has timeout_s (else device.job_timeout_s) to copy and
     run. InputError for a bad job, model or benchmark_model entry (checked before the phone is
     touched); DeviceError when the phone cannot be reached or the benchmark fails. Charging is
-    restored and the job folder removed whatever happens, also on Ctrl-C."""
+    restored and the job folder removed whatever happens: on Ctrl-C in the main thread, when `stop`
+    is set (KeyboardInterrupt, after the same cleanup), and, when this host dies without cleaning
+    up, by the job's watchdog on the phone within HEARTBEAT_STALE_S (or by the next job)."""
     plan = _plan(job, Path(model_path), device, extra_files)
     say = on_progress or (lambda _message: None)
     timeout = float(timeout_s or device.job_timeout_s)
     phone = connect(device)
-    with _host_lock(phone, timeout):
-        state, failed = _Job(), None
+    with _host_lock(phone, timeout, stop):
+        state, failed = _Job(stop=stop), None
         try:
-            _lock(phone, state.token, timeout, say)
-            state.locked = True
+            _lock(phone, state, timeout, say, stop)
             got = _measure(phone, plan, state, time.monotonic() + timeout, say)
         except BaseException as e:
             failed = e
@@ -554,6 +693,8 @@ def _report_cleanup(phone: _Phone, problems: List[str], failed: Optional[BaseExc
         raise DeviceError(text, hint=fix)
     if isinstance(failed, EdgeCompressError):
         failed.hint = f"{failed.hint + '; ' if failed.hint else ''}also, {text} -- {fix}"
+    else:  # Ctrl-C: nothing after this says it, and the phone may not be as it was found
+        print(f"warning: {text}\n  -> {fix}", file=sys.stderr)
 
 
 def check_adb(device: Device) -> dict:

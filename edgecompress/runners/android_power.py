@@ -37,6 +37,39 @@ while [ -d "$dir" ] && [ ! -e "$dir/stop" ] && [ "$n" -lt "$max" ]; do
 done
 """
 
+# Runs on the phone beside every job, under nohup: sh WATCHDOG_SH FOLDER LOCK TOKEN MAX_S STALE_TICKS.
+# The host may die without running its cleanup (SIGKILL, the OOM killer, a crash, a power cut), and
+# nothing else on the phone would ever restore charging. Once a second the watchdog takes the host's
+# heartbeat (a `heartbeat` file the host touches and the watchdog removes); after STALE_TICKS seconds
+# without one, after MAX_S seconds, or when the folder is removed by anyone but the host's own cleanup
+# (which kills the watchdog first), it restores charging if the job suspended it (the `unplugged`
+# marker, written before `dumpsys battery unplug`), then ends the job's processes, removes the folder
+# and releases the lock if it is still this job's. POSIX sh only (mksh, toybox sh, dash): builtins,
+# sleep, tr, grep, kill, rm. A pid is killed only while its command line names the job folder, so a
+# pid reused by another process is left alone.
+WATCHDOG_SH = """\
+dir=$1; lock=$2; token=$3; max=$4; stale=$5; misses=0; unplugged=; pids=
+read up rest < /proc/uptime; deadline=$((${up%.*} + max))
+ours() { tr '\\000' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$dir"; }
+while [ -d "$dir" ]; do
+  [ -e "$dir/unplugged" ] && unplugged=1
+  for f in run sampler benchmark; do
+    p=; [ -f "$dir/$f.pid" ] && read p < "$dir/$f.pid"
+    case " $pids " in *" $p "*) ;; *) pids="$pids $p";; esac
+  done
+  if [ -e "$dir/heartbeat" ]; then rm -f "$dir/heartbeat"; misses=0; else misses=$((misses + 1)); fi
+  read up rest < /proc/uptime
+  if [ "$misses" -ge "$stale" ] || [ "${up%.*}" -ge "$deadline" ]; then break; fi
+  sleep 1
+done
+[ -n "$unplugged" ] && dumpsys battery reset
+for p in $pids; do ours "$p" && kill "$p" 2>/dev/null; done
+sleep 1
+for p in $pids; do ours "$p" && kill -9 "$p" 2>/dev/null; done
+rm -rf "$dir"
+grep -qF "$token" "$lock/owner" 2>/dev/null && rm -rf "$lock"
+"""
+
 
 def parse_samples(text: str) -> List[Tuple[float, float, float]]:
     """(uptime_s, current_now, voltage_now) per complete line; a torn or empty line is skipped."""

@@ -1,0 +1,222 @@
+"""Faults during `edgecompress bench MODEL --device PHONE` (finding F2 of the reliability review):
+SIGINT, SIGTERM and SIGKILL of the host while benchmark_model runs, and two benches at once on one
+phone. The CLI runs as a real subprocess, as a user starts it, against the adb stand-in
+(tests/adb_standin.py): real adb protocol, real `sh` and processes on the "phone", and the stand-in
+hangs up a shell whose client has gone, as adbd does. Afterwards the phone must be as it was found:
+charging restored (the battery calls end with `reset`), no benchmark_model running, no job folder,
+no lock, so the next bench starts at once."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("adbutils", reason="the adb runner needs adbutils: pip install 'edgecompress[android]'")
+
+from adb_standin import AdbStandIn, Phone, PowerProfile, write_fake_benchmark_model  # noqa: E402
+from edgecompress.runners import adb  # noqa: E402
+
+SERIAL = "EC-PIXEL-1"
+CLI = Path(sys.executable).with_name("edgecompress")
+
+
+class PhoneLab:
+    """Stand-in phones on one adb server (devices pixel, pixel2, ...), their devices.yaml, a .tflite
+    and the environment a subprocess CLI needs. `phone` is the first."""
+
+    def __init__(self, tmp: Path, count: int = 1):
+        self.phones = [Phone(tmp / f"phone{i}", f"{SERIAL}{'-%d' % i if i else ''}", PowerProfile())
+                       for i in range(count)]
+        self.phone = self.phones[0]
+        self.server = AdbStandIn({p.serial: p for p in self.phones}).__enter__()
+        binary = str(write_fake_benchmark_model(tmp / "benchmark_model"))
+        self.names = ["pixel" + (str(i + 1) if i else "") for i in range(count)]
+        inventory = tmp / "devices.yaml"
+        inventory.write_text(yaml.safe_dump({"devices": {name: {
+            "target": "android-arm64", "transport": "adb", "serial": p.serial, "job_timeout_s": 120,
+            "benchmark_model": binary} for name, p in zip(self.names, self.phones)}}))
+        self.model = tmp / "model.tflite"
+        self.model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(2000))
+        self.env = {k: v for k, v in os.environ.items() if k not in ("ADB_SERVER_SOCKET", "ANDROID_ADB_SERVER_HOST")}
+        self.env.update(ANDROID_ADB_SERVER_PORT=str(self.server.port), EDGECOMPRESS_DEVICES=str(inventory))
+
+    @property
+    def base(self) -> Path:
+        return self.phone.root / "data/local/tmp/edgecompress"
+
+    def bench(self, seconds: float, *devices: str) -> subprocess.Popen:
+        # SIGINT back to its default: a shell's background job (pytest run with &) ignores it, and
+        # Python would then keep ignoring it
+        named = [w for name in (devices or ("pixel",)) for w in ("--device", name)]
+        return subprocess.Popen([str(CLI), "bench", str(self.model), *named, "--runs", "5", "--warmup", "1",
+                                 "--seconds", f"{seconds:g}"], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def wait_busy(self, proc: subprocess.Popen) -> None:
+        """Until benchmark_model runs on every phone, then a little longer: well inside the run."""
+        deadline = time.monotonic() + 60
+        while not all(p.busy for p in self.phones):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "benchmark_model never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def leftovers(self) -> list:
+        """What the phones still show of a job: empty when they are as they were found."""
+        left = []
+        for phone in self.phones:
+            base = phone.root / "data/local/tmp/edgecompress"
+            left += [f"{phone.serial}: job folder {p.name}" for p in phone.job_folders()]
+            left += [f"{phone.serial}: lock"] if (base / "lock").exists() else []
+            left += [f"{phone.serial}: process {c}" for c in phone.processes() if "benchmark_model" in c]
+            batteries = phone.calls("dumpsys battery")
+            if batteries and batteries[-1] != "dumpsys battery reset":
+                left.append(f"{phone.serial}: charging suspended (battery calls: {batteries})")
+        return left
+
+    def wait_clean(self, within_s: float) -> list:
+        deadline = time.monotonic() + within_s
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.leftovers()
+
+    def close(self) -> None:
+        self.server.__exit__(None, None, None)
+        for phone in self.phones:  # a failed test must not leave the "phone's" processes behind
+            for pid in phone.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def lab(tmp_path):
+    made = PhoneLab(tmp_path)
+    yield made
+    made.close()
+
+
+def assert_next_bench_starts_at_once(lab: PhoneLab) -> None:
+    proc = lab.bench(0.3)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "waiting for pixel" not in err and "busy" not in err
+    assert lab.leftovers() == []
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_benchmark_restores_the_phone_before_exit(lab, signum, code):
+    proc = lab.bench(60)
+    lab.wait_busy(proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert ("interrupted" if signum == signal.SIGINT else "terminated") in err
+    # restored by the time the command has returned, not later by the phone's watchdog
+    assert lab.leftovers() == []
+    calls = lab.phone.calls("dumpsys battery")
+    assert calls == ["dumpsys battery unplug", "dumpsys battery reset"]
+    assert "killed" in lab.phone.benchmark_log()
+    assert_next_bench_starts_at_once(lab)
+
+
+def test_sigkill_of_the_host_is_restored_by_the_phone_watchdog(lab):
+    proc = lab.bench(60)
+    lab.wait_busy(proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert lab.leftovers() != []  # nothing on the host could run
+    # the watchdog notices that the heartbeat stopped
+    assert lab.wait_clean(adb.HEARTBEAT_STALE_S + 15) == []
+    assert "killed" in lab.phone.benchmark_log()
+    assert_next_bench_starts_at_once(lab)
+
+
+def test_sigkill_then_the_next_bench_takes_the_dead_jobs_lock_at_once_and_restores_first(lab):
+    proc = lab.bench(60)
+    lab.wait_busy(proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    started = time.monotonic()
+    nxt = lab.bench(0.3)
+    _, err = nxt.communicate(timeout=90)
+    assert nxt.returncode == 0, err
+    assert "waiting for pixel" not in err and time.monotonic() - started < adb.HEARTBEAT_STALE_S
+    assert lab.leftovers() == []
+    calls = lab.phone.calls("dumpsys battery")
+    # the dead job's charging is reset before the new job suspends it again
+    assert calls == ["dumpsys battery unplug", "dumpsys battery reset", "dumpsys battery unplug",
+                     "dumpsys battery reset"]
+    log = lab.phone.benchmark_log()
+    assert "killed" in log and "overlap" not in log
+
+
+def test_two_benches_at_once_on_one_phone_take_turns(lab):
+    first, second = lab.bench(1), lab.bench(1)
+    errs = []
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=120)
+        errs.append(err)
+        assert proc.returncode == 0, err
+    assert any("waiting for pixel" in e for e in errs)
+    assert "overlap" not in lab.phone.benchmark_log()  # never two benchmark_models at once
+    calls = lab.phone.calls("dumpsys battery")
+    assert calls == ["dumpsys battery unplug", "dumpsys battery reset"] * 2
+    assert lab.leftovers() == []
+
+
+def test_ctrl_c_with_several_devices_restores_each_before_exit(tmp_path):
+    """Two phones at once (measure_on_devices' worker threads): Ctrl-C in the main thread stops both
+    workers and waits for their cleanup; it used to leave daemon threads that the interpreter killed."""
+    two = PhoneLab(tmp_path, count=2)
+    try:
+        proc = two.bench(60, "pixel", "pixel2")
+        two.wait_busy(proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert two.leftovers() == [], err
+        for phone in two.phones:
+            assert "killed" in phone.benchmark_log()
+            assert phone.calls("dumpsys battery") == ["dumpsys battery unplug", "dumpsys battery reset"]
+    finally:
+        two.close()
+
+
+def test_a_lock_held_by_a_dead_process_of_this_host_is_stale_at_once(lab):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (lab.base / "lock").mkdir(parents=True)
+    uptime = int(float(Path("/proc/uptime").read_text().split()[0]))
+    (lab.base / "lock" / "owner").write_text(f"{uptime} " + json.dumps(
+        {"host": socket.gethostname(), "pid": dead.pid, "user": "me", "token": "t0", "hold_s": 3600}) + "\n")
+    assert_next_bench_starts_at_once(lab)
+    # a stale lock may hide a suspended charge: reset before the new job's own unplug
+    assert lab.phone.calls("dumpsys battery")[0] == "dumpsys battery reset"
+
+
+def test_a_live_holder_of_this_host_is_waited_for(lab):
+    lab.base.mkdir(parents=True)
+    (lab.base / "lock").mkdir()
+    uptime = int(float(Path("/proc/uptime").read_text().split()[0]))
+    (lab.base / "lock" / "owner").write_text(f"{uptime} " + json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "user": "me", "token": "t1", "hold_s": 3600}) + "\n")
+    release = threading.Timer(3.0, lambda: shutil.rmtree(lab.base / "lock"))
+    release.start()
+    proc = lab.bench(0.3)
+    _, err = proc.communicate(timeout=90)
+    release.join()
+    assert proc.returncode == 0, err
+    assert "waiting for pixel" in err and lab.leftovers() == []
