@@ -299,8 +299,8 @@ def _check_room(total: int, path: Path) -> None:
     tmp = Path(tempfile.gettempdir())
     free = shutil.disk_usage(tmp).free
     if total > MAX_UNZIPPED_BYTES or total > free:
-        limit = "more than the 8 GiB edgecompress unpacks from a zip" if total > MAX_UNZIPPED_BYTES \
-            else f"more than the {free:,} bytes free in {tmp}"
+        limit = f"more than the {MAX_UNZIPPED_BYTES:,} bytes edgecompress unpacks from a zip" \
+            if total > MAX_UNZIPPED_BYTES else f"more than the {free:,} bytes free in {tmp}"
         raise InputError(f"bundle {path} would unpack to {total:,} bytes, {limit}",
                          hint="unzip it yourself onto a disk with room and pass the folder (or set TMPDIR)")
 

@@ -1,0 +1,229 @@
+"""Writing and opening bundles: names that fit in a file name (B4), leftovers of killed runs (F10),
+an --out that is read-only or full (F11/B8), and zips unpacked only as their manifest lists (F6)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecutil import fast_sets, make_data, run_cli
+
+NAME = "net-host-cpu"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One fast deploy: (its bundle folder, its zip)."""
+    from ecutil import MODEL_SRC
+
+    root = tmp_path_factory.mktemp("built")
+    (root / "net.py").write_text(MODEL_SRC)
+    x, y = make_data()
+    np.savez(root / "data.npz", x=x, y=y)
+    code, _, err = run_cli("deploy", f"{root}/net.py:build", "--target", "host-cpu", "--data", root / "data.npz",
+                           "--out", root / "dist", *fast_sets("distill.steps=10"))
+    assert code == 0, err
+    return root / "dist" / NAME, root / "dist" / f"{NAME}.zip"
+
+
+def has_remedy(err: str) -> bool:
+    return "\n  -> " in err and "Traceback" not in err and "does not handle" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# B4: a profile name is part of file names
+# ---------------------------------------------------------------------------------------------
+
+def test_a_profile_name_with_a_slash_is_refused_before_any_work(tmp_path, model_file, npz_data):
+    out = tmp_path / "out"
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", out,
+                           "--set", "name=pi5/lab", *fast_sets())
+    assert code == 2 and "--set name: 'pi5/lab' is not a usable profile name" in err, err
+    assert "letters, digits, '.', '_' and '-' (A-Za-z0-9._-)" in err and has_remedy(err)
+    assert not out.exists()
+
+
+def test_a_profile_file_whose_name_has_a_space_is_refused(tmp_path):
+    from edgecompress import profile
+
+    text = (Path(profile.__file__).parent / "targets" / "host-cpu.yaml").read_text()
+    (tmp_path / "mine.yaml").write_text(text.replace("name: host-cpu", "name: my lab pi", 1))
+    code, _, err = run_cli("targets", "show", tmp_path / "mine.yaml")
+    assert code == 2 and "name: 'my lab pi' is not a usable profile name" in err and str(tmp_path / "mine.yaml") in err
+
+
+# ---------------------------------------------------------------------------------------------
+# F10: kill -9 while writing leaves hidden temporaries; the next write removes the dead ones
+# ---------------------------------------------------------------------------------------------
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_a_live_runs_are_kept(tmp_path):
+    from edgecompress import bundle
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    gone, alive = dead_pid(), os.getppid()  # pytest's parent runs as long as this test does
+    for pid in (gone, alive):
+        (out / f".{NAME}.tmp-{pid}").mkdir()
+        (out / f".{NAME}.tmp-{pid}" / "model.onnx").write_bytes(b"half written")
+        (out / f".{NAME}.zip.tmp-{pid}").write_bytes(b"half a zip")
+    (out / f".other-host-cpu.tmp-{gone}").mkdir()  # another bundle's: not this write's business
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"a model")
+    bundle.write(out, NAME, files={"model.bin": model}, texts={}, manifest={"target": "host-cpu"},
+                 parity={"x": np.zeros(1)}, force=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        NAME, f"{NAME}.zip", f".{NAME}.tmp-{alive}", f".{NAME}.zip.tmp-{alive}", f".other-host-cpu.tmp-{gone}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# F11/B8: a read-only or full --out, on a real file system mounted for the test
+# ---------------------------------------------------------------------------------------------
+
+def in_own_mount(options: str, tmp_path: Path, *cli_args) -> subprocess.CompletedProcess:
+    """Run the CLI with a fresh tmpfs (mount OPTIONS) at tmp_path/mnt, in a private user and mount
+    namespace (unshare), so nothing is mounted outside the test and no root is needed."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    probe = subprocess.run(["unshare", "-Urm", "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                           capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.decode().strip()}")
+    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return subprocess.run(["unshare", "-Urm", "sh", "-c", script, "sh", options, str(mnt), sys.executable, "-c",
+                           "import sys; from edgecompress.cli import main; sys.exit(main(sys.argv[1:]))",
+                           *map(str, cli_args)], capture_output=True, text=True, timeout=300)
+
+
+def test_a_read_only_out_is_refused_before_the_model_is_loaded(tmp_path, npz_data):
+    marker = tmp_path / "model-was-built"
+    (tmp_path / "net.py").write_text(f"import pathlib\ndef build():\n    pathlib.Path({str(marker)!r}).touch()\n")
+    out = tmp_path / "mnt" / "dist"
+    done = in_own_mount("ro", tmp_path, "deploy", f"{tmp_path}/net.py:build", "--target", "host-cpu", "--data",
+                        npz_data, "--out", out)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot write {out}" in done.stderr and "read-only file system" in done.stderr, done.stderr
+    assert "pass --out on a writable disk" in done.stderr and has_remedy(done.stderr)
+    assert not marker.exists(), "refused before the model (a big one takes a while) was built"
+
+
+def test_an_out_that_fills_up_while_writing_names_the_path(tmp_path, model_file, npz_data):
+    """64 KiB take the probe, then fill up during the first checkpoint: torch.save says only
+    'basic_ios::clear: iostream error' there, and a bundle's files give ENOSPC."""
+    out = tmp_path / "mnt" / "dist"
+    done = in_own_mount("size=64k", tmp_path, "deploy", f"{model_file}:build", "--target", "host-cpu", "--data",
+                        npz_data, "--out", out, *fast_sets())
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert str(out) in done.stderr and "the disk holding it is full" in done.stderr, done.stderr[-3000:]
+    assert "free some space there, or pass --out on a disk with room" in done.stderr and has_remedy(done.stderr)
+
+
+def test_a_full_disk_while_the_bundle_is_written_is_named(tmp_path, monkeypatch):
+    """The bundle's own writing: an ENOSPC from the copy, raised where a real full disk raises it."""
+    import errno
+
+    from edgecompress import bundle
+    from edgecompress.errors import InputError
+
+    def full(src, dst, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copy", full)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"a model")
+    with pytest.raises(InputError) as refused:
+        bundle.write(tmp_path / "dist", NAME, files={"model.bin": model}, texts={}, manifest={},
+                     parity={"x": np.zeros(1)}, force=False)
+    assert f".{NAME}.tmp-{os.getpid()}/model.bin" in str(refused.value) and "disk holding it is full" in str(refused.value)
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [], "its temporaries are removed"
+
+
+# ---------------------------------------------------------------------------------------------
+# F6: a zip is read by its manifest before anything is written
+# ---------------------------------------------------------------------------------------------
+
+def bytes_written() -> int:
+    """The bytes this process has passed to write() so far (Linux /proc/self/io)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+ZEROS_BYTES = 50 << 20
+
+
+def rezip(src: Path, dst: Path, replace: dict = None, add: dict = None) -> Path:
+    """A copy of the bundle zip with some members' contents replaced and others added."""
+    replace, add = replace or {}, add or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            rel = info.filename.split("/", 1)[1]
+            zout.writestr(info.filename, replace.get(rel, zin.read(info)))
+        for rel, data in add.items():
+            zout.writestr(f"{NAME}/{rel}", data)
+    return dst
+
+
+@pytest.mark.parametrize("case", ["added member", "member larger than listed"])
+def test_a_zip_bomb_is_refused_before_anything_is_written(built, tmp_path, case):
+    """A 50 MB zero-filled member that deflates to KBs: refused with nothing unpacked (the review's
+    2 MB zip wrote 2 GiB to /tmp)."""
+    _, zip_file = built
+    zeros = bytes(ZEROS_BYTES)
+    bomb = rezip(zip_file, tmp_path / f"{NAME}.zip", **({"add": {"zeros.bin": zeros}} if case == "added member"
+                                                       else {"replace": {"model.onnx": zeros}}))
+    assert bomb.stat().st_size < 1 << 20
+    for command in ("verify", "bench"):
+        before = bytes_written()
+        code, _, err = run_cli(command, bomb)
+        written = bytes_written() - before
+        assert written < 1 << 20, f"{command} wrote {written:,} bytes"
+        assert code == 3 and "(nothing was unpacked)" in err and has_remedy(err), err
+        assert ("zeros.bin: not in the manifest" if case == "added member"
+                else f"model.onnx: {ZEROS_BYTES:,} bytes in the zip") in err, err
+
+
+def test_a_zip_that_would_unpack_past_the_limit_is_refused(built, monkeypatch):
+    from edgecompress import bundle
+
+    _, zip_file = built
+    monkeypatch.setattr(bundle, "MAX_UNZIPPED_BYTES", 1000)
+    code, _, err = run_cli("verify", zip_file)
+    assert code == 2 and f"bundle {zip_file} would unpack to" in err and "more than the 1,000 bytes edgecompress unpacks" in err, err
+    assert "unzip it yourself onto a disk with room and pass the folder" in err
+
+
+def test_a_zip_unpacks_only_its_listed_members_and_still_verifies_and_benches(built, tmp_path):
+    _, zip_file = built
+    code, out, err = run_cli("verify", zip_file)
+    assert code == 0 and "OK" in out, err
+    code, out, err = run_cli("bench", zip_file, "--runs", "5", "--seconds", "0", "--json")
+    assert code == 0 and json.loads(out)["results"][0]["latency_ms"]["n"] >= 5, err
+
+
+def test_a_zip_whose_manifest_is_damaged_is_named_inside_the_zip(built, tmp_path):
+    _, zip_file = built
+    broken = rezip(zip_file, tmp_path / f"{NAME}.zip", replace={"manifest.json": b"[]"})
+    code, _, err = run_cli("verify", broken)
+    assert code == 3 and f"{broken}:{NAME}/manifest.json holds a JSON list" in err and has_remedy(err), err
+
+
+def test_zip_members_outside_its_folder_are_refused(built, tmp_path):
+    _, zip_file = built
+    evil = rezip(zip_file, tmp_path / f"{NAME}.zip", add={"../../escaped.txt": b"x"})
+    code, _, err = run_cli("verify", evil)
+    assert code == 2 and "does not hold one bundle folder" in err, err
+    assert not (tmp_path / "escaped.txt").exists()
