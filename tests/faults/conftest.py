@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from faultlib import Lab
+from faultlib import Lab, train_weights
 
 RESULTS_ENV = "EC_FAULTS_RESULTS"
 _OUTCOMES: list = []
@@ -43,14 +43,20 @@ def fault_adb():
         yield server
 
 
+@pytest.fixture(scope="session")
+def fault_weights(tmp_path_factory):
+    return train_weights(tmp_path_factory.mktemp("fault-weights") / "net.pt")
+
+
 @pytest.fixture
-def make_lab(tmp_path, fault_sshd, fault_adb):
+def make_lab(tmp_path, fault_sshd, fault_adb, fault_weights):
     labs = []
 
     def make(transport: str) -> Lab:
         if transport == "adb":
             pytest.importorskip("litert_torch", reason="deploy for a phone needs the [tflite] extra")
-        labs.append(Lab(tmp_path / f"lab{len(labs)}", fault_sshd, fault_adb, f"EC-FAULT-{next(_SERIALS)}"))
+        labs.append(Lab(tmp_path / f"lab{len(labs)}", fault_sshd, fault_adb, f"EC-FAULT-{next(_SERIALS)}",
+                        fault_weights))
         return labs[-1]
 
     yield make
