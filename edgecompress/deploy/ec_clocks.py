@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -223,7 +224,7 @@ def check_store(path):
 
 
 def restore_command(store):
-    return "sudo jetson_clocks --restore %s" % store
+    return "sudo jetson_clocks --restore %s" % shlex.quote(store)
 
 
 def restore_stale(jetson_clocks, directory):

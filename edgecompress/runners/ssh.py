@@ -603,7 +603,7 @@ def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | 
 def _dropped_clocks_note(device: Device, lock_clocks: bool) -> str:
     if not lock_clocks:
         return ""
-    store = posixpath.join(device.workdir, CLOCKS_STORE)
+    store = _remote_program(posixpath.join(device.workdir, CLOCKS_STORE))  # quoted, ~/ left to the device
     return (f"\nthe device restores its Jetson clocks itself once it sees the link gone, and the next job there "
             f"does if it could not; to be sure now, run `sudo jetson_clocks --restore {store}` on it")
 

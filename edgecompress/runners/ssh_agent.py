@@ -36,6 +36,7 @@ import fcntl
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -203,7 +204,7 @@ def clock_record(workdir):
     if record is None:
         return None
     return dict(record if isinstance(record, dict) else {}, store=os.path.join(workdir, CLOCKS_STORE_FILE),
-                command="sudo jetson_clocks --restore %s" % os.path.join(workdir, CLOCKS_STORE_FILE))
+                command="sudo jetson_clocks --restore %s" % shlex.quote(os.path.join(workdir, CLOCKS_STORE_FILE)))
 
 
 def unsafe_store(path):

@@ -141,14 +141,17 @@ def test_the_host_killed_or_interrupted_mid_job_leaves_the_clocks_restored(jetso
 
 # ---- the link drops and the host survives: the runner retries ----------------------------------------
 
-def dropping(sshd, what_they_ran: bool, messages: list):
-    """on_progress that kills the sshd session processes once, a second into the timed runs."""
-    dropped = []
+def dropping(sshd, what_they_ran: bool, messages: list, times: int = 1):
+    """on_progress that kills the sshd session processes a second into the timed runs of each of the
+    first `times` attempts."""
+    drop = {"armed": True, "left": times}
 
     def progress(message):
         messages.append(message)
-        if message.startswith("timed ") and not dropped:
-            dropped.append(message)
+        if message.startswith("connection to device"):  # the runner retries: a new attempt
+            drop["armed"] = True
+        if message.startswith("timed ") and drop["armed"] and drop["left"] > 0:
+            drop.update(armed=False, left=drop["left"] - 1)
             time.sleep(1.0)
             sshd.kill_sessions(what_they_ran=what_they_ran)
     return progress
@@ -184,6 +187,15 @@ def test_a_drop_that_kills_the_job_too_is_restored_by_the_next_job_before_it_sto
     assert any(w.startswith("the Jetson clocks an earlier job left pinned") for w in result["warnings"])
     assert result["device"]["clocks_restored"] is True
     assert any("clocks default" in line for line in result["device"]["jetson_clocks_show_before"])
+    assert jetson.wait_as_found() == AS_FOUND
+
+
+def test_a_link_that_drops_twice_is_reported_with_the_restore_command_and_the_device_restores(sshd, jetson,
+                                                                                             model):
+    with pytest.raises(DeviceError) as caught:
+        run_ssh(job(**LONG), model, device=jetson.device, on_progress=dropping(sshd, False, [], times=2))
+    assert "again after one retry on a new connection" in str(caught.value)
+    assert f"run `sudo jetson_clocks --restore {jetson.workdir / 'jetson_clocks.store'}` on it" in str(caught.value)
     assert jetson.wait_as_found() == AS_FOUND
 
 
