@@ -509,7 +509,10 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
             raise InputError(f"--resume: the checkpoint {path} was made with {what}",
                              hint="pass the same model, data and settings as the interrupted run, or run with "
                                   "--force instead of --resume to start over")
-    distill.restore_(student, state)
+    try:
+        distill.restore_(student, state)
+    except InputError as exc:
+        raise InputError(f"--resume: {path}: {exc.message}", hint=exc.hint) from None
     log(f"--resume: continuing round {state['round']} at step {state['step']} from {path}")
     return state
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from .errors import ProfileError, StageError
+from .errors import InputError, ProfileError, StageError
 from .registry import Registry, closest
 
 IMPORTANCE = Registry("pruning importance")
@@ -280,7 +280,7 @@ def rebuild_(model, structure: dict) -> None:
     modules = dict(model.named_modules())
     unknown = sorted(set(structure) ^ set(modules))
     if unknown:
-        raise StageError("resume", f"the checkpoint's model has other layers than the model built now: "
+        raise InputError(f"the checkpoint's model has other layers than the model built now: "
                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
                          hint="the factory must build the same model every time; run with --force to start over")
     resized: dict = {}  # id of the fresh tensor -> its replacement, so two names for one tensor stay one

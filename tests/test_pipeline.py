@@ -634,3 +634,40 @@ def test_json_output_still_shows_a_person_the_warnings_and_a_skipped_distillatio
     summary = json.loads(out)
     assert "distill 1/1: skipped (distill.steps=0)" in err
     assert summary["accuracy_note"] and summary["accuracy_note"] in err, (summary["after"], err)
+
+
+class _Planted:
+    """A file planted in a shared --out as OUT/.NAME.work/checkpoint.pt: unpickled, it creates a marker."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_planted_checkpoint_is_refused_on_resume_and_never_runs(tmp_path, model_file, npz_data):
+    """F8: --resume unpickled the checkpoint with weights_only=False before any check."""
+    import torch
+
+    work = tmp_path / "o" / ".net-host-cpu.work"
+    work.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    torch.save({"x": _Planted(marker)}, work / "checkpoint.pt")  # as the reliability review planted it
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "host-cpu", "--data", npz_data,
+                           "--out", tmp_path / "o", "--resume", *fast_sets())
+    assert code == 2 and not marker.exists(), err
+    assert f"the checkpoint {work / 'checkpoint.pt'} was not loaded" in err and "--force" in err and "delete" in err
+
+
+def test_a_factory_without_weights_builds_the_same_model_every_run(model_file):
+    """Without --weights the factory's random initial weights are the teacher: a resumed run (or the
+    same command again) must get the same one."""
+    import torch
+
+    from edgecompress import pipeline
+
+    before = torch.get_rng_state()
+    first, second = (pipeline._seeded_load(f"{model_file}:build", None).module.state_dict() for _ in range(2))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert torch.equal(torch.get_rng_state(), before), "the caller's random state is left as it was"

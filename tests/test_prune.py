@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 from edgecompress import demo, prune
-from edgecompress.errors import ProfileError, StageError
+from edgecompress.errors import InputError, ProfileError, StageError
 from edgecompress.profile import Prune
 
 
@@ -174,3 +176,55 @@ def test_round_to_keeps_the_multiple_nearest_to_the_ratio(ratio, kept):
     prune.prune_channels_(model, Prune(ratio=ratio, round_to=8), torch.zeros(1, 1, 8, 8))
     convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs[:3] == kept
+
+
+MODELS = Path(__file__).parent / "models"
+
+
+def pruned_user_model(spec: str):
+    """A model from a file of its own classes (imported as edgecompress_user_*, not importable by
+    name, as a user's file is), pruned to half its channels; and a fresh, unpruned copy."""
+    from edgecompress import models
+
+    pruned = models.load_factory(str(MODELS / spec), None).module
+    prune.prune_channels_(pruned, Prune(ratio=0.5, round_to=8), torch.randn(1, 3, 16, 16))
+    return pruned.eval(), models.load_factory(str(MODELS / spec), None).module.eval()
+
+
+@pytest.mark.parametrize("spec", ["resnet.py:tiny", "mobilenet.py:build"])
+def test_a_pruned_custom_model_is_rebuilt_from_plain_data(tmp_path, spec):
+    """Widths and shapes saved as plain data (no module objects) and read back with
+    weights_only=True rebuild the pruned model on a fresh copy: same widths, groups, outputs."""
+    pruned, fresh = pruned_user_model(spec)
+    torch.save({"structure": prune.structure_of(pruned), "weights": pruned.state_dict()}, tmp_path / "s.pt")
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    prune.rebuild_(fresh, saved["structure"])
+    fresh.load_state_dict(saved["weights"])
+    shape = [(n, m.in_channels, m.out_channels, m.groups) for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)]
+    assert shape == [(n, m.in_channels, m.out_channels, m.groups) for n, m in fresh.named_modules()
+                     if isinstance(m, nn.Conv2d)]
+    assert any(g > 1 for *_, g in shape) == spec.startswith("mobilenet"), "depthwise convs keep groups == channels"
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(pruned(x), fresh(x))
+
+
+def test_rebuilt_tied_weights_stay_one_tensor():
+    """Two layers sharing one weight (tied embeddings, a shared head) share it after the rebuild too."""
+    def tied():
+        model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+        model[1].weight = model[0].weight
+        return model
+
+    small = tied()
+    small[0].weight = small[1].weight = nn.Parameter(torch.randn(8, 4))  # as pruning 4 inputs would leave it
+    small[0].in_features = small[1].in_features = 4
+    fresh = tied()
+    prune.rebuild_(fresh, prune.structure_of(small))
+    assert fresh[0].weight is fresh[1].weight and fresh[0].weight.shape == (8, 4) and fresh[1].in_features == 4
+
+
+def test_a_structure_from_another_model_names_the_layers_that_differ():
+    pruned, _ = pruned_user_model("resnet.py:tiny")
+    with pytest.raises(InputError, match="other layers than the model built now: 0, 1"):
+        prune.rebuild_(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), prune.structure_of(pruned))
