@@ -250,3 +250,35 @@ def test_damaged_stored_samples_are_named_without_numpys_unsafe_advice(bundles, 
     code, _, err = run_cli("verify", folder)
     assert refused(code, err, "parity.npz", words, "rebuild the bundle")
     assert "unsafely" not in err and "allow_pickle" not in err, err
+
+
+@pytest.fixture(scope="module")
+def tflite_bundle(tmp_path_factory):
+    pytest.importorskip("litert_torch", reason="the [tflite] extra is not installed")
+    from ecutil import MODEL_SRC
+
+    root = tmp_path_factory.mktemp("tflite")
+    (root / "net.py").write_text(MODEL_SRC)
+    x, y = make_data()
+    np.savez(root / "data.npz", x=x, y=y)
+    code, _, err = run_cli("deploy", f"{root}/net.py:build", "--target", "android-arm64", "--data", root / "data.npz",
+                           "--out", root / "dist", *fast_sets("distill.steps=10"))
+    assert code == 0, err
+    return root / "dist" / "net-android-arm64"
+
+
+def test_a_tflite_model_is_held_to_its_tensors_and_parameter_count(tflite_bundle, tmp_path):
+    """The .tflite's tensors read with ai_edge_litert: the untouched bundle verifies; a manifest that
+    says another count or input type does not."""
+    code, out, err = run_cli("verify", tflite_bundle)
+    assert code == 0 and "OK" in out, err
+    manifest = json.loads((tflite_bundle / "manifest.json").read_text())
+    assert manifest["model"]["parameters"] > 1000  # this model's weights and biases, INT8
+    folder = tmp_path / "b"
+    shutil.copytree(tflite_bundle, folder)
+    edit_manifest(folder, lambda m: (m["model"].update(parameters=m["model"]["parameters"] + 8),
+                                     m["inputs"][0].update(dtype="float32")))
+    code, _, err = run_cli("verify", folder)
+    assert refused(code, err, "model.tflite is not the model its manifest describes",
+                   f"input {manifest['inputs'][0]['name']!r}: dtype 'int8' in the model file, 'float32' in the manifest",
+                   f"{manifest['model']['parameters']:,} parameters in the model file")
