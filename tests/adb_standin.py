@@ -21,13 +21,15 @@ As adbd does, a shell whose client closes the connection mid-command gets SIGHUP
 children, and anything under `nohup`, go on). `Phone.processes()` lists what still runs on the phone.
 
 Simulated, not real: adbd itself, Android's toybox/mksh (dash or bash plays sh), the fuel gauge,
-the PowerStats HAL and thermal service. Real: the adb wire protocol, the sockets, the shell, the
+the PowerStats HAL and thermal service (`shell="mksh"` runs the phone's commands with mksh, Android's
+/system/bin/sh, where it is installed). Real: the adb wire protocol, the sockets, the shell, the
 files and processes on the "phone"."""
 from __future__ import annotations
 
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import socketserver
@@ -206,12 +208,18 @@ class Phone:
     """The phone behind the server: a sandbox folder, fake tools, a battery driven by a profile."""
 
     def __init__(self, root: Path, serial: str, profile: PowerProfile, state: str = "device",
-                 benchmark: Optional[dict] = None, thermal_status: int = 0, features: str = FEATURES):
+                 benchmark: Optional[dict] = None, thermal_status: int = 0, features: str = FEATURES,
+                 shell: str = "sh"):
         if any(c in str(root) for c in "'\"\\ $`"):
             raise ValueError(f"sandbox path {root} must not need shell quoting (paths are rewritten in commands)")
         self.root, self.serial, self.profile, self.state, self.features = root, serial, profile, state, features
         for d in ("bin", "log", "state", *[p.lstrip("/") for p in PHONE_DIRS]):
             (root / d).mkdir(parents=True, exist_ok=True)
+        # the phone's sh, also for the `sh` its commands start (Android's is mksh: shell="mksh")
+        self.shell = str(root / "bin" / "sh")
+        if os.path.lexists(self.shell):
+            os.remove(self.shell)
+        os.symlink(shutil.which(shell) or shell, self.shell)
         for name, text in (("dumpsys", DUMPSYS), ("taskset", TASKSET), ("getprop", GETPROP)):
             (root / "bin" / name).write_text(text)
             (root / "bin" / name).chmod(0o755)
@@ -284,7 +292,7 @@ class Phone:
         """(exit code, stdout, stderr) of `sh -c COMMAND` on the phone. When the `client` socket
         closes first, the shell gets SIGHUP, as adbd sends it (shell_service.cpp: "protocol FD
         died, sending SIGHUP"): the shell dies, its background children (started with `&`) do not."""
-        proc = subprocess.Popen(["sh", "-c", self.to_host(command)], cwd=self.root, env=self.env,
+        proc = subprocess.Popen([self.shell, "-c", self.to_host(command)], cwd=self.root, env=self.env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
         if client is not None:

@@ -506,7 +506,10 @@ def _start_sampler(phone: _Phone, plan: _Plan, folder: str, max_s: float) -> Non
     count = int(max_s / plan.sample_s) + 10
     args = " ".join(q(a) for a in (f"{folder}/sampler.sh", folder, f"{power.BATTERY_DIR}/current_now",
                                    f"{power.BATTERY_DIR}/voltage_now", f"{plan.sample_s:g}", str(count)))
-    command = f"cd {q(folder)} && nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/sampler.pid"
+    # A simple command in the background, not `cd DIR && nohup ... &`: mksh (Android's sh) runs such a
+    # list in a subshell that keeps adb's output pipe open, and the call would hang until the sampler
+    # ends; $! is then the sampler's own pid, which cleanup kills.
+    command = f"nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/sampler.pid"
     code, _, err = phone.sh(command, "starting the battery sampler")
     if code != 0:
         raise DeviceError(f"{phone.where}: the battery sampler did not start: {err.strip()}")

@@ -34,8 +34,8 @@ class PhoneLab:
     """Stand-in phones on one adb server (devices pixel, pixel2, ...), their devices.yaml, a .tflite
     and the environment a subprocess CLI needs. `phone` is the first."""
 
-    def __init__(self, tmp: Path, count: int = 1):
-        self.phones = [Phone(tmp / f"phone{i}", f"{SERIAL}{'-%d' % i if i else ''}", PowerProfile())
+    def __init__(self, tmp: Path, count: int = 1, shell: str = "sh"):
+        self.phones = [Phone(tmp / f"phone{i}", f"{SERIAL}{'-%d' % i if i else ''}", PowerProfile(), shell=shell)
                        for i in range(count)]
         self.phone = self.phones[0]
         self.server = AdbStandIn({p.serial: p for p in self.phones}).__enter__()
@@ -116,8 +116,21 @@ def assert_next_bench_starts_at_once(lab: PhoneLab) -> None:
     assert lab.leftovers() == []
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_mid_benchmark_restores_the_phone_before_exit(lab, signum, code):
+MKSH = pytest.mark.skipif(shutil.which("mksh") is None, reason="mksh (Android's /system/bin/sh) not installed")
+
+
+@pytest.mark.parametrize("signum, code, shell", [
+    (signal.SIGINT, 130, "sh"), (signal.SIGTERM, 143, "sh"), pytest.param(signal.SIGINT, 130, "mksh", marks=MKSH),
+], ids=["SIGINT", "SIGTERM", "SIGINT-mksh"])
+def test_interrupt_mid_benchmark_restores_the_phone_before_exit(tmp_path, signum, code, shell):
+    lab = PhoneLab(tmp_path, shell=shell)
+    try:
+        _interrupt_mid_benchmark(lab, signum, code)
+    finally:
+        lab.close()
+
+
+def _interrupt_mid_benchmark(lab: PhoneLab, signum: int, code: int) -> None:
     proc = lab.bench(60)
     lab.wait_busy(proc)
     proc.send_signal(signum)
@@ -144,7 +157,16 @@ def test_sigkill_of_the_host_is_restored_by_the_phone_watchdog(lab):
     assert_next_bench_starts_at_once(lab)
 
 
-def test_sigkill_then_the_next_bench_takes_the_dead_jobs_lock_at_once_and_restores_first(lab):
+@pytest.mark.parametrize("shell", ["sh", pytest.param("mksh", marks=MKSH)])
+def test_sigkill_then_the_next_bench_takes_the_dead_jobs_lock_at_once_and_restores_first(tmp_path, shell):
+    lab = PhoneLab(tmp_path, shell=shell)
+    try:
+        _sigkill_then_next_bench(lab)
+    finally:
+        lab.close()
+
+
+def _sigkill_then_next_bench(lab: PhoneLab) -> None:
     proc = lab.bench(60)
     lab.wait_busy(proc)
     proc.kill()
@@ -220,3 +242,90 @@ def test_a_live_holder_of_this_host_is_waited_for(lab):
     release.join()
     assert proc.returncode == 0, err
     assert "waiting for pixel" in err and lab.leftovers() == []
+
+
+# ---- the phone's watchdog script alone, in the shells that play the phone's sh -------------------
+
+SHELLS = [pytest.param(name, marks=pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} not installed"))
+          for name in ("dash", "mksh")]  # the stand-in's sh here, and Android's /system/bin/sh
+
+
+class WatchedJob:
+    """A job folder with a watchdog (power.WATCHDOG_SH) run by `shell`, a fake dumpsys that logs its
+    calls, a "benchmark_model" (a sleep whose command line names the folder) and a foreign process
+    whose pid sits in a pid file (a pid reused since): the watchdog must leave that one alone."""
+
+    def __init__(self, tmp: Path, shell: str, stale_ticks: int = 2, max_s: int = 60, unplugged: bool = True):
+        from edgecompress.runners import android_power as power
+
+        self.folder, self.lock, self.log = tmp / "job-x1", tmp / "lock", tmp / "calls.txt"
+        self.folder.mkdir(parents=True)
+        self.lock.mkdir()
+        (self.lock / "owner").write_text('12 {"token":"tok-1"}\n')
+        (tmp / "bin").mkdir()
+        (tmp / "bin" / "dumpsys").write_text(f'#!/bin/sh\necho "dumpsys $*" >> {self.log}\n')
+        (tmp / "bin" / "dumpsys").chmod(0o755)
+        (self.folder / "watchdog.sh").write_text(power.WATCHDOG_SH)
+        (self.folder / "heartbeat").touch()
+        if unplugged:
+            (self.folder / "unplugged").touch()
+        self.bench = subprocess.Popen(["sh", "-c", 'sleep 60; : "$0"', f"{self.folder}/benchmark_model"])
+        self.foreign = subprocess.Popen(["sleep", "60"])
+        (self.folder / "benchmark.pid").write_text(f"{self.bench.pid}\n")
+        (self.folder / "sampler.pid").write_text(f"{self.foreign.pid}\n")
+        env = dict(os.environ, PATH=f"{tmp / 'bin'}:{os.environ['PATH']}")
+        self.watchdog = subprocess.Popen([shell, str(self.folder / "watchdog.sh"), str(self.folder), str(self.lock),
+                                          "tok-1", str(max_s), str(stale_ticks)], env=env)
+
+    def calls(self) -> list:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def close(self) -> None:
+        for proc in (self.watchdog, self.bench, self.foreign):
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def watched(tmp_path):
+    made = []
+    yield lambda *a, **kw: made.append(WatchedJob(tmp_path / str(len(made)), *a, **kw)) or made[-1]
+    for job in made:
+        job.close()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_watchdog_restores_when_the_heartbeat_stops(watched, shell):
+    job = watched(shell, stale_ticks=2)
+    assert job.watchdog.wait(timeout=20) == 0
+    assert job.calls() == ["dumpsys battery reset"]
+    assert job.bench.wait(timeout=5) is not None  # killed
+    assert job.foreign.poll() is None  # its pid file named it, its command line does not
+    assert not job.folder.exists() and not job.lock.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_watchdog_restores_when_the_folder_is_removed_and_keeps_a_lock_not_its_own(watched, shell):
+    job = watched(shell, stale_ticks=30)
+    (job.lock / "owner").write_text('12 {"token":"tok-2"}\n')  # the next job's lock
+    time.sleep(1.5)  # the watchdog has seen the folder, its marker and pids
+    for name in ("heartbeat", "unplugged", "benchmark.pid", "sampler.pid", "watchdog.sh"):
+        (job.folder / name).unlink(missing_ok=True)
+    job.folder.rmdir()
+    assert job.watchdog.wait(timeout=10) == 0
+    assert job.calls() == ["dumpsys battery reset"] and job.bench.wait(timeout=5) is not None
+    assert job.lock.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_watchdog_ends_the_job_at_its_deadline_without_touching_charging_it_left_alone(watched, shell):
+    job = watched(shell, stale_ticks=30, max_s=2, unplugged=False)
+    beats = threading.Event()
+    keeper = threading.Thread(target=lambda: [(job.folder / "heartbeat").touch() for _ in iter(
+        lambda: beats.wait(0.3), True) if job.folder.exists()], daemon=True)
+    keeper.start()
+    try:
+        assert job.watchdog.wait(timeout=15) == 0
+    finally:
+        beats.set()
+    assert job.calls() == [] and job.bench.wait(timeout=5) is not None and not job.folder.exists()
