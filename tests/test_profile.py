@@ -170,3 +170,31 @@ def test_a_missing_section_is_named_with_its_keys_not_dumped(tmp_path):
         profile.load(str(mine))
     assert "device: required, and missing (a section with arch, cores, accelerator, memory_gb)" in str(err.value)
     assert "{" not in str(err.value)
+
+
+def test_a_key_given_twice_is_named_by_its_path_and_lines_at_any_depth(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: `bench: {runs: 50}` then `runs: 100`
+    further down silently won."""
+    prof = tmp_path / "twice.yaml"
+    prof.write_text("name: twice\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 4}\n"
+                    "bench:\n  runs: 50\n  seconds: 1\n  runs: 100\nverify: {samples: 64, samples: 32}\n")
+    with pytest.raises(ProfileError) as caught:
+        profile.load(str(prof))
+    message = str(caught.value)
+    assert f"profile {prof} has 2 key(s) given twice" in message
+    assert "'bench.runs' is given twice, on lines 6 and 8" in message
+    assert "'verify.samples' is given twice, on lines 9 and 9" in message
+
+
+def test_anchors_and_merge_keys_are_not_duplicates(tmp_path):
+    prof = tmp_path / "anchors.yaml"
+    prof.write_text("name: anchors\nfamily: arm\nruntime: onnxruntime\ndevice: {arch: arm64, cores: 4}\n"
+                    "bench: &fast\n  runs: 50\nverify:\n  samples: 64\n")
+    assert profile.load(str(prof))[0].bench.runs == 50
+    data = profile.load_yaml(_write(tmp_path / "merge.yaml", "base: &b {a: 1}\nmine:\n  <<: *b\n  c: 2\n"), "file")
+    assert data["mine"] == {"a": 1, "c": 2}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
