@@ -300,10 +300,11 @@ def check_label_names(data: Dataset, outputs: int, role: str = "the model") -> N
     if data.labels is None or len(data.labels) == outputs:
         return
     folder = Path(data.source).is_dir()
-    names = "class folders (empty ones are not classes)" if folder else "names in 'labels'"
+    names = "class folders with images" if folder else "names in 'labels'"
     hint = ("give each of the model's classes its folder, named so they sort in its output order (0_cat, 1_dog, ...)"
             if folder else f"save one name per output, in output order: numpy.savez(..., labels=[...{outputs} names])")
-    raise InputError(f"data {data.source} has {len(data.labels)} {names} but {role} has {outputs} outputs",
+    shown = ", ".join(data.labels[:8]) + (" ..." if len(data.labels) > 8 else "")
+    raise InputError(f"data {data.source} has {len(data.labels)} {names} ({shown}) but {role} has {outputs} outputs",
                      hint=hint)
 
 

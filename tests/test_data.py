@@ -152,5 +152,12 @@ def test_label_names_must_name_every_output(tmp_path):
     loaded = data.load(str(npz), Preprocess(), None)
     with pytest.raises(data.InputError) as caught:
         data.check_label_names(loaded, 4)
-    assert f"data {npz} has 2 names in 'labels' but the model has 4 outputs" in str(caught.value)
+    assert f"data {npz} has 2 names in 'labels' (cat, dog) but the model has 4 outputs" in str(caught.value)
     data.check_label_names(loaded, 2)
+    root = tmp_path / "imgs"
+    for name in ("0_cat", "1_dog", "2_bird"):
+        _png(root / name / "0.png")
+    with pytest.raises(data.InputError) as caught:
+        data.check_label_names(data.load(str(root), Preprocess(), None), 2)
+    assert "has 3 class folders with images (0_cat, 1_dog, 2_bird) but the model has 2 outputs" \
+        in str(caught.value) and "sort in its output order" in caught.value.hint
