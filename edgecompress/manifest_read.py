@@ -180,19 +180,15 @@ def load_parity(path: Path, keys=("x", "expected", "reference")) -> dict:
 
 
 def check_samples_fit(manifest: dict, x_shape: tuple, where: str) -> None:
-    """The stored samples have the shape of the model's first input (its fixed dimensions)."""
+    """The stored samples have the shape of the model's first input (its fixed dimensions), as
+    NCHW or, for a LiteRT model, as the NHWC they are transposed to."""
     want = manifest["inputs"][0]["shape"]
-    if len(want) != len(x_shape):
-        raise _stage(f"{where}: the stored samples in {PARITY} are {list(x_shape[1:])} per sample and the model's input "
-                     f"{manifest['inputs'][0]['name']!r} takes {want[1:]}")
-    layouts = [list(x_shape[1:])]
-    if len(x_shape) == 4:  # a LiteRT model takes the NCHW samples as NHWC
-        layouts.append([x_shape[2], x_shape[3], x_shape[1]])
-    fits = any(all(not isinstance(w, int) or isinstance(w, bool) or w == s for w, s in zip(want[1:], dims))
-               for dims in layouts)
-    if not fits:
-        raise _stage(f"{where}: the stored samples in {PARITY} are {list(x_shape[1:])} per sample and the model's input "
-                     f"{manifest['inputs'][0]['name']!r} takes {want[1:]}")
+    layouts = [list(x_shape[1:])] + ([[x_shape[2], x_shape[3], x_shape[1]]] if len(x_shape) == 4 else [])
+    fixed = lambda w: isinstance(w, int) and not isinstance(w, bool)  # noqa: E731 (dynamic dims are names)
+    if len(want) != len(x_shape) or not any(all(not fixed(w) or w == d for w, d in zip(want[1:], dims))
+                                            for dims in layouts):
+        raise _stage(f"{where}: the stored samples in {PARITY} are {list(x_shape[1:])} per sample and the model's "
+                     f"input {manifest['inputs'][0]['name']!r} takes {want[1:]}")
 
 
 def model_facts(path: Path) -> dict:
