@@ -118,6 +118,12 @@ def settings(*extra: str) -> List[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
+# A shell starts background jobs with SIGINT ignored, and a Python started so never raises
+# KeyboardInterrupt: the host is started with SIGINT back to default, so a Ctrl-C case means the same
+# in a terminal, under CI or from `benchmarks/faults.py &`.
+WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 class Host:
     """The CLI in a subprocess, in its own process group (a terminal's Ctrl-C reaches the whole
     group), with its stderr lines collected as they come."""
@@ -125,8 +131,9 @@ class Host:
     def __init__(self, argv: List[str], env: dict, cwd: Path, name: str = "host"):
         self.argv, self.name, self.lines = argv, name, []
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", WITH_SIGINT, *argv], env=env, cwd=cwd,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, errors="replace", start_new_session=True)
         self.stdout: List[str] = []
         self._readers = [threading.Thread(target=self._read, args=(self.proc.stderr, self.lines), daemon=True),
                          threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True)]
