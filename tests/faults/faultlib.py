@@ -121,7 +121,8 @@ def settings(*extra: str) -> List[str]:
 # A shell starts background jobs with SIGINT ignored, and a Python started so never raises
 # KeyboardInterrupt: the host is started with SIGINT back to default, so a Ctrl-C case means the same
 # in a terminal, under CI or from `benchmarks/faults.py &`.
-WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
 
 
 class Host:

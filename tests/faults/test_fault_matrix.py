@@ -107,7 +107,8 @@ def resume_left(fault: str, stage: str, host) -> list:
     if said is None:
         return [f"--resume did not continue from a checkpoint: {host.saw('--resume') or host.tail(1)}"]
     step = int(re.search(r"step (\d+)", said).group(1))
-    least = {"distill": STRIKE_AT_STEP if fault in ("sigint", "sigterm") else CHECKPOINT_EVERY}.get(stage, DISTILL_STEPS)
+    saved_at_stop = STRIKE_AT_STEP if fault in ("sigint", "sigterm") else CHECKPOINT_EVERY
+    least = saved_at_stop if stage == "distill" else DISTILL_STEPS
     return [] if step >= least else [f"--resume continued at step {step}, expected at least {least}: {said}"]
 
 
