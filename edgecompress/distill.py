@@ -233,7 +233,8 @@ def load_checkpoint(path: Path) -> dict:
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         return state
     raise InputError(f"--resume: the checkpoint {path} was not loaded: {what}",
-                     hint=f"delete {path}, or run with --force instead of --resume, to start over")
+                     hint=f"delete {path}, or run with --force instead of --resume, to start over (an edgecompress "
+                          "older than checkpoint format 2 pickled module objects: its checkpoints cannot be resumed)")
 
 
 def checkpoint_state(student) -> dict:
@@ -263,6 +264,7 @@ def _seeded(fn):
 
 
 def step_seed(rnd: int, step: int) -> int:
+    """Torch's seed for a step: its own in every round, and the same when a resumed run gets there."""
     return SEED + 1_000_003 * rnd + step
 
 

@@ -288,11 +288,12 @@ def rebuild_(model, structure: dict) -> None:
         module = modules[name]
         for key, value in entry["attributes"].items():
             setattr(module, key, value)
+        # setattr, not the tables themselves: a module may watch its own (an LSTM's _flat_weights)
         for kind, table in (("parameters", module._parameters), ("buffers", module._buffers)):
             for key, (shape, dtype) in entry[kind].items():
-                table[key] = _resized(table.get(key), shape, dtype, kind == "parameters", resized)
+                setattr(module, key, _resized(table.get(key), shape, dtype, kind == "parameters", resized))
         for key, value in entry["values"].items():
-            module._buffers[key] = value
+            setattr(module, key, value)
 
 
 def _resized(old, shape: list, dtype: str, parameter: bool, resized: dict):
