@@ -104,9 +104,13 @@ class _Phone:
             raise DeviceError(f"{self.where}: {doing} failed: {e or type(e).__name__}",
                               hint=f"check the phone and its link: adb -s {self.device.serial} get-state") from None
 
-    def sh(self, command: str, doing: str, timeout_s: float = CONTROL_TIMEOUT_S) -> tuple:
-        """(exit code, stdout, stderr) of `command` run by the phone's sh."""
-        with self.talking(doing, timeout_s):
+    def sh(self, command: str, doing: str, timeout_s: float = CONTROL_TIMEOUT_S, whole: bool = False) -> tuple:
+        """(exit code, stdout, stderr) of `command` run by the phone's sh. `whole`: a Ctrl-C waits
+        for the answer. For a command that changes the phone's state: cut off, adbd hangs up its sh
+        but the step it was running (a mkdir, `dumpsys battery unplug`) may finish after the
+        cleanup that should undo it has run."""
+        deferred = _sigint_deferred() if whole else contextlib.nullcontext()
+        with deferred, self.talking(doing, timeout_s):
             # no trailing newline: without shell_v2, adbutils appends `; echo X4EXIT:$?` to learn the exit code
             out = self.handle.shell2(command.rstrip("\n"), timeout=timeout_s, v2=True)
         if not (out.stdout or out.stderr):  # shell v1 (no shell_v2 feature): one merged stream
@@ -262,7 +266,7 @@ def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
     command = (f"mkdir -p {BASE} && read up rest < /proc/uptime && if mkdir {LOCK} 2>/dev/null; then "
                f"echo \"${{up%.*}} \"{shlex.quote(owner)} > {LOCK}/owner && echo @locked; else "
                f"echo \"@busy ${{up%.*}}\"; cat {LOCK}/owner 2>/dev/null; fi")
-    code, out, err = phone.sh(command, "taking the device lock")
+    code, out, err = phone.sh(command, "taking the device lock", whole=True)
     lines = out.strip().splitlines()
     if code != 0 or not lines:
         raise DeviceError(f"{phone.where}: cannot create {LOCK} (exit code {code}): {err.strip()}",
@@ -301,6 +305,7 @@ def _lock(phone: _Phone, job: "_Job", timeout_s: float, say: Callable[[str], Non
           stop: Optional[threading.Event] = None) -> None:
     """Take the phone's lock (waiting up to timeout_s), then restore what dead jobs left (_recover)."""
     deadline, took_stale = time.monotonic() + timeout_s, False
+    job.locked = True  # before the phone may take it: releasing is a no-op unless the lock names job.token
     while True:
         _check_stop(stop)
         holder = _try_lock(phone, _owner(job.token, timeout_s))
@@ -318,7 +323,6 @@ def _lock(phone: _Phone, job: "_Job", timeout_s: float, say: Callable[[str], Non
                                    f"it: adb -s {phone.device.serial} shell rm -rf {LOCK}")
         say(f"waiting for {phone.device.name}: busy with a job from {who}")
         time.sleep(LOCK_POLL_S)
-    job.locked = True
     _recover(phone, took_stale)
 
 
@@ -446,11 +450,11 @@ def _run_script(folder: str, bench_line: str, plan: _Plan, powerstats: bool) -> 
 
 def _stage(phone: _Phone, plan: _Plan, job: _Job, say) -> str:
     """A fresh job folder with the model, benchmark_model and sampler; the benchmark's shell line."""
-    code, out, err = phone.sh(f"mkdir -p {BASE} && mktemp -d {BASE}/job-XXXXXX", "creating the job folder")
-    folder = out.strip().splitlines()[-1] if out.strip() else ""
-    if code != 0 or not folder.startswith(BASE + "/job-"):
+    # named here, and known to cleanup before the phone makes it: a Ctrl-C during the call leaves none
+    job.folder = folder = f"{BASE}/job-{job.token[:12]}"
+    code, out, err = phone.sh(f"mkdir -p {BASE} && mkdir {folder}", "creating the job folder", whole=True)
+    if code != 0:
         raise DeviceError(f"{phone.where}: cannot create a job folder in {BASE}: {err.strip() or out.strip()}")
-    job.folder = folder
     say(f"copying {plan.model.name} and benchmark_model to {phone.device.name}")
     model = posixpath.join(folder, "model.tflite")
     phone.push(plan.model, model, 0o600, f"copying {plan.model.name}")
@@ -510,7 +514,7 @@ def _start_sampler(phone: _Phone, plan: _Plan, folder: str, max_s: float) -> Non
     # list in a subshell that keeps adb's output pipe open, and the call would hang until the sampler
     # ends; $! is then the sampler's own pid, which cleanup kills.
     command = f"nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/sampler.pid"
-    code, _, err = phone.sh(command, "starting the battery sampler")
+    code, _, err = phone.sh(command, "starting the battery sampler", whole=True)
     if code != 0:
         raise DeviceError(f"{phone.where}: the battery sampler did not start: {err.strip()}")
 
@@ -522,7 +526,7 @@ def _start_watchdog(phone: _Phone, job: _Job, max_s: float) -> None:
                                    str(HEARTBEAT_STALE_S)))
     # a simple command in the background, so that $! is the watchdog's own pid
     command = f"touch {q(folder)}/heartbeat; nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/watchdog.pid"
-    code, _, err = phone.sh(command, "starting the job's watchdog")
+    code, _, err = phone.sh(command, "starting the job's watchdog", whole=True)
     if code != 0:
         raise DeviceError(f"{phone.where}: the job's watchdog did not start: {err.strip()}")
     job.keeper = _Keeper(phone, job)
@@ -538,7 +542,8 @@ def _measure(phone: _Phone, plan: _Plan, job: _Job, deadline: float, say) -> dic
     if any(name in sources and sources[name] is None for name in ENERGY_SOURCES):
         job.unplugged = True  # set first: a failure inside the call still restores charging
         # the marker first: a watchdog that finds it restores charging if this host dies
-        phone.sh(f"touch {shlex.quote(job.folder)}/unplugged && dumpsys battery unplug", "suspending charging")
+        phone.sh(f"touch {shlex.quote(job.folder)}/unplugged && dumpsys battery unplug", "suspending charging",
+                 whole=True)
     if "battery" in sources and sources["battery"] is None:
         _start_sampler(phone, plan, job.folder, deadline - time.monotonic() + plan.idle_s)
     powerstats = "powerstats" in sources and sources["powerstats"] is None

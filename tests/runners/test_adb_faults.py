@@ -145,6 +145,30 @@ def _interrupt_mid_benchmark(lab: PhoneLab, signum: int, code: int) -> None:
     assert_next_bench_starts_at_once(lab)
 
 
+@pytest.mark.parametrize("request_part, delay_s", [
+    ("mkdir /data/local/tmp/edgecompress/lock", 0), ("ours()", 0), ("mkdir /data/local/tmp/edgecompress/job-", 0),
+    ("sync:", 0), ("sync:", 0.05), ("watchdog.sh", 0), ("getprop", 0), ("battery unplug", 0),
+    ("sampler.sh", 0), ("run.pid", 0), ("run.pid", 0.15),
+], ids=["lock", "leftovers", "folder", "copy", "copy+", "watchdog", "props", "unplug", "sampler", "run", "run+"])
+def test_ctrl_c_at_any_point_leaves_the_phone_as_found(lab, request_part, delay_s):
+    """SIGINT the moment the phone receives each step of a job's start (the request is still being
+    served): taking the lock, making the folder, copying, starting the watchdog and the sampler,
+    suspending charging, starting the run."""
+    seen = len(lab.server.requests)
+    proc = lab.bench(60)
+    deadline = time.monotonic() + 60
+    while not any(request_part in r for r in lab.server.requests[seen:]):
+        assert proc.poll() is None and time.monotonic() < deadline, f"no request with {request_part!r}"
+        time.sleep(0.001)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert lab.leftovers() == []
+    assert lab.phone.calls("dumpsys battery") in ([], ["dumpsys battery unplug", "dumpsys battery reset"])
+    assert lab.phone.processes() == []  # nor the watchdog or the sampler
+
+
 def test_sigkill_of_the_host_is_restored_by_the_phone_watchdog(lab):
     proc = lab.bench(60)
     lab.wait_busy(proc)
