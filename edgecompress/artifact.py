@@ -44,8 +44,24 @@ def _verify_folder(folder: Path, path: str) -> dict:
     reference = "the original ONNX model" if manifest["provenance"].get("source_format") == "onnx" else "PyTorch"
     vs_ref = verify.compare(f"model vs {reference} (information)", [out[0]], [stored["reference"]],
                             ["output"], None)
+    vs_original = None
+    if "original" in stored and manifest["provenance"].get("source_format") != "onnx":  # bundles since 11
+        vs_original = verify.compare("model vs the original model (information)", [out[0]], [stored["original"]],
+                                     ["output"], None).to_dict()
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
-            "reference": vs_ref.to_dict(), "reference_is": reference, "ok": True}
+            "reference": vs_ref.to_dict(), "reference_is": reference, "original": vs_original,
+            "build_check": _build_check(manifest), "ok": True}
+
+
+def _build_check(manifest: dict) -> Optional[dict]:
+    """The deployed model's own check at build time (over every held-out sample, with its tolerance),
+    so a figure over the few stored samples is read beside the one that decided the build."""
+    checks = (manifest.get("metrics") or {}).get("parity") or []
+    last = checks[-1] if checks and isinstance(checks[-1], dict) else None
+    if not last or last.get("top1_agreement") is None:
+        return None
+    return {"samples": last.get("samples"), "top1_agreement": last["top1_agreement"],
+            "min_top1_agreement": (last.get("tolerance") or {}).get("min_top1_agreement")}
 
 
 def _rerun(model_file: Path, x, manifest: dict) -> list:

@@ -226,7 +226,17 @@ def cmd_verify(args) -> int:
         print(f"{out['bundle']}: {out['files_checked']} files match their checksums")
         print(f"  re-run on {rerun['samples']} stored samples: max |diff| {rerun['outputs'][0]['max_abs_diff']:.2g}, "
               f"top-1 agreement {rerun['top1_agreement']:.2%} with the build-time outputs")
-        print(f"  top-1 agreement with {out['reference_is']}: {ref['top1_agreement']:.2%}")
+        print(f"  top-1 agreement with {out['reference_is']}: {ref['top1_agreement']:.2%}"
+              + (" (the FP32 student the model was made from)" if out["reference_is"] == "PyTorch" else ""))
+        if out.get("original"):
+            print(f"  top-1 agreement with the original model: {out['original']['top1_agreement']:.2%}")
+        build = out.get("build_check")
+        if build:
+            tol = build["min_top1_agreement"]
+            print(f"  at build time, over {build['samples']} held-out samples: {build['top1_agreement']:.2%} with "
+                  f"{out['reference_is']}" + (f" (tolerance {tol:.2%})" if tol is not None else "")
+                  + f"; the {rerun['samples']} stored samples here are a few of those, so one sample moves this "
+                    f"figure by {1 / max(1, rerun['samples']):.1%}")
         print("OK")
     return 0
 

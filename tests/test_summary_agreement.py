@@ -51,6 +51,10 @@ def test_label_free_summary_equals_the_parity_checks_agreement_with_the_original
         assert len(stored["x"]) == deployed_check["samples"] == 30
         recomputed = float((stored["expected"].argmax(1) == stored["original"].argmax(1)).mean())
     assert recomputed == summary["after"]["accuracy"]
+    code, out, err = run_cli("verify", bundle)
+    assert code == 0, err
+    assert f"top-1 agreement with the original model: {summary['after']['accuracy']:.2%}" in out
+    assert "(the FP32 student the model was made from)" in out and "at build time, over 30 held-out samples" in out
 
 
 def _stages(original, student, deployed):
