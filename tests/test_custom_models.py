@@ -137,10 +137,11 @@ def test_a_resnet_deploys_on_android_with_two_pruning_rounds(tmp_path, images):
 
 def test_sigterm_mid_distillation_saves_at_the_step_boundary_and_resume_continues(tmp_path, images):
     """A real process sent SIGTERM (as `timeout`, CI and `docker stop` do) stops like the first Ctrl-C:
-    a checkpoint at the step it reached (no periodic one is due), exit 143, and --resume goes on."""
+    a checkpoint at the step it reached (no periodic one is due), exit 143; --resume goes on, and
+    prunes the model it rebuilt from the checkpoint again in round 2."""
     args = [sys.executable, "-m", "edgecompress.cli",
-            *deploy_args("resnet.py:tiny", "arm", images, tmp_path / "o", "distill.steps=400",
-                         "distill.checkpoint_every=100000")]
+            *deploy_args("resnet.py:tiny", "arm", images, tmp_path / "o", "distill.steps=200",
+                         "distill.checkpoint_every=100000", "prune.iterative_steps=2")]
     env = {k: v for k, v in os.environ.items() if k != "EDGECOMPRESS_PROGRESS"}  # its lines say it is training
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -149,19 +150,19 @@ def test_sigterm_mid_distillation_saves_at_the_step_boundary_and_resume_continue
     while time.time() < deadline:
         line = proc.stderr.readline()
         seen.append(line)
-        if not line or line.startswith("distill 1/1: step 40/400"):
+        if not line or line.startswith("distill 1/2: step 20/100"):
             break
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=120)
     err = "".join(seen) + rest
     assert proc.returncode == 143, err
-    assert "SIGTERM: stopping after this step" in err and "interrupted by SIGTERM at distill 1/1 step" in err, err
+    assert "SIGTERM: stopping after this step" in err and "interrupted by SIGTERM at distill 1/2 step" in err, err
     ckpt = tmp_path / "o" / ".tiny-raspberry-pi-5.work" / "checkpoint.pt"
     step = torch.load(ckpt, weights_only=True)["step"]
-    assert 40 <= step < 400, "saved where it stopped, not at the start or the end"
+    assert 20 <= step < 100, "saved where it stopped, not at the start or the end of the round"
     finished = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr
-    assert f"--resume: continuing round 1 at step {step}" in finished.stderr
+    assert f"--resume: continuing round 1 at step {step}" in finished.stderr and "prune 2/2" in finished.stderr
     verified(tmp_path / "o" / "tiny-raspberry-pi-5")
 
 
