@@ -149,7 +149,7 @@ def settings_here(cfg, device, quiet: bool = False):
     import os
 
     cores = os.cpu_count() or 1
-    if device is not None or cfg.threads <= cores:
+    if (device is not None and device.transport != "local") or cfg.threads <= cores:
         return cfg
     if not quiet:
         print(f"bench: {cores} threads on this host, which has {cores} CPUs (the profile's {cfg.threads} are the "

@@ -187,7 +187,7 @@ def cmd_devices(args) -> int:
     if args.action == "list":
         for name, d in devices.items():
             where = f"{d.user + '@' if d.user else ''}{d.host}{':' + str(d.port) if d.port else ''}" \
-                if d.transport == "ssh" else (d.serial or "")
+                if d.transport == "ssh" else ("this host" if d.transport == "local" else d.serial or "")
             print(f"{name:<16} {d.target:<18} {d.transport:<6} {where}")
         return 0
     if not args.name:

@@ -15,7 +15,8 @@ def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
     """Where the latency (and energy) figures come from, in words and in fields."""
     r = results["compressed"]
     state = r.get("device") or {}
-    fields = {"device_name": device.name if device else "this host", "where": "device" if device else "host",
+    on_host = device is None or device.transport == "local"  # a local device is this host under a name
+    fields = {"device_name": device.name if device else "this host", "where": "host" if on_host else "device",
               "arch": state.get("arch"), "runtime": state.get("runtime") or prof.runtime,
               "runtime_version": state.get("runtime_version"),
               "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
@@ -24,7 +25,11 @@ def measured_on(results: dict, prof, device, proxy: bool = False) -> dict:
               "threads": (r.get("runtime_options") or {}).get("threads"),
               "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
                          for k, v in results.items()}}
-    if device:
+    if device and on_host:
+        fields["note"] = (f"Measured on this host as device {device.name} ({r.get('host')}, {state.get('arch')}, "
+                          f"{prof.runtime} {state.get('runtime_version')}), not on a {prof.name} board unless this "
+                          "host is one.")
+    elif device:
         fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
                           f"{prof.runtime} {state.get('runtime_version')}).")
     else:

@@ -233,6 +233,8 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     with torch.no_grad():
         out = model(example)
     logits = out[0] if isinstance(out, (tuple, list)) else out
+    if logits.dim() == 2:
+        data_mod.check_label_names(dataset, logits.shape[1], role)
     if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
@@ -256,9 +258,29 @@ def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:
         outputs = "" if logits.shape[1] == classes else (f" (the model has {logits.shape[1]} outputs; the labels "
                                                          f"use {classes} classes)")
         log(f"warning: the original model is right on {accuracy:.1%} of {len(y)} training samples, no better than "
-            f"chance{outputs}: its outputs and the labels may not match. An image folder's classes are "
-            "numbered in sorted folder-name order (the manifest's labels show it): name the folders so that they "
-            "sort in the model's order (0_cat, 1_dog, ...). An untrained model gives this too.")
+            f"chance{outputs}. Likely causes, most likely first:\n"
+            + "\n".join(f"  {i}. {c}" for i, c in enumerate(_chance_causes(source, train), 1)))
+
+
+def _chance_causes(source, train) -> List[str]:
+    """Why a model may score at chance, in the order a user should check them (the walkthrough's forgotten
+    --weights and other preprocessing were both blamed on the folder order)."""
+    causes = []
+    if source.kind == "torch" and source.weights is None and source.name != "demo":
+        causes.append("no --weights was given, so the model has the weights its factory made (untrained?): "
+                      "pass --weights FILE.pt")
+    pre = train.preprocessing
+    if Path(train.source).is_dir():
+        causes.append(f"the images are given as (pixel * {pre['scale']:.6g} - mean) / std with preprocess.mean="
+                      f"{pre['mean']} and preprocess.std={pre['std']}: if the model was trained with other values, "
+                      "pass them with --set preprocess.mean=[...] --set preprocess.std=[...]")
+    else:
+        causes.append(f"{Path(train.source).name}'s x is not preprocessed as the model was trained (scale, mean, "
+                      "std, layout)")
+    causes.append("the classes are in another order than the model's outputs: an image folder's classes are "
+                  "numbered in sorted folder-name order (the manifest's labels show it); name the folders so that "
+                  "they sort in the model's order (0_cat, 1_dog, ...)")
+    return causes
 
 
 def compress_torch(source, teacher, prof, train, held, work: Path, opts: DeployOptions) -> dict:
