@@ -99,9 +99,19 @@ class _Streams:
             self.stderr_tail.append(line)
 
 
+def clocks_state_dir() -> Path:
+    """Where a local job (bench --lock-clocks run on the Jetson itself) keeps the jetson_clocks store:
+    outside its job folder, which goes with the job, so a job killed with SIGKILL leaves what the
+    next job needs to restore the clocks (ec_clocks restores a stale store before storing again)."""
+    folder = Path(os.environ.get("EDGECOMPRESS_CACHE") or Path.home() / ".cache" / "edgecompress") / "clocks"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
 def run_process(command: list, folder: Path, on_progress, timeout_s: float) -> tuple:
     """(exit code or None on timeout, streams) of the device side run in `folder`."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    env.setdefault("EDGECOMPRESS_CLOCKS_DIR", str(clocks_state_dir()))
     try:
         process = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
