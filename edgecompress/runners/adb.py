@@ -257,8 +257,17 @@ def _owner(token: str, hold_s: float) -> str:
         user = getpass.getuser()
     except Exception:  # no name for this uid
         user = str(os.getuid())
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "user": user, "token": token,
-                       "hold_s": hold_s}, separators=(",", ":"))
+    return json.dumps({"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "user": user,
+                       "token": token, "hold_s": hold_s}, separators=(",", ":"))
+
+
+def _boot_id() -> Optional[str]:
+    """This machine's boot (Linux): two machines that share a host name (`localhost`, a cloned VM) are
+    told apart, so a live job on the other is never taken for a dead pid here."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
@@ -287,8 +296,10 @@ def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
 def _holder_dead(holder: dict) -> bool:
     """A holder from this host whose process has ended: its lock is stale now, not after its timeout
     (Ctrl-C, kill -9 or a crash of an earlier run). A pid this process cannot signal is alive."""
-    pid = holder.get("pid")
+    pid, boot, here = holder.get("pid"), holder.get("boot"), _boot_id()
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if boot and here and boot != here:  # another machine of the same name, or this one before a reboot
         return False
     if pid == os.getpid():  # this process's jobs take turns (_host_lock): a lock of ours is left over
         return True

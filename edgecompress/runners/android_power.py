@@ -7,7 +7,8 @@
   says Discharging; what was detected is recorded with the energy.
 - PowerStats HAL (Pixel): `dumpsys android.hardware.power.stats.IPowerStats/default delta` blocks,
   per-rail energy in mJ (mWs) since the previous dump.
-- State: `dumpsys thermalservice` (status line and HAL temperatures), cpufreq and governors."""
+- State: `dumpsys thermalservice` (status line and HAL temperatures), cpufreq and governors.
+- WATCHDOG_SH: the phone-side guard that restores charging when the host dies mid-job."""
 from __future__ import annotations
 
 import re

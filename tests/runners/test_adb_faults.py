@@ -253,6 +253,19 @@ def test_a_lock_held_by_a_dead_process_of_this_host_is_stale_at_once(lab):
     assert lab.phone.calls("dumpsys battery")[0] == "dumpsys battery reset"
 
 
+def test_a_holder_of_the_same_name_on_another_machine_is_waited_for(tmp_path):
+    """Two machines may share a host name (localhost, a cloned VM): a pid that is dead here may be
+    a live job there, so its boot id must match too."""
+    from edgecompress.runners.adb import _holder_dead
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = {"host": socket.gethostname(), "pid": dead.pid, "boot": adb._boot_id()}
+    assert _holder_dead(here) and _holder_dead(dict(here, boot=None))
+    assert not _holder_dead(dict(here, boot="0e1f-other-machine"))
+    assert not _holder_dead(dict(here, host="lab-pc")) and not _holder_dead(dict(here, pid=os.getppid()))
+
+
 def test_a_live_holder_of_this_host_is_waited_for(lab):
     lab.base.mkdir(parents=True)
     (lab.base / "lock").mkdir()
