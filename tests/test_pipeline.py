@@ -460,8 +460,8 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
                       "--json", *fast_sets())
     folder = tmp_path / "net-android-arm64"
     m = json.loads((folder / "manifest.json").read_text())
-    assert m["runtime"]["name"] == "litert" and m["model"] == {"file": "model.tflite", "format": "tflite",
-                                                                "opset": None}
+    assert m["runtime"]["name"] == "litert" and {k: m["model"][k] for k in ("file", "format", "opset")} == {
+        "file": "model.tflite", "format": "tflite", "opset": None} and m["model"]["parameters"] > 0
     inp, outp = m["inputs"][0], m["outputs"][0]
     assert inp["layout"] == "NHWC" and inp["shape"] == [1, 8, 8, 1] and inp["dtype"] == "int8"
     assert inp["quantization"]["scale"] > 0 and outp["quantization"]["scale"] > 0
