@@ -599,6 +599,8 @@ def prepare_engine(stages: dict, prof, train, held, work: Path, device):
                           False, prof.verify)
     calib = train.x[: q.calibration_samples]
     qdq = None
+    if q.precision == "fp16" and "student" in stages:  # an .onnx input has no PyTorch student to run in FP16
+        stages["checks"].append(check_fp16(stages, prof, held))
     if q.precision == "int8":
         # TensorRT takes symmetric INT8 only: int8 activations with zero point 0
         qdq = quantize.quantize_int8(model, work / "model_qdq.onnx", calib,
@@ -638,8 +640,12 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
     else:  # fp32, and fp16: the GPU delegate computes in FP16 from the float model
         model = litert.export_tflite(stages["student"], stages["example"], work / "model.tflite", channels_last=nhwc,
                                      layer_of_failure=prune.failing_layer)
+    if q.precision == "fp16":
+        stages["checks"].append(check_fp16(stages, prof, held))
     out = litert.tflite_outputs(model, held.x)
-    parity = verify.check(verify.compare(f"model.tflite ({q.precision}) vs PyTorch student", out, stages["reference"],
+    what = ("model.tflite (an FP32 file the GPU delegate runs in FP16; here run in FP32)" if q.precision == "fp16"
+            else f"model.tflite ({q.precision})")
+    parity = verify.check(verify.compare(f"{what} vs PyTorch student", out, stages["reference"],
                                          stages["output_names"], held.y, stages["reference_original"]),
                           q.precision == "int8", prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
@@ -649,6 +655,18 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
     stages["deployed_outputs"] = out
     stages["original_model_file"] = original
     return model, parity, original
+
+
+def check_fp16(stages: dict, prof, held):
+    """FP16 targets (a TensorRT FP16 engine, the LiteRT GPU delegate) compute in half precision, which
+    nothing here runs: the student is computed in FP16 by PyTorch on this CPU and must agree with its
+    FP32 self as a quantized model must (a walkthrough found FP16 never checked)."""
+    report = verify.check(verify.compare("student in FP16 arithmetic (PyTorch on this CPU, a stand-in for the "
+                                         "device's FP16) vs PyTorch student",
+                                         verify.fp16_outputs(stages["student"], held.x), stages["reference"],
+                                         stages["output_names"], held.y), True, prof.verify)
+    log("verify: FP16 " + report.table().strip().replace("\n", "\n        "))
+    return report
 
 
 def _input_name(stages) -> str:

@@ -57,6 +57,24 @@ def torch_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
+def fp16_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
+    """The model computed in FP16 (weights and activations in half precision, PyTorch on this CPU): a
+    stand-in for a TensorRT FP16 engine or the LiteRT GPU delegate, which cannot run here. It rounds as
+    FP16 does, so an overflow (inf) or a decision that flips in FP16 shows before the device sees it;
+    the device's kernels accumulate differently, so it is a check, not the device's own figure."""
+    import copy
+
+    import torch
+
+    half = copy.deepcopy(model).eval().half()
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = half(torch.from_numpy(x[i: i + batch]).half())
+            chunks.append([o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
 def onnx_session(path: Path, threads: int = 2, exact_int8: bool = False):
     """exact_int8: compute INT8 products without saturation. x86 CPUs without VNNI multiply u8 x s8
     with VPMADDUBSW, whose int16 pair sums saturate; ARM's dot-product instructions do not. When the
