@@ -419,7 +419,7 @@ class _Keeper:
                     beat_at = now + HEARTBEAT_S
                     self.phone.sh(f"touch {q}/heartbeat", "telling the watchdog this host is alive",
                                   timeout_s=HEARTBEAT_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - a missed beat is the watchdog's business, and the job's call fails itself
+            except Exception:  # noqa: BLE001 - a missed beat is the watchdog's business; the job's own calls fail
                 pass
 
     def close(self) -> None:
@@ -536,7 +536,8 @@ def _start_watchdog(phone: _Phone, job: _Job, max_s: float) -> None:
     args = " ".join(q(a) for a in (f"{folder}/watchdog.sh", folder, LOCK, job.token, str(int(max_s) + 1),
                                    str(HEARTBEAT_STALE_S)))
     # a simple command in the background, so that $! is the watchdog's own pid
-    command = f"touch {q(folder)}/heartbeat; nohup sh {args} < /dev/null > /dev/null 2>&1 & echo $! > {q(folder)}/watchdog.pid"
+    command = (f"touch {q(folder)}/heartbeat; nohup sh {args} < /dev/null > /dev/null 2>&1 & "
+               f"echo $! > {q(folder)}/watchdog.pid")
     code, _, err = phone.sh(command, "starting the job's watchdog", whole=True)
     if code != 0:
         raise DeviceError(f"{phone.where}: the job's watchdog did not start: {err.strip()}")

@@ -117,10 +117,12 @@ def assert_next_bench_starts_at_once(lab: PhoneLab) -> None:
 
 
 MKSH = pytest.mark.skipif(shutil.which("mksh") is None, reason="mksh (Android's /system/bin/sh) not installed")
+SLOW = pytest.mark.slow  # a second shell or a guard of what already worked: opt-in, to keep the default run short
 
 
 @pytest.mark.parametrize("signum, code, shell", [
-    (signal.SIGINT, 130, "sh"), (signal.SIGTERM, 143, "sh"), pytest.param(signal.SIGINT, 130, "mksh", marks=MKSH),
+    (signal.SIGINT, 130, "sh"), (signal.SIGTERM, 143, "sh"),
+    pytest.param(signal.SIGINT, 130, "mksh", marks=[MKSH, SLOW]),
 ], ids=["SIGINT", "SIGTERM", "SIGINT-mksh"])
 def test_interrupt_mid_benchmark_restores_the_phone_before_exit(tmp_path, signum, code, shell):
     lab = PhoneLab(tmp_path, shell=shell)
@@ -266,6 +268,7 @@ def test_a_holder_of_the_same_name_on_another_machine_is_waited_for(tmp_path):
     assert not _holder_dead(dict(here, host="lab-pc")) and not _holder_dead(dict(here, pid=os.getppid()))
 
 
+@SLOW
 def test_a_live_holder_of_this_host_is_waited_for(lab):
     lab.base.mkdir(parents=True)
     (lab.base / "lock").mkdir()
@@ -283,8 +286,9 @@ def test_a_live_holder_of_this_host_is_waited_for(lab):
 
 # ---- the phone's watchdog script alone, in the shells that play the phone's sh -------------------
 
-SHELLS = [pytest.param(name, marks=pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} not installed"))
-          for name in ("dash", "mksh")]  # the stand-in's sh here, and Android's /system/bin/sh
+# dash: the stand-in's sh here, already run end to end above; mksh: Android's /system/bin/sh
+SHELLS = [pytest.param("dash", marks=[pytest.mark.skipif(shutil.which("dash") is None, reason="dash not installed"),
+                                      SLOW]), pytest.param("mksh", marks=MKSH)]
 
 
 class WatchedJob:
