@@ -48,12 +48,24 @@ def distill_step_reached(host) -> bool:
     return bool(steps) and max(steps) >= STRIKE_AT_STEP
 
 
-def bundle_being_written(lab) -> bool:
+def temporary_bundle(lab) -> bool:
     try:
         names = os.listdir(lab.out)
     except OSError:
         return False
     return any(n.startswith(".") and "tmp" in n and "work" not in n for n in names)
+
+
+def bundle_being_written(lab, host) -> bool:
+    """The bundle's temporary path exists for tens of milliseconds only: once the last model's bench
+    has begun, watch without sleeping until it appears or the host has ended."""
+    if host.saw(r"^\s*bench compressed") is None:
+        return False
+    while host.alive():
+        if temporary_bundle(lab):
+            return True
+        time.sleep(0)
+    return temporary_bundle(lab)
 
 
 def strike_point(stage: str, transport: str, lab, host):
@@ -65,7 +77,7 @@ def strike_point(stage: str, transport: str, lab, host):
     if stage == "quantize":
         return lambda: host.saw(r"^quantize:") is not None
     if stage == "bundle":
-        return lambda: bundle_being_written(lab)
+        return lambda: bundle_being_written(lab, host)
     if transport == "ssh":
         return lambda: lab.clocks.state() == "pinned"
     if transport == "adb":
