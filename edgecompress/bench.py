@@ -101,16 +101,25 @@ def runner_for(device, stop: Optional[threading.Event] = None) -> Callable:
     """The runner function for a device (None: this host). Transport modules are imported on
     demand: the ssh one pulls in asyncssh, which a host-only run never needs. `stop` goes to a
     runner that takes it (see measure_on_devices)."""
+    run = _runner(device)
+    fixed = {} if device is None else {"device": device}
+    if stop is not None and _takes_stop(device):
+        fixed["stop"] = stop
+    return functools.partial(run, **fixed) if fixed else run
+
+
+def _runner(device) -> Callable:
     from .runners import RUNNERS
 
     transport = "local" if device is None else device.transport
     if transport not in RUNNERS:
         importlib.import_module(f"edgecompress.runners.{transport}")
-    run = RUNNERS.get(transport)
-    fixed = {} if device is None else {"device": device}
-    if stop is not None and "stop" in inspect.signature(run).parameters:
-        fixed["stop"] = stop
-    return functools.partial(run, **fixed) if fixed else run
+    return RUNNERS.get(transport)
+
+
+def _takes_stop(device) -> bool:
+    """Whether the device's runner can be told to stop mid-job (a `stop` Event)."""
+    return "stop" in inspect.signature(_runner(device)).parameters
 
 
 def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False,
@@ -224,10 +233,13 @@ def measure_on_devices(model, cfg, runtime: str, devices: List, quiet: bool = Fa
 
 def _in_threads(one: Callable, devices: List, quiet: bool) -> List[dict]:
     """one(device, stop) for each device in its own thread. The main thread waits; on Ctrl-C it sets
-    `stop`, so each runner ends its job through its cleanup, and waits for that before raising:
-    a daemon thread would be killed at exit with its device left unplugged, pinned or locked."""
+    `stop`, so each runner that takes it ends its job through its cleanup, and waits for those before
+    raising: a daemon thread would be killed at exit with its device left unplugged or locked. A
+    runner that cannot be stopped (its job would hold the exit for as long as it runs) stays a daemon
+    thread, whose device side cleans up when the connection drops, as before."""
     results: List[Optional[dict]] = [None] * len(devices)
     stop, ended = threading.Event(), [threading.Event() for _ in devices]
+    stoppable = [_takes_stop(d) for d in devices]
 
     def work(i: int) -> None:
         try:
@@ -240,8 +252,9 @@ def _in_threads(one: Callable, devices: List, quiet: bool) -> List[dict]:
     launched: List[threading.Event] = []
     try:
         for i in range(len(devices)):
-            launched.append(ended[i])  # first: a Ctrl-C inside start() still waits for this one
-            threading.Thread(target=work, args=(i,), name=f"bench-{devices[i].name}").start()
+            if stoppable[i]:
+                launched.append(ended[i])  # first: a Ctrl-C inside start() still waits for this one
+            threading.Thread(target=work, args=(i,), name=f"bench-{devices[i].name}", daemon=not stoppable[i]).start()
         _wait(ended)
     except KeyboardInterrupt:
         stop.set()

@@ -370,3 +370,47 @@ def test_watchdog_ends_the_job_at_its_deadline_without_touching_charging_it_left
     finally:
         beats.set()
     assert job.calls() == [] and job.bench.wait(timeout=5) is not None and not job.folder.exists()
+
+
+# ---- measure_on_devices alone: which workers a Ctrl-C waits for ----------------------------------
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, also when pytest runs as a shell's background job (SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_waits_for_the_cleanup_of_stoppable_jobs_only(monkeypatch, tmp_path, ctrl_c_raises):
+    """A runner that takes `stop` is told to stop and waited for (its cleanup runs before the
+    KeyboardInterrupt leaves); one that cannot be stopped does not hold the exit for its whole job."""
+    from edgecompress import bench, profile
+    from edgecompress.inventory import Device
+
+    cleaned, release = [], threading.Event()
+
+    def phone(job, path, *, device, stop, on_progress=None):
+        stop.wait(30)
+        time.sleep(0.5)  # its cleanup, on the phone
+        cleaned.append(device.name)
+        raise KeyboardInterrupt
+
+    def board(job, path, *, device, on_progress=None):
+        release.wait(30)
+        return {}
+
+    monkeypatch.setattr(bench, "_runner", lambda device: phone if device.transport == "adb" else board)
+    devices = [Device(name="pixel", target="android-arm64", transport="adb", serial="X"),
+               Device(name="pi", target="android-arm64", transport="ssh", host="h")]
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    cfg = profile.load("android-arm64")[0].bench
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench.measure_on_devices(model, cfg, "litert", devices, quiet=True)
+        assert cleaned == ["pixel"] and time.monotonic() - started < 10
+    finally:
+        release.set()
