@@ -46,8 +46,10 @@ def find_inventory(explicit: Optional[str] = None) -> Optional[Path]:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise InputError(f"device inventory {path} does not exist",
-                             hint="check the --inventory / $EDGECOMPRESS_DEVICES path")
+            what = "is a folder, not a devices.yaml file" if path.is_dir() else "does not exist"
+            raise InputError(f"device inventory {path} {what}",
+                             hint="name the devices.yaml file itself in --inventory / $EDGECOMPRESS_DEVICES"
+                             if path.is_dir() else "check the --inventory / $EDGECOMPRESS_DEVICES path")
         return path
     env = os.environ.get("EDGECOMPRESS_DEVICES")
     if env:

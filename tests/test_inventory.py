@@ -67,3 +67,12 @@ def test_a_local_device_that_names_another_machine_is_refused(inventory):
     code, _, err = run_cli("devices", "check", "mylocal")
     assert code == 2, err
     assert "device 'mylocal' has transport local" in err and "host" in err and "transport: ssh" in err
+
+
+def test_an_inventory_path_that_is_a_folder_is_named_as_one(tmp_path, monkeypatch):
+    """Review B18: a folder was reported as 'does not exist'."""
+    from ecutil import run_cli
+
+    monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(tmp_path))
+    code, _, err = run_cli("devices", "list")
+    assert code == 2 and "is a folder, not a devices.yaml file" in err and "name the devices.yaml file itself" in err
