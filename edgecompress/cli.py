@@ -300,9 +300,12 @@ def main(argv=None) -> int:
     except EdgeCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        kept = (": no bundle was written; a distillation checkpoint, if one was saved, is kept, and the same command "
-                "with --resume continues from it") if args.command == "deploy" else ""
+    except KeyboardInterrupt as exc:
+        if exc.args:  # deploy says what it kept
+            kept = f": {exc.args[0]}"
+        else:
+            kept = (": no bundle was written; a distillation checkpoint, if one was saved, is kept, and the same "
+                    "command with --resume continues from it") if args.command == "deploy" else ""
         print(f"{'terminated (SIGTERM)' if _Terminated.received else 'interrupted'}{kept}", file=sys.stderr)
         return 143 if _Terminated.received else 130
     except BrokenPipeError:

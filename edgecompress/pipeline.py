@@ -95,6 +95,21 @@ def _progress_kept_on_failure(work: Path):
                     "quantize, export, verify or bench settings if you like) goes on from it without distilling again")
             exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept
         raise
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(_interrupted_note(work)) from exc
+
+
+def _interrupted_note(work: Path) -> str:
+    """What a Ctrl-C (or SIGTERM) outside distillation's own handler leaves, said exactly: the kept
+    checkpoint, or that none was saved yet, in which case the work folder goes (a walkthrough found an
+    empty .work folder and 'a checkpoint, if one was saved, is kept')."""
+    checkpoint = work / "checkpoint.pt"
+    if checkpoint.is_file():
+        return (f"no bundle was written; the distillation progress in {checkpoint} is kept, and the same command "
+                "with --resume continues from it")
+    if not (work / "latency_budget.json").is_file():
+        shutil.rmtree(work, ignore_errors=True)
+    return "no bundle was written, and no distillation checkpoint had been saved yet: the same command starts over"
 
 
 def compress_measure_bundle(opts: DeployOptions, prof, source, teacher, dataset, train, held, work: Path, device,
