@@ -99,6 +99,46 @@ class _Streams:
             self.stderr_tail.append(line)
 
 
+def _end_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the host process dies (kill -9 of edgecompress), as a
+    device's agent does when its connection drops, so the device side restores what it changed and
+    stops instead of running on in its own session with nobody to read its result."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the host died before the call took effect
+        os._exit(143)
+
+
+OWNER_FILE = ".host-pid"
+
+
+def remove_stale_job_folders(root: Optional[Path] = None) -> None:
+    """Job folders of local runs whose host process is gone (kill -9: its `finally` never ran). Only
+    this account's folders, and only those whose recorded host pid no longer runs."""
+    root = Path(root or tempfile.gettempdir())
+    for folder in root.glob("edgecompress-job-*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clocks_state_dir() -> Path:
     """Where a local job (bench --lock-clocks run on the Jetson itself) keeps the jetson_clocks store:
     outside its job folder, which goes with the job, so a job killed with SIGKILL leaves what the
@@ -115,7 +155,8 @@ def run_process(command: list, folder: Path, on_progress, timeout_s: float) -> t
     try:
         process = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                                   errors="replace", start_new_session=(os.name == "posix"))
+                                   errors="replace", start_new_session=(os.name == "posix"),
+                                   preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
     except OSError as e:
         raise DeviceError(f"cannot start the device side with {command[0]}: {e}",
                           hint="pass python= an interpreter that has the runtime installed") from e
@@ -212,8 +253,10 @@ def run_local(job: dict, model_path: Path, *, device=None, extra_files: dict | N
         raise InputError(f"model file not found: {model_path}", hint="pass the path of an existing model file")
     timeout_s = float(timeout_s or (device.job_timeout_s if device is not None else 600.0))
     where = "on the local runner" if device is None else f"on device {device.name} (this host)"
+    remove_stale_job_folders()
     folder = Path(tempfile.mkdtemp(prefix="edgecompress-job-"))
     try:
+        (folder / OWNER_FILE).write_text(str(os.getpid()))
         stage_job(folder, job, model_path, dict(extra_files or {}))
         code, streams = run_process([python or interpreter(device), SCRIPT, JOB_FILE], folder, on_progress, timeout_s)
         if code is None:
