@@ -48,12 +48,19 @@ def raised(what: str, exc: BaseException, user_file: Path) -> str:
 
 
 def _import_file(path: Path):
-    spec = importlib.util.spec_from_file_location(f"edgecompress_user_{path.stem}", path)
+    """The user's file as a module registered in sys.modules, as an import would: tools that look a
+    function's globals up by its module name (torch.export's tracer for the LiteRT INT8 path, pickle)
+    find it. The name carries a hash of the path, so a model and a teacher both named net.py differ."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    name = f"edgecompress_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     sys.path.insert(0, str(path.parent))  # let the user's file import its neighbours
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        sys.modules.pop(name, None)
         raise InputError(raised(f"importing {path}", exc, path), hint=f"fix the error in {path}") from None
     finally:
         sys.path.remove(str(path.parent))

@@ -135,6 +135,19 @@ def test_a_resnet_deploys_on_android_with_two_pruning_rounds(tmp_path, images):
     verified(bundle)
 
 
+def test_a_model_calling_torch_functions_through_its_module_converts_to_litert_int8(tmp_path, images):
+    """A new user's squeeze-excite net (torch.relu, torch.sigmoid through the file's own `torch`)
+    failed the LiteRT INT8 step with "No module named 'edgecompress_user_mynet'": torch.export looks
+    the globals up by the module's name, and the file was never registered under it."""
+    pytest.importorskip("litert_torch", reason="the [tflite] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="the [tflite] extra is not installed")
+    code, out, err = run_cli(*deploy_args("senet.py:build", "android", images, tmp_path / "o"), "--json")
+    assert code == 0, err
+    bundle = Path(json.loads(out)["bundle"])
+    assert manifest(bundle)["compression"]["quantization"]["precision"] == "int8"
+    verified(bundle)
+
+
 def test_sigterm_mid_distillation_saves_at_the_step_boundary_and_resume_continues(tmp_path, images):
     """A real process sent SIGTERM (as `timeout`, CI and `docker stop` do) stops like the first Ctrl-C:
     a checkpoint at the step it reached (no periodic one is due), exit 143; --resume goes on, and
