@@ -184,7 +184,7 @@ def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threa
     flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
              "lock_clocks": lock_clocks or None}
     cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
-    if targets == [None] and threads is None:
+    if threads is None and all(t is None or t.transport == "local" for t in targets):  # all on this host
         cfg = bench.settings_here(cfg, None)
     path = model.path if isinstance(model, bench.Model) else model
     # a size it cannot tell is refused once, here, not once per device

@@ -190,3 +190,21 @@ def test_devices_check_of_a_local_device_reports_python_and_runtimes(local_inven
     code, out, _ = run_cli("devices", "check", "mylocal", "--json")
     info = json.loads(out)
     assert info["runtimes"]["onnxruntime"] and info["python_executable"] == sys.executable
+
+
+def test_bench_of_a_bundle_on_a_local_pi_times_with_this_hosts_cpus(tmp_path, monkeypatch):
+    """A Pi profile's 4 threads on a 2-CPU host time the threads' contention: a local device is this
+    host, so bench caps them as it does without --device (a walkthrough saw '4 threads')."""
+    import os
+
+    from ecutil import tripling_model
+
+    path = tmp_path / "devices.yaml"
+    path.write_text("devices:\n  mylocal:\n    target: raspberry-pi-5\n    transport: local\n")
+    monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(path))
+    model = tripling_model(tmp_path / "triple.onnx")
+    code, out, err = run_cli("bench", model, "--device", "mylocal", "--runs", "20", "--seconds", "0", "--rounds", "1",
+                             "--json")
+    assert code == 0, err
+    threads = json.loads(out)["results"][0]["runtime_options"]["threads"]
+    assert threads == min(4, os.cpu_count() or 1)
