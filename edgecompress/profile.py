@@ -134,7 +134,7 @@ class Bench(Closed):
     delegate: Literal["xnnpack", "gpu", "none"] = "xnnpack"  # LiteRT on the device (on this host: xnnpack)
     energy_interval_ms: Optional[float] = Field(default=None, ge=1)  # None: the source's own rate
     idle_seconds: float = Field(default=1.0, ge=0)
-    max_runs: int = Field(default=100000, ge=1)  # raise it for tiny models that need a long energy window
+    max_runs: int = Field(default=100000, ge=1)  # caps a count (runs, warmup_runs) only; seconds and the energy window always hold
     lock_clocks: bool = False  # Jetson: jetson_clocks --store, pin, always --restore afterwards
 
 
