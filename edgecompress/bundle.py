@@ -16,6 +16,7 @@ import numpy as np
 
 from . import manifest_read
 from .errors import InputError, StageError
+from .procs import pid_alive
 from .manifest_read import MANIFEST, PARITY, SCHEMA_VERSION  # noqa: F401 (the bundle contract's names)
 from .models import sha256_file
 
@@ -186,7 +187,7 @@ def remove_leftovers(out: Path, name: str) -> list:
     removed = []
     for path in out.iterdir():
         pid = _leftover_pid(path.name, name)
-        if pid is None or pid == os.getpid() or _pid_alive(pid):
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -202,16 +203,6 @@ def _leftover_pid(file_name: str, name: str) -> Optional[int]:
         if rest.isdigit():
             return int(rest)
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _zip(folder: Path, dst: Path, name: str) -> None:

@@ -64,7 +64,8 @@ SPARSE_MIN_GAIN = 0.02  # keep sparse only when its median is >= 2 % faster: noi
 
 def progress(message):
     """A progress line on stderr, best effort: a dropped link (BrokenPipeError) must not end the job
-    before it restores what it changed (ec_clocks) and writes its result."""
+    before it restores what it changed (ec_clocks) and writes its result. ec_clocks.progress's twin:
+    ec_trt also ships alone in Jetson bundles (trt_example.py), without ec_clocks."""
     try:
         sys.stderr.write("progress: " + message + "\n")
         sys.stderr.flush()

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..errors import DeviceError, EdgeCompressError, InputError
 from ..inventory import Device
+from ..procs import pid_alive
 from . import RUNNERS
 from . import android_power as power
 from . import benchmark_model as bm
@@ -303,13 +304,7 @@ def _holder_dead(holder: dict) -> bool:
         return False
     if pid == os.getpid():  # this process's jobs take turns (_host_lock): a lock of ours is left over
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's live process
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def _lock(phone: _Phone, job: "_Job", timeout_s: float, say: Callable[[str], None],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from ..errors import DeviceError, InputError
+from ..procs import pid_alive
 from . import RUNNERS, device_side_dir
 
 PROTOCOL_VERSION = 1
@@ -125,18 +126,8 @@ def remove_stale_job_folders(root: Optional[Path] = None) -> None:
             pid = int((folder / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if not _alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clocks_state_dir() -> Path:

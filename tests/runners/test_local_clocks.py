@@ -5,6 +5,7 @@ import os
 import stat
 import sys
 
+from edgecompress.procs import pid_alive
 from edgecompress.runners import local
 
 
@@ -38,9 +39,9 @@ def test_the_device_side_ends_when_the_host_is_killed(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and local._alive(child_pid):
+    while time.time() < deadline and pid_alive(child_pid):
         time.sleep(0.05)
-    assert not local._alive(child_pid)
+    assert not pid_alive(child_pid)
 
 
 def test_job_folders_of_a_dead_host_are_removed_and_a_live_ones_kept(tmp_path):
