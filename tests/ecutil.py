@@ -69,13 +69,14 @@ def run_cli(*args: str) -> tuple:
     return code, out.getvalue(), err.getvalue()
 
 
-def train_weights(path: Path, x, y, steps: int = 150) -> Path:
-    """Train MODEL_SRC's build() briefly so accuracy figures mean something; save its state_dict."""
+def train_weights(path: Path, x, y, steps: int = 150, source: str = MODEL_SRC) -> Path:
+    """Train the build() of `source` (MODEL_SRC) briefly so accuracy figures mean something; save its
+    state_dict."""
     import torch
     import torch.nn.functional as F
 
     ns: dict = {}
-    exec(MODEL_SRC, ns)
+    exec(source, ns)
     torch.manual_seed(0)
     model = ns["build"]()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -86,6 +87,18 @@ def train_weights(path: Path, x, y, steps: int = 150) -> Path:
         opt.step()
     torch.save(model.state_dict(), path)
     return path
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; whether it held."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def tripling_model(path: Path) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from ecutil import FAST, make_data
+from ecutil import train_weights as train_model_weights
 
 FAKES = Path(__file__).parent / "fakes"
 HOST_TIMEOUT_S = 300.0  # a host run that takes longer is hung: killed and reported
@@ -82,21 +83,7 @@ def write_model(folder: Path, width: int = 16) -> Path:
 def train_weights(path: Path, steps: int = 100) -> Path:
     """A briefly trained state_dict for the lab's model: clear margins between the classes, so the
     INT8 parity check passes for the model's sake and never by luck of near-tied random logits."""
-    import torch
-    import torch.nn.functional as F
-
-    scope: dict = {}
-    exec(MODEL_SRC.replace("WIDTH", "16"), scope)
-    torch.manual_seed(0)
-    model = scope["build"]()
-    x, y = (torch.from_numpy(a) for a in make_data())
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    torch.save(model.state_dict(), path)
-    return path
+    return train_model_weights(path, *make_data(), steps=steps, source=MODEL_SRC.replace("WIDTH", "16"))
 
 
 def write_data(path: Path) -> Path:

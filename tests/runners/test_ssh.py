@@ -26,7 +26,7 @@ pytest.importorskip("asyncssh", reason="the ssh runner needs asyncssh: pip insta
 from edgecompress.runners import ssh  # noqa: E402
 from edgecompress.runners.ssh import check_ssh, run_ssh  # noqa: E402
 from sshd import free_port, keygen  # noqa: E402
-from ecutil import processes_inside, tripling_model  # noqa: E402
+from ecutil import processes_inside, tripling_model, wait_until  # noqa: E402
 
 
 def job(**changes):
@@ -224,14 +224,6 @@ def test_check_reports_the_device_through_an_ssh_config_alias(sshd, tmp_path, mo
     assert 0 < info["connect_s"] < 10 and info["busy"] is None
     assert job_folders(tmp_path / "work dir'x") == []
 
-
-def wait_until(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_dropped_connection_is_retried_once_then_reported_and_leaves_nothing_stale(sshd, device, model,

@@ -26,7 +26,7 @@ pytest.importorskip("asyncssh", reason="the ssh runner needs asyncssh: pip insta
 from edgecompress.errors import DeviceError  # noqa: E402
 from edgecompress.runners import ssh  # noqa: E402
 from edgecompress.runners.ssh import run_ssh  # noqa: E402
-from ecutil import processes_inside, tripling_model  # noqa: E402
+from ecutil import processes_inside, tripling_model, wait_until  # noqa: E402
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "jetson"
 AGENT = Path(ssh.__file__).with_name("ssh_agent.py")
@@ -99,13 +99,6 @@ def model(tmp_path):
     return tripling_model(tmp_path / "model.onnx")
 
 
-def wait_for(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # ---- the host dies or is interrupted: the real CLI in its own process --------------------------------
@@ -125,7 +118,7 @@ def start_cli_bench(jetson: Jetson, model: Path, tmp_path: Path) -> subprocess.P
 def test_the_host_killed_or_interrupted_mid_job_leaves_the_clocks_restored(jetson, model, tmp_path, signum):
     host = start_cli_bench(jetson, model, tmp_path)
     try:
-        assert wait_for(lambda: jetson.state() == "pinned", 60), host.stderr.read() if host.poll() else "not pinned"
+        assert wait_until(lambda: jetson.state() == "pinned", 60), host.stderr.read() if host.poll() else "not pinned"
         time.sleep(1.0)  # into the timed runs, whose progress lines go to the host every 0.5 s
         host.send_signal(signum)
         host.wait(timeout=30)
