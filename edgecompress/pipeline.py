@@ -596,9 +596,7 @@ def quantize_and_check(stages: dict, prof, train, held, work: Path):
                                          stages["output_names"], held.y, stages["reference_original"]),
                           q.precision != "fp32", prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
-    n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
-                               "original": stages["reference_original"][0][:n]}
+    stages["parity_arrays"] = parity_arrays(stages, held, out)
     stages["deployed_outputs"] = out
     return deployed, parity
 
@@ -625,9 +623,7 @@ def prepare_engine(stages: dict, prof, train, held, work: Path, device):
         stages["checks"].append(verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch", qdq_out,
                                                             stages["reference"], stages["output_names"], held.y),
                                              True, prof.verify))
-    n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
-                               "original": stages["reference_original"][0][:n]}
+    stages["parity_arrays"] = parity_arrays(stages, held, out)
     stages["deployed_outputs"] = out
     trt = engine.plan(stages["original_onnx"], model, qdq, prof, calib, work, device)
     log(f"engine: {'built on ' + device.name if device else 'to be built on the device on first use'}, "
@@ -664,9 +660,7 @@ def prepare_tflite(stages: dict, prof, train, held, work: Path):
                                          stages["output_names"], held.y, stages["reference_original"]),
                           q.precision == "int8", prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
-    n = min(32, len(held))
-    stages["parity_arrays"] = {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
-                               "original": stages["reference_original"][0][:n]}
+    stages["parity_arrays"] = parity_arrays(stages, held, out)
     stages["deployed_outputs"] = out
     stages["original_model_file"] = original
     return model, parity, original
@@ -682,6 +676,14 @@ def check_fp16(stages: dict, prof, held):
                                          stages["output_names"], held.y), True, prof.verify)
     log("verify: FP16 " + report.table().strip().replace("\n", "\n        "))
     return report
+
+
+def parity_arrays(stages: dict, held, out: list) -> dict:
+    """The samples stored in the bundle's parity.npz (`verify` re-runs them): the first 32 held-out
+    inputs with the deployed model's, the FP32 student's and the original's first output."""
+    n = min(32, len(held))
+    return {"x": held.x[:n], "expected": out[0][:n], "reference": stages["reference"][0][:n],
+            "original": stages["reference_original"][0][:n]}
 
 
 def _input_name(stages) -> str:
