@@ -341,8 +341,10 @@ def check_checksums(folder: Path, manifest: dict, names: Iterable[str], path: st
         meta, file = manifest["files"][rel], folder / rel
         if not file.is_file():
             problems.append(f"{rel}: missing")
-        elif sha256_file(file) != meta["sha256"]:
-            problems.append(f"{rel}: sha256 {sha256_file(file)[:12]}... != manifest {meta['sha256'][:12]}...")
+            continue
+        digest = sha256_file(file)  # once: a model file can be hundreds of MB
+        if digest != meta["sha256"]:
+            problems.append(f"{rel}: sha256 {digest[:12]}... != manifest {meta['sha256'][:12]}...")
     if problems:
         raise StageError("verify", f"bundle {path} does not match its manifest:\n  " + "\n  ".join(problems),
                          hint=manifest_read.REBUILD)
