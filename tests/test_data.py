@@ -161,3 +161,26 @@ def test_label_names_must_name_every_output(tmp_path):
         data.check_label_names(data.load(str(root), Preprocess(), None), 2)
     assert "has 3 class folders with images (0_cat, 1_dog, 2_bird) but the model has 2 outputs" \
         in str(caught.value) and "sort in its output order" in caught.value.hint
+
+
+def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_path):
+    """32x32 images stay 32x32 (resizing them to 224 made a tiny model 50x slower to distill);
+    images of several sizes go to the default 224x224; preprocess.size / --input-shape win."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "same" / label).mkdir(parents=True)
+        (tmp_path / "mixed" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((32, 40, 3), 50 * i, np.uint8)).save(tmp_path / "same" / label / f"{i}.png")
+            Image.fromarray(np.zeros((20 + i, 30, 3), np.uint8)).save(tmp_path / "mixed" / label / f"{i}.png")
+    same = data.load(str(tmp_path / "same"), Preprocess(), None)
+    assert same.x.shape == (6, 3, 32, 40) and "own size, 32x40" in same.preprocessing["note"]
+    mixed = data.load(str(tmp_path / "mixed"), Preprocess(), None)
+    assert mixed.x.shape == (6, 3, 224, 224) and "3 sizes" in mixed.preprocessing["note"]
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "photos" / "a" / "0.jpg")
+    photos = data.load(str(tmp_path / "photos"), Preprocess(), None)  # a camera's size is not a model's
+    assert photos.x.shape == (1, 3, 224, 224) and "from 300x400" in photos.preprocessing["note"]
+    told = data.load(str(tmp_path / "same"), Preprocess(), (1, 3, 16, 16))
+    assert told.x.shape == (6, 3, 16, 16) and told.preprocessing["size"] == [16, 16]

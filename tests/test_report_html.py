@@ -25,3 +25,29 @@ def test_a_flat_or_non_positive_loss_keeps_a_linear_axis():
     assert "log scale" not in svg and "last 0.3" in svg
     svg = loss_svg([[1, 1, -1.0], [1, 2, 3.0]])  # a loss that can go negative (a feature loss, say)
     assert "log scale" not in svg
+
+
+def test_report_page_escapes_names_and_skips_what_was_not_measured():
+    from edgecompress import report_html
+
+    lat = {"p50": 1.0, "p90": 1.2, "p99": 2.0, "mean": 1.1, "std": 0.1, "min": 0.9, "max": 9.0, "n": 10}
+    m = {"name": "<b>net</b>", "target": "host-cpu", "runtime": {"name": "onnxruntime", "version": "1"},
+         "model": {"file": "model.onnx"}, "provenance": {"edgecompress_version": "0", "torch_version": "2", "data": "d"},
+         "compression": {"pruning": {"structure": "none"}, "distillation": {"steps": 0, "loss_curve": []},
+                         "quantization": {"precision": "fp32"}},
+         "metrics": {"measured_on": {"note": "here"}, "latency_ms": {"original": lat, "compressed": lat},
+                     "accuracy": {"metric": "agreement", "teacher": 1.0, "student": 0.9, "samples": 5},
+                     "energy": {"original": None, "compressed": None}, "energy_reason": "no sensor"}}
+    s = {"before": {"bytes": 10, "params": None, "macs": None, "accuracy": 1.0, "p50_ms": 1.0},
+         "after": {"bytes": 5, "params": None, "macs": None, "accuracy": 0.9, "p50_ms": 1.0},
+         "accuracy_metric": "agreement", "measured_on_text": "here.\nwarning: busy"}
+    page = report_html.page(m, s)
+    assert "<b>net</b>" not in page and "&lt;b&gt;net&lt;/b&gt;" in page
+    assert page.count("<svg") == 1, "no loss curve without distillation"
+    assert "<h2>Rounds</h2>" not in page and "class=warn>warning: busy" in page
+    # figures a tool or a diverged run can give: 0 ms, a NaN loss; the page is still drawn, without them
+    zero = dict(lat, p50=0.0, min=0.0, p90=0.0, p99=0.0)
+    m["metrics"]["latency_ms"] = {"original": lat, "compressed": zero}
+    m["compression"]["distillation"]["loss_curve"] = [[1, 1, 2.0], [1, 2, float("nan")], [1, 3, 1.0]]
+    page = report_html.page(m, s)
+    assert "nan" not in page.lower() and page.count("<svg") == 2

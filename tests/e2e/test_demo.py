@@ -57,7 +57,8 @@ def test_demo_full_budget_stays_close_to_the_teacher(tmp_path):
 
 def test_the_demo_teaches_on_shifted_digits_unless_the_profile_or_set_says_otherwise(tmp_path):
     from edgecompress import profile
-    from edgecompress.pipeline import DeployOptions, with_demo_defaults
+    from edgecompress.inputs import with_demo_defaults
+    from edgecompress.pipeline import DeployOptions
 
     demo_run = DeployOptions(model=None, target="arm")
     prof, _ = profile.load("arm")

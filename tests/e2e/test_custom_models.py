@@ -18,7 +18,7 @@ import torch
 
 from ecutil import fast_sets, run_cli
 
-MODELS = Path(__file__).parent / "models"
+MODELS = Path(__file__).parents[1] / "models"
 # a few steps of small batches: these tests are about structure and resuming, not accuracy
 SMALL = ("distill.steps=12", "distill.checkpoint_every=4", "distill.batch_size=16")
 
