@@ -1,0 +1,119 @@
+"""quantize.py on a real model: a small conv net trained for a few steps, exported to ONNX, quantized
+by ONNX Runtime with calibration data, and run next to its FP32 file."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ecutil import MODEL_SRC, make_data
+from edgecompress import export, profile, quantize
+from edgecompress.errors import StageError
+
+CALIBRATION = 32
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    """MODEL_SRC's conv net after 40 Adam steps on the quadrant data (it then classifies them all
+    right), exported to ONNX; with the data its calibration comes from."""
+    import torch
+    import torch.nn.functional as F
+
+    ns: dict = {}
+    exec(MODEL_SRC, ns)
+    torch.manual_seed(0)
+    model = ns["build"]()
+    x, y = make_data(200)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("quant") / "fp32.onnx"
+    export.export_onnx(model.eval(), torch.from_numpy(x[:1]), path, profile.load("host-cpu")[0].export)
+    return path, x
+
+
+def _run(path, x):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def _zero_point_dtypes(path) -> dict:
+    import onnx
+
+    return {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.data_type).name
+            for i in onnx.load(str(path)).graph.initializer if i.name.endswith("zero_point")}
+
+
+def test_int8_file_has_qdq_nodes_and_stays_close_to_fp32(fp32, tmp_path):
+    src, x = fp32
+    cfg = profile.load("host-cpu")[0].quantize  # uint8 activations, int8 per-channel weights, minmax
+    dst = quantize.quantize_int8(src, tmp_path / "int8.onnx", x[:CALIBRATION], cfg, "input")
+    import onnx
+
+    ops = Counter(n.op_type for n in onnx.load(str(dst)).graph.node)
+    assert ops["QuantizeLinear"] == 6 and ops["DequantizeLinear"] == 12, ops  # 6 activations; + 3 weights, 3 biases
+    held, _ = make_data(64, seed=1)  # 64 samples the calibration never saw
+    want, got = _run(src, held), _run(dst, held)
+    assert float((want.argmax(1) == got.argmax(1)).mean()) >= 0.9  # measured 1.0
+    out_scale = quantize.quantization_params(dst)["output"]["scale"]
+    # measured 7.1 output quantization steps (0.28 on logits up to 5.7): rounding in 3 quantized layers adds up
+    assert np.abs(want - got).max() <= 12 * out_scale
+
+
+def test_input_and_output_scales_are_the_calibration_range_over_255(fp32, tmp_path):
+    src, x = fp32
+    dst = quantize.quantize_int8(src, tmp_path / "int8.onnx", x[:CALIBRATION], profile.load("host-cpu")[0].quantize,
+                                 "input")
+    params = quantize.quantization_params(dst)
+    assert set(params) == {"input", "output"}
+    calib = x[:CALIBRATION]
+    lo, hi = min(float(calib.min()), 0.0), max(float(calib.max()), 0.0)  # minmax: the range always holds 0
+    assert params["input"]["scale"] == pytest.approx((hi - lo) / 255, rel=1e-6)
+    assert params["input"]["zero_point"] == round(-lo / params["input"]["scale"]) == 83
+    assert isinstance(params["input"]["scale"], float) and isinstance(params["input"]["zero_point"], int)
+    assert 0 <= params["output"]["zero_point"] <= 255 and params["output"]["scale"] > params["input"]["scale"]
+    dtypes = _zero_point_dtypes(dst)
+    assert dtypes["input_zero_point"] == dtypes["output_zero_point"] == "uint8", "activations: uint8"
+    kinds = Counter(dtypes.values())
+    assert kinds == {"uint8": 5, "int8": 3, "int32": 3}, dtypes  # 5 activations; 2 conv + 1 gemm weights; biases
+
+
+def test_symmetric_int8_has_zero_points_of_zero_as_tensorrt_needs(fp32, tmp_path):
+    src, x = fp32
+    cfg = profile.load("host-cpu")[0].quantize.model_copy(update={"activations": "int8"})
+    dst = quantize.quantize_int8(src, tmp_path / "sym.onnx", x[:CALIBRATION], cfg, "input", symmetric=True)
+    params = quantize.quantization_params(dst)
+    assert params["input"]["zero_point"] == 0 and params["output"]["zero_point"] == 0
+    bound = float(np.abs(x[:CALIBRATION]).max())
+    assert params["input"]["scale"] == pytest.approx(bound / 127, rel=1e-6)  # [-bound, bound] onto -127..127
+    assert set(_zero_point_dtypes(dst).values()) <= {"int8", "int32"}, "no uint8 anywhere"
+
+
+def test_a_node_kept_in_fp32_has_no_quantized_inputs(fp32, tmp_path):
+    import onnx
+
+    src, x = fp32
+    gemm = next(n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Gemm")
+    dst = quantize.quantize_int8(src, tmp_path / "keep.onnx", x[:CALIBRATION], profile.load("host-cpu")[0].quantize,
+                                 "input", keep_fp32=[gemm])
+    graph = onnx.load(str(dst)).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    kept = next(n for n in graph.node if n.name == gemm)
+    weight, bias = kept.input[1:]
+    assert weight not in made_by and bias not in made_by, "its weight and bias are float initializers, no DQ"
+    assert Counter(_zero_point_dtypes(dst).values())["int8"] == 2, "the two convs' weights only"
+
+
+def test_a_model_that_cannot_be_quantized_is_a_stage_error_with_the_way_out(tmp_path):
+    (tmp_path / "not.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(StageError) as exc:
+        quantize.quantize_int8(tmp_path / "not.onnx", tmp_path / "q.onnx", np.zeros((2, 1, 8, 8), np.float32),
+                               profile.load("host-cpu")[0].quantize, "input")
+    assert exc.value.stage == "quantize" and exc.value.message.startswith("[quantize] INT8 quantization of not.onnx "
+                                                                          "failed: ")
+    assert exc.value.hint == "try --set quantize.precision=fp32, or another quantize.calibration_method"
