@@ -125,7 +125,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .artifact import bench_artifact
+    from .commands import bench_artifact
 
     out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
                          quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds,
@@ -216,7 +216,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .artifact import verify_bundle
+    from .commands import verify_bundle
 
     out = verify_bundle(args.bundle)
     if args.json:

@@ -220,7 +220,7 @@ def test_a_bare_model_file_is_timed_with_the_named_devices_settings(tmp_path):
     """bench model.onnx --device lab-pi: the Pi's bench settings (4 threads), not this host's (2);
     a .tflite takes the settings of the first device whose runtime is LiteRT."""
     from edgecompress.inventory import Device
-    from edgecompress.artifact import _profile_for_file
+    from edgecompress.commands import _profile_for_file
 
     pi, orin, phone = (Device(name=n, target=t, transport=tr) for n, t, tr in
                        (("lab-pi", "raspberry-pi-5", "ssh"), ("lab-orin", "jetson-orin-nano", "ssh"),
