@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from e2eutil import deploy
@@ -17,10 +18,20 @@ def test_android_bundle_with_full_integer_tflite(tmp_path, model_file, npz_data)
     folder = tmp_path / "net-android-arm64"
     m = json.loads((folder / "manifest.json").read_text())
     assert m["runtime"]["name"] == "litert" and {k: m["model"][k] for k in ("file", "format", "opset")} == {
-        "file": "model.tflite", "format": "tflite", "opset": None} and m["model"]["parameters"] > 0
+        "file": "model.tflite", "format": "tflite", "opset": None}
+    assert m["compression"]["pruning"]["params_after"] == 1364
+    # the BNs' 2 x (8 + 16) fold into the convs: 80 + 1168 + 68 weights and biases, and the reshape's 2-value shape
+    assert m["model"]["parameters"] == 1364 - 48 + 2
     inp, outp = m["inputs"][0], m["outputs"][0]
     assert inp["layout"] == "NHWC" and inp["shape"] == [1, 8, 8, 1] and inp["dtype"] == "int8"
-    assert inp["quantization"]["scale"] > 0 and outp["quantization"]["scale"] > 0
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(folder / "model.tflite"))  # the constants the app will read
+    for told, details in ((inp, it.get_input_details()[0]), (outp, it.get_output_details()[0])):
+        assert (told["quantization"]["scale"], told["quantization"]["zero_point"]) == details["quantization"]
+    x = np.load(npz_data)["x"]
+    whole = (max(float(x.max()), 0) - min(float(x.min()), 0)) / 255  # int8 over the whole data's range
+    assert 0.5 * whole < inp["quantization"]["scale"] <= whole and -128 <= inp["quantization"]["zero_point"] <= 127
     kotlin = (folder / "ModelRunner.kt").read_text()
     assert f"inputZeroPoint = {inp['quantization']['zero_point']}" in kotlin and "@" not in kotlin.split("package")[1]
     assert m["metrics"]["latency_ms"]["compressed"]["n"] >= 20

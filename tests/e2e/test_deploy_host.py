@@ -39,9 +39,19 @@ def test_bundle_layout_and_manifest(built):
                                                         "model.onnx", "parity.npz", "report.html"]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["schema_version"] == 1 and m["target"] == "host-cpu" and m["runtime"]["name"] == "onnxruntime"
-    assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["quantization"]["scale"] > 0
+    assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["dtype"] == "float32"
+    from edgecompress.quantize import quantization_params
+
+    in_file = quantization_params(folder / "model.onnx")  # the Q/DQ constants as the file holds them
+    assert [m["inputs"][0]["quantization"], m["outputs"][0]["quantization"]] == [in_file["input"], in_file["output"]]
+    x = np.load(root / "data.npz")["x"]
+    whole = (max(float(x.max()), 0) - min(float(x.min()), 0)) / 255  # uint8 over the whole data's range
+    assert 0.5 * whole < in_file["input"]["scale"] <= whole, "calibrated on part of that data"
+    assert 0 <= in_file["input"]["zero_point"] <= 255
     p = m["compression"]["pruning"]
     assert p["structure"] == "channel" and p["params_after"] < p["params_before"] / 3
+    # ratio 0.5 with round_to 8 keeps 8 of the 16 and 16 of the 32 channels: convs 80 + 1168, BNs 16 + 32, fc 68
+    assert (p["params_before"], p["params_after"]) == (5028, 1364)
     assert m["compression"]["distillation"]["steps"] == 150
     assert m["compression"]["quantization"]["precision"] == "int8"
     lat = m["metrics"]["latency_ms"]

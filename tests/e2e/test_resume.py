@@ -64,7 +64,7 @@ def test_force_discards_an_interrupted_runs_progress(tmp_path, model_file, npz_d
     out, err = deploy(f"{model_file}:build", "--target", "host-cpu", "--data", npz_data, "--out", tmp_path / "o",
                       "--json", "--force", *fast_sets())
     assert "--force: discarding the progress of the earlier run" in err
-    assert json.loads(out)["bundle"] and not work.exists()
+    assert json.loads(out)["bundle"] == str(tmp_path / "o" / "net-host-cpu") and not work.exists()
 
 
 def test_a_check_that_fails_after_distillation_resumes_without_distilling_again(tmp_path, model_file, npz_data):
