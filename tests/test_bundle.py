@@ -1,5 +1,6 @@
-"""Writing and opening bundles: names that fit in a file name (B4), leftovers of killed runs (F10),
-an --out that is read-only or full (F11/B8), and zips unpacked only as their manifest lists (F6)."""
+"""Writing and opening bundles: bundle.write itself (the folder, its zip and the checksum table,
+published by two renames), names that fit in a file name (B4), leftovers of killed runs (F10), an
+--out that is read-only or full (F11/B8), and zips unpacked only as their manifest lists (F6)."""
 import json
 import os
 import shutil
@@ -227,3 +228,94 @@ def test_zip_members_outside_its_folder_are_refused(built, tmp_path):
     code, _, err = run_cli("verify", evil)
     assert code == 2 and "does not hold one bundle folder" in err, err
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle.write and bundle.opened on their own: real files, no deploy
+# ---------------------------------------------------------------------------------------------
+def _write(out: Path, labels: str = "a\nb\n", force: bool = False) -> Path:
+    from edgecompress import bundle
+
+    src = out.parent / "src"
+    src.mkdir(exist_ok=True)
+    (src / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+    return bundle.write(out, "toy-host-cpu", {"weights.bin": src / "weights.bin", "sub/extra.txt": src / "weights.bin"},
+                        {"labels.txt": labels}, {"schema_version": 1, "name": "toy"},
+                        {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, force)
+
+
+def test_write_publishes_the_folder_and_its_zip_with_a_checksum_of_every_file(tmp_path):
+    import hashlib
+
+    from edgecompress import bundle
+
+    out = tmp_path / "dist"
+    final = _write(out)
+    assert final == out / "toy-host-cpu" and sorted(p.name for p in out.iterdir()) == ["toy-host-cpu",
+                                                                                      "toy-host-cpu.zip"]
+    m = json.loads((final / "manifest.json").read_text())
+    assert (m["schema_version"], m["name"]) == (1, "toy") and sorted(m["files"]) == [
+        "labels.txt", "parity.npz", "sub/extra.txt", "weights.bin"], "every file but the manifest itself"
+    assert m["files"]["weights.bin"] == {"sha256": hashlib.sha256(b"\x00\x01" * 1000).hexdigest(), "bytes": 2000}
+    assert (final / "labels.txt").read_text() == "a\nb\n"
+    with np.load(final / "parity.npz") as parity:
+        np.testing.assert_array_equal(parity["x"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    with zipfile.ZipFile(out / "toy-host-cpu.zip") as zf:
+        assert sorted(zf.namelist()) == [f"toy-host-cpu/{n}" for n in (
+            "labels.txt", "manifest.json", "parity.npz", "sub/extra.txt", "weights.bin")]
+        assert zf.read("toy-host-cpu/manifest.json") == (final / "manifest.json").read_bytes()
+    assert bundle.check_files(final, m) == []
+
+
+def test_a_second_write_is_refused_without_force_and_leaves_the_first_whole(tmp_path):
+    from edgecompress.errors import InputError
+
+    out = tmp_path / "dist"
+    final = _write(out)
+    before = (final / "manifest.json").read_bytes()
+    with pytest.raises(InputError, match="already exists"):
+        _write(out, labels="c\n")
+    assert (final / "manifest.json").read_bytes() == before and (final / "labels.txt").read_text() == "a\nb\n"
+    assert sorted(p.name for p in out.iterdir()) == ["toy-host-cpu", "toy-host-cpu.zip"], "no temporaries left"
+    _write(out, labels="c\n", force=True)
+    assert (final / "labels.txt").read_text() == "c\n"
+
+
+def test_check_files_names_a_changed_a_missing_and_an_unlisted_file(tmp_path):
+    from edgecompress import bundle
+
+    final = _write(tmp_path / "dist")
+    m = json.loads((final / "manifest.json").read_text())
+    (final / "labels.txt").write_text("changed\n")
+    (final / "sub" / "extra.txt").unlink()
+    (final / "notes.md").write_text("mine")
+    problems = bundle.check_files(final, m)
+    assert problems[:2] == ["sub/extra.txt: missing", "notes.md: not in the manifest"]
+    assert len(problems) == 3 and problems[2].startswith("labels.txt: sha256 ") and problems[2].endswith(
+        f"... != manifest {m['files']['labels.txt']['sha256'][:12]}...")
+
+
+def test_a_zip_opens_as_the_same_files_in_a_folder_removed_afterwards(built):
+    from edgecompress import bundle
+
+    final, zip_file = built  # a deploy's: opening a zip reads its manifest, which must be a whole one
+    with bundle.opened(zip_file) as folder:
+        assert folder.name == NAME and folder != final
+        assert bundle.file_table(folder) == bundle.file_table(final)
+        unpacked = folder
+    assert not unpacked.exists()
+    with bundle.opened(final) as same:
+        assert same == final
+
+
+def test_the_zip_sits_beside_a_dotted_name_whole_and_a_file_as_out_is_refused(tmp_path):
+    from edgecompress import bundle
+    from edgecompress.errors import InputError
+
+    assert bundle.zip_path(tmp_path / "mobilenet_v2_1.0-host-cpu") == tmp_path / "mobilenet_v2_1.0-host-cpu.zip"
+    assert bundle.bundle_name("net", "host-cpu") == "net-host-cpu"
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(InputError) as exc:
+        bundle.check_destination(tmp_path / "taken", "net-host-cpu", force=False)
+    assert exc.value.message == f"--out {tmp_path / 'taken'} is a file, not a folder"
+

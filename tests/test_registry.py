@@ -44,3 +44,29 @@ def test_profile_energy_names_match_the_device_side_sources():
         sys.path.remove(str(device_side_dir()))
     android = {"battery", "powerstats"}  # measured on the phone by the adb runner, not by ec_energy
     assert set(get_args(Bench.model_fields["energy"].annotation)) == set(ec_energy.CHOICES) | android
+
+
+def test_a_registry_gives_back_what_was_registered_and_lists_names_sorted():
+    reg = Registry("runtime")
+
+    @reg.register("onnxruntime")
+    def ort():
+        return "ort"
+
+    reg.register("litert")(lambda: "litert")
+    assert reg.get("onnxruntime") is ort and reg.get("litert")() == "litert"
+    assert reg.names() == list(reg) == ["litert", "onnxruntime"]
+    assert "litert" in reg and "tensorrt" not in reg
+
+
+def test_a_miss_with_nothing_close_lists_the_names_without_guessing():
+    reg = Registry("runtime")
+    for name in ("onnxruntime", "litert"):
+        reg.register(name)(lambda: None)
+    with pytest.raises(InputError) as exc:
+        reg.get("coreml")
+    assert exc.value.message == "unknown runtime 'coreml'."
+    assert exc.value.hint == "valid runtime names: litert, onnxruntime"
+    with pytest.raises(InputError) as close:
+        reg.get("onnxruntim")
+    assert close.value.message == "unknown runtime 'onnxruntim'. Did you mean 'onnxruntime'?"
