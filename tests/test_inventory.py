@@ -76,3 +76,44 @@ def test_an_inventory_path_that_is_a_folder_is_named_as_one(tmp_path, monkeypatc
     monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(tmp_path))
     code, _, err = run_cli("devices", "list")
     assert code == 2 and "is a folder, not a devices.yaml file" in err and "name the devices.yaml file itself" in err
+
+
+def test_a_valid_inventory_loads_each_device_with_its_defaults(inventory):
+    from edgecompress import inventory as inv
+
+    path = inventory("devices:\n  lab-pi:\n    target: raspberry-pi-5\n    host: 10.0.0.2\n    user: pi\n"
+                     "  desk:\n    target: host-cpu\n    transport: local\n")
+    devices = inv.load()
+    assert list(devices) == ["lab-pi", "desk"], "in the file's order"
+    pi = devices["lab-pi"]
+    assert (pi.name, pi.target, pi.transport, pi.host, pi.user, pi.port) == ("lab-pi", "raspberry-pi-5", "ssh",
+                                                                           "10.0.0.2", "pi", None)
+    assert (pi.python, pi.workdir, pi.connect_timeout_s) == ("python3", "~/.cache/edgecompress", 15.0)
+    assert inv.get("desk").transport == "local" and inv.find_inventory() == inv.find_inventory(path)
+
+
+def test_an_unknown_device_is_named_with_the_closest_and_every_name(inventory):
+    from edgecompress import inventory as inv
+    from edgecompress.errors import InputError
+
+    inventory("devices:\n  lab-pi:\n    target: raspberry-pi-5\n    host: 10.0.0.2\n"
+              "  lab-orin:\n    target: jetson-orin-nano\n    host: 10.0.0.3\n")
+    with pytest.raises(InputError) as exc:
+        inv.get("lab-p1")
+    assert exc.value.message == "unknown device 'lab-p1'. Did you mean 'lab-pi'?"
+    assert exc.value.hint == "devices in the inventory: lab-pi, lab-orin"
+
+
+def test_an_ssh_device_without_a_host_and_a_misspelt_key_are_named(inventory):
+    from edgecompress import inventory as inv
+    from edgecompress.errors import InputError
+
+    path = inventory("devices:\n  lab-pi:\n    target: raspberry-pi-5\n")
+    with pytest.raises(InputError) as exc:
+        inv.get("lab-pi")
+    assert exc.value.message == "device 'lab-pi' has transport ssh but no host"
+    inventory("devices:\n  lab-pi:\n    target: raspberry-pi-5\n    hots: 10.0.0.2\n")
+    with pytest.raises(InputError) as typo:
+        inv.load()
+    assert typo.value.message == (f"device inventory {path} has 1 problem(s):\n"
+                                  "  devices.lab-pi.hots: Extra inputs are not permitted. Did you mean 'host'?")

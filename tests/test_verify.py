@@ -55,9 +55,9 @@ def test_without_exact_int8_this_host_saturates(tmp_path):
 
 
 def test_which_targets_are_checked_exactly():
-    assert verify.exact_int8_for("onnxruntime", "arm64") and verify.exact_int8_for("litert", "armv7")
-    assert verify.exact_int8_for("tensorrt", "x86_64")  # a GPU does not saturate either
-    assert not verify.exact_int8_for("onnxruntime", "x86_64")  # runs ONNX Runtime's x86 kernels, as checked
+    assert verify.exact_int8_for("onnxruntime", "arm64") is True and verify.exact_int8_for("litert", "armv7") is True
+    assert verify.exact_int8_for("tensorrt", "x86_64") is True  # a GPU does not saturate either
+    assert verify.exact_int8_for("onnxruntime", "x86_64") is False  # runs ONNX Runtime's x86 kernels, as checked
 
 
 # ---------------------------------------------------------------------------------------------
