@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgecompress import data
+from edgecompress.errors import InputError
 from edgecompress.profile import Preprocess
 
 CLASSES = ("circle", "cross", "square", "star", "triangle")
@@ -112,7 +113,7 @@ def test_a_decompression_bomb_is_the_users_input_error_naming_the_file(tmp_path)
     root = _folder(tmp_path / "scans", per_class=2, classes=("a", "b"))
     bomb = root / "b" / "scan.png"
     bomb.write_bytes(_png_header(20000, 20000))
-    with pytest.raises(data.InputError) as caught:
+    with pytest.raises(InputError) as caught:
         data.load(str(root), Preprocess(), None)
     assert f"image {bomb} is too large to decode safely" in str(caught.value)
     assert "shrink it" in caught.value.hint
@@ -135,14 +136,14 @@ def test_a_channels_last_input_shape_is_named_with_the_nchw_one(tmp_path, shape,
     root = tmp_path / "imgs"
     _png(root / "a" / "0.png")
     pre = Preprocess(channels=channels, mean=[0.5] * channels, std=[0.5] * channels)
-    with pytest.raises(data.InputError) as caught:
+    with pytest.raises(InputError) as caught:
         data.load(str(root), pre, shape)
     n, h, w, c = shape
     assert f"--input-shape {n}x{h}x{w}x{c} puts the {c} channels last (NHWC)" in str(caught.value)
     assert caught.value.hint == f"--input-shape {n}x{c}x{h}x{w}"
     npz = tmp_path / "x.npz"
     np.savez(npz, x=np.zeros((4, c, h, w), np.float32))
-    with pytest.raises(data.InputError, match="NHWC"):
+    with pytest.raises(InputError, match="NHWC"):
         data.load(str(npz), pre, shape)
 
 
@@ -150,14 +151,14 @@ def test_label_names_must_name_every_output(tmp_path):
     npz = tmp_path / "d.npz"
     np.savez(npz, x=np.zeros((4, 1, 8, 8), np.float32), labels=np.array(["cat", "dog"]))
     loaded = data.load(str(npz), Preprocess(), None)
-    with pytest.raises(data.InputError) as caught:
+    with pytest.raises(InputError) as caught:
         data.check_label_names(loaded, 4)
     assert f"data {npz} has 2 names in 'labels' (cat, dog) but the model has 4 outputs" in str(caught.value)
     data.check_label_names(loaded, 2)
     root = tmp_path / "imgs"
     for name in ("0_cat", "1_dog", "2_bird"):
         _png(root / name / "0.png")
-    with pytest.raises(data.InputError) as caught:
+    with pytest.raises(InputError) as caught:
         data.check_label_names(data.load(str(root), Preprocess(), None), 2)
     assert "has 3 class folders with images (0_cat, 1_dog, 2_bird) but the model has 2 outputs" \
         in str(caught.value) and "sort in its output order" in caught.value.hint
@@ -184,3 +185,52 @@ def test_an_image_folder_keeps_the_images_size_unless_told_or_they_differ(tmp_pa
     assert photos.x.shape == (1, 3, 224, 224) and "from 300x400" in photos.preprocessing["note"]
     told = data.load(str(tmp_path / "same"), Preprocess(), (1, 3, 16, 16))
     assert told.x.shape == (6, 3, 16, 16) and told.preprocessing["size"] == [16, 16]
+
+
+def test_an_npz_loads_as_float32_with_int64_labels_names_and_says_how_it_was_preprocessed(tmp_path):
+    path = tmp_path / "d.npz"
+    x = np.arange(24, dtype=np.float64).reshape(3, 2, 2, 2)
+    np.savez(path, x=x, y=np.array([2, 0, 1], np.int32), labels=np.array(["cat", "dog", "bird"]))
+    ds = data.load(str(path), Preprocess(), None)
+    assert ds.x.dtype == np.float32 and np.array_equal(ds.x, x.astype(np.float32)) and ds.sample_shape == (2, 2, 2)
+    assert ds.y.dtype == np.int64 and ds.y.tolist() == [2, 0, 1] and ds.labels == ["cat", "dog", "bird"]
+    assert ds.source == str(path) and ds.preprocessing == {
+        "layout": "as given (npz)", "size": None, "scale": None, "mean": None, "std": None,
+        "note": "inputs as in d.npz: preprocess new inputs exactly as that file's x was made"}
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    bare = data.load(str(tmp_path / "unlabelled.npz"), Preprocess(), None)
+    assert bare.y is None and bare.labels is None
+
+
+@pytest.mark.parametrize("arrays, said", [
+    ({"inputs": np.zeros((2, 3), np.float32)}, "has no array 'x' (it has: inputs)"),
+    ({"x": np.zeros((2, 3), np.int64)}, "'x' has dtype int64, expected floating point"),
+    ({"x": np.array([[1.0, np.nan], [0.0, 1.0]])}, "'x' has NaN or infinite values in 1 sample(s)"),
+    ({"x": np.zeros((2, 3)), "y": np.array([0.0, 1.0])}, "'y' has shape (2,) and dtype float64; expected integer"),
+    ({"x": np.zeros((2, 3)), "y": np.array([0, -1])}, "'y' has negative class index -1"),
+    ({"x": np.zeros((2, 3)), "y": np.array([0, 2]), "labels": np.array(["a", "b"])},
+     "'y' has class index 2 but 'labels' has 2 names (a, b)"),
+])
+def test_an_npz_that_cannot_be_used_is_named_with_what_is_wrong(tmp_path, arrays, said):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(InputError) as exc:
+        data.load_npz(path)
+    assert exc.value.message.startswith(f"data file {path}") and said in exc.value.message, exc.value.message
+
+
+def test_shapes_parse_from_x_or_commas_and_anything_else_is_refused():
+    assert data.parse_shape("1x3x224x224") == (1, 3, 224, 224) == data.parse_shape("1,3,224,224")
+    assert data.parse_shape("4X16") == (4, 16)
+    for bad in ("224", "1x0x8", "1xthreex8", ""):
+        with pytest.raises(InputError, match="is not a shape like 1x3x224x224"):
+            data.parse_shape(bad)
+
+
+def test_too_few_samples_name_the_setting_that_lowers_the_need():
+    ds = data.Dataset(np.zeros((5, 2), np.float32), None, "small.npz")
+    data.require_samples(ds, 5, "calibration", "quantize.calibration_samples")
+    with pytest.raises(InputError) as exc:
+        data.require_samples(ds, 6, "calibration", "quantize.calibration_samples")
+    assert exc.value.message == "data small.npz has 5 samples for calibration, which needs 6"
+    assert exc.value.hint == "give more data, or lower it with --set quantize.calibration_samples=5"
