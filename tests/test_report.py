@@ -1,4 +1,4 @@
-"""The bundle README's header lines (the walkthrough read '(tensorrt None)' and 'model.onnx (fp16)' for
+"""report.py: the before/after table cell for cell, and the bundle README's header lines (the walkthrough read '(tensorrt None)' and 'model.onnx (fp16)' for
 the FP32 ONNX a Jetson builds its FP16 engine from)."""
 from edgecompress.report import _model_precision, _runtime_text
 
@@ -19,3 +19,38 @@ def test_other_runtimes_keep_their_file_precision_and_version():
     m = {"runtime": {"name": "onnxruntime", "version": "1.32.0"}, "model": {"file": "model.onnx"},
          "compression": {"quantization": {"precision": "int8"}}}
     assert _model_precision(m) == "int8" and _runtime_text(m["runtime"]) == "onnxruntime 1.32.0"
+
+
+def _summary(**after) -> dict:
+    before = {"bytes": 2_000_000, "deflated_bytes": 1_500_000, "params": 500_000, "macs": 40_000_000,
+              "accuracy": 0.9, "p50_ms": 4.0}
+    return {"before": before, "after": dict({"bytes": 50_000, "deflated_bytes": 300_000, "params": 25_000,
+                                             "macs": 10_000_000, "accuracy": 0.885, "p50_ms": 1.6}, **after),
+            "accuracy_metric": "accuracy", "measured_on_text": "Measured on the build host.", "accuracy_note": None}
+
+
+def test_the_table_rows_give_each_figure_and_its_change_in_words():
+    from edgecompress.report import table, table_rows
+
+    assert table_rows(_summary()) == [
+        ("", "original", "compressed", "change"),
+        ("model file", "2.00 MB", "50.0 kB", "40.00x smaller"),  # kB below 100 kB
+        ("model zipped", "1.50 MB", "0.30 MB", "5.00x smaller"),
+        ("params", "0.50 M", "25.0 k", "20.00x fewer"),
+        ("MACs", "40.00 M", "10.00 M", "4.00x fewer"),
+        ("accuracy", "90.00 %", "88.50 %", "-1.50 points"),
+        ("p50 latency", "4.000 ms", "1.600 ms", "2.50x faster")]
+    text = table(_summary()).splitlines()
+    assert text[0].split() == ["original", "compressed", "change"] and set(text[1]) == {"-", " "}
+    assert text[-1] == "latency: Measured on the build host."
+
+
+def test_a_change_the_wrong_way_is_said_as_such_and_a_missing_figure_is_a_dash():
+    from edgecompress.report import table, table_rows
+
+    rows = {r[0]: r for r in table_rows(_summary(p50_ms=8.0, bytes=3_000_000, params=None, accuracy=None))}
+    assert rows["p50 latency"][3] == "2.00x slower" and rows["model file"][3] == "1.50x larger"
+    assert rows["params"][2:] == ("-", "-") and rows["accuracy"][2:] == ("-", "-")
+    agree = dict(_summary(), accuracy_metric="agreement", accuracy_note="warning: agreement fell")
+    assert table_rows(agree)[5][0] == "agreement w/ original"
+    assert table(agree).splitlines()[-1] == "warning: agreement fell"
