@@ -1,5 +1,6 @@
-"""report.py: the before/after table cell for cell, and the bundle README's header lines (the walkthrough read '(tensorrt None)' and 'model.onnx (fp16)' for
-the FP32 ONNX a Jetson builds its FP16 engine from)."""
+"""report.py: the before/after table cell for cell, and the bundle README's header lines (the
+walkthrough read '(tensorrt None)' and 'model.onnx (fp16)' for the FP32 ONNX a Jetson builds its FP16
+engine from)."""
 from edgecompress.report import _model_precision, _runtime_text
 
 
