@@ -43,17 +43,25 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    b = sub.add_parser("bench", help="measure a bundle, an .onnx or a .tflite model, here or on devices")
+    b = sub.add_parser("bench", help="measure a bundle, an .onnx or a .tflite model, here or on devices",
+                       description="The settings are the bundle's profile's bench section (a bare model file: its "
+                       "device's target profile, else host or android-arm64), with the keys the command line names "
+                       "replaced; each flag below is a shorthand for one bench key.")
     b.add_argument("artifact", type=Path)
     b.add_argument("--device", dest="devices", action="append", default=[], metavar="NAME",
                    help="a device from devices.yaml (repeatable: all run at once); default: this host")
-    b.add_argument("--runs", type=int)
-    b.add_argument("--warmup", type=int)
-    b.add_argument("--seconds", type=float, help="minimum timed seconds")
-    b.add_argument("--threads", type=int)
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="bench.KEY=VALUE",
+                   help="override a key of the bench section, e.g. --set bench.energy=none (repeatable; "
+                        "edgecompress targets show NAME lists the keys)")
+    b.add_argument("--runs", type=int, help="timed runs (= --set bench.runs=N)")
+    b.add_argument("--warmup", type=int, help="warm-up runs (= --set bench.warmup_runs=N)")
+    b.add_argument("--seconds", type=float, help="minimum timed seconds (= --set bench.seconds=S)")
+    b.add_argument("--threads", type=int, help="runtime threads (= --set bench.threads=N; without it, on this "
+                   "host, the profile's are capped at this host's CPUs)")
     b.add_argument("--rounds", type=int, help="split the runs into N separate processes and report the median one "
-                   "(default: the profile's bench.rounds)")
-    b.add_argument("--lock-clocks", action="store_true", help="Jetson: pin clocks with jetson_clocks, then restore")
+                   "(= --set bench.rounds=N)")
+    b.add_argument("--lock-clocks", action="store_true", default=None, help="Jetson: pin clocks with jetson_clocks, "
+                   "then restore (= --set bench.lock_clocks=true)")
     b.add_argument("--input-shape", help="for an .onnx whose height/width are dynamic: the size to time, e.g. "
                    "1x3x224x224 (a bundle uses the shape of its stored samples)")
     b.add_argument("--json", action="store_true")
@@ -125,11 +133,13 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .commands import bench_artifact
+    from .commands import bench_artifact, bench_settings
+    from .report_bench import bench_table
 
-    out = bench_artifact(args.artifact, args.devices, args.runs, args.warmup, args.threads, args.seconds,
-                         quiet=args.json, lock_clocks=args.lock_clocks, rounds=args.rounds,
-                         input_shape=args.input_shape)
+    flags = {"--runs": args.runs, "--warmup": args.warmup, "--seconds": args.seconds, "--threads": args.threads,
+             "--rounds": args.rounds, "--lock-clocks": args.lock_clocks}
+    out = bench_artifact(args.artifact, args.devices, bench_settings(args.overrides, flags),
+                         input_shape=args.input_shape, quiet=args.json)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -138,46 +148,6 @@ def cmd_bench(args) -> int:
     for r in failed:
         print(f"error: {r['device_name']}: {r['error']}", file=sys.stderr)
     return max((r.get("exit_code", 1) for r in failed), default=0)
-
-
-def bench_table(results: list) -> str:
-    head = ("device", "arch", "runtime", "p50 ms", "p90 ms", "p99 ms", "mean ms", "n", "p50 drift", "load ms",
-            "mJ/inference")
-    rows = [head]
-    for r in results:
-        if "error" in r:
-            rows.append((r["device_name"], "-", "-", "failed", "", "", "", "", "", "", ""))
-            continue
-        lat, dev, energy, drift = r["latency_ms"], r.get("device", {}), r.get("energy"), r.get("stability")
-        rows.append((r["device_name"], str(dev.get("arch")), f"{dev.get('runtime')} {dev.get('runtime_version')}",
-                     *("-" if lat.get(k) is None else f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean")),
-                     str(lat["n"]),
-                     f"{drift['spread_pct']:.1f}%" if drift else "-", f"{r['load_ms']:.1f}",
-                     f"{energy['mj_per_inference_total']:.3f}" if energy else "n/a"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    for r in results:
-        if r.get("inputs"):
-            timed = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in r["inputs"])
-            threads = (r.get("runtime_options") or {}).get("threads")
-            lines.append(f"timed on {r['device_name']}: {timed}"
-                         + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""))
-        if "error" not in r and not r.get("energy"):
-            lines.append(f"energy on {r['device_name']}: not measured: {r.get('energy_reason')}")
-        if r.get("rounds"):
-            rounds, spread = r["rounds"], r["rounds"].get("spread_pct")
-            each = ", ".join("-" if p is None else f"{p:.3f}" for p in rounds["p50_ms"])
-            which = f"the median; spread {spread:.0f}%" if spread is not None else "the first (no p50 to rank by)"
-            lines.append(f"rounds on {r['device_name']}: p50 {each} ms; the row is round {rounds['chosen']}, {which}")
-        for warning in r.get("warnings") or []:
-            lines.append(f"warning on {r['device_name']}: {warning}")
-    if any(r.get("stability") for r in results):
-        from .bench import NOISY_SPREAD_PCT
-
-        lines.append(f"p50 drift: how far the p50s of consecutive parts (>= 0.5 s each) of the timed window spread; "
-                     f"above {NOISY_SPREAD_PCT:.0f}% the numbers will not repeat to better than that")
-    return "\n".join(lines)
 
 
 def cmd_devices(args) -> int:
@@ -202,42 +172,18 @@ def cmd_devices(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    if device.transport == "adb":
-        configured = (info.get("benchmark_model") or {}).get("configured")
-        print(f"{device.name}: reachable ({info.get('model')}, Android {info.get('android_version')}, "
-              f"{info.get('arch')}; benchmark_model {'configured' if configured else 'missing'})")
-    else:
-        print(f"{device.name}: reachable ({info.get('hostname')}, {info.get('arch')}, Python {info.get('python')})")
-    for runtime, version in (info.get("runtimes") or {}).items():
-        print(f"  runtime {runtime:<16} {version or 'not installed'}")
-    for src in info.get("power_sources") or []:
-        print(f"  power   {src['name']:<16} {'available' if src['available'] else 'no'}: {src.get('reason', '')}")
+    from .report_bench import devices_text
+
+    print(devices_text(device, info))
     return 0
 
 
 def cmd_verify(args) -> int:
     from .commands import verify_bundle
+    from .report_bench import verify_text
 
     out = verify_bundle(args.bundle)
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        rerun, ref = out["rerun"], out["reference"]
-        print(f"{out['bundle']}: {out['files_checked']} files match their checksums")
-        print(f"  re-run on {rerun['samples']} stored samples: max |diff| {rerun['outputs'][0]['max_abs_diff']:.2g}, "
-              f"top-1 agreement {rerun['top1_agreement']:.2%} with the build-time outputs")
-        print(f"  top-1 agreement with {out['reference_is']}: {ref['top1_agreement']:.2%}"
-              + (" (the FP32 student the model was made from)" if out["reference_is"] == "PyTorch" else ""))
-        if out.get("original"):
-            print(f"  top-1 agreement with the original model: {out['original']['top1_agreement']:.2%}")
-        build = out.get("build_check")
-        if build:
-            tol = build["min_top1_agreement"]
-            print(f"  at build time, over {build['samples']} held-out samples: {build['top1_agreement']:.2%} with "
-                  f"{out['reference_is']}" + (f" (tolerance {tol:.2%})" if tol is not None else "")
-                  + f"; the {rerun['samples']} stored samples here are a few of those, so one sample moves this "
-                    f"figure by {1 / max(1, rerun['samples']):.1%}")
-        print("OK")
+    print(json.dumps(out, indent=2) if args.json else verify_text(out))
     return 0
 
 

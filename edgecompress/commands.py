@@ -4,12 +4,14 @@ the same checks and benchmark code deploy runs."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from . import bench, bundle, data as data_mod, inventory, manifest_read, models, profile as profile_mod, verify
 from .console import log
 from .errors import EdgeCompressError, InputError, StageError
+from .registry import closest
 
 
 def verify_bundle(path: Path) -> dict:
@@ -92,30 +94,49 @@ def _tolerance(manifest: dict, path: str):
                                    f"section: {str(exc).splitlines()[0]}", hint=manifest_read.REBUILD) from None
 
 
-def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warmup: Optional[int],
-                   threads: Optional[int], seconds: Optional[float], quiet: bool = False,
-                   lock_clocks: bool = False, rounds: Optional[int] = None,
-                   input_shape: Optional[str] = None) -> dict:
+def bench_artifact(artifact: Path, devices: List[str], bench: Optional[profile_mod.Bench] = None, *,
+                   input_shape: Optional[str] = None, quiet: bool = False) -> dict:
     """`edgecompress bench`: a bundle (its profile's bench settings, and the shape of its stored
     samples) or a bare .onnx / .tflite (see _profile_for_file; --input-shape where an .onnx's size
-    is dynamic), on this host or on each named device at once."""
-    artifact = Path(artifact)
-    targets = [inventory.get(name) for name in devices] or [None]
-    shape = data_mod.parse_shape(input_shape) if input_shape else None
-    if artifact.suffix in (".onnx", ".tflite"):
-        model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
-        prof = _profile_for_file(model, targets)
-        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
-            if model.suffix == ".onnx" and models.external_data_files(model):
-                model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
-            return _bench_model(artifact, model, prof, targets, runs, warmup, threads, seconds, quiet, lock_clocks,
-                                rounds, shape, shape_asked=input_shape is not None)
+    is dynamic), on this host or on each named device at once. `bench`: the command line's settings
+    (bench_settings); only the keys it names (its model_fields_set) replace the profile's."""
+    request = _Request(Path(artifact), [inventory.get(name) for name in devices] or [None],
+                       bench if bench is not None else profile_mod.Bench(),
+                       data_mod.parse_shape(input_shape) if input_shape else None, quiet)
+    if request.artifact.suffix in (".onnx", ".tflite"):
+        return _bench_file(request)
+    return _bench_bundle(request)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the command line asked bench for, as one record through its helpers."""
+
+    artifact: Path
+    targets: list  # inventory.Device each, or [None]: this host
+    asked: profile_mod.Bench  # only its model_fields_set replace the profile's values
+    shape: Optional[tuple]  # --input-shape
+    quiet: bool
+
+
+def _bench_file(request: _Request) -> dict:
+    artifact = request.artifact
+    model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
+    prof = _profile_for_file(model, request.targets)
+    with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
+        if model.suffix == ".onnx" and models.external_data_files(model):
+            model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
+        return _bench_model(request, model, prof, request.shape)
+
+
+def _bench_bundle(request: _Request) -> dict:
+    artifact, shape = request.artifact, request.shape
     with bundle.opened(artifact) as folder:
         manifest = bundle.read_manifest(folder)
         manifest_read.check_named_files(manifest, f"{artifact}/{bundle.MANIFEST}")
         bundle.check_checksums(folder, manifest, set(manifest_read.named_files(manifest).values()), str(artifact))
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
-        if prof.runtime == "tensorrt" and targets == [None]:
+        if prof.runtime == "tensorrt" and request.targets == [None]:
             onnx_file = artifact / "model.onnx" if artifact.is_dir() else "FOLDER/model.onnx (unzipped)"
             raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
                              "are built there", hint="bench it on a device (--device NAME from devices.yaml), or time "
@@ -124,8 +145,7 @@ def bench_artifact(artifact: Path, devices: List[str], runs: Optional[int], warm
             bundle.check_checksums(folder, manifest, [bundle.PARITY], str(artifact))
             stored = manifest_read.load_parity(folder / bundle.PARITY, keys=("x",))
             shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
-        return _bench_model(artifact, _bundle_model(folder, manifest, prof), prof, targets, runs, warmup, threads,
-                            seconds, quiet, lock_clocks, rounds, shape, shape_asked=input_shape is not None)
+        return _bench_model(request, _bundle_model(folder, manifest, prof), prof, shape)
 
 
 def _bundle_model(folder: Path, manifest: dict, prof):
@@ -164,31 +184,93 @@ def _tflite_file(path: Path) -> Path:
     return path
 
 
-BENCH_FLAGS = {"runs": "--runs", "warmup_runs": "--warmup", "threads": "--threads", "seconds": "--seconds",
-               "rounds": "--rounds", "lock_clocks": "--lock-clocks"}
+class _Given(NamedTuple):
+    """One bench key as the command line gave it."""
+
+    where: str  # "--runs" or "--set bench.runs": named in every message about it
+    value: Any
+    text: str  # as typed
 
 
-def _bench_settings(base, flags: dict):
-    """The profile's bench settings with the command line's, checked by the same schema."""
+# Each bench flag is a shorthand for one key of the profile's bench section.
+BENCH_FLAGS = {"--runs": "runs", "--warmup": "warmup_runs", "--seconds": "seconds", "--threads": "threads",
+               "--rounds": "rounds", "--lock-clocks": "lock_clocks"}
+
+
+def bench_settings(sets: List[str], flags: Optional[Dict[str, Any]] = None) -> profile_mod.Bench:
+    """The command line's bench settings: `--set bench.KEY=VALUE` pairs and the flags' values
+    ({flag: value, or None where not given}), checked by the profile's Bench schema. The returned
+    Bench's model_fields_set are the keys the command line named: bench_artifact lays only those
+    over the profile's own bench section."""
+    given = _set_values(profile_mod.parse_overrides(sets))
+    for flag, value in (flags or {}).items():
+        key = BENCH_FLAGS[flag]
+        if value is None:
+            continue
+        if key in given and given[key].value != value:
+            raise InputError(f"edgecompress bench: {flag} {_shown(value)} and {given[key].where}={given[key].text} "
+                             "disagree", hint=f"give bench.{key} once: {flag} or --set bench.{key}")
+        given[key] = _Given(flag, value, _shown(value))
     from pydantic import ValidationError
 
     try:
-        return type(base).model_validate(dict(base.model_dump(), **flags))
+        return profile_mod.Bench.model_validate({key: g.value for key, g in given.items()})
     except ValidationError as exc:
-        problems = "; ".join(f"{BENCH_FLAGS.get(e['loc'][0], e['loc'][0])}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"edgecompress bench: {problems}", hint="see edgecompress bench --help") from None
+        problems = [_bench_problem(e, given) for e in exc.errors()]
+        raise InputError(f"edgecompress bench: {len(problems)} problem(s) in the bench settings:\n  "
+                         + "\n  ".join(problems), hint="see edgecompress bench --help; "
+                                                       "edgecompress targets show NAME prints a profile's bench section"
+                         ) from None
 
 
-def _bench_model(artifact: Path, model: Path, prof, targets, runs, warmup, threads, seconds, quiet,
-                 lock_clocks: bool = False, rounds: Optional[int] = None, shape=None, shape_asked: bool = False) -> dict:
-    flags = {"runs": runs, "warmup_runs": warmup, "threads": threads, "seconds": seconds, "rounds": rounds,
-             "lock_clocks": lock_clocks or None}
-    cfg = _bench_settings(prof.bench, {k: v for k, v in flags.items() if v is not None})
-    if threads is None and all(t is None or t.transport == "local" for t in targets):  # all on this host
+def _set_values(pairs: Dict[str, str]) -> Dict[str, _Given]:
+    """{bench key: how it was given} for the --set pairs; a key outside
+    bench.*, or one the Bench section does not have, is refused here by name."""
+    import yaml
+
+    fields = list(profile_mod.Bench.model_fields)
+    given = {}
+    for dotted, raw in pairs.items():
+        section, _, key = dotted.partition(".")
+        if section != "bench" or not key:
+            raise InputError(f"edgecompress bench: --set {dotted}: bench takes only bench.* keys (a bundle's other "
+                             "settings were fixed when it was built)",
+                             hint=f"--set bench.KEY=VALUE with KEY one of {', '.join(fields)}; to change "
+                                  f"{dotted}, deploy again with --set {dotted}=...")
+        if key not in fields:
+            raise InputError(f"edgecompress bench: --set {dotted}: unknown key.{closest(key, fields)} "
+                             f"Valid keys here: {', '.join(fields)}", hint="see edgecompress bench --help")
+        given[key] = _Given(f"--set {dotted}", yaml.safe_load(raw) if raw.strip() else None, raw)
+    return given
+
+
+def _shown(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _bench_problem(err: dict, given: Dict[str, _Given]) -> str:
+    key = str(err["loc"][0]) if err["loc"] else ""
+    where = given[key].where if key in given else f"bench.{key}"
+    if where in BENCH_FLAGS:  # a flag: name the key it stands for too
+        where = f"{where} (bench.{key})"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _settings_for(request: _Request, prof) -> profile_mod.Bench:
+    """The profile's bench section with the keys the command line named laid over it."""
+    cfg = prof.bench.model_copy(update=request.asked.model_dump(exclude_unset=True))
+    named_threads = "threads" in request.asked.model_fields_set
+    if not named_threads and all(t is None or t.transport == "local" for t in request.targets):  # all on this host
         cfg = bench.settings_here(cfg, None)
+    return cfg
+
+
+def _bench_model(request: _Request, model, prof, shape) -> dict:
+    cfg = _settings_for(request, prof)
     path = model.path if isinstance(model, bench.Model) else model
     # a size it cannot tell is refused once, here, not once per device
-    if bench.random_inputs(path, prof.runtime, shape) is None and shape_asked:
+    if bench.random_inputs(path, prof.runtime, shape) is None and request.shape is not None:
         log(f"note: --input-shape is not used: {path.name} has a fixed size (or its runtime times it as built)")
-    results = bench.measure_on_devices(model, cfg, prof.runtime, targets, quiet=quiet, input_shape=shape)
-    return {"results": [dict(r, artifact=str(artifact)) for r in results]}
+    results = bench.measure_on_devices(model, cfg, prof.runtime, request.targets, quiet=request.quiet,
+                                       input_shape=shape)
+    return {"results": [dict(r, artifact=str(request.artifact)) for r in results]}

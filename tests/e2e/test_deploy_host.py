@@ -214,7 +214,7 @@ def test_lock_clocks_reaches_the_device_side(built):
 
 
 def test_bench_table_prints_a_dash_for_statistics_a_tool_did_not_give():
-    from edgecompress.cli import bench_table
+    from edgecompress.report_bench import bench_table
 
     device = {"arch": "aarch64", "runtime": "tensorrt", "runtime_version": "10.3"}
     trtexec_timed = {"device_name": "orin", "device": device,
