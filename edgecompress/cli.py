@@ -18,12 +18,22 @@ def _parser() -> argparse.ArgumentParser:
                                 "measure it, and write an app-ready bundle.")
     p.add_argument("--version", action="version", version=f"edgecompress {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_targets(sub)
+    _add_deploy(sub)
+    _add_bench(sub)
+    _add_devices(sub)
+    _add_verify(sub)
+    return p
 
+
+def _add_targets(sub) -> None:
     t = sub.add_parser("targets", help="list target profiles, or show one resolved")
     t.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     t.add_argument("name", nargs="?", help="profile or family name (with show)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+
+def _add_deploy(sub) -> None:
     d = sub.add_parser("deploy", help="prune, distill, quantize, export, check, benchmark and bundle a model")
     d.add_argument("model", nargs="?", help="path/file.py:factory or model.onnx; omitted: the built-in demo")
     d.add_argument("--target", help="profile name (edgecompress targets), family, or a .yaml file "
@@ -43,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+
+def _add_bench(sub) -> None:
     b = sub.add_parser("bench", help="measure a bundle, an .onnx or a .tflite model, here or on devices",
                        description="The settings are the bundle's profile's bench section (a bare model file: its "
                        "device's target profile, else host or android-arm64), with the keys the command line names "
@@ -66,16 +78,19 @@ def _parser() -> argparse.ArgumentParser:
                    "1x3x224x224 (a bundle uses the shape of its stored samples)")
     b.add_argument("--json", action="store_true")
 
+
+def _add_devices(sub) -> None:
     dv = sub.add_parser("devices", help="list the device inventory, or check that a device is reachable")
     dv.add_argument("action", nargs="?", choices=["list", "check"], default="list")
     dv.add_argument("name", nargs="?")
     dv.add_argument("--inventory", help="a devices.yaml (default: ./devices.yaml, then ~/.config/edgecompress/)")
     dv.add_argument("--json", action="store_true")
 
+
+def _add_verify(sub) -> None:
     v = sub.add_parser("verify", help="re-check a bundle's checksums and output parity")
     v.add_argument("bundle", type=Path)
     v.add_argument("--json", action="store_true")
-    return p
 
 
 def cmd_targets(args) -> int:
