@@ -58,7 +58,7 @@ def test_the_median_of_an_even_count_is_the_lower_middle_and_the_spread_is_over_
 
 
 def test_rounds_timed_at_zero_ms_have_no_spread_rather_than_a_division_by_zero():
-    chosen = bench.median_round([{"latency_ms": {"p50": 0.0}}, {"latency_ms": {"p50": 0.0}}, {"latency_ms": {"p50": 0.0}}])
+    chosen = bench.median_round([{"latency_ms": {"p50": 0.0}} for _ in range(3)])
     assert chosen["rounds"] == {"count": 3, "p50_ms": [0.0, 0.0, 0.0], "chosen": 2, "spread_pct": None}
     assert chosen["warnings"] == []
 
@@ -109,7 +109,8 @@ def test_an_open_size_without_a_fitting_shape_is_the_users_input_error_with_an_e
     images = _onnx(tmp_path / "any_size.onnx", ("x", ["n", 3, "h", "w"]))
     with pytest.raises(InputError) as missing:
         bench.random_inputs(images, "onnxruntime", None)
-    assert "any_size.onnx: input 'x' ['n', 3, 'h', 'w'] has dynamic dimensions besides the batch" in missing.value.message
+    said = missing.value.message
+    assert "any_size.onnx: input 'x' ['n', 3, 'h', 'w'] has dynamic dimensions besides the batch" in said
     assert missing.value.hint == "pass --input-shape, e.g. --input-shape 1x3x224x224"
     with pytest.raises(InputError) as wrong:
         bench.random_inputs(images, "onnxruntime", (1, 4, 16, 16))

@@ -131,7 +131,8 @@ def test_weights_of_another_architecture_name_every_mismatch(tmp_path):
     with pytest.raises(InputError) as exc:
         models.load(f"{path}:build", str(weights))
     assert exc.value.message == (f"weights {weights} do not match the model:\n  missing (1): fc.bias\n"
-                                 "  unexpected (1): head.bias\n  wrong shape (1): fc.weight: file (5, 4) vs model (3, 4)")
+                                 "  unexpected (1): head.bias\n"
+                                 "  wrong shape (1): fc.weight: file (5, 4) vs model (3, 4)")
 
 
 def test_a_factory_that_is_not_there_is_named_with_the_closest_and_every_callable(tmp_path):
