@@ -14,16 +14,15 @@ from typing import Dict, Iterable, Iterator, Optional
 
 import numpy as np
 
-from . import manifest_read
+from . import manifest as manifest_mod, manifest_read
 from .errors import InputError, StageError
-from .procs import pid_alive
-from .manifest_read import MANIFEST, PARITY, SCHEMA_VERSION  # noqa: F401 (the bundle contract's names)
+from .manifest import MANIFEST, MAX_MANIFEST_BYTES, PARITY, SCHEMA_VERSION  # noqa: F401 (the contract's names)
 from .models import sha256_file
+from .procs import pid_alive
 
 # A zip is unpacked only up to this many bytes in all (and never past the temporary disk's free
 # space): a bundle of an edge model is far smaller, and a crafted zip expands without bound.
 MAX_UNZIPPED_BYTES = 8 << 30
-MAX_MANIFEST_BYTES = 64 << 20
 # what writing into --out can meet that the user must fix there (a permission error found later is not
 # necessarily a write: it is left as it is)
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -312,13 +311,14 @@ def _bundle_folder(path: Path) -> Path:
     return path
 
 
+def read(folder: Path) -> manifest_mod.Manifest:
+    """The bundle's manifest, read and checked (schema_version, keys, file names) as a Manifest."""
+    return manifest_mod.load(folder)
+
+
 def read_manifest(folder: Path) -> dict:
-    """The bundle's manifest, checked (manifest_read.check) as it is read."""
-    path = folder / MANIFEST
-    if path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise StageError("verify", f"{path} is not a manifest edgecompress wrote (a link, or too large)",
-                         hint=manifest_read.REBUILD)
-    return manifest_read.parse(path.read_bytes(), str(path))
+    """The bundle's manifest as its JSON dict, checked through the Manifest as it is read."""
+    return read(folder).to_dict()
 
 
 def check_files(folder: Path, manifest: dict) -> list:

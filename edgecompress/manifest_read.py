@@ -1,28 +1,19 @@
-"""Reading a bundle back, for `verify` and `bench`: the manifest checked in one place when it is
-read (the keys they use, the file names it gives, its schema_version), the stored samples, and the
-model file against the manifest's description of it (inputs, outputs, parameter count). A bundle
-that does not match its manifest, or one whose files are damaged, is a StageError (exit 3) naming
-the file and saying to rebuild it, as verify's checksum failures are; never a traceback."""
+"""Reading a bundle back, for `verify` and `bench`: the manifest checked when it is read (through
+manifest.Manifest: its schema_version, every key's type, the file names it gives), the checks that
+need the bundle's files (the files it names, the stored samples, the model file against the
+manifest's description of it: inputs, outputs, parameter count). A bundle that does not match its
+manifest, or one whose files are damaged, is a StageError (exit 3) naming the file and saying to
+rebuild it, as verify's checksum failures are; never a traceback. The functions take the manifest
+as the dict read_manifest returns, or as a manifest.Manifest."""
 from __future__ import annotations
 
-import json
-from pathlib import Path, PurePosixPath
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Union
 
-from .errors import InputError, StageError
-
-SCHEMA_VERSION = 1  # the major version this edgecompress writes and reads
-MANIFEST = "manifest.json"
-PARITY = "parity.npz"
-REBUILD = "rebuild the bundle with edgecompress deploy (do not edit the files inside it)"
-
-# (keys, type) that verify and bench read; anything else in a manifest is for people and apps
-REQUIRED = [(("model", "file"), str), (("files",), dict), (("inputs",), list), (("outputs",), list),
-            (("metrics",), dict), (("compression", "quantization", "precision"), str),
-            (("provenance", "profile", "verify"), dict)]
-OPTIONAL = [(("model", "parameters"), int), (("metrics", "parity_exact_int8"), bool),
-            (("provenance", "source_format"), str), (("engine",), dict), (("engine", "build_settings"), dict),
-            (("engine", "build_settings", "onnx"), str), (("engine", "build_settings", "calibration"), (str, type(None)))]
+from . import manifest as manifest_mod
+from .errors import StageError
+# the bundle contract's names, defined in manifest.py and imported from here by older callers
+from .manifest import MANIFEST, PARITY, REBUILD, SCHEMA_VERSION, Manifest, is_inside_name  # noqa: F401
 
 
 def _stage(message: str) -> StageError:
@@ -30,101 +21,24 @@ def _stage(message: str) -> StageError:
 
 
 def parse(raw: bytes, where: str) -> dict:
-    """The manifest in `raw` (the bytes of `where`), checked; every problem names `where`."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _stage(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _stage(f"{where} is not valid JSON: {exc}") from None
-    check(data, where)
-    return data
+    """The manifest in `raw` (the bytes of `where`), checked; every problem names `where`. The dict
+    is the Manifest's to_dict(), which is the JSON as read (tests/test_manifest.py)."""
+    return manifest_mod.parse(raw, where).to_dict()
 
 
 def check(data, where: str) -> None:
-    if not isinstance(data, dict):
-        raise _stage(f"{where} holds a JSON {type(data).__name__}, not a manifest (an object with model, files, "
-                     "metrics, ...)")
-    _check_version(data.get("schema_version"), where)
-    problems = [p for keys, kind in REQUIRED for p in [_key_problem(data, keys, kind, required=True)] if p]
-    problems += [p for keys, kind in OPTIONAL for p in [_key_problem(data, keys, kind, required=False)] if p]
-    if not problems:
-        problems = _files_problems(data["files"]) + _tensor_problems(data)
-    if problems:
-        raise _stage(f"{where} is not a manifest edgecompress can read:\n  " + "\n  ".join(problems))
+    """`data` is a manifest edgecompress can read (manifest.Manifest.from_dict), else the error naming
+    each key that is not."""
+    Manifest.from_dict(data, where)
 
 
-def _check_version(version, where: str) -> None:
-    from . import __version__
-
-    if isinstance(version, bool) or not isinstance(version, (int, str)):
-        raise _stage(f"{where}: schema_version is {version!r}, not a version number")
-    try:
-        major = int(str(version).split(".")[0])
-    except ValueError:
-        raise _stage(f"{where}: schema_version is {version!r}, not a version number") from None
-    if major > SCHEMA_VERSION:
-        raise InputError(f"{where} has schema_version {version}, newer than the {SCHEMA_VERSION} this edgecompress "
-                         f"({__version__}) reads", hint="upgrade edgecompress to read this bundle")
+def _as_dict(manifest: Union[dict, Manifest]) -> dict:
+    return manifest.to_dict() if isinstance(manifest, Manifest) else manifest
 
 
-def _key_problem(data: dict, keys: tuple, kind, required: bool) -> Optional[str]:
-    node = data
-    for i, key in enumerate(keys):
-        if not isinstance(node, dict):
-            return f"{'.'.join(keys[:i])}: is a {type(node).__name__}, not an object"
-        if key not in node:
-            return f"{'.'.join(keys[:i + 1])}: missing" if required else None
-        node = node[key]
-    if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
-        return f"{'.'.join(keys)}: is {type(node).__name__} {_short(node)}, expected {_kind_name(kind)}"
-    return None
-
-
-def _kind_name(kind) -> str:
-    names = {str: "a string", dict: "an object", list: "a list", int: "an integer", bool: "true or false"}
-    return " or ".join(names.get(k, "null") for k in kind) if isinstance(kind, tuple) else names[kind]
-
-
-def _short(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _files_problems(files: dict) -> List[str]:
-    """Each entry names a file inside the bundle folder, with its sha256 and size."""
-    problems = []
-    for rel, meta in files.items():
-        if not is_inside_name(rel):
-            problems.append(f"files: {rel!r} is not a path inside the bundle folder")
-        elif not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
-                  and isinstance(meta.get("bytes"), int) and not isinstance(meta.get("bytes"), bool)
-                  and meta["bytes"] >= 0):
-            problems.append(f"files.{rel}: needs sha256 (a string) and bytes (a size), got {_short(meta)}")
-    return problems
-
-
-def _tensor_problems(data: dict) -> List[str]:
-    problems = []
-    for side in ("inputs", "outputs"):
-        if not data[side]:
-            problems.append(f"{side}: empty")
-        for i, t in enumerate(data[side]):
-            if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("shape"), list)
-                    and isinstance(t.get("dtype"), str)):
-                problems.append(f"{side}[{i}]: needs name, shape and dtype, got {_short(t)}")
-    return problems
-
-
-def is_inside_name(rel) -> bool:
-    """A relative path of plain parts (no '..', no absolute path, no backslash)."""
-    if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/"):
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
-
-
-def named_files(manifest: dict) -> dict:
+def named_files(manifest: Union[dict, Manifest]) -> dict:
     """{key: file name} for every manifest key that names a file the commands open."""
+    manifest = _as_dict(manifest)
     names = {"model.file": manifest["model"]["file"]}
     settings = (manifest.get("engine") or {}).get("build_settings") or {}
     for key in ("onnx", "calibration"):
@@ -133,9 +47,10 @@ def named_files(manifest: dict) -> dict:
     return names
 
 
-def check_named_files(manifest: dict, where: str) -> None:
+def check_named_files(manifest: Union[dict, Manifest], where: str) -> None:
     """Every file the manifest names is a plain file name listed in its files: a crafted
     model.file of /home/me/.ssh/id_ed25519 or ../x would otherwise be run, or sent to a device."""
+    manifest = _as_dict(manifest)
     problems = [p for key, name in named_files(manifest).items()
                 for p in [_name_problem(key, name, manifest["files"])] if p]
     if problems:
@@ -179,9 +94,10 @@ def load_parity(path: Path, keys=("x", "expected", "reference")) -> dict:
     return stored
 
 
-def check_samples_fit(manifest: dict, x_shape: tuple, where: str) -> None:
+def check_samples_fit(manifest: Union[dict, Manifest], x_shape: tuple, where: str) -> None:
     """The stored samples have the shape of the model's first input (its fixed dimensions), as
     NCHW or, for a LiteRT model, as the NHWC they are transposed to."""
+    manifest = _as_dict(manifest)
     want = manifest["inputs"][0]["shape"]
     layouts = [list(x_shape[1:])] + ([[x_shape[2], x_shape[3], x_shape[1]]] if len(x_shape) == 4 else [])
     fixed = lambda w: isinstance(w, int) and not isinstance(w, bool)  # noqa: E731 (dynamic dims are names)
@@ -244,8 +160,9 @@ def _tflite_parameters(path: Path) -> int:
     return count
 
 
-def model_mismatches(manifest: dict, facts: dict) -> List[str]:
+def model_mismatches(manifest: Union[dict, Manifest], facts: dict) -> List[str]:
     """Where the model file differs from what the manifest says of it."""
+    manifest = _as_dict(manifest)
     problems = []
     for side in ("inputs", "outputs"):
         said, found = manifest[side], facts[side]

@@ -1,0 +1,451 @@
+"""The bundle's manifest.json as a pydantic model: the contract with apps (DESIGN.md, "Bundle"),
+typed section by section, read back with its schema_version checked first. Every section keeps
+the keys it does not know (`extra="allow"`): a newer minor version or an app may add keys, and
+reading a manifest must not drop them. The keys it knows must be there where required and of the
+type given, without coercion ("3" is not an integer here), so that a manifest round-trips exactly:
+Manifest.from_dict(data, where).to_dict() == data, key order included."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Dict, List, Optional
+
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError,
+                      model_serializer, model_validator)
+from pydantic_core import PydanticCustomError
+
+from .errors import InputError, StageError
+
+SCHEMA_VERSION = 1  # the major version this edgecompress writes and reads
+MANIFEST = "manifest.json"
+PARITY = "parity.npz"
+MAX_MANIFEST_BYTES = 64 << 20  # far more than any manifest: a larger file is not one
+REBUILD = "rebuild the bundle with edgecompress deploy (do not edit the files inside it)"
+UPGRADE = "upgrade edgecompress (pip install -U edgecompress) to read this bundle"
+
+
+def _leaf(kind: str, words: str, fits):
+    """A JSON value taken as it is, or the error `kind` ("Input should be <words>")."""
+    def check(value):
+        if isinstance(value, bool) or not fits(value):
+            raise PydanticCustomError(kind, f"Input should be {words}")
+        return value
+    return Annotated[Any, PlainValidator(check)]
+
+
+# An int stays an int where a float may stand (pydantic's float writes 3 back as 3.0), a bool is
+# never a number, and a tensor dimension is its size, the name of a dynamic one, or null.
+Number = _leaf("number_type", "a number", lambda v: isinstance(v, (int, float)))
+Dim = _leaf("dim_type", "a dimension", lambda v: v is None or isinstance(v, (int, str)))
+Version = _leaf("version_type", "a version number", lambda v: isinstance(v, (int, str)))
+
+
+class Section(BaseModel):
+    """One object of the manifest: known keys typed, unknown keys kept, and the keys written back
+    in the order they were read (or given, for one built in code)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, ser_json_inf_nan="constants")
+    _keys: tuple = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data, handler):
+        made = handler(data)
+        if isinstance(data, dict):
+            made._keys = tuple(data)
+        return made
+
+    @model_serializer(mode="wrap")
+    def _in_order(self, handler):
+        out = handler(self)
+        if not self._keys:
+            return out
+        first = {k: out[k] for k in self._keys if k in out}
+        return {**first, **{k: v for k, v in out.items() if k not in first}}
+
+
+# The sections, in the order build() writes them. Required: what DESIGN.md's bundle contract
+# promises and every schema-1 manifest has held; the rest may be absent (older bundles of the
+# same major version lack later additions). Optional[...] without a default: present, maybe null.
+
+class Runtime(Section):
+    name: str
+    version: Optional[str]  # null where TensorRT is on the device and no device was reached
+    note: Optional[str] = None
+
+
+class ModelFile(Section):
+    file: str  # a plain name the files list (manifest_read.check_named_files)
+    format: str  # onnx | tflite
+    opset: Optional[int] = None  # the ONNX file's own opset; null for a .tflite
+    parameters: Optional[int] = None  # stored weight values, counted in the published file
+
+
+class TensorQuantization(Section):
+    scale: Number
+    zero_point: int
+
+
+class Preprocessing(Section):
+    layout: Optional[str] = None
+    size: Optional[List[int]] = None
+    scale: Optional[Number] = None
+    mean: Optional[List[Number]] = None
+    std: Optional[List[Number]] = None
+    note: Optional[str] = None
+
+
+class Tensor(Section):
+    name: str
+    shape: List[Dim]
+    dtype: str
+    layout: Optional[str] = None  # a .tflite's NHWC input
+    quantization: Optional[TensorQuantization] = None
+    preprocessing: Optional[Preprocessing] = None  # the first input's
+
+
+class TwoFour(Section):
+    masked_layers: Optional[int] = None
+    sparse_onnx_weights: Optional[List[str]] = None
+
+
+class LatencyBudget(Section):
+    ratio: Optional[Number] = None
+    budget_ms: Optional[Number] = None
+    probes_p50_ms: Optional[Dict[str, Number]] = None
+
+
+class Pruning(Section):
+    structure: str
+    ratio: Number
+    masked_layers: Optional[List[str]] = None
+    round_to: Optional[int] = None
+    importance: Optional[str] = None
+    iterative_steps: Optional[int] = None
+    ignored_layers: Optional[List[str]] = None
+    params_before: Optional[int]  # null for an .onnx input: nothing was pruned or counted here
+    params_after: Optional[int]
+    macs_before: Optional[int]
+    macs_after: Optional[int]
+    nonzero_params_after: Optional[int] = None
+    two_four: Optional[TwoFour] = None
+    latency_budget: Optional[LatencyBudget] = None
+
+
+class Distillation(Section):
+    steps: int
+    seconds: Number
+    temperature: Optional[Number] = None
+    alpha: Optional[Number] = None
+    losses: Optional[List[str]] = None
+    final_loss: Optional[Number]  # null where nothing was distilled
+    label_free: Optional[bool] = None
+    loss_curve: Optional[List[List[Number]]] = None  # [round, step, loss] each
+    teacher: Optional[str] = None
+    teacher_params: Optional[int] = None
+    note: Optional[str] = None
+
+
+class Quantization(Section):
+    precision: str  # fp32 | fp16 | int8; the INT8 recipe's keys only where INT8 was made
+    activations: Optional[str] = None
+    weights: Optional[str] = None
+    per_channel: Optional[bool] = None
+    reduce_range: Optional[bool] = None
+    calibration_method: Optional[str] = None
+    calibration_samples: Optional[int] = None
+
+
+class Compression(Section):
+    pruning: Pruning
+    distillation: Distillation
+    quantization: Quantization
+
+
+class Accuracy(Section):
+    metric: str  # accuracy | agreement
+    teacher: Optional[Number]
+    student: Optional[Number]
+    student_fp32: Optional[Number] = None
+    samples: Optional[int] = None
+    original_margin: Optional[Number] = None  # agreement only
+
+
+class LatencyStats(Section):
+    """The runner protocol's latency_ms; a runtime's own tool may not give every figure (trtexec: no
+    std, no run count; p90 only in versions that print it), so only p50 is sure to be a number."""
+
+    p50: Number
+    p90: Optional[Number] = None
+    p99: Optional[Number] = None
+    mean: Optional[Number] = None
+    std: Optional[Number] = None
+    min: Optional[Number] = None
+    max: Optional[Number] = None
+    n: Optional[int] = None
+    sampled: Optional[int] = None
+    method: Optional[str] = None
+
+
+class Stability(Section):
+    parts: Optional[int] = None
+    part_p50_min: Optional[Number] = None
+    part_p50_max: Optional[Number] = None
+    spread_pct: Optional[Number] = None
+
+
+class Rounds(Section):
+    count: Optional[int] = None
+    chosen: Optional[int] = None
+    p50_ms: Optional[List[Number]] = None
+    spread_pct: Optional[Number] = None
+
+
+class Energy(Section):
+    source: Optional[str] = None
+    mj_per_inference_total: Optional[Number] = None
+    mj_per_inference_net: Optional[Number] = None
+
+
+class OutputDiff(Section):
+    name: str
+    max_abs_diff: Number
+    mean_abs_diff: Number
+
+
+class Parity(Section):
+    what: str
+    samples: int
+    outputs: List[OutputDiff]
+    top1_agreement: Optional[Number] = None
+    original_agreement: Optional[Number] = None
+    accuracy: Optional[Number] = None
+    reference_accuracy: Optional[Number] = None
+    tolerance: Optional[Dict[str, Number]] = None  # max_abs_diff or min_top1_agreement
+
+
+class TimedInput(Section):
+    name: Optional[str] = None
+    shape: Optional[List[Dim]] = None
+
+
+class MeasuredOn(Section):
+    device_name: Optional[str] = None
+    where: Optional[str] = None  # host | device
+    arch: Optional[str] = None
+    runtime: Optional[str] = None
+    runtime_version: Optional[str] = None
+    host: Optional[str] = None
+    governor: Optional[str] = None
+    throttled: Optional[bool] = None
+    runs: Optional[Dict[str, Optional[int]]] = None
+    threads: Optional[int] = None
+    inputs: Optional[Dict[str, Optional[List[TimedInput]]]] = None
+    note: Optional[str] = None
+    proxy: Optional[bool] = None  # ONNX Runtime stood in for a runtime that runs only on the device
+
+
+class DeviceState(Section):
+    """What the bench device said of itself (deploy/ec_bench.device_info); its other keys are kept."""
+
+    arch: Optional[str] = None
+    python: Optional[str] = None
+    platform: Optional[str] = None
+    runtime: Optional[str] = None
+    runtime_version: Optional[str] = None
+    cpu_count: Optional[int] = None
+    governor: Optional[str] = None
+    throttled: Optional[bool] = None
+    throttle_reason: Optional[str] = None
+
+
+class Metrics(Section):
+    accuracy: Accuracy
+    latency_ms: Dict[str, LatencyStats]  # per model: original, compressed
+    first_run_ms: Optional[Dict[str, Optional[Number]]] = None
+    load_ms: Optional[Dict[str, Optional[Number]]] = None
+    peak_rss_mb: Optional[Dict[str, Optional[Number]]] = None
+    latency_stability: Optional[Dict[str, Optional[Stability]]] = None
+    latency_rounds: Optional[Dict[str, Optional[Rounds]]] = None
+    parity_exact_int8: bool = False  # absent in bundles from before the exact checks
+    energy_mj_per_inference: Optional[Number]  # null with energy_reason saying why
+    energy_reason: Optional[str] = None
+    energy: Optional[Dict[str, Optional[Energy]]] = None
+    parity: List[Parity]  # every check deploy ran, the deployed model's last
+    measured_on: MeasuredOn
+    device_state: Optional[DeviceState] = None
+
+
+class FileEntry(Section):
+    sha256: str
+    bytes: int = Field(ge=0)
+
+
+class ProfileDump(Section):
+    """The resolved profile the bundle was built with; only its verify section is read back here
+    (profile.validate checks the whole of it where bench needs it)."""
+
+    verify: Dict[str, Any]
+
+
+class Provenance(Section):
+    edgecompress_version: str
+    torch_version: Optional[str] = None
+    onnxruntime_version: Optional[str] = None  # the host's, for the ONNX checks
+    litert_torch_version: Optional[str] = None
+    ai_edge_litert_version: Optional[str] = None
+    source_model_sha256: Optional[str] = None
+    source_format: Optional[str] = None  # torch | onnx
+    data: Optional[str] = None
+    profile: ProfileDump
+
+
+class BuildSettings(Section):
+    onnx: str = None  # may be absent, never null: the file the engine is built from
+    calibration: Optional[str] = None
+    precision: Optional[str] = None
+    timing: Optional[str] = None
+    workspace_mb: Optional[int] = None
+
+
+class Engine(Section):
+    """A TensorRT bundle's engine: where it was built, for what, from what."""
+
+    status: Optional[str] = None
+    build_settings: Optional[BuildSettings] = None
+    engine: Optional[Dict[str, Any]] = None
+    build_ms: Optional[Number] = None
+    tensorrt_version: Optional[str] = None
+    files: Optional[List[str]] = None
+    valid_for: Optional[Dict[str, Any]] = None
+
+
+class Manifest(Section):
+    schema_version: Version
+    name: str
+    target: str
+    task: Optional[str] = None
+    runtime: Runtime
+    model: ModelFile
+    inputs: List[Tensor]
+    outputs: List[Tensor]
+    labels: Optional[List[str]] = None
+    compression: Compression
+    metrics: Metrics
+    provenance: Provenance
+    engine: Optional[Engine] = None
+    files: Dict[str, FileEntry]
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "Manifest":
+        """`data` (the JSON of `where`) checked: its schema_version (a newer major: InputError, exit 2,
+        saying to upgrade), then every key's type (StageError naming each key path), then the file
+        names and tensors."""
+        if not isinstance(data, dict):
+            raise _stage(f"{where} holds a JSON {type(data).__name__}, not a manifest (an object with model, files, "
+                         "metrics, ...)")
+        check_version(data.get("schema_version"), where)
+        try:
+            manifest = cls.model_validate(data)
+        except ValidationError as exc:
+            raise _unreadable(where, [_problem(e) for e in exc.errors()]) from None
+        problems = _files_problems(manifest.files) + _tensor_problems(manifest)
+        if problems:
+            raise _unreadable(where, problems)
+        return manifest
+
+    def to_dict(self) -> dict:
+        """The manifest as JSON values: exactly the keys read (or set), in their order."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    # Where the lead's build(run, compressed, deployed, measurement, backend, accuracy) -> Manifest
+    # goes: the manifest made from the run's records (today's manifest_build.build, a dict).
+
+
+def load(folder: Path) -> Manifest:
+    """folder/manifest.json, read and checked (see Manifest.from_dict)."""
+    path = Path(folder) / MANIFEST
+    if path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise _stage(f"{path} is not a manifest edgecompress wrote (a link, or too large)")
+    return parse(path.read_bytes(), str(path))
+
+
+def parse(raw: bytes, where: str) -> Manifest:
+    """The manifest in `raw` (the bytes of `where`), checked; every problem names `where`."""
+    return Manifest.from_dict(decode(raw, where), where)
+
+
+def decode(raw: bytes, where: str):
+    """The JSON value in `raw`: a StageError naming `where` if it is not UTF-8 JSON."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _stage(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise _stage(f"{where} is not valid JSON: {exc}") from None
+
+
+def check_version(version, where: str) -> None:
+    """A major version above SCHEMA_VERSION is a bundle from a newer edgecompress: the user's
+    edgecompress is what must change, not the bundle (InputError, exit 2)."""
+    from . import __version__
+
+    if isinstance(version, bool) or not isinstance(version, (int, str)):
+        raise _stage(f"{where}: schema_version is {version!r}, not a version number")
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise _stage(f"{where}: schema_version is {version!r}, not a version number") from None
+    if major > SCHEMA_VERSION:
+        raise InputError(f"{where} has schema_version {version}, newer than the {SCHEMA_VERSION} this edgecompress "
+                         f"({__version__}) reads", hint=UPGRADE)
+
+
+def is_inside_name(rel) -> bool:
+    """A relative path of plain parts (no '..', no absolute path, no backslash)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _stage(message: str) -> StageError:
+    return StageError("verify", message, hint=REBUILD)
+
+
+def _unreadable(where: str, problems: List[str]) -> StageError:
+    return _stage(f"{where} is not a manifest edgecompress can read:\n  " + "\n  ".join(problems))
+
+
+# what a pydantic error type expects, in the words of the messages above
+EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number", "number_type": "a number",
+            "bool_type": "true or false", "dict_type": "an object", "model_type": "an object",
+            "model_attributes_type": "an object", "list_type": "a list", "version_type": "a version number",
+            "dim_type": "a dimension (a size, a name or null)"}
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as 'dotted.key.path: what is wrong', never pydantic's own text."""
+    path = ".".join(str(part) for part in error["loc"]) or "the manifest"
+    kind, value = error["type"], error.get("input")
+    if kind == "missing":
+        return f"{path}: missing"
+    if kind in EXPECTED:
+        return f"{path}: is {_what(value)}, expected {EXPECTED[kind]}"
+    message = error["msg"]
+    return f"{path}: {message[:1].lower()}{message[1:]}, got {_what(value)}"
+
+
+def _what(value) -> str:
+    if value is None:
+        return "null"
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _files_problems(files: Dict[str, FileEntry]) -> List[str]:
+    """Each entry names a file inside the bundle folder."""
+    return [f"files: {rel!r} is not a path inside the bundle folder" for rel in files if not is_inside_name(rel)]
+
+
+def _tensor_problems(manifest: Manifest) -> List[str]:
+    return [f"{side}: empty" for side in ("inputs", "outputs") if not getattr(manifest, side)]
