@@ -4,8 +4,6 @@ from the inventory over its transport. The same device-side program runs in ever
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 import math
 import sys
 import threading
@@ -14,8 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import InputError
-
-PROTOCOL_VERSION = 1
+from .runners import PROTOCOL_VERSION, runner
 NOISY_SPREAD_PCT = 10.0  # the device side's threshold for its drift warning (ec_bench.NOISY_SPREAD_PCT)
 
 
@@ -98,28 +95,15 @@ def _log_progress(label: str) -> Callable[[str], None]:
 
 
 def runner_for(device, stop: Optional[threading.Event] = None) -> Callable:
-    """The runner function for a device (None: this host). Transport modules are imported on
-    demand: the ssh one pulls in asyncssh, which a host-only run never needs. `stop` goes to a
-    runner that takes it (see measure_on_devices)."""
-    run = _runner(device)
-    fixed = {} if device is None else {"device": device}
-    if stop is not None and _takes_stop(device):
-        fixed["stop"] = stop
-    return functools.partial(run, **fixed) if fixed else run
-
-
-def _runner(device) -> Callable:
-    from .runners import RUNNERS
-
-    transport = "local" if device is None else device.transport
-    if transport not in RUNNERS:
-        importlib.import_module(f"edgecompress.runners.{transport}")
-    return RUNNERS.get(transport)
+    """The run function of a device's Runner (None: this host), with `stop` bound when the runner
+    can be stopped mid-job (see measure_on_devices)."""
+    one = runner(device)
+    return functools.partial(one.run, stop=stop) if stop is not None and one.stoppable else one.run
 
 
 def _takes_stop(device) -> bool:
     """Whether the device's runner can be told to stop mid-job (a `stop` Event)."""
-    return "stop" in inspect.signature(_runner(device)).parameters
+    return runner(device).stoppable
 
 
 def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bool = False,
@@ -132,7 +116,7 @@ def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bo
     its batch dimension, for models whose non-batch dimensions are dynamic. `stop`: set when the run
     is interrupted while this runs in a worker thread; no job starts after it, and a runner that takes
     it ends its job early (through its cleanup), raising KeyboardInterrupt."""
-    run = runner_for(device, stop)
+    one = runner(device)
     where = "this host" if device is None else device.name
     turn = round_share(cfg)
     rounds: Dict[str, list] = {label: [] for label in models}
@@ -140,14 +124,13 @@ def measure(models: Dict[str, object], cfg, runtime: str, device=None, quiet: bo
     inputs = {label: random_inputs(m.path, m.runtime, input_shape) for label, m in models.items()}
     for r in range(cfg.rounds):
         for label, m in models.items():
-            extra = {"extra_files": m.extra_files} if m.extra_files else {}
-            if m.fetch_dir is not None:
-                extra["fetch_dir"] = m.fetch_dir
             name = f"{label} on {where}" + (f", round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else "")
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
-            rounds[label].append(run(make_job(turn, m.runtime, m.options, inputs[label]), m.path,
-                                     on_progress=None if quiet else _log_progress(name), **extra))
+            rounds[label].append(one.run(make_job(turn, m.runtime, m.options, inputs[label]), m.path,
+                                         extra_files=m.extra_files or None, fetch_dir=m.fetch_dir,
+                                         on_progress=None if quiet else _log_progress(name),
+                                         stop=stop if one.stoppable else None))
     return {label: dict(median_round(results), device_name=where) for label, results in rounds.items()}
 
 def settings_here(cfg, device, quiet: bool = False):

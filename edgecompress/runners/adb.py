@@ -33,11 +33,10 @@ from typing import Callable, Dict, List, Optional
 from ..errors import DeviceError, EdgeCompressError, InputError
 from ..inventory import Device
 from ..procs import pid_alive
-from . import RUNNERS
+from . import PROTOCOL_VERSION, RUNNERS
 from . import android_power as power
 from . import benchmark_model as bm
 
-PROTOCOL_VERSION = 1
 BASE = "/data/local/tmp/edgecompress"
 LOCK = f"{BASE}/lock"
 CONTROL_TIMEOUT_S = 60.0  # one short adb command (dumpsys can take seconds on a busy phone)
@@ -667,7 +666,6 @@ def _result(got: dict, plan: _Plan, phone: _Phone) -> dict:
                 measured_on="device", device_name=phone.device.name)
 
 
-@RUNNERS.register("adb")
 def run_adb(job: dict, model_path: Path, *, device: Device, extra_files: dict | None = None,
             on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
             stop: threading.Event | None = None) -> dict:
@@ -734,3 +732,23 @@ def check_adb(device: Device) -> dict:
                                 f"status {battery['status']}"},
                                {"name": "powerstats", "available": powerstats is None,
                                 "reason": powerstats or "PowerStats HAL energy meter"}])
+
+
+class AdbRunner:
+    """The Runner for a `transport: adb` (Android) device."""
+
+    stoppable = True  # run_adb polls `stop` and ends the job through its cleanup (charging restored)
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, job: dict, model: Path, *, extra_files: Optional[dict] = None, fetch_dir: Optional[Path] = None,
+            on_progress: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> dict:
+        # fetch_dir is unused: benchmark_model produces no artifacts to fetch
+        return run_adb(job, model, device=self.device, extra_files=extra_files, on_progress=on_progress, stop=stop)
+
+    def check(self) -> dict:
+        return check_adb(self.device)
+
+
+RUNNERS.register("adb")(AdbRunner)

@@ -20,9 +20,8 @@ from typing import Callable, Dict, Optional
 
 from ..errors import DeviceError, InputError
 from ..procs import pid_alive
-from . import RUNNERS, device_side_dir
+from . import PROTOCOL_VERSION, RUNNERS, check_extra_names, device_side_dir
 
-PROTOCOL_VERSION = 1
 PROGRESS = "progress: "
 STDERR_TAIL_LINES = 50
 JOB_FILE = "job.json"
@@ -36,14 +35,7 @@ def device_side_scripts() -> list:
 def stage_job(folder: Path, job: dict, model_path: Path, extra_files: Dict[str, Path]) -> None:
     """Fill `folder` as a device's job folder: device-side programs, model, extra files, job.json."""
     scripts = device_side_scripts()
-    taken = {p.name for p in scripts} | {JOB_FILE, model_path.name}
-    for name, source in extra_files.items():
-        if Path(name).name != name or name in taken:
-            raise InputError(f"extra file name '{name}' is not a plain file name or clashes with the job's "
-                             f"own files ({', '.join(sorted(taken))})")
-        if not Path(source).is_file():
-            raise InputError(f"extra file for '{name}' not found: {source}")
-        taken.add(name)
+    check_extra_names(extra_files, {p.name for p in scripts} | {JOB_FILE, model_path.name})
     for script in scripts:
         shutil.copy2(script, folder / script.name)
     shutil.copyfile(model_path, folder / model_path.name)
@@ -227,7 +219,6 @@ def interpreter(device) -> str:
     return os.path.expanduser(device.python)
 
 
-@RUNNERS.register("local")
 def run_local(job: dict, model_path: Path, *, device=None, extra_files: dict | None = None,
               on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
               python: str | None = None, fetch_dir: Path | None = None) -> dict:
@@ -286,3 +277,27 @@ def check_local(device) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return dict(info, device_name=device.name, host="this host", busy=None)
+
+
+class LocalRunner:
+    """The Runner for this host (device None) or a `transport: local` inventory device."""
+
+    stoppable = False  # a job here ends with the host process (its child gets SIGTERM), not on `stop`
+
+    def __init__(self, device=None) -> None:
+        self.device = device
+
+    def run(self, job: dict, model: Path, *, extra_files: Optional[Dict[str, Path]] = None,
+            fetch_dir: Optional[Path] = None, on_progress: Optional[Callable[[str], None]] = None,
+            stop=None) -> dict:
+        return run_local(job, model, device=self.device, extra_files=extra_files, on_progress=on_progress,
+                         fetch_dir=fetch_dir)
+
+    def check(self) -> dict:
+        if self.device is None:
+            raise InputError("devices check probes an inventory device, not this host",
+                             hint="name a device from devices.yaml (transport: local probes this host)")
+        return check_local(self.device)
+
+
+RUNNERS.register("local")(LocalRunner)

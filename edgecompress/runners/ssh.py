@@ -30,7 +30,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..errors import DeviceError, InputError
 from ..inventory import Device
-from . import RUNNERS, device_side_dir
+from . import RUNNERS, check_extra_names, device_side_dir
 from .local import JOB_FILE, SCRIPT, _context, _Streams, check_protocol, parse_result
 
 PROBE_SCRIPT = "ec_probe.py"
@@ -465,16 +465,8 @@ def _job_files(model_path: Optional[Path], extra_files: dict, script: str) -> Li
         if not model_path.is_file():
             raise InputError(f"model file not found: {model_path}", hint="pass the path of an existing model file")
         files.append((model_path.name, model_path))
-    taken = {name for name, _ in files} | {JOB_FILE, AGENT_FOLDER_LOCK}
-    for name, source in extra_files.items():
-        if Path(name).name != name or name in taken or name in ("", ".", ".."):
-            raise InputError(f"extra file name '{name}' is not a plain file name or clashes with the job's "
-                             f"own files ({', '.join(sorted(taken))})")
-        if not Path(source).is_file():
-            raise InputError(f"extra file for '{name}' not found: {source}")
-        taken.add(name)
-        files.append((name, Path(source)))
-    return files
+    check_extra_names(extra_files, {name for name, _ in files} | {JOB_FILE, AGENT_FOLDER_LOCK})
+    return files + [(name, Path(source)) for name, source in extra_files.items()]
 
 
 def _parsed(ep: _Endpoint, agent: _Agent, plan: "_Plan", code: int) -> dict:
@@ -562,7 +554,6 @@ async def _in_session(ep: _Endpoint, device: Device, conn, plan: _Plan, on_progr
             pump.cancel()
 
 
-@RUNNERS.register("ssh")
 def run_ssh(job: dict, model_path: Path, *, device: Device, extra_files: dict | None = None,
             on_progress: Callable[[str], None] | None = None, timeout_s: float | None = None,
             fetch_dir: Path | None = None) -> dict:
@@ -624,3 +615,23 @@ def check_ssh(device: Device) -> dict:
                           f"({drop.reason})", hint="check the device and the link, then try again") from None
     return dict(info, connect_s=round(connect_s, 3), device_name=device.name, host=ep.host, port=ep.port,
                 user=ep.user, busy=ready.get("busy"))
+
+
+class SshRunner:
+    """The Runner for a `transport: ssh` device."""
+
+    stoppable = False  # a job ends when the link drops (the agent kills it), so bench keeps it a daemon thread
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def run(self, job: dict, model: Path, *, extra_files: Optional[dict] = None, fetch_dir: Optional[Path] = None,
+            on_progress: Optional[Callable[[str], None]] = None, stop=None) -> dict:
+        return run_ssh(job, model, device=self.device, extra_files=extra_files, on_progress=on_progress,
+                       fetch_dir=fetch_dir)
+
+    def check(self) -> dict:
+        return check_ssh(self.device)
+
+
+RUNNERS.register("ssh")(SshRunner)

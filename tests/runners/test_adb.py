@@ -76,7 +76,9 @@ def make_lab(tmp_path, monkeypatch):
 
 
 def test_registered():
-    assert RUNNERS.get("adb") is run_adb
+    from edgecompress.runners.adb import AdbRunner
+
+    assert RUNNERS.get("adb") is AdbRunner and AdbRunner.stoppable
 
 
 def test_end_to_end_battery_energy_matches_the_profile(make_lab):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgecompress.errors import DeviceError, InputError
-from edgecompress.runners import RUNNERS, device_side_dir
+from edgecompress.runners import RUNNERS, device_side_dir, runner
 from edgecompress.runners.local import run_local
 from ecutil import processes_inside, tripling_model  # noqa: E402
 
@@ -37,7 +37,10 @@ def job(**changes):
 
 
 def test_the_local_runner_is_registered_and_ships_the_device_side():
-    assert RUNNERS.get("local") is run_local
+    from edgecompress.runners.local import LocalRunner
+
+    assert RUNNERS.get("local") is LocalRunner
+    assert isinstance(runner(None), LocalRunner) and runner(None).device is None
     assert (device_side_dir() / "ec_bench.py").is_file()
 
 
@@ -129,7 +132,8 @@ def test_an_interpreter_that_prints_no_result_is_a_device_error(model, tmp_path,
 
 def test_extra_files_must_not_clash_with_the_job_files(model, tmp_path, job_tmp):
     np.save(tmp_path / "x.npy", np.zeros((1, 8), np.float32))
-    for name in ("job.json", "ec_bench.py", "triple.onnx", "sub/x.npy"):
+    # "", "." and "..": the check shared with the ssh runner (runners.check_extra_names) rejects them here too
+    for name in ("job.json", "ec_bench.py", "triple.onnx", "sub/x.npy", "", ".", ".."):
         with pytest.raises(InputError, match="clashes with the job's own files"):
             run_local(job(), model, extra_files={name: tmp_path / "x.npy"})
     with pytest.raises(InputError, match="extra file for 'y.npy' not found"):

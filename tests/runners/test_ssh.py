@@ -60,7 +60,9 @@ def job_folders(workdir: Path) -> list:
 
 
 def test_the_ssh_runner_is_registered_and_imports_nothing_heavy():
-    assert RUNNERS.get("ssh") is run_ssh
+    from edgecompress.runners.ssh import SshRunner
+
+    assert RUNNERS.get("ssh") is SshRunner and not SshRunner.stoppable
     code = ("import sys, edgecompress.runners.ssh; print(sorted(m for m in ('asyncssh', 'torch', 'onnx', "
             "'onnxruntime', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
