@@ -14,39 +14,27 @@ benchmark_model is never downloaded: devices.yaml names the user's binary. adbut
 inside the functions that need it (the [android] extra)."""
 from __future__ import annotations
 
-import contextlib
-import getpass
-import json
-import os
 import posixpath
 import shlex
-import signal
-import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from ..errors import DeviceError, EdgeCompressError, InputError
 from ..inventory import Device
-from ..procs import pid_alive
 from . import PROTOCOL_VERSION, RUNNERS
 from . import android_power as power
 from . import benchmark_model as bm
+# the phone link and the job's guards live in their own modules; the names tests and callers use stay here
+from .adb_lock import (HEARTBEAT_STALE_S, _boot_id, _check_stop, _cleanup, _holder_dead, _host_lock,  # noqa: F401
+                       _Job, _lock, _start_watchdog)
+from .adb_phone import BASE, LOCK, _Phone, _probe_battery, _probe_powerstats, _props, _sigint_deferred, connect  # noqa: F401
+from .adb_phone import server_address  # noqa: F401
 
-BASE = "/data/local/tmp/edgecompress"
-LOCK = f"{BASE}/lock"
-CONTROL_TIMEOUT_S = 60.0  # one short adb command (dumpsys can take seconds on a busy phone)
-LOCK_POLL_S = 1.0
-LOCK_GRACE_S = 120.0  # a lock older than its holder's timeout plus this is stale
-HEARTBEAT_S = 2.0  # how often the host tells the phone's watchdog that it is alive
-HEARTBEAT_STALE_S = 10  # the watchdog restores the phone after this long without a heartbeat
-HEARTBEAT_TIMEOUT_S = 5.0  # one heartbeat call; a slower link counts as gone
 WATCHDOG_MARGIN_S = 60  # past the job's timeout, the host's own cleanup has had its chance
-STOP_POLL_S = 0.2  # how soon a job that is told to stop (another thread's Ctrl-C) notices
 DEFAULT_SAMPLE_MS = 100.0
 ENERGY_SOURCES = ("battery", "powerstats")
 JOB_KEYS = ("protocol_version", "model", "runtime", "runtime_options", "inputs", "warmup", "runs", "max_runs",
@@ -55,119 +43,6 @@ GET_BINARY = ("build it with bazel from the TensorFlow / LiteRT sources (in Tens
               "--config=android_arm64 tensorflow/lite/tools/benchmark:benchmark_model`), or download the prebuilt "
               "nightly benchmark_model for android_aarch64 linked from the LiteRT / TensorFlow Lite "
               "performance-measurement docs")
-_host_locks: Dict[tuple, threading.Lock] = {}
-_host_locks_guard = threading.Lock()
-
-
-def _adbutils():
-    try:
-        import adbutils
-    except ImportError:
-        raise InputError("the adb transport needs adbutils, which is not installed",
-                         hint="pip install 'edgecompress[android]'") from None
-    return adbutils
-
-
-def server_address() -> tuple:
-    """(host, port) of the adb server: ADB_SERVER_SOCKET (adb's own, tcp:[HOST:]PORT), else
-    ANDROID_ADB_SERVER_HOST / ANDROID_ADB_SERVER_PORT, else 127.0.0.1:5037."""
-    spec = os.environ.get("ADB_SERVER_SOCKET")
-    if spec:
-        kind, _, rest = spec.partition(":")
-        host, _, port = rest.rpartition(":")
-        if kind != "tcp" or not port.isdigit():
-            raise InputError(f"ADB_SERVER_SOCKET={spec!r} is not tcp:PORT or tcp:HOST:PORT",
-                             hint="only a TCP adb server is supported, e.g. ADB_SERVER_SOCKET=tcp:127.0.0.1:5037")
-        return host.strip("[]") or "127.0.0.1", int(port)
-    port = os.environ.get("ANDROID_ADB_SERVER_PORT") or "5037"
-    if not port.isdigit():
-        raise InputError(f"ANDROID_ADB_SERVER_PORT={port!r} is not a port number")
-    return os.environ.get("ANDROID_ADB_SERVER_HOST") or "127.0.0.1", int(port)
-
-
-class _Phone:
-    """One device on the adb server; every call maps adb failures to DeviceError naming it."""
-
-    def __init__(self, adbutils, client, device: Device, server: tuple):
-        self.adbutils, self.device, self.server = adbutils, device, server
-        self.handle = client.device(device.serial)
-        self.where = f"device '{device.name}' (serial {device.serial})"
-
-    @contextlib.contextmanager
-    def talking(self, doing: str, timeout_s: float):
-        try:
-            yield
-        except self.adbutils.AdbTimeout:
-            raise DeviceError(f"{self.where}: {doing} did not answer within {timeout_s:g} s",
-                              hint=f"check the phone and its link: adb -s {self.device.serial} get-state") from None
-        except (self.adbutils.AdbError, OSError, EOFError) as e:
-            raise DeviceError(f"{self.where}: {doing} failed: {e or type(e).__name__}",
-                              hint=f"check the phone and its link: adb -s {self.device.serial} get-state") from None
-
-    def sh(self, command: str, doing: str, timeout_s: float = CONTROL_TIMEOUT_S, whole: bool = False) -> tuple:
-        """(exit code, stdout, stderr) of `command` run by the phone's sh. `whole`: a Ctrl-C waits
-        for the answer. For a command that changes the phone's state: cut off, adbd hangs up its sh
-        but the step it was running (a mkdir, `dumpsys battery unplug`) may finish after the
-        cleanup that should undo it has run."""
-        deferred = _sigint_deferred() if whole else contextlib.nullcontext()
-        with deferred, self.talking(doing, timeout_s):
-            # no trailing newline: without shell_v2, adbutils appends `; echo X4EXIT:$?` to learn the exit code
-            out = self.handle.shell2(command.rstrip("\n"), timeout=timeout_s, v2=True)
-        if not (out.stdout or out.stderr):  # shell v1 (no shell_v2 feature): one merged stream
-            return out.returncode, out.output, ""
-        return out.returncode, out.stdout, out.stderr
-
-    def push(self, source, path: str, mode: int, doing: str) -> None:
-        with self.talking(doing, CONTROL_TIMEOUT_S):
-            self.handle.sync.push(source, path, mode=mode)
-
-    def read(self, path: str) -> Optional[str]:
-        """A phone file's text, or None when it does not exist."""
-        with self.talking(f"reading {path}", CONTROL_TIMEOUT_S):
-            try:
-                return self.handle.sync.read_bytes(path).decode("utf-8", "replace")
-            except self.adbutils.AdbTimeout:
-                raise
-            except self.adbutils.AdbError:  # the phone answered FAIL: no such file
-                return None
-
-
-def _check_server(host: str, port: int, timeout_s: float) -> None:
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as e:
-        raise DeviceError(f"no adb server answers at {host}:{port} ({e.strerror or e})",
-                          hint="start one with `adb start-server` (Android platform-tools), or point "
-                               "ADB_SERVER_SOCKET=tcp:HOST:PORT at a running one") from None
-
-
-def connect(device: Device) -> _Phone:
-    """The phone, after checking that the adb server lists its serial in state `device`."""
-    if device.transport != "adb" or not device.serial:
-        raise InputError(f"device '{device.name}' is not an adb device with a serial",
-                         hint="give it transport: adb and serial: SERIAL (USB) or HOST:PORT (adb over Wi-Fi)")
-    adbutils = _adbutils()
-    host, port = server_address()
-    _check_server(host, port, device.connect_timeout_s)
-    client = adbutils.AdbClient(host=host, port=port, socket_timeout=CONTROL_TIMEOUT_S)
-    try:
-        listed = {info.serial: info.state for info in client.list()}
-    except (adbutils.AdbError, OSError) as e:
-        raise DeviceError(f"the adb server at {host}:{port} did not list its devices: {e}",
-                          hint="restart it: adb kill-server && adb start-server") from None
-    state = listed.get(device.serial)
-    if state is None:
-        wifi = ":" in device.serial
-        raise DeviceError(
-            f"device '{device.name}': serial {device.serial} is not connected to the adb server at {host}:{port} "
-            f"(it lists: {', '.join(f'{s} ({st})' for s, st in listed.items()) or 'no devices'})",
-            hint=f"run `adb connect {device.serial}` (adb over Wi-Fi)" if wifi else
-            "plug the phone in with USB debugging on, check `adb devices`, and fix serial: in devices.yaml")
-    if state != "device":
-        advice = {"unauthorized": "unlock the phone and accept the USB debugging prompt",
-                  "offline": "reconnect the cable or run `adb reconnect`"}.get(state, "check `adb devices`")
-        raise DeviceError(f"device '{device.name}': serial {device.serial} is {state}", hint=advice)
-    return _Phone(adbutils, client, device, (host, port))
 
 
 # ---- the job: checked on the host before the phone is touched -------------------------------------
@@ -228,197 +103,8 @@ def _plan(job: dict, model: Path, device: Device, extra_files: Optional[dict]) -
 
 # ---- the phone's lock ------------------------------------------------------------------------------
 
-def _check_stop(stop: Optional[threading.Event]) -> None:
-    """A job told to stop (Ctrl-C reached the main thread while this one runs a device's job) ends the
-    way Ctrl-C ends it in the main thread, through the same cleanup."""
-    if stop is not None and stop.is_set():
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _host_lock(phone: _Phone, timeout_s: float, stop: Optional[threading.Event] = None):
-    """Jobs from this process take turns before asking the phone's lock."""
-    key = (*phone.server, phone.device.serial)
-    with _host_locks_guard:
-        lock = _host_locks.setdefault(key, threading.Lock())
-    deadline = time.monotonic() + timeout_s
-    while not lock.acquire(timeout=STOP_POLL_S):
-        _check_stop(stop)
-        if time.monotonic() > deadline:
-            raise DeviceError(f"{phone.where} stayed busy with another job of this process for {timeout_s:g} s")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _owner(token: str, hold_s: float) -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no name for this uid
-        user = str(os.getuid())
-    return json.dumps({"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "user": user,
-                       "token": token, "hold_s": hold_s}, separators=(",", ":"))
-
-
-def _boot_id() -> Optional[str]:
-    """This machine's boot (Linux): two machines that share a host name (`localhost`, a cloned VM) are
-    told apart, so a live job on the other is never taken for a dead pid here."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _try_lock(phone: _Phone, owner: str) -> Optional[dict]:
-    """None when taken; else the holder ({..., since (phone uptime s), now, stale})."""
-    command = (f"mkdir -p {BASE} && read up rest < /proc/uptime && if mkdir {LOCK} 2>/dev/null; then "
-               f"echo \"${{up%.*}} \"{shlex.quote(owner)} > {LOCK}/owner && echo @locked; else "
-               f"echo \"@busy ${{up%.*}}\"; cat {LOCK}/owner 2>/dev/null; fi")
-    code, out, err = phone.sh(command, "taking the device lock", whole=True)
-    lines = out.strip().splitlines()
-    if code != 0 or not lines:
-        raise DeviceError(f"{phone.where}: cannot create {LOCK} (exit code {code}): {err.strip()}",
-                          hint="/data/local/tmp must be writable by the shell user")
-    if lines[0] == "@locked":
-        return None
-    now = int(lines[0].split()[1])
-    since, _, text = (lines[1] if len(lines) > 1 else "0 {}").partition(" ")
-    try:
-        holder = dict(json.loads(text), since=int(since))
-    except ValueError:
-        holder = {"since": int(since) if since.isdigit() else 0}
-    expired = now < holder["since"] or now > holder["since"] + holder.get("hold_s", 0) + LOCK_GRACE_S
-    holder["stale"] = expired or _holder_dead(holder)
-    return holder
-
-
-def _holder_dead(holder: dict) -> bool:
-    """A holder from this host whose process has ended: its lock is stale now, not after its timeout
-    (Ctrl-C, kill -9 or a crash of an earlier run). A pid this process cannot signal is alive."""
-    pid, boot, here = holder.get("pid"), holder.get("boot"), _boot_id()
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-        return False
-    if boot and here and boot != here:  # another machine of the same name, or this one before a reboot
-        return False
-    if pid == os.getpid():  # this process's jobs take turns (_host_lock): a lock of ours is left over
-        return True
-    return not pid_alive(pid)
-
-
-def _lock(phone: _Phone, job: "_Job", timeout_s: float, say: Callable[[str], None],
-          stop: Optional[threading.Event] = None) -> None:
-    """Take the phone's lock (waiting up to timeout_s), then restore what dead jobs left (_recover)."""
-    deadline, took_stale = time.monotonic() + timeout_s, False
-    job.locked = True  # before the phone may take it: releasing is a no-op unless the lock names job.token
-    while True:
-        _check_stop(stop)
-        holder = _try_lock(phone, _owner(job.token, timeout_s))
-        if holder is None:
-            break
-        who = f"host {holder.get('host', '?')} (pid {holder.get('pid', '?')}, user {holder.get('user', '?')})"
-        if holder["stale"]:
-            say(f"{phone.device.name}: the lock of a job that has ended ({who}) is stale; taking it over")
-            phone.sh(f"rm -rf {LOCK}", "removing a stale device lock")
-            took_stale = True
-            continue
-        if time.monotonic() > deadline:
-            raise DeviceError(f"{phone.where} stayed busy for {timeout_s:g} s with a job from {who}; gave up",
-                              hint=f"try again when it has ended; a dead job's lock expires by itself, or remove "
-                                   f"it: adb -s {phone.device.serial} shell rm -rf {LOCK}")
-        say(f"waiting for {phone.device.name}: busy with a job from {who}")
-        time.sleep(LOCK_POLL_S)
-    _recover(phone, took_stale)
-
-
-# Watchdogs first (kill -9: they must not act now), then the jobs' shells, samplers and benchmark_models
-# (SIGTERM, then SIGKILL for any still there after a second). A pid is killed only while its command
-# line names its job folder, so a pid reused since is left alone.
-_LEFTOVERS_SH = """\
-ours() { tr '\\000' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2"; }
-left=
-for d in @BASE@/job-*; do
-  [ -d "$d" ] || continue
-  [ -e "$d/unplugged" ] && echo @unplugged
-  for f in watchdog run sampler benchmark; do
-    p=; [ -f "$d/$f.pid" ] && read p < "$d/$f.pid"
-    [ -n "$p" ] && ours "$p" "$d" || continue
-    if [ "$f" = watchdog ]; then kill -9 "$p"; else kill "$p" && left="$left $p:$d"; fi
-  done 2>/dev/null
-done
-[ -n "$left" ] && sleep 1
-for pd in $left; do ours "${pd%%:*}" "${pd#*:}" && kill -9 "${pd%%:*}" 2>/dev/null; done
-rm -rf @BASE@/job-*
-true
-"""
-
-
-def _recover(phone: _Phone, took_stale: bool) -> None:
-    """What dead jobs left, undone before this job stores anything: charging reset after a stale lock
-    (its job may have suspended it, even before it had a folder to say so) or where a left folder
-    says so; their watchdogs stopped (they would act in the middle of this job); their benchmark_model,
-    sampler and shell ended; their folders removed. Restore first, report after."""
-    failed = _reset_charging(phone) if took_stale else None
-    _, out, _ = phone.sh(_LEFTOVERS_SH.replace("@BASE@", BASE),
-                         "ending the processes of earlier jobs and removing their folders")
-    if not took_stale and "@unplugged" in out.split():
-        failed = _reset_charging(phone)
-    if failed:
-        raise DeviceError(f"{phone.where}: an earlier job did not end cleanly, and restoring charging after it "
-                          f"failed: {failed}", hint=f"run: adb -s {phone.device.serial} shell dumpsys battery reset")
-
-
-def _reset_charging(phone: _Phone) -> Optional[str]:
-    """None when `dumpsys battery reset` worked; else what it said."""
-    code, _, err = phone.sh("dumpsys battery reset", "restoring charging after a job that did not end cleanly")
-    return None if code == 0 else f"dumpsys battery reset: exit code {code} {err.strip()}"
-
-
-def _unlock(phone: _Phone, token: str) -> None:
-    phone.sh(f"grep -q {shlex.quote(token)} {LOCK}/owner 2>/dev/null && rm -rf {LOCK}; true", "releasing the lock")
-
 
 # ---- one run on the phone --------------------------------------------------------------------------
-
-@dataclass
-class _Job:
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stop: Optional[threading.Event] = None
-    locked: bool = False
-    folder: Optional[str] = None
-    unplugged: bool = False
-    keeper: Optional["_Keeper"] = None
-
-
-class _Keeper:
-    """A host thread beside the job: touches the folder's `heartbeat` every HEARTBEAT_S, the phone
-    watchdog's sign that this host is alive, and once the job is told to stop, kills its run so the
-    call waiting for it returns (a thread other than the main one gets no KeyboardInterrupt)."""
-
-    def __init__(self, phone: _Phone, job: _Job):
-        self.phone, self.job, self.done = phone, job, threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"adb-heartbeat-{phone.device.name}", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        q, beat_at, kill_at = shlex.quote(self.job.folder), 0.0, 0.0
-        while not self.done.wait(STOP_POLL_S):
-            now = time.monotonic()
-            try:
-                if self.job.stop is not None and self.job.stop.is_set() and now >= kill_at:
-                    kill_at = now + 1.0
-                    self.phone.sh(f"for p in run benchmark; do [ -f {q}/$p.pid ] && kill $(cat {q}/$p.pid); done "
-                                  f"2>/dev/null; true", "stopping the run", timeout_s=HEARTBEAT_TIMEOUT_S)
-                if now >= beat_at:
-                    beat_at = now + HEARTBEAT_S
-                    self.phone.sh(f"touch {q}/heartbeat", "telling the watchdog this host is alive",
-                                  timeout_s=HEARTBEAT_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - a missed beat is the watchdog's business; the job's own calls fail
-                pass
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(timeout=1.0)  # a beat still on its way touches a removed folder: harmless
 
 
 def _run_script(folder: str, bench_line: str, plan: _Plan, powerstats: bool) -> str:
@@ -473,28 +159,6 @@ def _stage(phone: _Phone, plan: _Plan, job: _Job, say) -> str:
     return bm.command(posixpath.join(folder, "benchmark_model"), args, plan.opts["cpu_mask"])
 
 
-def _probe_battery(phone: _Phone) -> dict:
-    """{readable, current_now, voltage_now, status, reason}: can the sampler read the battery?"""
-    names = ("current_now", "voltage_now", "status")
-    command = "; ".join(f"echo \"{n}=$(cat {power.BATTERY_DIR}/{n} 2>/dev/null)\"" for n in names)
-    _, out, _ = phone.sh(command, "reading the battery")
-    values = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
-    info = {n: values.get(n, "").strip() or None for n in names}
-    numeric = all((info[n] or "").lstrip("-").isdigit() for n in names[:2])
-    info["readable"] = numeric
-    info["reason"] = None if numeric else f"{power.BATTERY_DIR}/current_now and voltage_now are not readable numbers"
-    return info
-
-
-def _probe_powerstats(phone: _Phone) -> Optional[str]:
-    """None when the PowerStats HAL prints an energy meter; else why not."""
-    _, out, err = phone.sh(f"dumpsys {power.POWERSTATS_SERVICE} delta", "asking the PowerStats HAL")
-    if power.parse_powerstats(out) is not None:
-        return None
-    said = (err or out).strip().splitlines()
-    return f"no PowerStats HAL energy meter ({said[0] if said else 'no output'})"
-
-
 def _sources(phone: _Phone, plan: _Plan) -> dict:
     """{battery: why not or None (usable), powerstats: the same} for the sources the job asks for."""
     if plan.energy == "none":
@@ -522,20 +186,6 @@ def _start_sampler(phone: _Phone, plan: _Plan, folder: str, max_s: float) -> Non
     code, _, err = phone.sh(command, "starting the battery sampler", whole=True)
     if code != 0:
         raise DeviceError(f"{phone.where}: the battery sampler did not start: {err.strip()}")
-
-
-def _start_watchdog(phone: _Phone, job: _Job, max_s: float) -> None:
-    """The phone's own guard for the job (power.WATCHDOG_SH), and the host's heartbeat for it."""
-    q, folder = shlex.quote, job.folder
-    args = " ".join(q(a) for a in (f"{folder}/watchdog.sh", folder, LOCK, job.token, str(int(max_s) + 1),
-                                   str(HEARTBEAT_STALE_S)))
-    # a simple command in the background, so that $! is the watchdog's own pid
-    command = (f"touch {q(folder)}/heartbeat; nohup sh {args} < /dev/null > /dev/null 2>&1 & "
-               f"echo $! > {q(folder)}/watchdog.pid")
-    code, _, err = phone.sh(command, "starting the job's watchdog", whole=True)
-    if code != 0:
-        raise DeviceError(f"{phone.where}: the job's watchdog did not start: {err.strip()}")
-    job.keeper = _Keeper(phone, job)
 
 
 def _measure(phone: _Phone, plan: _Plan, job: _Job, deadline: float, say) -> dict:
@@ -573,60 +223,7 @@ def _measure(phone: _Phone, plan: _Plan, job: _Job, deadline: float, say) -> dic
     return dict(files, rc=code, shell_output=(out + err).strip(), sources=sources, props=props)
 
 
-def _props(phone: _Phone) -> dict:
-    names = ("ro.product.model", "ro.build.version.release", "ro.build.version.sdk", "ro.product.cpu.abi")
-    _, out, _ = phone.sh("; ".join(f"echo \"{n}=$(getprop {n})\"" for n in names), "reading device properties")
-    values = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
-    return {"model": values.get(names[0]) or None, "android_version": values.get(names[1]) or None,
-            "sdk": values.get(names[2]) or None, "arch": values.get(names[3]) or None}
-
-
 # ---- cleanup ---------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """A Ctrl-C during cleanup waits until cleanup is done (main thread only)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
-        yield
-        return
-    caught: list = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(1))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
-
-
-def _cleanup(phone: _Phone, job: _Job) -> List[str]:
-    """Restore charging, kill the job's processes, remove its folder, release the lock. The watchdog
-    goes first, so that it never acts after this. Every step runs even when an earlier one fails;
-    returns what failed."""
-    if job.keeper is not None:
-        job.keeper.close()
-    steps, q = [], shlex.quote(job.folder or "")
-    watchdog = f"[ -f {q}/watchdog.pid ] && kill $(cat {q}/watchdog.pid) 2>/dev/null"
-    if job.unplugged:
-        steps.append(("restoring charging (dumpsys battery reset)", f"{watchdog}; dumpsys battery reset", True))
-    if job.folder:
-        steps.append(("stopping the job's processes and removing its folder",
-                      f"{watchdog}; touch {q}/stop 2>/dev/null; for p in run sampler benchmark; do [ -f {q}/$p.pid ] "
-                      f"&& kill $(cat {q}/$p.pid) 2>/dev/null; done; rm -rf {q}", False))
-    if job.locked:
-        steps.append(("releasing the device lock", None, False))
-    problems = []
-    for doing, command, checked in steps:
-        try:
-            if command is None:
-                _unlock(phone, job.token)
-            else:
-                code, _, err = phone.sh(command, doing)
-                if code != 0 and checked:
-                    problems.append(f"{doing}: exit code {code} {err.strip()}")
-        except Exception as e:  # keep going: the next step matters as much
-            problems.append(f"{doing}: {e}")
-    return problems
 
 
 # ---- the result ------------------------------------------------------------------------------------

@@ -390,17 +390,27 @@ def test_ctrl_c_waits_for_the_cleanup_of_stoppable_jobs_only(monkeypatch, tmp_pa
 
     cleaned, release = [], threading.Event()
 
-    def phone(job, path, *, device, stop, on_progress=None):
-        stop.wait(30)
-        time.sleep(0.5)  # its cleanup, on the phone
-        cleaned.append(device.name)
-        raise KeyboardInterrupt
+    class Phone:  # a Runner that can be stopped mid-job
+        stoppable = True
 
-    def board(job, path, *, device, on_progress=None):
-        release.wait(30)
-        return {}
+        def __init__(self, device):
+            self.device = device
 
-    monkeypatch.setattr(bench, "_runner", lambda device: phone if device.transport == "adb" else board)
+        def run(self, job, path, *, extra_files=None, fetch_dir=None, on_progress=None, stop=None):
+            stop.wait(30)
+            time.sleep(0.5)  # its cleanup, on the phone
+            cleaned.append(self.device.name)
+            raise KeyboardInterrupt
+
+    class Board(Phone):  # one that cannot: bench must not wait for it
+        stoppable = False
+
+        def run(self, job, path, *, extra_files=None, fetch_dir=None, on_progress=None, stop=None):
+            assert stop is None  # never handed to a runner that says it cannot stop
+            release.wait(30)
+            return {}
+
+    monkeypatch.setattr(bench, "runner", lambda device: (Phone if device.transport == "adb" else Board)(device))
     devices = [Device(name="pixel", target="android-arm64", transport="adb", serial="X"),
                Device(name="pi", target="android-arm64", transport="ssh", host="h")]
     model = tmp_path / "m.tflite"
