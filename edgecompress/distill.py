@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import prune
+from . import console, prune
 from .errors import EdgeCompressError, InputError, ProfileError
 from .registry import Registry, closest
 
@@ -363,8 +363,7 @@ def _stop_on_ctrl_c():
             raise KeyboardInterrupt
         stop.requested = True
         stop.signal_name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, f"signal {signum}")
-        print(f"\n{stop.signal_name}: stopping after this step and saving a checkpoint (again to abort)",
-              file=sys.stderr)
+        console.log(f"\n{stop.signal_name}: stopping after this step and saving a checkpoint (again to abort)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -408,13 +407,12 @@ class _LogProgress:
         elapsed = time.perf_counter() - self.t0
         if not self.total and self.seconds_left and elapsed >= self.next_s:
             self.next_s += self.seconds_left / 10
-            print(f"{self.label}: step {self.n} loss {self.loss}, {max(0.0, self.seconds_left - elapsed):.0f} s left",
-                  file=sys.stderr, flush=True)
+            console.log(f"{self.label}: step {self.n} loss {self.loss}, {max(0.0, self.seconds_left - elapsed):.0f} s left")
         if self.total and self.n >= self.next_at:
             self.next_at = self.n + max(1, self.total // 10)
             rate = (self.n - self.start_n) / max(1e-9, time.perf_counter() - self.t0)
             eta = (self.total - self.n) / rate if rate else float("nan")
-            print(f"{self.label}: step {self.n}/{self.total} loss {self.loss} ETA {eta:.0f} s", file=sys.stderr, flush=True)
+            console.log(f"{self.label}: step {self.n}/{self.total} loss {self.loss} ETA {eta:.0f} s")
 
     def set_postfix(self, loss: str) -> None:
         self.loss = loss

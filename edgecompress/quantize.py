@@ -5,13 +5,13 @@ than FP32, so the profiles default to the former."""
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from . import console
 from .errors import StageError
 
 
@@ -47,8 +47,7 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # pre-processing is an optimisation; quantization works without it
             shutil.copy(src, pre)
-            print(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower",
-                  file=sys.stderr)  # stdout carries --json
+            console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")
         try:
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],

@@ -155,6 +155,17 @@ def test_the_export_format_must_be_what_the_runtime_loads():
         profile.load("host-cpu", ["export.format=tensorrt"])
 
 
+@pytest.mark.parametrize("name", ["android-arm64", "jetson-orin-nano", "host-cpu"])
+def test_a_latency_budget_validates_on_every_runtime_with_channel_pruning(name):
+    prof, _ = profile.load(name, ["prune.latency_budget_ms=5", "prune.structure=channel"])
+    assert prof.prune.latency_budget_ms == 5
+
+
+def test_a_latency_budget_is_refused_for_structures_other_than_channel():
+    with pytest.raises(ProfileError, match="structure 2:4: set prune.structure=channel or prune.ratio"):
+        profile.load("android-arm64", ["prune.latency_budget_ms=5", "prune.structure=2:4"])
+
+
 def test_a_profile_that_leaves_out_the_export_format_gets_the_runtimes(tmp_path):
     mine = tmp_path / "phone.yaml"
     mine.write_text("name: phone\nfamily: android\nruntime: litert\ndevice: {arch: arm64, cores: 8}\n"
