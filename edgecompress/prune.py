@@ -80,10 +80,10 @@ def step_ratio(ratio: float, step: int, steps: int) -> float:
 
 
 def _nearest_multiple_pruner(tp):
-    """Torch-Pruning's MetaPruner, keeping the multiple of round_to nearest to what the ratio asks for.
+    """Torch-Pruning's BasePruner, keeping the multiple of round_to nearest to what the ratio asks for.
     Its own rounding floors the channels kept: at ratio 0.3 and round_to 8 a 32-channel layer kept 16
     (as at 0.5) instead of 24, so every ratio below 0.5 pruned more than it said."""
-    class NearestMultiple(tp.pruner.MetaPruner):
+    class NearestMultiple(tp.pruner.BasePruner):
         def _round_to(self, n_pruned, current_channels, round_to):
             keep = max(round_to, math.floor((current_channels - n_pruned) / round_to + 0.5) * round_to)
             if keep > current_channels:  # a width that is no multiple itself: the largest multiple under it
@@ -165,16 +165,6 @@ def two_four_masks(model, ignore: List[str]) -> dict:
         keep.scatter_(-1, grouped.topk(2, dim=-1).indices, True)
         masks[name] = _ungroup(keep, module.weight)
     return masks
-
-
-def two_four_violations(weight) -> int:
-    """Groups of four (along the input channels) holding fewer than two zeros."""
-    import torch
-
-    w = torch.as_tensor(weight)
-    if w.shape[1 if w.dim() == 4 else -1] % 4:
-        return 0
-    return int(((_grouped_by_four(w) == 0).sum(-1) < 2).sum())
 
 
 def apply_masks_(model, masks: dict) -> None:

@@ -149,12 +149,22 @@ def two_four_layers(path: Path) -> dict:
             continue
         if node.op_type == "Gemm" and not attrs.get("transB", 0):
             w = w.T  # (in, out) -> (out, in): groups run along the input elements of a row
-        groups = np.moveaxis(w, 1, -1) if w.ndim == 4 else w
-        if groups.shape[-1] % 4:
+        if w.shape[1 if w.ndim == 4 else -1] % 4:
             continue
-        groups = groups.reshape(*groups.shape[:-1], groups.shape[-1] // 4, 4)
-        out[node.name or node.input[1]] = int(((groups == 0).sum(-1) < 2).sum())
+        out[node.name or node.input[1]] = two_four_violations(w)
     return out
+
+
+def two_four_violations(weight) -> int:
+    """The 2:4 rule, the one place it is written: the groups of four input channels of a conv (K, C, R, S)
+    or linear (out, in) weight holding fewer than two zeros. That axis is the one TensorRT's sparse kernels
+    need the pattern on. A width that is not a multiple of 4 cannot hold the pattern and counts 0."""
+    w = np.asarray(weight)
+    groups = np.moveaxis(w, 1, -1) if w.ndim == 4 else w
+    if groups.shape[-1] % 4:
+        return 0
+    groups = groups.reshape(*groups.shape[:-1], groups.shape[-1] // 4, 4)
+    return int(((groups == 0).sum(-1) < 2).sum())
 
 
 def check(report: Parity, quantized: bool, cfg) -> Parity:
