@@ -282,65 +282,77 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     tap = FeatureTap(student, teacher, cfg.feature_layers, x[:2]) if "feature" in cfg.losses else None
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    start_step, spent_s, recent = 0, 0.0, []
-    curve, every, rnd = list(curve or []), curve_every(steps), meta.get("round", 1)
+    run = _Progress(curve, steps, meta.get("round", 1), resume)
     if resume:
         opt.load_state_dict(resume["optimizer"])
         if tap and resume.get("projections"):
             tap.proj.load_state_dict(resume["projections"])
-        start_step, spent_s, recent = resume["step"], resume["seconds"], resume["recent_losses"]
-        curve = list(resume.get("loss_curve") or [])
-        mine = [p[1] for p in curve if p[0] == rnd]
-        every = mine[-1] - mine[-2] if len(mine) >= 2 else every  # as thinned before the interruption
     teacher.eval()
     student.train()
-    bar = _progress(label, steps, start_step, None if seconds is None else seconds - spent_s)
-    t0, step = time.perf_counter() - spent_s, start_step
+    bar = _progress(label, steps, run.step, None if seconds is None else seconds - run.spent_s)
+    t0, rnd = time.perf_counter() - run.spent_s, run.rnd
 
-    def state(at_step):
-        return dict(meta, **checkpoint_state(student), step=at_step, seconds=time.perf_counter() - t0,
-                    optimizer=opt.state_dict(), recent_losses=recent[-20:], loss_curve=curve,
+    def state():
+        return dict(meta, **checkpoint_state(student), step=run.step, seconds=time.perf_counter() - t0,
+                    optimizer=opt.state_dict(), recent_losses=run.recent[-20:], loss_curve=run.curve,
                     projections=tap.proj.state_dict() if tap else None)
 
     with _stop_on_ctrl_c() as stop:
         try:
-            while (steps is None or step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+            while (steps is None or run.step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
                 if stop.requested:
                     break
                 for group in opt.param_groups:
-                    group["lr"] = cosine_lr(cfg.lr, step, steps, time.perf_counter() - t0, seconds)
-                torch.manual_seed(step_seed(rnd, step))  # dropout's masks: a function of the step, as the batch
-                idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, step))
-                xb = shifted(x[idx], step, cfg.shift_pixels)
+                    group["lr"] = cosine_lr(cfg.lr, run.step, steps, time.perf_counter() - t0, seconds)
+                torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
+                idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, run.step))
+                xb = shifted(x[idx], run.step, cfg.shift_pixels)
                 loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize)
                 if after_step:
                     after_step()
-                step += 1
-                recent.append(loss)
-                if step % every == 0:
-                    curve.append([rnd, step, round(float(np.mean(recent[-every:])), 6)])
-                    count = sum(p[0] == rnd for p in curve)  # at steps e, 2e, ... ne: pairs end on 2e's
-                    if count > 2 * CURVE_POINTS and count % 2 == 0:
-                        curve, every = thinned(curve, rnd), every * 2
-                bar.set_postfix(loss=f"{np.mean(recent[-20:]):.4f}")  # before update: a log line shows this step's
+                run.record(loss)
+                bar.set_postfix(loss=f"{np.mean(run.recent[-20:]):.4f}")  # before update: a log line shows this step's
                 bar.update(1)
-                if step % cfg.checkpoint_every == 0:
-                    save_checkpoint(checkpoint, state(step))
+                if run.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(checkpoint, state())
         finally:
             if tap:
                 tap.close()
     if stop.requested:
-        save_checkpoint(checkpoint, state(step))
+        save_checkpoint(checkpoint, state())
         bar.close()
         raise (Terminated if stop.signal_name == "SIGTERM" else Interrupted)(
-            f"interrupted by {stop.signal_name} at {label} step {step}; progress saved to {checkpoint}",
+            f"interrupted by {stop.signal_name} at {label} step {run.step}; progress saved to {checkpoint}",
             hint="run the same command again with --resume to continue")
     bar.close()
     student.eval()
-    save_checkpoint(checkpoint, state(step))
+    save_checkpoint(checkpoint, state())
     used = [name for name in cfg.losses if not (name == "ce" and y is None)]  # ce needs labels: dropped without
-    return DistillReport(step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
-                         float(np.mean(recent[-20:])) if recent else None, y is None, curve)
+    return DistillReport(run.step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
+                         float(np.mean(run.recent[-20:])) if run.recent else None, y is None, run.curve)
+
+
+class _Progress:
+    """Where a run stands: its step and the seconds spent (both from the checkpoint on --resume), the
+    recent losses and the loss curve, thinned as it grows so that it keeps about CURVE_POINTS points."""
+
+    def __init__(self, curve: Optional[List[list]], steps: Optional[int], rnd: int, resume: Optional[dict]):
+        self.rnd, self.step, self.spent_s, self.recent = rnd, 0, 0.0, []
+        self.curve, self.every = list(curve or []), curve_every(steps)
+        if resume:
+            self.step, self.spent_s, self.recent = resume["step"], resume["seconds"], resume["recent_losses"]
+            self.curve = list(resume.get("loss_curve") or [])
+            mine = [p[1] for p in self.curve if p[0] == rnd]
+            self.every = mine[-1] - mine[-2] if len(mine) >= 2 else self.every  # as thinned before the interruption
+
+    def record(self, loss: float) -> None:
+        self.step += 1
+        self.recent.append(loss)
+        if self.step % self.every == 0:
+            self.curve.append([self.rnd, self.step, round(float(np.mean(self.recent[-self.every:])), 6)])
+            count = sum(p[0] == self.rnd for p in self.curve)  # at steps e, 2e, ... ne: pairs end on 2e's
+            if count > 2 * CURVE_POINTS and count % 2 == 0:
+                self.curve, self.every = thinned(self.curve, self.rnd), self.every * 2
 
 
 class _Stop:
