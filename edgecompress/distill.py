@@ -6,10 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
-import re
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,13 +15,15 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import console, prune
-from .errors import EdgeCompressError, InputError, ProfileError
+from . import console
+from .errors import EdgeCompressError, ProfileError
 from .registry import Registry, closest
+# re-exported: pipeline, compress and tests use distill.<name>
+from .checkpoint import CHECKPOINT_FORMAT, checkpoint_state, load_checkpoint, restore_, save_checkpoint  # noqa: F401
+from .progress import _LogProgress, _progress  # noqa: F401
 
 LOSSES = Registry("distillation loss")
 SEED = 0
-CHECKPOINT_FORMAT = 2  # 2: tensors and plain data only (1 pickled Torch-Pruning's module objects)
 CURVE_POINTS = 50  # about this many loss points per round: enough to see whether it levelled off
 
 
@@ -206,48 +205,6 @@ def cosine_lr(lr: float, step: int, steps: Optional[int], elapsed_s: float, seco
     return lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-write never destroys the previous checkpoint
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint read with weights_only=True: tensors and plain data, never code. A file that
-    holds anything else (planted in a shared --out, or written by an older edgecompress that
-    pickled module objects) is refused without being run."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the remedy is the same
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = (f"it holds a pickled {found.group(1)}, not only tensors and plain data" if found
-                else f"it could not be read ({type(exc).__name__})")
-        state = None
-    else:
-        what = "it is not an edgecompress checkpoint of this version"
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        return state
-    raise InputError(f"--resume: the checkpoint {path} was not loaded: {what}",
-                     hint=f"delete {path}, or run with --force instead of --resume, to start over (an edgecompress "
-                          "older than checkpoint format 2 pickled module objects: its checkpoints cannot be resumed)")
-
-
-def checkpoint_state(student) -> dict:
-    """The student as tensors and plain data: its weights and the pruned structure to rebuild."""
-    return {"format": CHECKPOINT_FORMAT, "student": student.state_dict(), "structure": prune.structure_of(student)}
-
-
-def restore_(model, state: dict) -> None:
-    """A fresh copy of the unpruned model takes the checkpoint's pruned structure and weights."""
-    prune.rebuild_(model, state["structure"])
-    model.load_state_dict(state["student"])
-
-
 def _seeded(fn):
     """Distillation's own randomness (dropout, a projection's initial weights) comes from torch's
     generator seeded here and at every step, so the same command trains the same student on the
@@ -402,42 +359,3 @@ def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize) -> float:
         regularize()
     opt.step()
     return float(loss.detach())
-
-
-class _LogProgress:
-    """Progress for logs (no terminal): a line every tenth of the budget, with loss and ETA; a budget
-    in minutes only (no step count) gets a line every tenth of its time, with the time left."""
-
-    def __init__(self, label: str, total: Optional[int], initial: int, seconds_left: Optional[float] = None):
-        self.label, self.total, self.n, self.start_n = label, total, initial, initial
-        self.t0, self.loss, self.seconds_left = time.perf_counter(), "", seconds_left
-        self.next_at = initial + max(1, (total or 1) // 10)
-        self.next_s = (seconds_left or 0) / 10
-
-    def update(self, k: int) -> None:
-        self.n += k
-        elapsed = time.perf_counter() - self.t0
-        if not self.total and self.seconds_left and elapsed >= self.next_s:
-            self.next_s += self.seconds_left / 10
-            console.log(f"{self.label}: step {self.n} loss {self.loss}, {max(0.0, self.seconds_left - elapsed):.0f} s left")
-        if self.total and self.n >= self.next_at:
-            self.next_at = self.n + max(1, self.total // 10)
-            rate = (self.n - self.start_n) / max(1e-9, time.perf_counter() - self.t0)
-            eta = (self.total - self.n) / rate if rate else float("nan")
-            console.log(f"{self.label}: step {self.n}/{self.total} loss {self.loss} ETA {eta:.0f} s")
-
-    def set_postfix(self, loss: str) -> None:
-        self.loss = loss
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(label: str, total: Optional[int], initial: int, seconds_left: Optional[float] = None):
-    if os.environ.get("EDGECOMPRESS_PROGRESS") == "0":
-        return _LogProgress(label, None, initial)
-    if not sys.stderr.isatty():
-        return _LogProgress(label, total, initial, seconds_left)
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True)
