@@ -39,7 +39,7 @@ def pruned(model, example, ratio=0.5, round_to=8):
 
 
 def convert(original, student, example, calib, folder: Path, name: str) -> dict:
-    from edgecompress import litert
+    from edgecompress.backends import tflite as litert
 
     times, paths = {}, {}
     for label, model, int8 in [("original_fp32", original, False), ("pruned_fp32", student, False),
@@ -77,7 +77,8 @@ def latencies(paths: dict) -> dict:
 def quality(paths: dict, refs: dict, x: np.ndarray, y) -> dict:
     """Each .tflite against PyTorch: top-1 agreement with the original and with the pruned student,
     accuracy where labels exist."""
-    from edgecompress import litert, verify
+    from edgecompress import verify
+    from edgecompress.backends import tflite as litert
 
     out = {}
     for label, path in paths.items():

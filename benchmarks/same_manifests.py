@@ -63,8 +63,16 @@ def is_timing(path: str) -> bool:
     return any(fnmatch.fnmatch(path, pattern) for pattern in TIMING)
 
 
+def keyed_checks(manifest: dict) -> dict:
+    """metrics.parity keyed by each check's `what`, so a check added or dropped shows as itself
+    rather than as every later check shifted by one."""
+    m = json.loads(json.dumps(manifest))
+    m["metrics"]["parity"] = {c["what"]: c for c in m["metrics"].get("parity", [])}
+    return m
+
+
 def compare(before: dict, after: dict) -> dict:
-    a, b = flatten(before), flatten(after)
+    a, b = flatten(keyed_checks(before)), flatten(keyed_checks(after))
     return {"only_before": sorted(set(a) - set(b)), "only_after": sorted(set(b) - set(a)),
             "values": {k: [a[k], b[k]] for k in sorted(set(a) & set(b)) if a[k] != b[k] and not is_timing(k)},
             "timings_differing": sorted(k for k in set(a) & set(b) if a[k] != b[k] and is_timing(k))}

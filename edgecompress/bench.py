@@ -3,7 +3,6 @@ DESIGN.md, runner job contract) and runs them through a runner: a process on thi
 from the inventory over its transport. The same device-side program runs in every case."""
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import threading
@@ -11,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .errors import InputError
 from .runners import PROTOCOL_VERSION, runner
 NOISY_SPREAD_PCT = 10.0  # the device side's threshold for its drift warning (ec_bench.NOISY_SPREAD_PCT)
 
@@ -50,32 +48,12 @@ def make_job(cfg, runtime: str, options: Optional[dict] = None, inputs: Optional
 
 
 def random_inputs(model: Path, runtime: str, shape: Optional[Sequence[int]]) -> Optional[list]:
-    """inputs.random for an ONNX model whose height, width or other non-batch dimensions are
-    dynamic: the data's shape, else the device side would time it at 1 (a 1x1 image). None when
-    only the batch is dynamic, or the runtime times static models only."""
-    if runtime != "onnxruntime" or model.suffix != ".onnx":
-        return None
-    from .export import io_spec  # the model's own inputs, read as the manifest reads them
+    """inputs.random for a model whose non-batch dimensions are dynamic, as its runtime's back end
+    reads the file (an ONNX model's height and width: the data's shape, else the device side would
+    time it at 1x1). None when only the batch is dynamic, or the runtime times models as built."""
+    from .backends import BACKENDS
 
-    dynamic = {i["name"]: i["shape"] for i in io_spec(model)["inputs"]
-               if any(not isinstance(d, int) for d in i["shape"][1:])}
-    if not dynamic:
-        return None
-    what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())
-    if len(dynamic) > 1:
-        raise InputError(f"{model.name}: inputs {what} have dynamic dimensions besides the batch, and --input-shape "
-                         "gives the size of one input only", hint="export the model with fixed sizes for all but one "
-                                                                  "input (or all of them), then bench it")
-    name, dims = next(iter(dynamic.items()))
-    fixed_ok = shape is not None and len(shape) == len(dims) and all(
-        not isinstance(d, int) or d == given for d, given in zip(dims[1:], shape[1:]))
-    if not fixed_ok:
-        got = "" if shape is None else f" (the shape given, {'x'.join(map(str, shape))}, does not fit it)"
-        example = "x".join(["1", *[str(d) if isinstance(d, int) else "224" for d in dims[1:]]])
-        raise InputError(f"{model.name}: input {what} has dynamic dimensions besides the batch, so the benchmark "
-                         f"cannot tell what size to time{got}", hint=f"pass --input-shape, e.g. --input-shape {example}")
-    batch = shape[0] if not isinstance(dims[0], int) else dims[0]  # a dynamic batch takes the one asked for
-    return [{"name": name, "shape": [int(batch), *[int(d) for d in shape[1:]]]}]
+    return BACKENDS.get(runtime).random_inputs(model, shape)
 
 
 _print_lock = threading.Lock()
@@ -92,13 +70,6 @@ def _log_progress(label: str) -> Callable[[str], None]:
             elif not any(word in text for word in ("warmup ", "timed ")) or " in " in text:
                 print(f"  bench {label}: {text}", file=sys.stderr, flush=True)
     return show
-
-
-def runner_for(device, stop: Optional[threading.Event] = None) -> Callable:
-    """The run function of a device's Runner (None: this host), with `stop` bound when the runner
-    can be stopped mid-job (see measure_on_devices)."""
-    one = runner(device)
-    return functools.partial(one.run, stop=stop) if stop is not None and one.stoppable else one.run
 
 
 def _takes_stop(device) -> bool:

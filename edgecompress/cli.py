@@ -102,7 +102,7 @@ def cmd_targets(args) -> int:
 
             raise InputError("--set changes one profile: name it", hint="edgecompress targets show NAME --set KEY=VALUE")
         for name, path in profile.available().items():
-            prof = profile.validate(profile._read_yaml(path), str(path))
+            prof = profile.validate(profile.read_profile_yaml(path), str(path))
             default = f" (default for '{prof.family}')" if prof.default_for_family else ""
             print(f"{name:<18} {prof.family:<8} {prof.runtime:<12} {prof.description}{default}")
         return 0
@@ -134,7 +134,7 @@ def cmd_deploy(args) -> int:
                                    teacher=args.teacher, teacher_weights=args.teacher_weights,
                                    input_shape=args.input_shape, out=args.out,
                                    overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else []),
-                                   device=args.device, resume=args.resume, force=args.force))
+                                   device=args.device, resume=args.resume, force=args.force)).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         for line in [summary.get("accuracy_note"), *summary["measured_on_text"].split("\n")[1:]]:
@@ -180,10 +180,9 @@ def cmd_devices(args) -> int:
 
         raise InputError("edgecompress devices check: give a device name", hint="edgecompress devices list")
     device = inventory.get(args.name, args.inventory)
-    import importlib
+    from . import runners
 
-    module = importlib.import_module(f"edgecompress.runners.{device.transport}")
-    info = getattr(module, f"check_{device.transport}")(device)
+    info = runners.check(device)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -68,14 +68,10 @@ def _build_check(manifest: dict) -> Optional[dict]:
 
 def _rerun(model_file: Path, x, manifest: dict) -> list:
     """The model's outputs on the stored samples; a runtime that cannot run them names the file."""
-    try:
-        if model_file.suffix == ".tflite":
-            from . import litert
+    from .backends import BACKENDS
 
-            return litert.tflite_outputs(model_file, x)
-        # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
-        exact = manifest["metrics"].get("parity_exact_int8", False)
-        return verify.onnx_outputs(model_file, x, exact_int8=exact)
+    try:
+        return BACKENDS.get(manifest["runtime"]["name"]).outputs(model_file, x, manifest)
     except EdgeCompressError:
         raise
     except Exception as exc:  # onnxruntime's and LiteRT's own errors: a damaged or mismatched bundle
@@ -136,41 +132,38 @@ def _bench_bundle(request: _Request) -> dict:
         manifest_read.check_named_files(manifest, f"{artifact}/{bundle.MANIFEST}")
         bundle.check_checksums(folder, manifest, set(manifest_read.named_files(manifest).values()), str(artifact))
         prof = profile_mod.validate(manifest["provenance"]["profile"], f"{artifact}/manifest.json")
-        if prof.runtime == "tensorrt" and request.targets == [None]:
-            onnx_file = artifact / "model.onnx" if artifact.is_dir() else "FOLDER/model.onnx (unzipped)"
-            raise InputError(f"{artifact} is a TensorRT bundle, and TensorRT runs only on the Jetson: its engines "
-                             "are built there", hint="bench it on a device (--device NAME from devices.yaml), or time "
-                                                     f"its ONNX here with ONNX Runtime: edgecompress bench {onnx_file}")
+        model = _bundle_model(folder, manifest, prof, request)
         if shape is None and bundle.PARITY in manifest["files"]:
             bundle.check_checksums(folder, manifest, [bundle.PARITY], str(artifact))
             stored = manifest_read.load_parity(folder / bundle.PARITY, keys=("x",))
             shape = (1, *stored["x"].shape[1:])  # the data the bundle was built on
-        return _bench_model(request, _bundle_model(folder, manifest, prof), prof, shape)
+        return _bench_model(request, model, prof, shape)
 
 
-def _bundle_model(folder: Path, manifest: dict, prof):
-    """What bench runs from a bundle: its model file, or for TensorRT the ONNX the engine is built from,
-    with the build settings deploy chose (and the calibration samples when they are needed)."""
-    path = folder / bundle.model_file(manifest)  # a plain name the files list: manifest_read.check_named_files
-    if prof.runtime != "tensorrt":
-        return path
-    settings = dict((manifest.get("engine") or {}).get("build_settings") or {})
-    source = folder / settings.pop("onnx", path.name)
-    extra = {settings["calibration"]: folder / settings["calibration"]} if settings.get("calibration") else {}
-    return bench.Model(source, "tensorrt", settings, extra)
+def _bundle_model(folder: Path, manifest: dict, prof, request: _Request):
+    """What bench runs from a bundle, as its runtime's back end says: its model file (a plain name the
+    files list: manifest_read.check_named_files), or for TensorRT the ONNX the engine is built from,
+    with the build settings deploy chose; a runtime that runs only on the device refuses this host."""
+    from .backends import BACKENDS
+
+    here = all(t is None for t in request.targets)
+    return BACKENDS.get(prof.runtime).bench_model(folder, manifest, here, request.artifact)
 
 
 def _profile_for_file(model: Path, targets: list):
     """The bench settings for a bare model file: the first named device's target profile where its
-    runtime loads this kind of file (ONNX Runtime for .onnx, LiteRT for .tflite), else host-cpu's or
-    android-arm64's. TensorRT targets build engines from a bundle's ONNX: bench the bundle for those."""
-    runtime = "onnxruntime" if model.suffix == ".onnx" else "litert"
+    runtime loads this kind of file (ONNX Runtime for .onnx, LiteRT for .tflite), else the back end's
+    own default profile (host-cpu, android-arm64). TensorRT targets build engines from a bundle's
+    ONNX: bench the bundle for those."""
+    from . import backends
+
+    backend = backends.for_file(model)
     for device in targets:
         if device is not None:
             prof, _ = profile_mod.load(device.target)
-            if prof.runtime == runtime:
+            if prof.runtime == backend.runtime:
                 return prof
-    prof, _ = profile_mod.load("host" if runtime == "onnxruntime" else "android-arm64")
+    prof, _ = profile_mod.load(backend.bare_file_profile)
     return prof
 
 

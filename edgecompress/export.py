@@ -18,12 +18,12 @@ def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         n_outputs = _count_outputs(model(example))
-    output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
-    axes = {name: {0: "batch"} for name in [INPUT_NAME] + output_names}
+    names = output_names(n_outputs)
+    axes = {name: {0: "batch"} for name in [INPUT_NAME] + names}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=output_names,
+            torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=names,
                               dynamic_axes=axes, opset_version=cfg.opset, dynamo=False, do_constant_folding=True)
     except Exception as exc:
         layer = layer_of_failure(model, example) if layer_of_failure else None
@@ -59,3 +59,15 @@ def io_spec(path: Path) -> dict:
     inits = {i.name for i in model.graph.initializer}
     return {"inputs": describe([v for v in model.graph.input if v.name not in inits]),
             "outputs": describe(model.graph.output)}
+
+
+def output_names(n_outputs: int) -> list:
+    """The names export_onnx gives a model's outputs (and every check's table uses, whatever the runtime)."""
+    return ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
+
+
+def names_of_outputs(model, example) -> list:
+    import torch
+
+    with torch.no_grad():
+        return output_names(_count_outputs(model.eval()(example)))

@@ -6,7 +6,6 @@ type given, without coercion ("3" is not an integer here), so that a manifest ro
 Manifest.from_dict(data, where).to_dict() == data, key order included."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Optional
 
@@ -14,13 +13,14 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
                       model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
-from .errors import InputError, StageError
+from .errors import InputError
+from .manifest_errors import REBUILD, decode, is_inside_name  # noqa: F401 (part of this module's interface)
+from .manifest_errors import problem as _problem, stage as _stage, unreadable as _unreadable
 
 SCHEMA_VERSION = 1  # the major version this edgecompress writes and reads
 MANIFEST = "manifest.json"
 PARITY = "parity.npz"
 MAX_MANIFEST_BYTES = 64 << 20  # far more than any manifest: a larger file is not one
-REBUILD = "rebuild the bundle with edgecompress deploy (do not edit the files inside it)"
 UPGRADE = "upgrade edgecompress (pip install -U edgecompress) to read this bundle"
 
 
@@ -375,16 +375,6 @@ def parse(raw: bytes, where: str) -> Manifest:
     return Manifest.from_dict(decode(raw, where), where)
 
 
-def decode(raw: bytes, where: str):
-    """The JSON value in `raw`: a StageError naming `where` if it is not UTF-8 JSON."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _stage(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _stage(f"{where} is not valid JSON: {exc}") from None
-
-
 def check_version(version, where: str) -> None:
     """A major version above SCHEMA_VERSION is a bundle from a newer edgecompress: the user's
     edgecompress is what must change, not the bundle (InputError, exit 2)."""
@@ -399,47 +389,6 @@ def check_version(version, where: str) -> None:
     if major > SCHEMA_VERSION:
         raise InputError(f"{where} has schema_version {version}, newer than the {SCHEMA_VERSION} this edgecompress "
                          f"({__version__}) reads", hint=UPGRADE)
-
-
-def is_inside_name(rel) -> bool:
-    """A relative path of plain parts (no '..', no absolute path, no backslash)."""
-    if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/"):
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
-
-
-def _stage(message: str) -> StageError:
-    return StageError("verify", message, hint=REBUILD)
-
-
-def _unreadable(where: str, problems: List[str]) -> StageError:
-    return _stage(f"{where} is not a manifest edgecompress can read:\n  " + "\n  ".join(problems))
-
-
-# what a pydantic error type expects, in the words of the messages above
-EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number", "number_type": "a number",
-            "bool_type": "true or false", "dict_type": "an object", "model_type": "an object",
-            "model_attributes_type": "an object", "list_type": "a list", "version_type": "a version number",
-            "dim_type": "a dimension (a size, a name or null)"}
-
-
-def _problem(error: dict) -> str:
-    """One pydantic error as 'dotted.key.path: what is wrong', never pydantic's own text."""
-    path = ".".join(str(part) for part in error["loc"]) or "the manifest"
-    kind, value = error["type"], error.get("input")
-    if kind == "missing":
-        return f"{path}: missing"
-    if kind in EXPECTED:
-        return f"{path}: is {_what(value)}, expected {EXPECTED[kind]}"
-    message = error["msg"]
-    return f"{path}: {message[:1].lower()}{message[1:]}, got {_what(value)}"
-
-
-def _what(value) -> str:
-    if value is None:
-        return "null"
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _files_problems(files: Dict[str, FileEntry]) -> List[str]:

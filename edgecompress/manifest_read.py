@@ -113,7 +113,7 @@ def model_facts(path: Path) -> dict:
     path = Path(path)
     try:
         if path.suffix == ".tflite":
-            from . import litert
+            from .backends import tflite as litert
 
             io = litert.io_spec(path)
             return {**io, "parameters": _tflite_parameters(path)}

@@ -1,7 +1,10 @@
-"""Human-facing output: the before/after table printed at the end of deploy, and the bundle README."""
+"""Human-facing output: the before/after table printed at the end of deploy, and the bundle's texts
+(README.md, report.html through report_html, the runtime's own)."""
 from __future__ import annotations
 
 from typing import Optional
+
+from .console import log
 
 
 def _fmt_bytes(n: Optional[int]) -> str:
@@ -70,20 +73,6 @@ def _delta_points(before, after) -> str:
     return "-" if before is None or after is None else f"{(after - before) * 100:+.2f} points"
 
 
-def run_section(m: dict) -> str:
-    runtime = m["runtime"]["name"]
-    if runtime == "litert":
-        return ("    pip install numpy ai-edge-litert\n    python example.py            # the first stored held-out sample\n\n"
-                "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite` and `labels.txt`\n"
-                "in the app's assets; its quantization constants are this model's.")
-    if runtime == "tensorrt":
-        status = (m.get("engine") or {}).get("status", "")
-        return (f"TensorRT engine: {status}.\n\n    python3 trt_example.py       # on the Jetson: uses the engine if it "
-                "was built for this GPU and TensorRT version, else builds one from the ONNX\n\n"
-                "On any computer, `python example.py` runs `model.onnx` with ONNX Runtime.")
-    return "    pip install numpy onnxruntime\n    python example.py            # the first stored held-out sample"
-
-
 def _preprocessing(pre: dict) -> str:
     """x = (pixel * scale - mean) / std, in words an app developer copies from."""
     if pre.get("scale") is None or pre.get("mean") is None:
@@ -102,17 +91,15 @@ def _runtime_text(runtime: dict) -> str:
 
 
 def _model_precision(m: dict) -> str:
-    """A TensorRT bundle ships an FP32 ONNX from which the device builds its FP16 or INT8 engine: the
-    file's own precision is not the engine's (a walkthrough read 'model.onnx (fp16)' for an FP32 file)."""
-    precision = m["compression"]["quantization"]["precision"]
-    if m["runtime"]["name"] == "tensorrt":
-        built = ((m.get("engine") or {}).get("build_settings") or {}).get("onnx") or m["model"]["file"]
-        return f"FP32 ONNX; the device builds a {precision} TensorRT engine from `{built}`"
-    return precision
+    from .backends import BACKENDS
+
+    return BACKENDS.get(m["runtime"]["name"]).precision_text(m)
 
 
 def bundle_readme(manifest: dict, summary: dict) -> str:
-    m = manifest
+    from .backends import BACKENDS
+
+    m, backend = manifest, BACKENDS.get(manifest["runtime"]["name"])
     inp = m["inputs"][0]
     lat = m["metrics"]["latency_ms"]["compressed"]
     return f"""# {m['name']} for {m['target']}
@@ -126,7 +113,7 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 
 ## Run it
 
-{run_section(m)}
+{backend.run_section(m)}
 
 ## What was measured
 
@@ -141,3 +128,29 @@ Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_
 `manifest.json` holds the full figures, the resolved target profile and a checksum for every
 file; `edgecompress verify` re-checks them and re-runs the stored parity samples.
 """
+
+
+def _report_page(manifest: dict, summary: dict) -> str:
+    """report.html; a page that cannot be drawn must not cost the finished run its bundle."""
+    try:
+        from . import report_html
+
+        return report_html.page(manifest, summary)
+    except Exception as exc:  # noqa: BLE001 - any figure the page did not foresee
+        log(f"report: warning: report.html could not be drawn ({type(exc).__name__}: {exc}); manifest.json holds "
+            "every figure")
+        from html import escape
+
+        return (f"<!doctype html><meta charset=utf-8><title>{escape(manifest['name'])}</title><p>This report could "
+                f"not be drawn ({escape(type(exc).__name__)}: {escape(str(exc))}); manifest.json holds every figure.")
+
+
+def bundle_texts(dataset, manifest: dict, summary: dict) -> dict:
+    """The bundle's texts: its README, report.html, the runtime's own (the Kotlin runner) and the labels."""
+    from .backends import BACKENDS
+
+    texts = {"README.md": bundle_readme(manifest, summary), "report.html": _report_page(manifest, summary),
+             **BACKENDS.get(manifest["runtime"]["name"]).bundle_texts(manifest)}
+    if dataset.labels:
+        texts["labels.txt"] = "\n".join(dataset.labels) + "\n"
+    return texts

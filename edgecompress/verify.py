@@ -89,13 +89,6 @@ def onnx_session(path: Path, threads: int = 2, exact_int8: bool = False):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def exact_int8_for(runtime: str, arch: str) -> bool:
-    """Whether checks for a target should use exact INT8 products (see onnx_session): yes for ARM
-    CPUs and for GPUs (TensorRT), whose INT8 arithmetic does not saturate; no for an x86 CPU target,
-    which runs ONNX Runtime's own x86 kernels, the ones this check runs by default."""
-    return runtime == "tensorrt" or arch != "x86_64"
-
-
 def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
                  exact_int8: bool = False) -> List[np.ndarray]:
     session = onnx_session(path, threads, exact_int8)

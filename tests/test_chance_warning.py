@@ -3,7 +3,7 @@ them (the walkthrough forgot --weights, then used other preprocessing, and both 
 about the folder order)."""
 from types import SimpleNamespace
 
-from edgecompress.pipeline import _chance_causes
+from edgecompress.inputs import chance_causes as _chance_causes
 
 
 def test_a_missing_weights_file_is_named_first_then_the_preprocessing_then_the_order(tmp_path):

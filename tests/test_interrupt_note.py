@@ -8,9 +8,9 @@ def _raise(*_, **__):
 
 
 def test_ctrl_c_before_any_checkpoint_says_so_and_leaves_no_work_folder(tmp_path, model_file, npz_data, monkeypatch):
-    from edgecompress import pipeline
+    from edgecompress import compress
 
-    monkeypatch.setattr(pipeline, "_prune_round_", _raise)
+    monkeypatch.setattr(compress, "_prune_round_", _raise)
     code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "host-cpu", "--data", npz_data,
                            "--out", tmp_path / "o", *fast_sets())
     assert code == 130 and "no distillation checkpoint had been saved yet: the same command starts over" in err

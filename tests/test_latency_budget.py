@@ -92,42 +92,39 @@ def test_a_budget_out_of_reach_fails_before_distilling_and_leaves_no_bundle(tmp_
     assert not (tmp_path / "out" / "net-raspberry-pi-5").exists()
 
 
-def test_a_budget_needs_an_onnx_runtime_target_and_a_pytorch_model(tmp_path, model_file, npz_data):
+def test_a_litert_budget_times_tflite_probes_here(tmp_path, model_file, npz_data):
+    """The search converts each probe with the target's back end: on an Android target it times .tflite
+    files with LiteRT on this host (XNNPACK standing in for the phone)."""
     code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "android", "--data", npz_data, "--out",
+                           tmp_path / "out", *fast_sets("prune.latency_budget_ms=1000"))
+    assert code == 0, err
+    assert "prune: the unpruned model already reaches 1000.0 ms on this host: no pruning" in err
+    assert (tmp_path / "out" / ".net-android-arm64.work").exists() is False
+    manifest = json.loads((tmp_path / "out" / "net-android-arm64" / "manifest.json").read_text())
+    found = manifest["compression"]["pruning"]["latency_budget"]
+    assert manifest["runtime"]["name"] == "litert" and found["ratio"] == 0.0 and list(found["probes_p50_ms"]) == ["0.00"]
+
+
+def test_a_tensorrt_budget_needs_the_jetson_and_a_channel_structure(tmp_path, model_file, npz_data):
+    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "jetson", "--data", npz_data, "--out",
                            tmp_path / "out", *fast_sets("prune.latency_budget_ms=5"))
-    assert code == 2 and "prune.latency_budget_ms searches a channel ratio by measuring ONNX Runtime models" in err
-    assert "runtime litert" in err and "set prune.ratio instead" in err
+    assert code == 2 and "TensorRT, which runs only on the Jetson, and this run has no device" in err, err
+    assert "--device NAME" in err and "distill" not in err
     code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "arm", "--data", npz_data, "--out",
                            tmp_path / "out", *fast_sets("prune.latency_budget_ms=5", "prune.structure=2:4"))
     assert code == 2 and "structure 2:4" in err
 
 
-def test_a_budget_is_found_where_latency_does_not_fall_with_the_ratio(tmp_path, monkeypatch):
+def test_a_budget_is_found_where_latency_does_not_fall_with_the_ratio():
     """Narrow layers can run slower kernels: here 90% of the channels removed is slower than 50%. The
     search used to probe 0% and 90% only and call a reachable budget out of reach."""
-    import torch
+    from edgecompress import budget
 
-    from edgecompress import bench, pipeline, profile
+    def p50_at(ratio: float) -> float:  # 30-75% removed: fast; 80% and more: the slow narrow kernels
+        return 1.0 if ratio <= 0.25 else (0.5 if ratio <= 0.75 else 2.0)
 
-    (tmp_path / "wide.py").write_text(WIDE_SRC)
-    from edgecompress import models
-
-    source = models.load_factory(f"{tmp_path / 'wide.py'}:build", None)
-    full = sum(p.numel() for p in source.module.parameters())
-    prof, _ = profile.load("arm", ["quantize.precision=fp32"])
-
-    def fake_measure(models_, cfg, runtime, device, quiet=False):
-        import onnx
-        from onnx import numpy_helper
-
-        m = onnx.load(str(models_["probe"]))
-        kept = sum(numpy_helper.to_array(i).size for i in m.graph.initializer) / full
-        p50 = 1.0 if kept > 0.3 else (0.5 if kept > 0.05 else 2.0)  # 90% removed: the slow narrow kernels
-        return {"probe": {"latency_ms": {"p50": p50}}}
-
-    monkeypatch.setattr(bench, "measure", fake_measure)
-    train = type("T", (), {"x": np.zeros((4, 3, 32, 32), np.float32)})()
-    found = pipeline._search_ratio(source, prof, torch.zeros(1, 3, 32, 32), train, tmp_path, None, 0.6)
+    found = budget.search(p50_at, 0.6, "this host")
     probes = {float(r): p for r, p in found["probes_p50_ms"].items()}
-    assert probes[found["ratio"]] <= 0.6  # the old search probed 90% (2.0 ms) and gave up
-    assert 0.25 < found["ratio"] <= 0.5 and all(p > 0.6 for r, p in probes.items() if r < found["ratio"])
+    assert p50_at(0.9) > 0.6  # the old search probed 0% and 90% only, and gave up here
+    assert found["ratio"] == 0.3 and sorted(probes) == [0.0, 0.25, 0.3, 0.35, 0.4, 0.5]
+    assert all(p > 0.6 for r, p in probes.items() if r < found["ratio"])

@@ -4,7 +4,7 @@ import os
 from types import SimpleNamespace
 
 from edgecompress import bench, profile
-from edgecompress.describe import measured_on
+from edgecompress.summary import measured_on
 
 
 def test_a_local_device_times_with_this_hosts_cpus_and_a_board_with_its_own():

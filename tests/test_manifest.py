@@ -202,3 +202,19 @@ def test_verify_of_a_bundle_from_a_newer_edgecompress_exits_2_saying_to_upgrade(
     assert "-> upgrade edgecompress (pip install -U edgecompress) to read this bundle" in err and "Traceback" not in err
     code, _, err = run_cli("bench", folder, "--runs", "5", "--seconds", "0")
     assert code == 2 and "has schema_version 99" in err, err
+
+
+def test_the_bundles_example_program_refuses_a_newer_manifest(deployed, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(deployed, folder)
+    ran = subprocess.run([sys.executable, str(folder / "example.py")], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr  # as built, it runs its first stored sample
+    data = json.loads((folder / "manifest.json").read_text())
+    data["schema_version"] = 2
+    (folder / "manifest.json").write_text(json.dumps(data))
+    ran = subprocess.run([sys.executable, str(folder / "example.py")], capture_output=True, text=True)
+    assert ran.returncode == 1 and "manifest.json has schema_version 2, newer than the 1 this example reads" in ran.stderr

@@ -44,7 +44,7 @@ def test_warnings_of_every_round_are_kept_and_tagged():
 
 
 def test_speedups_are_paired_by_round_and_a_wide_spread_warns():
-    from edgecompress import bench, describe
+    from edgecompress import bench, summary as describe
 
     results = {"original": {"rounds": {"count": 3, "p50_ms": [4.0, 6.0, 5.0], "chosen": 3, "spread_pct": 40.0}},
                "compressed": {"rounds": {"count": 3, "p50_ms": [2.0, 2.0, 2.5], "chosen": 1, "spread_pct": 25.0}}}

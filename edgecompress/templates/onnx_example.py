@@ -12,6 +12,17 @@ import numpy as np
 import onnxruntime as ort
 
 HERE = Path(__file__).resolve().parent
+SCHEMA_VERSION = 1  # the manifest major version this example reads (edgecompress.manifest.SCHEMA_VERSION)
+
+
+def read_manifest() -> dict:
+    """manifest.json, refused when a newer edgecompress wrote it (its keys may have changed)."""
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    version = str(manifest.get("schema_version", 0))
+    if int(version.split(".")[0]) > SCHEMA_VERSION:
+        sys.exit(f"manifest.json has schema_version {version}, newer than the {SCHEMA_VERSION} this example reads: "
+                 "use the example program shipped in the same bundle")
+    return manifest
 
 
 def load_input(arg, manifest):
@@ -46,7 +57,7 @@ def load_input(arg, manifest):
 
 
 def main():
-    manifest = json.loads((HERE / "manifest.json").read_text())
+    manifest = read_manifest()
     options = ort.SessionOptions()
     if manifest["metrics"].get("parity_exact_int8"):
         # Built for an ARM board or a GPU, whose INT8 products are exact. An x86 CPU without VNNI

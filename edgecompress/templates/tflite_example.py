@@ -14,6 +14,17 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 HERE = Path(__file__).resolve().parent
+SCHEMA_VERSION = 1  # the manifest major version this example reads (edgecompress.manifest.SCHEMA_VERSION)
+
+
+def read_manifest() -> dict:
+    """manifest.json, refused when a newer edgecompress wrote it (its keys may have changed)."""
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    version = str(manifest.get("schema_version", 0))
+    if int(version.split(".")[0]) > SCHEMA_VERSION:
+        sys.exit(f"manifest.json has schema_version {version}, newer than the {SCHEMA_VERSION} this example reads: "
+                 "use the example program shipped in the same bundle")
+    return manifest
 
 
 def image_input(arg, spec_in):
@@ -37,7 +48,7 @@ def image_input(arg, spec_in):
 
 
 def main():
-    manifest = json.loads((HERE / "manifest.json").read_text())
+    manifest = read_manifest()
     spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
     if len(sys.argv) < 2:
         x = np.load(HERE / "parity.npz")["x"][:1]

@@ -16,6 +16,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SCHEMA_VERSION = 1  # the manifest major version this example reads (edgecompress.manifest.SCHEMA_VERSION)
+
+
+def read_manifest() -> dict:
+    """manifest.json, refused when a newer edgecompress wrote it (its keys may have changed)."""
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    version = str(manifest.get("schema_version", 0))
+    if int(version.split(".")[0]) > SCHEMA_VERSION:
+        sys.exit(f"manifest.json has schema_version {version}, newer than the {SCHEMA_VERSION} this example reads: "
+                 "use the example program shipped in the same bundle")
+    return manifest
 sys.path.insert(0, str(HERE / "device"))  # the same TensorRT code edgecompress runs on devices
 
 import ec_trt  # noqa: E402
@@ -52,7 +63,7 @@ def seed_cache(report, cache_dir):
 
 
 def main():
-    manifest = json.loads((HERE / "manifest.json").read_text())
+    manifest = read_manifest()
     onnx = HERE / manifest["engine"]["build_settings"]["onnx"]
     report_file = HERE / "model.engine.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else None

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import StageError
+from ..errors import StageError
 
 LAYOUT_KEY = "edgecompress.io_layout"
 INSTALL_HINT = "install the LiteRT extra: pip install 'edgecompress[tflite]'"

@@ -6,7 +6,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgecompress import engine, profile
+from edgecompress import profile
+from edgecompress.backends import tensorrt as engine
 from ecutil import fast_sets, run_cli, train_weights
 
 
@@ -69,3 +70,42 @@ def test_jetson_bundle_without_a_device_carries_onnx_qdq_and_build_settings(tmp_
     if importlib.util.find_spec("tensorrt") is None:  # this project's machines
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "TensorRT is not installed here" in done.stderr and "python example.py" in done.stderr, done.stderr
+
+
+def test_convert_without_a_device_ships_the_onnx_and_times_it_as_a_stand_in(compressed_for):
+    from edgecompress.backends import BACKENDS
+
+    run, compressed = compressed_for("jetson", "quantize.precision=int8", "prune.round_to=32")
+    backend = BACKENDS.get("tensorrt")
+    deployed = backend.convert(compressed, run)
+    assert [c.what for c in deployed.checks] == ["original.onnx vs PyTorch original",
+                                                 "student FP32 ONNX vs PyTorch student",
+                                                 "model_qdq.onnx (INT8 Q/DQ) vs PyTorch"]
+    assert deployed.parity.what == "model.onnx (the engine's source) vs PyTorch"
+    assert deployed.plan.proxy is True and "a stand-in: no engine was built or timed" in deployed.stand_in
+    assert {k: m.runtime for k, m in deployed.bench_models.items()} == {"original": "onnxruntime",
+                                                                       "compressed": "onnxruntime"}
+    assert sorted(deployed.extra_files) == ["calibration.npy", "model.onnx", "model_qdq.onnx"]
+    files = backend.bundle_files(deployed, run.work)
+    assert {"model.onnx", "example.py", "trt_example.py", "device/ec_trt.py", "calibration.npy"} <= set(files)
+    assert backend.manifest_sections(deployed, None, run.work)["engine"]["build_settings"]["onnx"] == "model.onnx"
+    assert backend.runtime_section(deployed, None) == {
+        "name": "tensorrt", "version": None,
+        "note": "the engine is built on the device, with the TensorRT there: deploy with --device to record it"}
+
+
+def test_for_timing_and_bench_here_need_the_jetson(compressed_for, tmp_path):
+    from edgecompress.backends import BACKENDS
+    from edgecompress.errors import InputError
+
+    run, compressed = compressed_for("jetson")
+    backend = BACKENDS.get("tensorrt")
+    with pytest.raises(InputError, match="runs only on the Jetson, and this run has no device"):
+        backend.for_timing(compressed.original, run, "probe")
+    with pytest.raises(InputError, match="TensorRT bundle, and TensorRT runs only on the Jetson"):
+        backend.bench_model(tmp_path, {"model": {"file": "model.onnx"}}, here=True, artifact=tmp_path)
+    settings = {"onnx": "model_qdq.onnx", "precision": "int8", "qdq": True, "calibration": None}
+    model = backend.bench_model(tmp_path, {"model": {"file": "model.onnx"}, "engine": {"build_settings": settings}},
+                                here=False, artifact=tmp_path)
+    assert model.path == tmp_path / "model_qdq.onnx" and model.options == {"precision": "int8", "qdq": True,
+                                                                          "calibration": None}

@@ -8,7 +8,8 @@ pytest.importorskip("ai_edge_litert")
 
 import torch  # noqa: E402
 
-from edgecompress import demo, litert, verify  # noqa: E402
+from edgecompress import demo, verify  # noqa: E402
+from edgecompress.backends import tflite as litert  # noqa: E402
 from edgecompress.data import split  # noqa: E402
 from edgecompress.errors import StageError  # noqa: E402
 
@@ -161,7 +162,7 @@ def test_the_int8_file_is_timed_by_the_device_side(files):
 def test_converter_chatter_on_fd2_is_held_back_and_shown_when_the_conversion_fails(capfd):
     import os
 
-    from edgecompress import litert
+    from edgecompress.backends import tflite as litert
 
     with litert._held_back_stderr():
         os.write(2, b"I0000 flatbuffer_export.cc: Estimated count of arithmetic ops\n")
@@ -178,7 +179,7 @@ def test_a_converter_that_dies_leaves_its_messages_in_the_log_file(tmp_path):
     import sys
 
     log = tmp_path / "model.tflite.converter.log"
-    code = ("import os, pathlib\nfrom edgecompress import litert\n"
+    code = ("import os, pathlib\nfrom edgecompress.backends import tflite as litert\n"
             f"with litert._held_back_stderr(pathlib.Path({str(log)!r})):\n"
             "    os.write(2, b'F0000 converter.cc: Check failed: the reason\\n')\n    os.abort()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -186,3 +187,36 @@ def test_a_converter_that_dies_leaves_its_messages_in_the_log_file(tmp_path):
     with litert._held_back_stderr(log):
         pass
     assert not log.exists(), "removed once the block is over"
+
+
+def test_the_litert_back_end_converts_from_pytorch_with_no_onnx_on_the_way(compressed_for):
+    """A LiteRT deploy exported and checked two ONNX files it never shipped; litert-torch converts
+    the PyTorch modules, so no ONNX exporter is needed and none is run."""
+    from edgecompress.backends import BACKENDS
+
+    run, compressed = compressed_for("android")
+    deployed = BACKENDS.get("litert").convert(compressed, run)
+    assert sorted(p.name for p in run.work.glob("*.onnx")) == []
+    assert deployed.model.name == "model.tflite" and deployed.original_file.name == "original.tflite"
+    assert [c.what for c in deployed.checks] == ["original.tflite vs PyTorch original"]
+    assert deployed.parity.what == "model.tflite (int8) vs PyTorch student"
+    assert deployed.parity.top1_agreement >= run.prof.verify.min_top1_agreement
+    assert deployed.io["inputs"][0]["dtype"] == "int8" and deployed.io["inputs"][0]["quantization"]["scale"] > 0
+    assert {k: (m.runtime, m.options["delegate"]) for k, m in deployed.bench_models.items()} == {
+        "original": ("litert", "xnnpack"), "compressed": ("litert", "xnnpack")}  # no phone: XNNPACK here
+    texts = BACKENDS.get("litert").bundle_texts({"inputs": deployed.io["inputs"], "outputs": deployed.io["outputs"]})
+    scale = deployed.io["inputs"][0]["quantization"]["scale"]
+    assert repr(float(scale)) in texts["ModelRunner.kt"] and "@INPUT_SCALE@" not in texts["ModelRunner.kt"]
+
+
+def test_an_onnx_model_is_refused_for_litert_before_any_work(tmp_path, npz_data):
+    import torch
+
+    from ecutil import run_cli
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 4))
+    torch.onnx.export(net.eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "m.onnx"), dynamo=False)
+    code, _, err = run_cli("deploy", str(tmp_path / "m.onnx"), "--target", "android", "--data", npz_data,
+                           "--out", tmp_path / "o")
+    assert code == 2 and "the android-arm64 target converts from PyTorch, and" in err and "m.onnx is an ONNX file" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -1,0 +1,135 @@
+"""LiteRT (Android phones): the PyTorch student converted by litert-torch straight to .tflite
+(full-integer INT8 calibrated on the data, or FP32, which the GPU delegate runs in FP16), the
+original to an FP32 .tflite as the baseline, each checked against PyTorch. No ONNX on the way: a
+model that litert-torch converts needs no ONNX exporter. The .tflite tools are in tflite.py."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .. import bench, prune, verify
+from ..console import log
+from ..records import Deployed
+from . import BACKENDS, common
+
+
+class LiteRT:
+    runtime = "litert"
+    model_file = "model.tflite"
+    suffix = ".tflite"
+    example = "tflite_example.py"
+    takes_onnx = False  # litert-torch converts PyTorch modules
+    sparse_2_4 = False  # whether 2:4 sparsity runs faster (sparse tensor cores)
+    bare_file_profile = "android-arm64"  # the profile `bench` uses for a bare file without a device
+    runs_bare_files = True
+
+    def convert(self, compressed, run) -> Deployed:
+        from . import tflite
+
+        c, q, held, nhwc = compressed, run.prof.quantize, run.held, run.prof.export.channels_last
+        log(f"export: converting to .tflite with litert-torch; the converter's own messages wait in "
+            f"{tflite.converter_log(run.work / self.model_file)} and are shown if it fails")
+        original = tflite.export_tflite(c.original, c.example, run.work / "original.tflite", channels_last=nhwc,
+                                        layer_of_failure=prune.failing_layer)
+        checks = [verify.check(verify.compare("original.tflite vs PyTorch original", tflite.tflite_outputs(original, held.x),
+                                              c.reference_original, c.output_names, held.y), False, run.prof.verify)]
+        model = self._student(c, run)
+        if q.precision == "fp16":
+            checks.append(common.check_fp16(c, run))
+        out = tflite.tflite_outputs(model, held.x)
+        what = ("model.tflite (an FP32 file the GPU delegate runs in FP16; here run in FP32)" if q.precision == "fp16"
+                else f"model.tflite ({q.precision})")
+        parity = common.check_deployed(f"{what} vs PyTorch student", out, c, run, quantized=q.precision == "int8")
+        return Deployed(model=model, original_file=original, parity=parity, checks=tuple(checks),
+                        parity_samples=common.parity_samples(c, held, out),
+                        bench_models={"original": self._timed(original, run), "compressed": self._timed(model, run)},
+                        io=tflite.io_spec(model))  # quantization per tensor, from the file itself
+
+    def _student(self, c, run) -> Path:
+        from . import tflite
+
+        q, nhwc, path = run.prof.quantize, run.prof.export.channels_last, run.work / self.model_file
+        if q.precision == "int8":
+            log(f"quantize: full-integer INT8 for LiteRT, {min(len(run.train), q.calibration_samples)} calibration "
+                "samples")
+            return tflite.quantize_tflite_int8(c.student, c.example, run.train.x[: q.calibration_samples], path,
+                                               channels_last=nhwc, per_channel=q.per_channel,
+                                               layer_of_failure=prune.failing_layer)
+        # fp32, and fp16: the GPU delegate computes in FP16 from the float model
+        return tflite.export_tflite(c.student, c.example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
+
+    def _timed(self, path: Path, run):
+        # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
+        options = {"threads": bench.settings_here(run.prof.bench, run.device, quiet=True).threads,
+                   "delegate": run.prof.bench.delegate if run.device else "xnnpack"}
+        return bench.Model(path, self.runtime, options)
+
+    def for_timing(self, module, run, name: str):
+        from . import tflite
+        import torch
+
+        example, q = torch.from_numpy(run.train.x[:1]), run.prof.quantize
+        path, nhwc = run.work / f"{name}.tflite", run.prof.export.channels_last
+        if q.precision == "int8":  # the speed does not depend on the calibration: a few samples do
+            path = tflite.quantize_tflite_int8(module, example, run.train.x[: min(32, q.calibration_samples)], path,
+                                               channels_last=nhwc, per_channel=q.per_channel,
+                                               layer_of_failure=prune.failing_layer)
+        else:
+            path = tflite.export_tflite(module, example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
+        return self._timed(path, run)
+
+    def runtime_section(self, deployed, measurement) -> dict:
+        return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
+
+    def manifest_sections(self, deployed, measurement, work: Path) -> dict:
+        return {}
+
+    def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
+        from ..bundle import EXAMPLES
+
+        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
+
+    def bundle_texts(self, manifest: dict) -> Dict[str, str]:
+        """The Kotlin example with this model's input and output quantization filled in."""
+        from ..bundle import EXAMPLES
+
+        text = (EXAMPLES / "ModelRunner.kt").read_text()
+        for side, tensor in (("INPUT", manifest["inputs"][0]), ("OUTPUT", manifest["outputs"][0])):
+            q = tensor.get("quantization") or {"scale": 0.0, "zero_point": 0}
+            text = text.replace(f"@{side}_SCALE@", repr(float(q["scale"]))).replace(f"@{side}_ZERO_POINT@",
+                                                                                     str(int(q["zero_point"])))
+        return {"ModelRunner.kt": text}
+
+    def run_section(self, manifest: dict) -> str:
+        return ("    pip install numpy ai-edge-litert\n    python example.py            # the first stored held-out sample\n\n"
+                "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite` and `labels.txt`\n"
+                "in the app's assets; its quantization constants are this model's.")
+
+    def precision_text(self, manifest: dict) -> str:
+        return manifest["compression"]["quantization"]["precision"]
+
+    def outputs(self, model_file: Path, x, manifest: dict) -> list:
+        from . import tflite
+
+        return tflite.tflite_outputs(model_file, x)
+
+    def bench_model(self, folder: Path, manifest: dict, here: bool, artifact: Path):
+        return folder / manifest["model"]["file"]
+
+    def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
+        return None  # a .tflite has fixed sizes: it is timed as converted
+
+    def converter_versions(self) -> dict:
+        """The host packages that wrote and checked the .tflite, for a bundle that has to be rebuilt later."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        found = {}
+        for package in ("litert-torch", "ai-edge-litert"):
+            try:
+                found[package.replace("-", "_") + "_version"] = version(package)
+            except PackageNotFoundError:
+                found[package.replace("-", "_") + "_version"] = None
+        return found
+
+
+BACKENDS.register("litert")(LiteRT())

@@ -1,0 +1,137 @@
+"""ONNX Runtime (ARM and x86 CPUs): the student exported to ONNX and quantized to INT8 QDQ (or kept
+FP32), checked with the INT8 products computed as the target's CPU computes them."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .. import bench, quantize, verify
+from ..console import log
+from ..errors import InputError
+from ..records import Deployed
+from . import BACKENDS, common, onnx_files
+
+
+def exact_int8(arch: str) -> bool:
+    """x86's u8 x s8 kernel (VPMADDUBSW) saturates without VNNI; an ARM CPU's INT8 dot products do
+    not: on an ARM target the checks compute the products exactly, as the device will."""
+    return arch != "x86_64"
+
+
+class OnnxRuntime:
+    runtime = "onnxruntime"
+    model_file = "model.onnx"
+    suffix = ".onnx"
+    example = "onnx_example.py"
+    takes_onnx = True
+    sparse_2_4 = False  # whether 2:4 sparsity runs faster (sparse tensor cores)
+    bare_file_profile = "host"  # the profile `bench` uses for a bare file without a device
+    runs_bare_files = True
+
+    def convert(self, compressed, run) -> Deployed:
+        exported = onnx_files.export_checked(compressed, run)
+        q, held = run.prof.quantize, run.held
+        model = self._quantized(exported, run) if q.precision == "int8" else Path(
+            shutil.copy(exported.student, run.work / self.model_file))
+        exact = q.precision == "int8" and exact_int8(run.prof.device.arch)
+        if exact:
+            log(f"verify: INT8 products computed exactly, as the {run.prof.device.arch} target does (not with the "
+                "u8 x s8 kernel that saturates on x86 CPUs without VNNI)")
+        out = verify.onnx_outputs(model, held.x, exact_int8=exact)
+        parity = common.check_deployed(f"deployed {q.precision} model vs its reference", out, compressed, run,
+                                       quantized=q.precision != "fp32")
+        params = quantize.quantization_params(model) if q.precision == "int8" else {}
+        return Deployed(model=model, original_file=exported.original, parity=parity, checks=exported.checks,
+                        parity_samples=common.parity_samples(compressed, held, out),
+                        bench_models={"original": bench.Model(exported.original, self.runtime),
+                                      "compressed": bench.Model(model, self.runtime)},
+                        io=onnx_files.io(model, params), exact_int8=exact, two_four=exported.two_four)
+
+    def _quantized(self, exported, run) -> Path:
+        q = run.prof.quantize
+        calib = run.train.x[: q.calibration_samples]
+        log(f"quantize: INT8 QDQ ({q.activations} activations, {q.weights} per-channel={q.per_channel} weights"
+            f"{', 7-bit (reduce_range)' if q.reduce_range else ''}), {len(calib)} calibration samples")
+        return Path(quantize.quantize_int8(exported.student, run.work / self.model_file, calib, q,
+                                           onnx_files.input_name(exported.student)))
+
+    def for_timing(self, module, run, name: str):
+        from .. import export, prune
+
+        example = _example(run)
+        path = export.export_onnx(module, example, run.work / f"{name}.onnx", run.prof.export, prune.failing_layer)
+        if run.prof.quantize.precision == "int8":
+            calib = run.train.x[: min(32, run.prof.quantize.calibration_samples)]  # the speed does not depend on it
+            path = quantize.quantize_int8(path, run.work / f"{name}-int8.onnx", calib, run.prof.quantize,
+                                          export.INPUT_NAME)
+        return bench.Model(Path(path), self.runtime)
+
+    def runtime_section(self, deployed, measurement) -> dict:
+        return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
+
+    def manifest_sections(self, deployed, measurement, work: Path) -> dict:
+        return {}
+
+    def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
+        from ..bundle import EXAMPLES
+
+        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
+
+    def bundle_texts(self, manifest: dict) -> Dict[str, str]:
+        return {}
+
+    def run_section(self, manifest: dict) -> str:
+        return "    pip install numpy onnxruntime\n    python example.py            # the first stored held-out sample"
+
+    def precision_text(self, manifest: dict) -> str:
+        return manifest["compression"]["quantization"]["precision"]
+
+    def outputs(self, model_file: Path, x, manifest: dict) -> list:
+        # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
+        return verify.onnx_outputs(model_file, x, exact_int8=manifest["metrics"].get("parity_exact_int8", False))
+
+    def bench_model(self, folder: Path, manifest: dict, here: bool, artifact: Path):
+        return folder / manifest["model"]["file"]
+
+    def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
+        """inputs.random for an ONNX model whose height, width or other non-batch dimensions are
+        dynamic: the data's shape, else the device side would time it at 1 (a 1x1 image). None when
+        only the batch is dynamic."""
+        if model.suffix != ".onnx":
+            return None
+        from ..export import io_spec  # the model's own inputs, read as the manifest reads them
+
+        dynamic = {i["name"]: i["shape"] for i in io_spec(model)["inputs"]
+                   if any(not isinstance(d, int) for d in i["shape"][1:])}
+        if not dynamic:
+            return None
+        what = ", ".join(f"'{n}' {d}" for n, d in dynamic.items())
+        if len(dynamic) > 1:
+            raise InputError(f"{model.name}: inputs {what} have dynamic dimensions besides the batch, and "
+                             "--input-shape gives the size of one input only",
+                             hint="export the model with fixed sizes for all but one input (or all of them), then "
+                                  "bench it")
+        name, dims = next(iter(dynamic.items()))
+        fixed_ok = shape is not None and len(shape) == len(dims) and all(
+            not isinstance(d, int) or d == given for d, given in zip(dims[1:], shape[1:]))
+        if not fixed_ok:
+            got = "" if shape is None else f" (the shape given, {'x'.join(map(str, shape))}, does not fit it)"
+            example = "x".join(["1", *[str(d) if isinstance(d, int) else "224" for d in dims[1:]]])
+            raise InputError(f"{model.name}: input {what} has dynamic dimensions besides the batch, so the benchmark "
+                             f"cannot tell what size to time{got}",
+                             hint=f"pass --input-shape, e.g. --input-shape {example}")
+        batch = shape[0] if not isinstance(dims[0], int) else dims[0]  # a dynamic batch takes the one asked for
+        return [{"name": name, "shape": [int(batch), *[int(d) for d in shape[1:]]]}]
+
+    def converter_versions(self) -> dict:
+        return {}
+
+
+def _example(run):
+    import torch
+
+    return torch.from_numpy(run.train.x[:1])
+
+
+BACKENDS.register("onnxruntime")(OnnxRuntime())

@@ -1,0 +1,189 @@
+"""Compression: the user's model pruned in rounds with the distillation budget shared between them
+(masks, Taylor gradients, network slimming), every round checkpointed so --resume goes on where an
+interrupted run stopped; an .onnx input is taken as it is. Returns the Compressed record with the
+references every conversion is checked against."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+from . import distill, export, models, prune, verify
+from .console import log
+from .errors import InputError
+from .records import Compressed, Distillation, Pruning
+
+
+def run(inputs, resume: bool, latency_budget: Optional[dict] = None) -> Compressed:
+    """The compressed model for `inputs` (records.Inputs); an .onnx input is not compressed.
+    `latency_budget`: what budget.fit found, recorded with the pruning."""
+    if inputs.source.kind == "onnx":
+        return from_onnx(inputs)
+    return compress_torch(inputs, resume, latency_budget)
+
+
+def compress_torch(inputs, resume: bool, latency_budget: Optional[dict] = None) -> Compressed:
+    import torch
+
+    source, prof, train, held = inputs.source, inputs.prof, inputs.train, inputs.held
+    teacher = inputs.teacher.eval()
+    example = torch.from_numpy(train.x[:1])
+    student = copy.deepcopy(source.module).eval()
+    macs_before, params_before = prune.count(student, example)
+    pruning, report = prune_and_distill_(student, teacher, prof, train, example, inputs.work, source, resume)
+    macs_after, params_after = prune.count(student, example)
+    distillation = _distillation(report, prof.distill, teacher=inputs.teacher_spec or "the unpruned model",
+                                 teacher_params=prune.count(teacher, example)[1])
+    pruning = Pruning(**pruning, params_before=params_before, params_after=params_after, macs_before=macs_before,
+                      macs_after=macs_after, nonzero_params_after=prune.count_nonzero(student),
+                      latency_budget=latency_budget)
+    return Compressed(student=student, original=source.module, example=example,
+                      reference=verify.torch_outputs(student, held.x),
+                      reference_original=verify.torch_outputs(source.module, held.x),
+                      output_names=export.names_of_outputs(student, example), pruning=pruning,
+                      distillation=distillation)
+
+
+def from_onnx(inputs) -> Compressed:
+    """An .onnx model: no pruning or distillation; the reference is the model itself on ORT FP32."""
+    original = models.write_single_file(inputs.source.onnx_path, inputs.work / "original.onnx")
+    names = [o["name"] for o in export.io_spec(original)["outputs"]]
+    ref = verify.onnx_outputs(original, inputs.held.x)
+    return Compressed(student=None, original=None, example=None, reference=ref, reference_original=ref,
+                      output_names=names, pruning=Pruning(structure="none", ratio=0.0),
+                      distillation=Distillation(steps=0, seconds=0.0, final_loss=None, note="ONNX input: not distilled"),
+                      onnx_file=original)
+
+
+def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, resume_run: bool) -> tuple:
+    """Prune in `iterative_steps` rounds with an equal share of the distillation budget after each;
+    every round checkpoints, so --resume continues where an interrupted run stopped."""
+    p, d = prof.prune, prof.distill
+    ckpt_path = work / "checkpoint.pt"
+    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train)}
+    resume = _load_checkpoint(ckpt_path, meta, student) if resume_run else None
+    rounds = p.iterative_steps if p.structure == "channel" else 1
+    steps = None if d.steps is None else d.steps // rounds
+    seconds = None if d.minutes is None else d.minutes * 60 / rounds
+    ignore = prune.ignored_modules(student, p) if p.structure != "none" else []
+    masks = None
+    if p.structure in ("unstructured", "2:4"):
+        masks = (prune.magnitude_masks(student, p.ratio, ignore) if p.structure == "unstructured"
+                 else prune.two_four_masks(student, ignore))
+        masks = _masks_after_resume(student, masks) if resume else masks
+    regularize = None
+    if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
+        regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
+    report_d, curve = None, []
+    first_round = 0 if regularize else 1
+    for rnd in range(first_round, rounds + 1):
+        state = resume if resume and resume["round"] == rnd else None
+        if resume and resume["round"] > rnd:
+            continue
+        if rnd == 0:  # network slimming: L1 on BN scales first, so bn_scale ranks channels well
+            curve = distill.distill_(student, teacher, train, d, steps=p.sparsity_training.steps, seconds=None,
+                                     checkpoint=ckpt_path, meta=dict(meta, round=0), resume=state,
+                                     regularize=regularize, label="slimming").loss_curve
+            continue
+        if state is None:
+            _prune_round_(student, teacher, prof, train, example, rnd, masks)
+        if d.steps == 0:
+            log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
+            continue
+        report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
+                                    meta=dict(meta, round=rnd), resume=state,
+                                    after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
+                                    label=f"distill {rnd}/{rounds}", curve=curve)
+        curve = report_d.loss_curve
+        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
+            f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
+            f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
+    pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
+               "masked_layers": sorted(masks) if masks else [],
+               "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
+    return pruning, report_d
+
+
+def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> None:
+    p = prof.prune
+    if p.structure == "channel":
+        prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
+    elif p.structure in ("unstructured", "2:4"):
+        prune.apply_masks_(student, masks)
+    if p.structure != "none":
+        macs, params = prune.count(student, example)
+        log(f"prune {rnd}/{p.iterative_steps if p.structure == 'channel' else 1} ({p.structure}, {p.importance}): "
+            f"{params:,} params, {macs:,} MACs, {prune.count_nonzero(student):,} non-zero")
+
+
+def _taylor_grads(teacher, train, d):
+    """Gradients for Taylor importance: the loss against labels, or against the teacher's top-1."""
+    def fill(model):
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(train.x[: min(len(train), 4 * d.batch_size)])
+        target = torch.from_numpy(train.y[: len(x)]) if train.y is not None else teacher(x).argmax(1).detach()
+        F.cross_entropy(model(x), target).backward()
+    return fill
+
+
+def _masks_after_resume(student, masks: dict) -> dict:
+    """The checkpoint's weights already carry the masks' zeros: the same layers' masks, rebuilt from
+    those zeros (ranking the trained weights afresh could pick others). Only the layers the profile
+    masks: the classifier and the depthwise convolutions stay dense (2:4 checks every masked one)."""
+    modules = dict(student.named_modules())
+    return {name: modules[name].weight.detach() != 0 for name in masks}
+
+
+def _data_hash(train) -> str:
+    """The training split's fingerprint: another data set, or the same images at another size
+    (--input-shape), must not continue a checkpoint trained on this one. Hashed in place (a
+    memoryview, not a copy: the split can be most of the memory a run uses)."""
+    import numpy as np
+
+    digest = hashlib.sha256(f"{train.x.shape} {train.x.dtype}".encode())
+    digest.update(memoryview(np.ascontiguousarray(train.x)).cast("B"))
+    if train.y is not None:
+        digest.update(memoryview(np.ascontiguousarray(train.y)).cast("B"))
+    return digest.hexdigest()
+
+
+def _profile_hash(prof) -> str:
+    """The settings a checkpoint's student depends on: how it was pruned and distilled. The later
+    stages' (quantize, export, verify, bench) may change on --resume, so a run that failed a check
+    after distillation continues with a loosened check instead of distilling again."""
+    trained_by = prof.model_dump(mode="json", include={"prune", "distill"})
+    return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
+
+
+def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
+    """The checkpoint (tensors and plain data: a planted file is refused, never run), checked against
+    this run; the student, a fresh copy of the user's unpruned model, takes its pruned structure."""
+    if not path.is_file():
+        log(f"--resume: no checkpoint at {path}; starting from the beginning")
+        return None
+    state = distill.load_checkpoint(path)
+    for key, value in meta.items():
+        if state.get(key) != value:
+            what = {"model": "another model (or other weights)", "profile": "other prune or distill settings",
+                    "data": "other data (or another --input-shape)"}[key.split("_")[0]]
+            raise InputError(f"--resume: the checkpoint {path} was made with {what}",
+                             hint="pass the same model, data and settings as the interrupted run, or run with "
+                                  "--force instead of --resume to start over")
+    try:
+        distill.restore_(student, state)
+    except InputError as exc:
+        raise InputError(f"--resume: {path}: {exc.message}", hint=exc.hint) from None
+    log(f"--resume: continuing round {state['round']} at step {state['step']} from {path}")
+    return state
+
+
+def _distillation(r, d, **teacher) -> Distillation:
+    if r is None:
+        return Distillation(steps=0, seconds=0.0, temperature=d.temperature, alpha=d.alpha, losses=list(d.losses),
+                            final_loss=None, **teacher)
+    return Distillation(steps=r.steps, seconds=r.seconds, temperature=r.temperature, alpha=r.alpha, losses=r.losses,
+                        final_loss=r.final_loss, label_free=r.label_free, loss_curve=r.loss_curve, **teacher)

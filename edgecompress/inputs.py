@@ -1,0 +1,181 @@
+"""What a deploy starts from, and every check that can fail before any work: the profile, the
+device, the destination, the model (with its teacher) and the data, and whether they fit each
+other. A deploy that would fail for its inputs fails here, in seconds, not after distilling."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import List, Optional
+
+from . import backends, bundle, data as data_mod, distill, inventory, models, profile as profile_mod, prune, verify
+from .console import log
+from .errors import InputError
+from .records import Inputs
+
+
+def load_and_check(opts) -> Inputs:
+    """The run's Inputs (opts: pipeline.DeployOptions), each checked."""
+    prof, note = profile_mod.load(opts.target, opts.overrides)
+    prof = with_demo_defaults(prof, opts)
+    if note:
+        log(note)
+    name = bundle.bundle_name(models.name_for(opts.model), prof.name)
+    bundle.check_destination(Path(opts.out), name, opts.force)
+    device = inventory.get(opts.device) if opts.device else None
+    if device is not None and device.target != prof.name:
+        log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
+    source, dataset, teacher = _load(opts, prof)
+    _check_source(source, prof, opts)
+    data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
+    if source.kind == "torch":  # whether the data fits the model is worth knowing before how much there is
+        check_fit(source.module, dataset)
+        distill.check_data(prof.distill, dataset.x)
+        if teacher is not source.module:
+            check_teacher(teacher, source.module, dataset, opts.teacher)
+    train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
+    check_labels(source, train)
+    _check_calibration(prof, dataset, train)
+    return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train,
+                  held=held.subset(slice(0, prof.verify.samples)), device=device, name=name,
+                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher)
+
+
+def _check_source(source, prof, opts) -> None:
+    backend = backends.get(prof.runtime)
+    if source.kind == "onnx" and not backend.takes_onnx:
+        raise InputError(f"the {prof.name} target converts from PyTorch, and {opts.model} is an ONNX file",
+                         hint="pass the PyTorch model as file.py:factory (with --weights)")
+    if prof.prune.structure == "2:4" and not backend.sparse_2_4:
+        log(f"prune: warning: 2:4 sparsity speeds up only TensorRT's sparse tensor cores; {prof.runtime} runs "
+            "the model dense, so expect no speed-up (the zipped size shows the gain, as with unstructured)")
+    if source.kind == "onnx" and prof.prune.latency_budget_ms is not None:
+        raise InputError(f"prune.latency_budget_ms prunes a PyTorch model, and {opts.model} is an ONNX file",
+                         hint="pass the PyTorch model as file.py:factory, or drop the latency budget")
+
+
+def _check_calibration(prof, dataset, train) -> None:
+    q, held_out = prof.quantize, prof.verify.held_out_fraction
+    if q.precision == "int8" and len(train) < q.calibration_samples:
+        total = math.ceil(q.calibration_samples / (1 - held_out))
+        raise InputError(f"data {dataset.source} has {len(dataset)} samples; INT8 calibration takes "
+                         f"{q.calibration_samples} from the training split ({1 - held_out:.0%} of the data, here "
+                         f"{len(train)}), so it needs {total} samples in all",
+                         hint=f"give more data, or lower it with --set quantize.calibration_samples={len(train)}")
+
+
+def with_demo_defaults(prof, opts):
+    """The demo's data are 8x8 digit scans and its teacher learned them shifted by up to a pixel
+    (wrapping round; on the digits' blank borders the same as the zero fill used here): the student
+    is taught on such shifts too, unless the profile file or --set names distill.shift_pixels."""
+    if opts.model is not None or opts.data is not None or "shift_pixels" in prof.distill.model_fields_set:
+        return prof
+    return prof.model_copy(update={"distill": prof.distill.model_copy(update={"shift_pixels": 1})})
+
+
+def _load(opts, prof):
+    shape = data_mod.parse_shape(opts.input_shape) if opts.input_shape else None
+    if opts.model is None:
+        from . import demo
+
+        teacher, path = demo.teacher(prof.verify.held_out_fraction, log=log)
+        source = models.ModelSource("demo", "torch", models.sha256_file(path), module=teacher)
+        dataset = data_mod.load(opts.data, prof.preprocess, shape) if opts.data else demo.dataset()
+    else:
+        source = seeded_load(opts.model, opts.weights)
+        if not opts.data:
+            raise InputError("--data is required with your own model (calibration, distillation and checks need "
+                             "samples)", hint="pass an .npz with x (and y) or a folder of images in class sub-folders")
+        dataset = data_mod.load(opts.data, prof.preprocess, shape)
+    teacher = source.module
+    if opts.teacher:
+        teacher = seeded_load(opts.teacher, opts.teacher_weights, role="--teacher").module
+    elif opts.teacher_weights:
+        raise InputError("--teacher-weights needs --teacher", hint="name the teacher with --teacher file.py:factory")
+    return source, dataset, teacher
+
+
+def seeded_load(spec: str, weights: Optional[str], role: str = "model"):
+    """The factory is called under a fixed seed: a model without --weights starts from the same
+    random weights every run, so the same command distils the same student, and --resume goes on
+    against the teacher the interrupted run had (the caller's random state is left as it was)."""
+    if spec.endswith(".onnx"):
+        return models.load(spec, weights, role=role)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return models.load(spec, weights, role=role)
+
+
+def check_teacher(teacher, student, dataset, spec: str) -> None:
+    import torch
+
+    check_fit(teacher, dataset, f"the teacher ({spec})")
+    example = torch.from_numpy(dataset.x[:2])
+    with torch.no_grad():
+        t_shape, s_shape = tuple(teacher.eval()(example).shape), tuple(student.eval()(example).shape)
+    if t_shape != s_shape:
+        raise InputError(f"--teacher {spec} outputs shape {t_shape[1:]} but the model outputs {s_shape[1:]}",
+                         hint="the teacher must predict the same classes as the model")
+
+
+def check_fit(model, dataset, role: str = "the model") -> None:
+    """The data must fit the model, and labels its outputs, before any work starts."""
+    import torch
+
+    example = torch.from_numpy(dataset.x[:2])
+    layer = prune.failing_layer(model.eval(), example)
+    if layer is not None:
+        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
+                         f"(it fails in layer '{layer}')", hint="check the data's layout and --input-shape")
+    with torch.no_grad():
+        out = model(example)
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    if logits.dim() == 2:
+        data_mod.check_label_names(dataset, logits.shape[1], role)
+    if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
+        raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
+                         f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+
+
+def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:
+    """A trained model that is right no more often than chance on the labels was most likely trained
+    with its classes in another order (an image folder numbers them by sorted folder name): said
+    before any work, since distilling with those labels would teach the student the wrong classes."""
+    if train.y is None:
+        return
+    classes = int(train.y.max()) + 1
+    x, y = train.x[:samples], train.y[:samples]
+    # in batches: a large model's activations for 128 images at once can be gigabytes
+    logits = (verify.torch_outputs(source.module, x, batch) if source.kind == "torch"
+              else verify.onnx_outputs(source.onnx_path, x))[0]
+    if logits.ndim != 2 or classes < 2:
+        return
+    accuracy = float((logits.argmax(1) == y).mean())
+    if accuracy <= 1.5 / max(classes, logits.shape[1]):
+        outputs = "" if logits.shape[1] == classes else (f" (the model has {logits.shape[1]} outputs; the labels "
+                                                         f"use {classes} classes)")
+        log(f"warning: the original model is right on {accuracy:.1%} of {len(y)} training samples, no better than "
+            f"chance{outputs}. Likely causes, most likely first:\n"
+            + "\n".join(f"  {i}. {c}" for i, c in enumerate(chance_causes(source, train), 1)))
+
+
+def chance_causes(source, train) -> List[str]:
+    """Why a model may score at chance, in the order a user should check them (the walkthrough's forgotten
+    --weights and other preprocessing were both blamed on the folder order)."""
+    causes = []
+    if source.kind == "torch" and source.weights is None and source.name != "demo":
+        causes.append("no --weights was given, so the model has the weights its factory made (untrained?): "
+                      "pass --weights FILE.pt")
+    pre = train.preprocessing
+    if Path(train.source).is_dir():
+        causes.append(f"the images are given as (pixel * {pre['scale']:.6g} - mean) / std with preprocess.mean="
+                      f"{pre['mean']} and preprocess.std={pre['std']}: if the model was trained with other values, "
+                      "pass them with --set preprocess.mean=[...] --set preprocess.std=[...]")
+    else:
+        causes.append(f"{Path(train.source).name}'s x is not preprocessed as the model was trained (scale, mean, "
+                      "std, layout)")
+    causes.append("the classes are in another order than the model's outputs: an image folder's classes are "
+                  "numbered in sorted folder-name order (the manifest's labels show it); name the folders so that "
+                  "they sort in the model's order (0_cat, 1_dog, ...)")
+    return causes

@@ -1,0 +1,71 @@
+"""The manifest written from a run's records; the keys are the bundle's contract with apps
+(DESIGN.md), defined and checked in manifest.py."""
+from __future__ import annotations
+
+from .records import Accuracy
+
+
+def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -> dict:
+    import onnxruntime
+    import torch
+
+    from . import __version__
+    from .manifest import SCHEMA_VERSION, Manifest
+
+    prof = run.prof
+    io = {side: [dict(t) for t in deployed.io[side]] for side in ("inputs", "outputs")}
+    io["inputs"][0]["preprocessing"] = run.dataset.preprocessing
+    energy = measurement.compressed.get("energy")
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "name": run.source.name, "target": prof.name,
+        "runtime": backend.runtime_section(deployed, measurement),
+        "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": _opset(deployed.model)},
+        **io,
+        "labels": run.dataset.labels,
+        "compression": {"pruning": compressed.pruning.to_dict(deployed.two_four),
+                        "distillation": compressed.distillation.to_dict(),
+                        # the INT8 recipe's settings only where INT8 was made: an FP16 bundle listing
+                        # "activations uint8" would read as if it were quantized
+                        "quantization": {"precision": prof.quantize.precision,
+                                         **(prof.quantize.model_dump(exclude={"precision"})
+                                            if prof.quantize.precision == "int8" else {})}},
+        "metrics": {"accuracy": accuracy.to_dict(),
+                    "latency_ms": measurement.each("latency_ms"),
+                    "first_run_ms": measurement.each("first_run_ms"),
+                    "load_ms": measurement.each("load_ms"),
+                    "peak_rss_mb": measurement.each("peak_rss_mb"),
+                    "latency_stability": measurement.each("stability"),
+                    "latency_rounds": measurement.each("rounds"),
+                    "parity_exact_int8": deployed.exact_int8,
+                    "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
+                    "energy_reason": None if energy else measurement.compressed.get("energy_reason"),
+                    "energy": measurement.each("energy"),
+                    "parity": [c.to_dict() for c in deployed.checks] + [deployed.parity.to_dict()],
+                    "measured_on": _measured_on(run, measurement, deployed),
+                    "device_state": measurement.compressed.get("device")},
+        "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
+                       "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
+                       **backend.converter_versions(),
+                       "source_model_sha256": run.source.sha256, "source_format": run.source.kind,
+                       "data": run.dataset.source, "profile": prof.model_dump(mode="json")},
+        **backend.manifest_sections(deployed, measurement, run.work),
+    }
+    # checked against the schema apps rely on before it is written (a wrong type fails here, not in an
+    # app); bundle.write adds the files' checksums once they are written
+    Manifest.from_dict({**manifest, "files": {}}, "the manifest being written")
+    return manifest
+
+
+def _measured_on(run, measurement, deployed) -> dict:
+    from .summary import measured_on
+
+    return measured_on(measurement.results, run.prof, run.device, deployed.stand_in)
+
+
+def _opset(path):
+    """The deployed file's own ONNX opset (an .onnx input keeps its own), None for a .tflite."""
+    if path.suffix != ".onnx":
+        return None
+    from .backends import onnx_files
+
+    return onnx_files.opset(path)

@@ -1,0 +1,153 @@
+"""The deploy's summary, from the records alone: the before/after table's figures, the accuracy
+(or, without labels, the agreement with the original), where the latency was measured, and the
+warnings a user must read (an accuracy cost past WARN_DROP_POINTS, a drifting p50)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from . import bench
+from .records import Accuracy, Side, Summary
+
+WARN_DROP_POINTS = 2.0  # an accuracy cost past this is said under the table, with what to change
+NEAR_TIE_MARGIN = 0.01  # softmax top-1 minus top-2 below this: the original's classes are near ties
+
+
+def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Optional[dict]) -> Summary:
+    results, c = measurement.results, compressed
+    lat = {k: v["latency_ms"] for k, v in results.items()}
+    rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
+    paired = bench.round_speedups(results["original"], results["compressed"])
+    measured = measured_on(results, run.prof, run.device, deployed.stand_in)
+    before = Side(bytes=deployed.original_file.stat().st_size, deflated_bytes=_deflated_bytes(deployed.original_file),
+                  params=c.pruning.params_before, macs=c.pruning.macs_before, accuracy=accuracy.teacher,
+                  p50_ms=lat["original"]["p50"])
+    after = Side(bytes=deployed.model.stat().st_size, deflated_bytes=_deflated_bytes(deployed.model),
+                 params=c.pruning.params_after, macs=c.pruning.macs_after, accuracy=accuracy.student,
+                 p50_ms=lat["compressed"]["p50"], nonzero_params=c.pruning.nonzero_params_after)
+    return Summary(
+        name=run.source.name, target=run.prof.name, before=before, after=after,
+        speedup_p50=bench.speedup(results["original"], results["compressed"]),
+        accuracy_metric=accuracy.metric, accuracy_samples=accuracy.samples, latency_ms=lat, measured_on=measured,
+        measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
+                         f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results),
+        accuracy_note=accuracy_warning(accuracy, run.prof.quantize.precision != "fp32"),
+        rounds=rounds or None, speedup_per_round=paired, energy_reason=results["compressed"].get("energy_reason"),
+        latency_budget=budget)
+
+
+def accuracy(compressed, parity, held_y) -> Accuracy:
+    """Top-1 accuracy on held-out labels; without labels, the deployed model's top-1 agreement with the
+    original model (the teacher, unless --teacher named another), the same figure the parity check
+    reports beside its agreement with the FP32 student (one computation, shown in both places)."""
+    original = compressed.reference_original[0]
+    teacher_top1 = original.argmax(1)
+    if held_y is not None:
+        return Accuracy("accuracy", teacher=float((teacher_top1 == held_y).mean()), student=parity.accuracy,
+                        student_fp32=parity.reference_accuracy, samples=parity.samples)
+    fp32 = float((compressed.reference[0].argmax(1) == teacher_top1).mean())
+    return Accuracy("agreement", teacher=1.0, student=parity.original_agreement, student_fp32=fp32,
+                    samples=parity.samples, original_margin=median_margin(original))
+
+
+def median_margin(logits) -> Optional[float]:
+    """The median gap between the original's two most likely classes (softmax), which tells whether
+    its top-1 means anything: a random-weight model's classes are near ties, so no student can agree."""
+    import numpy as np
+
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return None
+    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    top2 = np.sort(p, 1)[:, -2:]
+    return float(np.median(top2[:, 1] - top2[:, 0]))
+
+
+def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> dict:
+    """Where the latency (and energy) figures come from, in words and in fields."""
+    r = results["compressed"]
+    state = r.get("device") or {}
+    on_host = device is None or device.transport == "local"  # a local device is this host under a name
+    fields = {"device_name": device.name if device else "this host", "where": "host" if on_host else "device",
+              "arch": state.get("arch"), "runtime": state.get("runtime") or prof.runtime,
+              "runtime_version": state.get("runtime_version"),
+              "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
+              "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
+              "runs": {k: v["latency_ms"]["n"] for k, v in results.items()},
+              "threads": (r.get("runtime_options") or {}).get("threads"),
+              "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
+                         for k, v in results.items()}}
+    if device and on_host:
+        fields["note"] = (f"Measured on this host as device {device.name} ({r.get('host')}, {state.get('arch')}, "
+                          f"{prof.runtime} {state.get('runtime_version')}), not on a {prof.name} board unless this "
+                          "host is one.")
+    elif device:
+        fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
+                          f"{prof.runtime} {state.get('runtime_version')}).")
+    else:
+        fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
+                          f"{prof.name} target: run with --device to measure on the device.")
+    if stand_in:
+        fields["proxy"] = True
+        fields["note"] += f" {stand_in}"
+    return fields
+
+
+def accuracy_warning(acc: Accuracy, quantized: bool) -> Optional[str]:
+    """The run passed its checks (the deployed model matches the student it came from), but the
+    student may have learned too little, or quantization cost more than it should: say so, with the
+    knob that helps. Which one, the FP32 student's accuracy tells (without it: the student's)."""
+    before, after = acc.teacher, acc.student
+    if before is None or after is None or (before - after) * 100 <= WARN_DROP_POINTS:
+        return None
+    what = "accuracy" if acc.metric == "accuracy" else "agreement with the original"
+    fp32 = acc.student_fp32
+    if quantized and fp32 is not None and (before - fp32) * 100 <= WARN_DROP_POINTS:
+        remedy = ("quantization lost it (the FP32 student kept it): try more calibration samples "
+                  "(--set quantize.calibration_samples=N), another calibration_method, or keep FP32 "
+                  "(--set quantize.precision=fp32)")
+    else:
+        remedy = ("the compressed model learned too little: distill longer (--set distill.steps=N) or prune less "
+                  "(--set prune.ratio=R); the distillation loss curve in report.html shows whether the loss was "
+                  "still falling")
+    margin = acc.original_margin
+    if margin is not None and margin < NEAR_TIE_MARGIN:
+        remedy = (f"the original model's top-1 is a near tie (median gap between its two likeliest classes "
+                  f"{margin:.2g}, as with random or untrained weights), so its classes say little and agreement "
+                  f"with them is mostly chance: pass the trained weights (--weights), or data with labels")
+    return (f"warning: {what} fell {(before - after) * 100:.2f} points ({before:.2%} -> {after:.2%}) on "
+            f"{acc.samples} held-out samples: {remedy}")
+
+
+def _rounds_note(rounds: dict, paired: Optional[List[float]]) -> str:
+    """Every round's p50, so the reader sees how far the rounds agreed, not only the median one."""
+    if not rounds:
+        return ""
+    count = next(iter(rounds.values()))["count"]
+    each = "; ".join(f"{k} " + " / ".join("-" if p is None else f"{p:.3g}" for p in r["p50_ms"])
+                     for k, r in rounds.items())
+    pairs = f"; speed-up per round: {' / '.join(f'{s:.2f}x' for s in paired)}" if paired else ""
+    return (f" The models took turns in {count} rounds; each figure is its model's median round "
+            f"(p50 per round, ms: {each}{pairs}).")
+
+
+def _drift_note(results: dict) -> str:
+    """A warning line when the p50 moved within a timed window, or between the rounds: the speed-up is
+    then no more exact than that."""
+    note = ""
+    for key, what, modes in (("stability", "the p50 drifted within the timed window", " (or the latency has two modes)"),
+                             ("rounds", f"the rounds' p50s spread by more than {bench.NOISY_SPREAD_PCT:.0f}%", "")):
+        spreads = {k: (v.get(key) or {}).get("spread_pct") for k, v in results.items()}
+        noisy = {k: s for k, s in spreads.items() if s is not None and s > bench.NOISY_SPREAD_PCT}
+        if noisy:
+            parts = ", ".join(f"{k} {s:.0f}%" for k, s in noisy.items())
+            note += (f"\nwarning: {what} ({parts}): the machine was busy or throttling{modes}, so these latencies "
+                     "will not repeat to better than that; run bench again on a quiet device")
+    return note
+
+
+def _deflated_bytes(path: Path) -> int:
+    """The model's size once zipped: where unstructured pruning's zeros pay off."""
+    import zlib
+
+    return len(zlib.compress(path.read_bytes(), 9))
