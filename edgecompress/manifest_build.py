@@ -2,6 +2,7 @@
 (DESIGN.md), defined and checked in manifest.py."""
 from __future__ import annotations
 
+from .errors import StageError
 from .records import Accuracy
 
 
@@ -52,7 +53,11 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
     }
     # checked against the schema apps rely on before it is written (a wrong type fails here, not in an
     # app); bundle.write adds the files' checksums once they are written
-    Manifest.from_dict({**manifest, "files": {}}, "the manifest being written")
+    try:
+        Manifest.from_dict({**manifest, "files": {}}, "the manifest being written")
+    except StageError as exc:
+        raise StageError("bundle", exc.message, hint="this is a bug in edgecompress, not in your model: please "
+                                                     "report it with this message; no bundle was written") from None
     return manifest
 
 

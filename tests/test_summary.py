@@ -1,0 +1,80 @@
+"""The summary's figures from the records: the agreement with the original told apart from the
+agreement with the student, and the warnings under the table, with the knob that helps."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgecompress import verify
+from edgecompress.records import Accuracy, Compressed, Distillation, Pruning
+from edgecompress.summary import accuracy, accuracy_warning, median_margin
+
+
+def _accuracy(original, student, deployed) -> Accuracy:
+    """summary.accuracy without labels, for a deployed model whose outputs are `deployed`."""
+    compressed = Compressed(student=None, original=None, example=None, reference=[student],
+                            reference_original=[original], output_names=["output"], pruning=Pruning("none", 0.0),
+                            distillation=Distillation(steps=0, seconds=0.0))
+    return accuracy(compressed, _parity(original, student, deployed), held_y=None)
+
+
+def _parity(original, student, deployed):
+    return verify.compare("deployed vs student", [deployed], [student], ["logits"], None, [original])
+
+
+def test_agreement_with_the_original_and_with_the_student_are_told_apart():
+    rng = np.random.default_rng(0)
+    original = rng.normal(size=(50, 10)).astype(np.float32) * 5
+    student = np.roll(original, 1, axis=1)  # a student that learned other classes
+    acc = _accuracy(original, student, student.copy())
+    assert acc.metric == "agreement" and acc.teacher == 1.0 and acc.samples == 50
+    assert acc.student == acc.student_fp32 == 0.0  # the deployed model matches the student, not the original
+    parity = _parity(original, student, student.copy())
+    assert parity.top1_agreement == 1.0 and parity.original_agreement == 0.0
+    assert "agreement with the original model 0.00%" in parity.table()
+
+
+def test_a_near_tie_original_is_named_as_the_cause():
+    rng = np.random.default_rng(1)
+    flat = rng.normal(size=(40, 1000)).astype(np.float32) * 0.01  # random weights: near-tied logits
+    acc = _accuracy(flat, np.roll(flat, 3, axis=1), np.roll(flat, 3, axis=1))
+    warning = accuracy_warning(acc, quantized=True)
+    assert "near tie" in warning and "--weights" in warning
+    confident = flat * 1000
+    acc = _accuracy(confident, np.roll(confident, 3, axis=1), np.roll(confident, 3, axis=1))
+    assert "near tie" not in accuracy_warning(acc, quantized=True)
+
+
+def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
+    from dataclasses import replace
+
+    acc = Accuracy("accuracy", teacher=1.0, student=0.4125, student_fp32=0.42, samples=80)
+    said = accuracy_warning(acc, quantized=True)
+    assert said.startswith("warning: accuracy fell 58.75 points (100.00% -> 41.25%) on 80 held-out samples")
+    assert "distill.steps" in said and "prune.ratio" in said and "quantiz" not in said
+    said = accuracy_warning(replace(acc, student_fp32=0.99), quantized=True)  # the FP32 student kept it
+    assert "quantization lost it" in said and "calibration_samples" in said
+    assert "quantiz" not in accuracy_warning(replace(acc, student_fp32=0.99), quantized=False)
+    assert accuracy_warning(replace(acc, student=0.985), quantized=True) is None  # 1.5 points: within what it costs
+    agree = Accuracy("agreement", teacher=1.0, student=0.9, student_fp32=None, samples=10)
+    assert "agreement with the original fell 10.00 points" in accuracy_warning(agree, quantized=True)
+
+
+def test_the_median_margin_tells_a_near_tie_from_a_confident_original():
+    tied = np.zeros((4, 3), np.float32)
+    assert median_margin(tied) == 0.0
+    confident = np.array([[10.0, 0.0, 0.0]] * 4, np.float32)
+    e = np.exp(-10.0)
+    assert abs(median_margin(confident) - (1 - e) / (1 + 2 * e)) < 1e-9  # softmax top-1 minus top-2
+    assert median_margin(np.zeros((4,), np.float32)) is None  # not one score per class
+
+
+def test_labels_give_accuracy_and_the_teachers_from_the_original_outputs():
+    original = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]] * 5
+    y = np.array([0, 1, 2, 3, 1])
+    compressed = Compressed(student=None, original=None, example=None, reference=[original],
+                            reference_original=[original], output_names=["output"], pruning=Pruning("none", 0.0),
+                            distillation=Distillation(steps=0, seconds=0.0))
+    parity = verify.compare("deployed vs student", [original], [original], ["output"], y, [original])
+    acc = accuracy(compressed, parity, held_y=y)
+    assert (acc.metric, acc.teacher, acc.student, acc.student_fp32, acc.samples) == ("accuracy", 0.8, 0.8, 0.8, 5)
+    assert "original_margin" not in acc.to_dict()
