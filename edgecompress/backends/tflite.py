@@ -78,6 +78,9 @@ def _litert_torch(stage: str):
             import litert_torch
     except ImportError as exc:
         raise StageError(stage, f"litert-torch is not importable: {exc}", hint=INSTALL_HINT) from None
+    # litert-torch imports JAX, which warns at every fork that it "will likely lead to a deadlock"; the
+    # bench's device-side processes are fork+exec (subprocess), which runs no JAX code in the child
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     return litert_torch
 
 
