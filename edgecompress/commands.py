@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from . import bench, bundle, data as data_mod, inventory, manifest_read, models, profile as profile_mod, verify
+from . import bench, bundle, data as data_mod, inventory, manifest_read, profile as profile_mod, verify
 from .console import log
 from .errors import EdgeCompressError, InputError, StageError
 from .registry import closest
@@ -99,9 +99,15 @@ def bench_artifact(artifact: Path, devices: List[str], bench: Optional[profile_m
     request = _Request(Path(artifact), [inventory.get(name) for name in devices] or [None],
                        bench if bench is not None else profile_mod.Bench(),
                        data_mod.parse_shape(input_shape) if input_shape else None, quiet)
-    if request.artifact.suffix in (".onnx", ".tflite"):
+    if request.artifact.suffix in _bare_file_suffixes():
         return _bench_file(request)
     return _bench_bundle(request)
+
+
+def _bare_file_suffixes() -> set:
+    from .backends import BACKENDS
+
+    return {BACKENDS.get(name).suffix for name in BACKENDS if BACKENDS.get(name).runs_bare_files}
 
 
 @dataclass(frozen=True)
@@ -116,13 +122,12 @@ class _Request:
 
 
 def _bench_file(request: _Request) -> dict:
-    artifact = request.artifact
-    model = models.load_onnx(str(artifact)).onnx_path if artifact.suffix == ".onnx" else _tflite_file(artifact)
-    prof = _profile_for_file(model, request.targets)
+    from . import backends
+
+    backend = backends.for_file(request.artifact)
+    prof = _profile_for_file(request.artifact, request.targets)
     with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
-        if model.suffix == ".onnx" and models.external_data_files(model):
-            model = models.write_single_file(model, Path(tmp) / model.name)  # the device gets one file
-        return _bench_model(request, model, prof, request.shape)
+        return _bench_model(request, backend.bare_file(request.artifact, Path(tmp)), prof, request.shape)
 
 
 def _bench_bundle(request: _Request) -> dict:
@@ -165,16 +170,6 @@ def _profile_for_file(model: Path, targets: list):
                 return prof
     prof, _ = profile_mod.load(backend.bare_file_profile)
     return prof
-
-
-def _tflite_file(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist", hint="check the path")
-    with open(path, "rb") as f:
-        if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer file identifier of every .tflite model
-            raise InputError(f"{path} is not a TFLite model (no TFL3 identifier)",
-                             hint="pass a .tflite written by a TFLite converter, or a bundle folder")
-    return path
 
 
 class _Given(NamedTuple):

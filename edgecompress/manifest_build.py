@@ -20,7 +20,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
     manifest = {
         "schema_version": SCHEMA_VERSION, "name": run.source.name, "target": prof.name,
         "runtime": backend.runtime_section(deployed, measurement),
-        "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": _opset(deployed.model)},
+        "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": backend.opset(deployed.model)},
         **io,
         "labels": run.dataset.labels,
         "compression": {"pruning": compressed.pruning.to_dict(deployed.two_four),
@@ -65,12 +65,3 @@ def _measured_on(run, measurement, deployed) -> dict:
     from .summary import measured_on
 
     return measured_on(measurement.results, run.prof, run.device, deployed.stand_in)
-
-
-def _opset(path):
-    """The deployed file's own ONNX opset (an .onnx input keeps its own), None for a .tflite."""
-    if path.suffix != ".onnx":
-        return None
-    from .backends import onnx_files
-
-    return onnx_files.opset(path)

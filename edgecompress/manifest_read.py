@@ -110,54 +110,16 @@ def check_samples_fit(manifest: Union[dict, Manifest], x_shape: tuple, where: st
 def model_facts(path: Path) -> dict:
     """inputs, outputs (name, shape, dtype) and parameters (the number of stored weight values:
     the ONNX initializers' elements, or the .tflite's constant tensors' elements) of a model file."""
+    from . import backends
+
     path = Path(path)
     try:
-        if path.suffix == ".tflite":
-            from .backends import tflite as litert
-
-            io = litert.io_spec(path)
-            return {**io, "parameters": _tflite_parameters(path)}
-        from . import export
-
-        return {**export.io_spec(path), "parameters": _onnx_parameters(path)}
+        return backends.for_file(path).file_facts(path)
     except StageError:
         raise
     except Exception as exc:  # a damaged file: whatever the reader raises, say which file
         raise _stage(f"{path} cannot be read as a {path.suffix[1:]} model: {type(exc).__name__}: "
                      f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-
-
-def _onnx_parameters(path: Path) -> int:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    count = 0
-    for init in graph.initializer:
-        size = 1
-        for d in init.dims:
-            size *= d
-        count += size
-    for sparse in graph.sparse_initializer:
-        count += sparse.values.dims[0] if sparse.values.dims else 0
-    return count
-
-
-def _tflite_parameters(path: Path) -> int:
-    from ai_edge_litert import schema_py_generated as schema
-
-    fb = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
-    count = 0
-    for g in range(fb.SubgraphsLength()):
-        graph = fb.Subgraphs(g)
-        for t in range(graph.TensorsLength()):
-            tensor = graph.Tensors(t)
-            buffer = fb.Buffers(tensor.Buffer()) if tensor.Buffer() < fb.BuffersLength() else None
-            if buffer is not None and (buffer.DataLength() or buffer.Size()):
-                size = 1
-                for d in tensor.ShapeAsNumpy() if tensor.ShapeLength() else []:
-                    size *= int(d)
-                count += size
-    return count
 
 
 def model_mismatches(manifest: Union[dict, Manifest], facts: dict) -> List[str]:

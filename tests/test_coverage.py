@@ -56,7 +56,7 @@ def test_no_module_outside_the_back_ends_branches_on_a_runtime_name():
     """A runtime's special cases live in its back end: elsewhere a `prof.runtime == "litert"` (or an
     `else:` that treats any other runtime as ONNX Runtime) would be missed by the next runtime."""
     allowed = {"profile.py", "bench.py"}  # the schema's own cross-checks; bench passes the name to the job
-    pattern = re.compile(r"""runtime\s*(==|!=|in)\s*\(?["'](onnxruntime|litert|tensorrt)""")
+    pattern = re.compile(r"""runtime\s*(==|!=|in)\s*\(?["'](onnxruntime|litert|tensorrt)|suffix\s*(==|!=|in)\s*\(?["']\.(onnx|tflite)""")
     found = []
     for path in sorted(PACKAGE.glob("*.py")):
         if path.name in allowed:

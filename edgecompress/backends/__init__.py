@@ -60,6 +60,16 @@ class Backend(Protocol):
     def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
         """The job's inputs.random for a model whose non-batch dimensions are dynamic, else None."""
 
+    def bare_file(self, path: Path, tmp: Path) -> Path:
+        """A bare model file made ready to send to a device (checked; one file), `tmp` for a copy."""
+
+    def opset(self, path: Path) -> Optional[int]:
+        """The model file's ONNX opset, for the manifest (None where it has none)."""
+
+    def file_facts(self, path: Path) -> dict:
+        """inputs, outputs (name, shape, dtype) and parameters (stored weight values) of a model file,
+        as `verify` compares them with the manifest."""
+
     def converter_versions(self) -> dict:
         """Versions of the host packages that wrote the file (provenance)."""
 

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .. import bench, prune, verify
 from ..console import log
+from ..errors import InputError
 from ..records import Deployed
 from . import BACKENDS, common
 
@@ -118,6 +119,23 @@ class LiteRT:
 
     def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
         return None  # a .tflite has fixed sizes: it is timed as converted
+
+    def bare_file(self, path: Path, tmp: Path) -> Path:
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist", hint="check the path")
+        with open(path, "rb") as f:
+            if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer file identifier of every .tflite model
+                raise InputError(f"{path} is not a TFLite model (no TFL3 identifier)",
+                                 hint="pass a .tflite written by a TFLite converter, or a bundle folder")
+        return path
+
+    def opset(self, path: Path):
+        return None
+
+    def file_facts(self, path: Path) -> dict:
+        from . import tflite
+
+        return {**tflite.io_spec(path), "parameters": tflite.parameters(path)}
 
     def converter_versions(self) -> dict:
         """The host packages that wrote and checked the .tflite, for a bundle that has to be rebuilt later."""

@@ -74,3 +74,19 @@ def opset(path: Path) -> Optional[int]:
 
     model = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def parameters(path: Path) -> int:
+    """The number of stored weight values: the initializers' elements (a sparse one's values)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    count = 0
+    for init in graph.initializer:
+        size = 1
+        for d in init.dims:
+            size *= d
+        count += size
+    for sparse in graph.sparse_initializer:
+        count += sparse.values.dims[0] if sparse.values.dims else 0
+    return count

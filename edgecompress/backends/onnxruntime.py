@@ -124,6 +124,22 @@ class OnnxRuntime:
         batch = shape[0] if not isinstance(dims[0], int) else dims[0]  # a dynamic batch takes the one asked for
         return [{"name": name, "shape": [int(batch), *[int(d) for d in shape[1:]]]}]
 
+    def bare_file(self, path: Path, tmp: Path) -> Path:
+        from .. import models
+
+        model = models.load_onnx(str(path)).onnx_path
+        if models.external_data_files(model):
+            model = models.write_single_file(model, tmp / model.name)  # the device gets one file
+        return model
+
+    def opset(self, path: Path):
+        return onnx_files.opset(path)
+
+    def file_facts(self, path: Path) -> dict:
+        from .. import export
+
+        return {**export.io_spec(path), "parameters": onnx_files.parameters(path)}
+
     def converter_versions(self) -> dict:
         return {}
 

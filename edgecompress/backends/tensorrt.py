@@ -247,6 +247,18 @@ class TensorRT:
     def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
         return None  # the engine is timed as built
 
+    def bare_file(self, path: Path, tmp: Path) -> Path:
+        raise InputError(f"{path}: a TensorRT engine is built from a bundle's ONNX and build settings",
+                         hint="bench the bundle, or time the .onnx with ONNX Runtime")
+
+    def opset(self, path: Path):
+        return onnx_files.opset(path)
+
+    def file_facts(self, path: Path) -> dict:
+        from .. import export
+
+        return {**export.io_spec(path), "parameters": onnx_files.parameters(path)}
+
     def converter_versions(self) -> dict:
         return {}
 

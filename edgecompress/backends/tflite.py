@@ -357,3 +357,22 @@ def io_spec(path: Path) -> dict:
                  "layout": layouts.get(side, {}).get(d["name"]), "quantization": _quant(d)} for d in details]
 
     return {"inputs": describe(ins, "inputs"), "outputs": describe(outs, "outputs")}
+
+
+def parameters(path: Path) -> int:
+    """The number of stored weight values: the elements of the tensors that have a buffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    fb = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    count = 0
+    for g in range(fb.SubgraphsLength()):
+        graph = fb.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            buffer = fb.Buffers(tensor.Buffer()) if tensor.Buffer() < fb.BuffersLength() else None
+            if buffer is not None and (buffer.DataLength() or buffer.Size()):
+                size = 1
+                for d in tensor.ShapeAsNumpy() if tensor.ShapeLength() else []:
+                    size *= int(d)
+                count += size
+    return count
