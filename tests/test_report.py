@@ -8,10 +8,10 @@ def test_a_tensorrt_bundle_says_its_onnx_is_fp32_and_what_the_device_builds():
     m = {"runtime": {"name": "tensorrt", "version": None}, "model": {"file": "model.onnx"},
          "compression": {"quantization": {"precision": "fp16"}},
          "engine": {"build_settings": {"onnx": "model.onnx"}}}
-    assert _model_precision(m) == "FP32 ONNX; the device builds a fp16 TensorRT engine from `model.onnx`"
+    assert _model_precision(m) == "FP32 ONNX; the device builds an FP16 TensorRT engine from `model.onnx`"
     m["compression"]["quantization"]["precision"] = "int8"
     m["engine"]["build_settings"]["onnx"] = "model_qdq.onnx"
-    assert _model_precision(m) == "FP32 ONNX; the device builds a int8 TensorRT engine from `model_qdq.onnx`"
+    assert _model_precision(m) == "FP32 ONNX; the device builds an INT8 TensorRT engine from `model_qdq.onnx`"
     assert _runtime_text(m["runtime"]) == "tensorrt, version not known until it runs on the device"
     assert "None" not in _runtime_text(m["runtime"])
 

@@ -226,7 +226,7 @@ class TensorRT:
         own precision is not the engine's (a walkthrough read 'model.onnx (fp16)' for an FP32 file)."""
         precision = manifest["compression"]["quantization"]["precision"]
         built = ((manifest.get("engine") or {}).get("build_settings") or {}).get("onnx") or manifest["model"]["file"]
-        return f"FP32 ONNX; the device builds a {precision} TensorRT engine from `{built}`"
+        return f"FP32 ONNX; the device builds an {precision.upper()} TensorRT engine from `{built}`"
 
     def outputs(self, model_file: Path, x, manifest: dict) -> list:
         return verify.onnx_outputs(model_file, x)  # the engine's FP32 source, run with ONNX Runtime
