@@ -96,18 +96,14 @@ def bench_artifact(artifact: Path, devices: List[str], bench: Optional[profile_m
     samples) or a bare .onnx / .tflite (see _profile_for_file; --input-shape where an .onnx's size
     is dynamic), on this host or on each named device at once. `bench`: the command line's settings
     (bench_settings); only the keys it names (its model_fields_set) replace the profile's."""
+    from .backends import bare_file_backends
+
     request = _Request(Path(artifact), [inventory.get(name) for name in devices] or [None],
                        bench if bench is not None else profile_mod.Bench(),
                        data_mod.parse_shape(input_shape) if input_shape else None, quiet)
-    if request.artifact.suffix in _bare_file_suffixes():
+    if request.artifact.suffix in bare_file_backends():
         return _bench_file(request)
     return _bench_bundle(request)
-
-
-def _bare_file_suffixes() -> set:
-    from .backends import BACKENDS
-
-    return {BACKENDS.get(name).suffix for name in BACKENDS if BACKENDS.get(name).runs_bare_files}
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
                     "energy_reason": None if energy else measurement.compressed.get("energy_reason"),
                     "energy": measurement.each("energy"),
                     "parity": [c.to_dict() for c in deployed.checks] + [deployed.parity.to_dict()],
-                    "measured_on": _measured_on(run, measurement, deployed),
+                    "measured_on": measurement.measured_on,
                     "device_state": measurement.compressed.get("device")},
         "provenance": {"edgecompress_version": __version__, "torch_version": torch.__version__,
                        "onnxruntime_version": onnxruntime.__version__,  # the host's, for the ONNX checks
@@ -59,9 +59,3 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
         raise StageError("bundle", exc.message, hint="this is a bug in edgecompress, not in your model: please "
                                                      "report it with this message; no bundle was written") from None
     return manifest
-
-
-def _measured_on(run, measurement, deployed) -> dict:
-    from .summary import measured_on
-
-    return measured_on(measurement.results, run.prof, run.device, deployed.stand_in)

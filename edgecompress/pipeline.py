@@ -76,4 +76,5 @@ def measure(run, deployed, quiet: bool = False) -> Measurement:
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
     results = bench.measure(deployed.bench_models, bench.settings_here(prof.bench, device), prof.runtime,
                             device=device, quiet=quiet, input_shape=(1, *run.dataset.x.shape[1:]))
-    return Measurement(results=results, device=device)
+    return Measurement(results=results, device=device,
+                       measured_on=summary.measured_on(results, prof, device, deployed.stand_in))

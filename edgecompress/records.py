@@ -126,6 +126,7 @@ class Measurement:
 
     results: Dict[str, dict]  # {"original": result, "compressed": result}
     device: Any  # inventory.Device, or None: this host
+    measured_on: dict  # where the figures come from, in words and fields (summary.measured_on)
 
     @property
     def compressed(self) -> dict:

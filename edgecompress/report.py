@@ -90,12 +90,6 @@ def _runtime_text(runtime: dict) -> str:
     return f"{runtime['name']}, version not known until it runs on the device"
 
 
-def _model_precision(m: dict) -> str:
-    from .backends import BACKENDS
-
-    return BACKENDS.get(m["runtime"]["name"]).precision_text(m)
-
-
 def bundle_readme(manifest: dict, summary: dict) -> str:
     from .backends import BACKENDS
 
@@ -107,7 +101,7 @@ def bundle_readme(manifest: dict, summary: dict) -> str:
 A compressed model built by edgecompress {m['provenance']['edgecompress_version']} for the
 `{m['target']}` target ({_runtime_text(m['runtime'])}).
 
-- Model file: `{m['model']['file']}` ({_model_precision(m)})
+- Model file: `{m['model']['file']}` ({backend.precision_text(m)})
 - Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {_preprocessing(inp['preprocessing'])}
 - Labels: {'`labels.txt`' if m.get('labels') else 'none known (outputs are class indices)'}
 

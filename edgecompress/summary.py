@@ -18,7 +18,7 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
     lat = {k: v["latency_ms"] for k, v in results.items()}
     rounds = {k: v["rounds"] for k, v in results.items() if v.get("rounds")}
     paired = bench.round_speedups(results["original"], results["compressed"])
-    measured = measured_on(results, run.prof, run.device, deployed.stand_in)
+    measured = measurement.measured_on
     before = Side(bytes=deployed.original_file.stat().st_size, deflated_bytes=_deflated_bytes(deployed.original_file),
                   params=c.pruning.params_before, macs=c.pruning.macs_before, accuracy=accuracy.teacher,
                   p50_ms=lat["original"]["p50"])

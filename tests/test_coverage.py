@@ -45,7 +45,7 @@ def test_each_back_end_has_a_profile_a_template_a_device_loader_and_a_test(runti
     assert (bundle.EXAMPLES / backend.example).is_file()
     assert runtime in ec_runtimes.RUNTIMES, "the device side cannot load this runtime's models"
     assert (ROOT / "tests" / "backends" / f"test_{runtime}.py").is_file()
-    protocol = [name for name, value in vars(type(backend)).items() if callable(value) and not name.startswith("_")]
+    protocol = [name for name in dir(backend) if callable(getattr(backend, name)) and not name.startswith("_")]
     from edgecompress.backends import Backend
 
     wanted = [name for name in vars(Backend) if not name.startswith("_") and callable(getattr(Backend, name))]

@@ -1,7 +1,12 @@
 """report.py: the before/after table cell for cell, and the bundle README's header lines (the
 walkthrough read '(tensorrt None)' and 'model.onnx (fp16)' for the FP32 ONNX a Jetson builds its FP16
 engine from)."""
-from edgecompress.report import _model_precision, _runtime_text
+from edgecompress.backends import BACKENDS
+from edgecompress.report import _runtime_text
+
+
+def _model_precision(m: dict) -> str:
+    return BACKENDS.get(m["runtime"]["name"]).precision_text(m)
 
 
 def test_a_tensorrt_bundle_says_its_onnx_is_fp32_and_what_the_device_builds():

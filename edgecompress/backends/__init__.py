@@ -81,17 +81,21 @@ def get(runtime: str) -> Backend:
     return BACKENDS.get(runtime)
 
 
-def for_file(path: Path) -> Backend:
-    """The back end that runs a bare model file, by its suffix (TensorRT takes a bundle's ONNX:
+def bare_file_backends() -> Dict[str, Backend]:
+    """{model-file suffix: the back end that runs such a file bare} (TensorRT takes a bundle's ONNX:
     a bare .onnx is ONNX Runtime's)."""
+    return {b.suffix: b for b in map(BACKENDS.get, BACKENDS) if b.runs_bare_files}
+
+
+def for_file(path: Path) -> Backend:
+    """The back end that runs a bare model file, by its suffix."""
     from ..errors import InputError
 
-    for name in BACKENDS:
-        backend = BACKENDS.get(name)
-        if backend.suffix == Path(path).suffix and backend.runs_bare_files:
-            return backend
-    raise InputError(f"{path}: no runtime loads {Path(path).suffix or 'a file without a suffix'} models",
-                     hint="pass a bundle folder or zip, an .onnx or a .tflite file")
+    backend = bare_file_backends().get(Path(path).suffix)
+    if backend is None:
+        raise InputError(f"{path}: no runtime loads {Path(path).suffix or 'a file without a suffix'} models",
+                         hint="pass a bundle folder or zip, an .onnx or a .tflite file")
+    return backend
 
 
 from . import litert, onnxruntime, tensorrt  # noqa: E402,F401  (each registers itself; none imports anything heavy)

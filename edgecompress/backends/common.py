@@ -3,8 +3,46 @@ student, check FP16 arithmetic where the device computes in FP16, and pick the s
 the bundle's parity.npz."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Dict
+
 from .. import verify
 from ..console import log
+
+
+class Defaults:
+    """What a back end does unless its runtime does it differently (each back end overrides the
+    rest of the Backend protocol): the runtime's version as the device reported it, the model and
+    example.py as the bundle's files, no sections or texts of its own, no dynamic inputs."""
+
+    def runtime_section(self, deployed, measurement) -> dict:
+        return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
+
+    def manifest_sections(self, deployed, measurement, work: Path) -> dict:
+        return {}
+
+    def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
+        from ..bundle import EXAMPLES
+
+        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
+
+    def bundle_texts(self, manifest: dict) -> Dict[str, str]:
+        return {}
+
+    def precision_text(self, manifest: dict) -> str:
+        return manifest["compression"]["quantization"]["precision"]
+
+    def bench_model(self, folder: Path, manifest: dict, here: bool, artifact: Path):
+        return folder / manifest["model"]["file"]
+
+    def random_inputs(self, model: Path, shape):
+        return None  # the model is timed at the sizes it was converted with
+
+    def opset(self, path: Path):
+        return None
+
+    def converter_versions(self) -> dict:
+        return {}
 
 
 def check_deployed(what: str, out: list, compressed, run, quantized: bool):

@@ -5,7 +5,7 @@ model that litert-torch converts needs no ONNX exporter. The .tflite tools are i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict
 
 from .. import bench, prune, verify
 from ..console import log
@@ -14,7 +14,7 @@ from ..records import Deployed
 from . import BACKENDS, common
 
 
-class LiteRT:
+class LiteRT(common.Defaults):
     runtime = "litert"
     model_file = "model.tflite"
     suffix = ".tflite"
@@ -47,17 +47,23 @@ class LiteRT:
                         io=tflite.io_spec(model))  # quantization per tensor, from the file itself
 
     def _student(self, c, run) -> Path:
-        from . import tflite
-
-        q, nhwc, path = run.prof.quantize, run.prof.export.channels_last, run.work / self.model_file
+        q = run.prof.quantize
         if q.precision == "int8":
             log(f"quantize: full-integer INT8 for LiteRT, {min(len(run.train), q.calibration_samples)} calibration "
                 "samples")
-            return tflite.quantize_tflite_int8(c.student, c.example, run.train.x[: q.calibration_samples], path,
-                                               channels_last=nhwc, per_channel=q.per_channel,
-                                               layer_of_failure=prune.failing_layer)
-        # fp32, and fp16: the GPU delegate computes in FP16 from the float model
-        return tflite.export_tflite(c.student, c.example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
+        return self._converted(c.student, c.example, run.train.x[: q.calibration_samples], run.work / self.model_file,
+                               run)
+
+    def _converted(self, module, example, calibration_x, path: Path, run) -> Path:
+        """`module` as the profile's .tflite: full-integer INT8 calibrated on `calibration_x`, or a float
+        file for fp32 and fp16 (the GPU delegate computes in FP16 from the float model)."""
+        from . import tflite
+
+        q, nhwc = run.prof.quantize, run.prof.export.channels_last
+        if q.precision == "int8":
+            return tflite.quantize_tflite_int8(module, example, calibration_x, path, channels_last=nhwc,
+                                               per_channel=q.per_channel, layer_of_failure=prune.failing_layer)
+        return tflite.export_tflite(module, example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
 
     def _timed(self, path: Path, run):
         # the GPU delegate exists on the phone; this host measures with XNNPACK as the stand-in
@@ -66,29 +72,11 @@ class LiteRT:
         return bench.Model(path, self.runtime, options)
 
     def for_timing(self, module, run, name: str):
-        from . import tflite
         import torch
 
-        example, q = torch.from_numpy(run.train.x[:1]), run.prof.quantize
-        path, nhwc = run.work / f"{name}.tflite", run.prof.export.channels_last
-        if q.precision == "int8":  # the speed does not depend on the calibration: a few samples do
-            path = tflite.quantize_tflite_int8(module, example, run.train.x[: min(32, q.calibration_samples)], path,
-                                               channels_last=nhwc, per_channel=q.per_channel,
-                                               layer_of_failure=prune.failing_layer)
-        else:
-            path = tflite.export_tflite(module, example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
-        return self._timed(path, run)
-
-    def runtime_section(self, deployed, measurement) -> dict:
-        return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
-
-    def manifest_sections(self, deployed, measurement, work: Path) -> dict:
-        return {}
-
-    def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
-        from ..bundle import EXAMPLES
-
-        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
+        calibration_x = run.train.x[: min(32, run.prof.quantize.calibration_samples)]  # the speed does not depend on it
+        return self._timed(self._converted(module, torch.from_numpy(run.train.x[:1]), calibration_x,
+                                           run.work / f"{name}.tflite", run), run)
 
     def bundle_texts(self, manifest: dict) -> Dict[str, str]:
         """The Kotlin example with this model's input and output quantization filled in."""
@@ -106,19 +94,10 @@ class LiteRT:
                 "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite` and `labels.txt`\n"
                 "in the app's assets; its quantization constants are this model's.")
 
-    def precision_text(self, manifest: dict) -> str:
-        return manifest["compression"]["quantization"]["precision"]
-
     def outputs(self, model_file: Path, x, manifest: dict) -> list:
         from . import tflite
 
         return tflite.tflite_outputs(model_file, x)
-
-    def bench_model(self, folder: Path, manifest: dict, here: bool, artifact: Path):
-        return folder / manifest["model"]["file"]
-
-    def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
-        return None  # a .tflite has fixed sizes: it is timed as converted
 
     def bare_file(self, path: Path, tmp: Path) -> Path:
         if not path.is_file():
@@ -128,9 +107,6 @@ class LiteRT:
                 raise InputError(f"{path} is not a TFLite model (no TFL3 identifier)",
                                  hint="pass a .tflite written by a TFLite converter, or a bundle folder")
         return path
-
-    def opset(self, path: Path):
-        return None
 
     def file_facts(self, path: Path) -> dict:
         from . import tflite

@@ -90,3 +90,8 @@ def parameters(path: Path) -> int:
     for sparse in graph.sparse_initializer:
         count += sparse.values.dims[0] if sparse.values.dims else 0
     return count
+
+
+def facts(path: Path) -> dict:
+    """inputs, outputs and the parameter count of an ONNX file, as `verify` compares them."""
+    return {**export.io_spec(path), "parameters": parameters(path)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from .. import bench, quantize, verify
 from ..console import log
@@ -19,7 +19,7 @@ def exact_int8(arch: str) -> bool:
     return arch != "x86_64"
 
 
-class OnnxRuntime:
+class OnnxRuntime(common.Defaults):
     runtime = "onnxruntime"
     model_file = "model.onnx"
     suffix = ".onnx"
@@ -67,32 +67,12 @@ class OnnxRuntime:
                                           export.INPUT_NAME)
         return bench.Model(Path(path), self.runtime)
 
-    def runtime_section(self, deployed, measurement) -> dict:
-        return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
-
-    def manifest_sections(self, deployed, measurement, work: Path) -> dict:
-        return {}
-
-    def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
-        from ..bundle import EXAMPLES
-
-        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
-
-    def bundle_texts(self, manifest: dict) -> Dict[str, str]:
-        return {}
-
     def run_section(self, manifest: dict) -> str:
         return "    pip install numpy onnxruntime\n    python example.py            # the first stored held-out sample"
-
-    def precision_text(self, manifest: dict) -> str:
-        return manifest["compression"]["quantization"]["precision"]
 
     def outputs(self, model_file: Path, x, manifest: dict) -> list:
         # bundles from before exact checks stored the host kernel's outputs: re-run them the same way
         return verify.onnx_outputs(model_file, x, exact_int8=manifest["metrics"].get("parity_exact_int8", False))
-
-    def bench_model(self, folder: Path, manifest: dict, here: bool, artifact: Path):
-        return folder / manifest["model"]["file"]
 
     def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
         """inputs.random for an ONNX model whose height, width or other non-batch dimensions are
@@ -136,12 +116,8 @@ class OnnxRuntime:
         return onnx_files.opset(path)
 
     def file_facts(self, path: Path) -> dict:
-        from .. import export
+        return onnx_files.facts(path)
 
-        return {**export.io_spec(path), "parameters": onnx_files.parameters(path)}
-
-    def converter_versions(self) -> dict:
-        return {}
 
 
 def _example(run):

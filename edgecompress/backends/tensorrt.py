@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 from .. import quantize, verify
 from ..bench import Model
@@ -121,7 +121,7 @@ def fetched_files(work: Path) -> Dict[str, Path]:
 DEVICE_FILES = ("ec_trt.py", "ec_trt_cache.py", "ec_trt_cuda.py", "ec_trtexec.py", "ec_runtimes.py")  # trt_example's
 
 
-class TensorRT:
+class TensorRT(common.Defaults):
     """The engine is built on the device, from model.onnx (FP32; the device applies FP16 or INT8 with
     the calibration samples) or, for INT8 on TensorRT 11, from a Q/DQ ONNX made here."""
 
@@ -146,9 +146,8 @@ class TensorRT:
             checks.append(common.check_fp16(c, run))
         calib, qdq = run.train.x[: q.calibration_samples], None
         if q.precision == "int8":
-            qdq = self._qdq(model, calib, c, run)
-            checks.append(qdq[1])
-            qdq = qdq[0]
+            qdq, check = self._qdq(model, calib, c, run)
+            checks.append(check)
         trt = plan(exported.original, model, qdq, run.prof, calib, run.work, run.device)
         log(f"engine: {'built on ' + run.device.name if run.device else 'to be built on the device on first use'}, "
             f"{q.precision}{', from the Q/DQ ONNX' if trt.build_settings['onnx'] == 'model_qdq.onnx' else ''}")
@@ -212,9 +211,6 @@ class TensorRT:
         files.update({f"device/{name}": EXAMPLES.parent / "deploy" / name for name in DEVICE_FILES})
         return files
 
-    def bundle_texts(self, manifest: dict) -> Dict[str, str]:
-        return {}
-
     def run_section(self, manifest: dict) -> str:
         status = (manifest.get("engine") or {}).get("status", "")
         return (f"TensorRT engine: {status}.\n\n    python3 trt_example.py       # on the Jetson: uses the engine if it "
@@ -244,9 +240,6 @@ class TensorRT:
         extra = {settings["calibration"]: folder / settings["calibration"]} if settings.get("calibration") else {}
         return Model(source, self.runtime, settings, extra)
 
-    def random_inputs(self, model: Path, shape: Optional[Sequence[int]]) -> Optional[List[dict]]:
-        return None  # the engine is timed as built
-
     def bare_file(self, path: Path, tmp: Path) -> Path:
         raise InputError(f"{path}: a TensorRT engine is built from a bundle's ONNX and build settings",
                          hint="bench the bundle, or time the .onnx with ONNX Runtime")
@@ -255,12 +248,8 @@ class TensorRT:
         return onnx_files.opset(path)
 
     def file_facts(self, path: Path) -> dict:
-        from .. import export
+        return onnx_files.facts(path)
 
-        return {**export.io_spec(path), "parameters": onnx_files.parameters(path)}
-
-    def converter_versions(self) -> dict:
-        return {}
 
 
 BACKENDS.register("tensorrt")(TensorRT())
