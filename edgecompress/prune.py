@@ -2,10 +2,12 @@
 (`unstructured`, a size gain only: dense CPU kernels run zeros as fast as other numbers)."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from .console import log
 from .errors import InputError, ProfileError, StageError
 from .registry import Registry, closest
 
@@ -57,8 +59,10 @@ def count_nonzero(model) -> int:
     return int(sum(int((p != 0).sum()) for p in model.parameters()))
 
 
-def ignored_modules(model, cfg) -> List[str]:
-    """The profile's `ignore` names, checked, plus the classifier: its outputs are the classes."""
+def ignored_modules(model, cfg, example=None) -> List[str]:
+    """The profile's `ignore` names, checked, plus the output heads: their widths are the model's
+    outputs. Without `example`, the last conv/linear; with it, every conv/linear that directly
+    produces one of the outputs (a detector's box and score heads, a segmenter's dict values)."""
     import torch.nn as nn
 
     names = dict(model.named_modules())
@@ -66,8 +70,68 @@ def ignored_modules(model, cfg) -> List[str]:
         if name not in names:
             raise ProfileError(f"prune.ignore names layer '{name}', which the model does not have.{closest(name, names)}",
                                hint="layer names are those of model.named_modules()")
-    heads = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    return list(dict.fromkeys(list(cfg.ignore) + heads[-1:]))
+    heads = output_layers(model, example) if example is not None else []
+    if not heads:
+        heads = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1:]
+    return list(dict.fromkeys(list(cfg.ignore) + heads))
+
+
+def output_tensors(out) -> list:
+    """The tensors of a model's output: a tensor, a tuple/list, or a dict (a Hugging Face ModelOutput
+    is one), nested; None values are skipped."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in output_tensors(v)]
+    return []
+
+
+def output_layers(model, example) -> List[str]:
+    """Names of the conv/linear layers nearest to each output on its autograd path: forward hooks
+    note the autograd node each layer's output came from, and a walk back from every output stops
+    at the first such node on each path."""
+    import torch
+    import torch.nn as nn
+
+    produced: dict = {}  # autograd node -> layer name; holding the node keeps it alive (no reuse)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+
+    def note(name):
+        def hook(module, inputs, out):
+            if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+                produced[out.grad_fn] = name
+        return hook
+
+    hooks = [m.register_forward_hook(note(n)) for n, m in layers]
+    training = model.training
+    x = example.detach().clone()
+    if x.is_floating_point():
+        x.requires_grad_(True)  # a graph even where the parameters are frozen
+    try:
+        with torch.enable_grad():
+            out = model.eval()(x)
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    found: List[str] = []
+    for t in output_tensors(out):
+        stack, seen = [t.grad_fn], set()
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if node in produced:
+                found.append(produced[node])
+                continue
+            stack.extend(n for n, _ in node.next_functions)
+    order = {n: i for i, (n, _) in enumerate(layers)}
+    return sorted(set(found), key=order.get)
 
 
 def step_ratio(ratio: float, step: int, steps: int) -> float:
@@ -92,24 +156,118 @@ def _nearest_multiple_pruner(tp):
     return NearestMultiple
 
 
-def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callable] = None) -> None:
-    """One step of `cfg.iterative_steps` channel pruning, in place."""
+def _pruner(model, cfg, example, step: int, ignore: List[str]):
     import torch_pruning as tp
 
     names = dict(model.named_modules())
-    pruner = _nearest_multiple_pruner(tp)(
+    return _nearest_multiple_pruner(tp)(
         model, example, importance=IMPORTANCE.get(cfg.importance)(),
         pruning_ratio=step_ratio(cfg.ratio, step, cfg.iterative_steps), round_to=cfg.round_to,
-        ignored_layers=[names[n] for n in ignored_modules(model, cfg)],
+        ignored_layers=[names[n] for n in ignore],
+        output_transform=output_tensors,  # the graph traced through every output; None values skipped
     )
+
+
+def output_shapes(model, example) -> list:
+    import torch
+
+    with torch.no_grad():
+        return [tuple(t.shape) for t in output_tensors(model.eval()(example))]
+
+
+def onnx_exports(model, example) -> bool:
+    """Whether torch.onnx's TorchScript exporter (the one the export stage uses) takes the model."""
+    import io
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (example,), io.BytesIO(), dynamo=False, opset_version=17)
+        return True
+    except Exception:
+        return False
+
+
+def breakage(model, example, shapes: list, export: bool = True) -> Optional[str]:
+    """Why the pruned model is unusable ('forward pass', 'output shapes', 'export'), or None."""
+    try:
+        if output_shapes(model, example) != shapes:
+            return "output shapes"
+    except Exception:
+        return "forward pass"
+    if export and not onnx_exports(model, example):
+        return "export"
+    return None
+
+
+def _restore_(pairs) -> None:
+    """Give each module the state (widths, parameters, buffers) of its saved copy, keeping the module
+    objects themselves (and their children), which the caller and the dependency graph refer to."""
+    for module, saved in pairs:
+        module.__dict__.update({k: v for k, v in vars(saved).items() if k != "_modules"})
+
+
+def _restore_model_(model, backup) -> None:
+    fresh = dict(copy.deepcopy(backup).named_modules())
+    _restore_([(m, fresh[n]) for n, m in model.named_modules()])
+
+
+def breaking_groups(backup, cfg, example, step: int, ignore: List[str], shapes: list, export: bool) -> List[str]:
+    """Prune a copy group by group, undoing each group whose pruning breaks the copy; the names of
+    those groups' root layers."""
+    trial = copy.deepcopy(backup)
+    names = {id(m): n for n, m in trial.named_modules()}
+    broken: List[str] = []
+    for group in _pruner(trial, cfg, example, step, ignore).step(interactive=True):
+        root = names.get(id(group[0].dep.target.module))
+        touched = list({id(d.target.module): d.target.module for d, _ in group}.values())
+        saved = [(m, copy.deepcopy(m)) for m in touched]
+        group.prune()
+        if breakage(trial, example, shapes, export=export) is not None:
+            _restore_(saved)
+            if root is not None:
+                broken.append(root)
+    return broken
+
+
+def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callable] = None) -> List[str]:
+    """One step of `cfg.iterative_steps` channel pruning, in place. Groups whose pruning breaks the
+    forward pass, an output's shape or the ONNX export are found by trial and left whole; returns
+    their root layers' names (sorted). The common case costs one check: groups are tried one by one
+    only when pruning them all at once broke the model."""
+    ignore = ignored_modules(model, cfg, example)
+    shapes = output_shapes(model, example)
     if cfg.importance == "taylor":
         if grad_fn is None:
             raise StageError("prune", "taylor importance needs data to compute gradients")
         model.zero_grad()
-        grad_fn(model)  # fills .grad, which GroupTaylorImportance reads
-    pruner.step()
+        grad_fn(model)  # fills .grad, which GroupTaylorImportance reads (deepcopies keep it)
+    backup = copy.deepcopy(model)
+    left: List[str] = []
+    why = set()
+    for _ in range(3):  # a group left whole can make another one the breaking one; bounded
+        _pruner(model, cfg, example, step, ignore + left).step()
+        failure = breakage(model, example, shapes)
+        if failure is None:
+            break
+        found = breaking_groups(backup, cfg, example, step, ignore + left, shapes, export=False)
+        if not found and failure == "export":
+            found = breaking_groups(backup, cfg, example, step, ignore + left, shapes, export=True)
+        found = [n for n in found if n not in left]
+        if not found:
+            break  # nothing to blame on one group: check_runs reports what fails
+        why.add("export" if failure == "export" else "forward pass")
+        left += found
+        _restore_model_(model, backup)
     model.zero_grad()
     check_runs(model, example)
+    left = sorted(set(left))
+    if left:
+        log(f"prune: left whole (pruning them breaks the {'/'.join(sorted(why))}): {', '.join(left)}")
+    return left
 
 
 def magnitude_masks(model, ratio: float, ignore: List[str]) -> dict:

@@ -1,0 +1,79 @@
+"""Pruning that adapts to the model: groups whose pruning breaks the forward pass or the export are
+found by trial and left whole, and every output head keeps its width."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecompress import prune
+from edgecompress.profile import Prune
+
+MODELS = Path(__file__).parent / "models" / "adapt_models.py"
+
+
+def models():
+    spec = importlib.util.spec_from_file_location("adapt_models", MODELS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def conv_linear_names(model):
+    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+# factory, the layers whose groups may be left whole (the ones feeding a fixed-size reshape)
+CASES = {
+    "efficientnet": {"blocks.0.se.fc2", "blocks.1.se.fc2", "blocks.2.se.fc2",
+                     "blocks.0.expand.0", "blocks.1.expand.0", "blocks.2.expand.0"},
+    "mobilevit": {"vit.to_d", "vit.attention.q", "vit.attention.k", "vit.attention.v", "vit.attention.out"},
+    "detector": set(),
+    "segmenter": set(),
+    "segmenter_aux": set(),
+}
+
+
+@pytest.mark.parametrize("factory", sorted(CASES))
+def test_prunes_at_0_3_leaving_only_breaking_groups_whole(factory, capsys):
+    torch.manual_seed(0)
+    model = getattr(models(), factory)().eval()
+    x = torch.randn(2, 3, 64, 64)
+    shapes = prune.output_shapes(model, x)
+    macs_before, _ = prune.count(model, x)
+    left = prune.prune_channels_(model, Prune(ratio=0.3), x)
+    assert prune.count(model, x)[0] < 0.8 * macs_before
+    assert prune.output_shapes(model, x) == shapes, "every output head keeps its output shape"
+    assert prune.onnx_exports(model, x)
+    assert left == sorted(set(left))
+    assert set(left) <= CASES[factory], f"left whole beyond the breaking layers: {left}"
+    assert bool(left) == bool(CASES[factory]), "the breaking groups are found (and only where some break)"
+    assert len(left) < len(conv_linear_names(model)) / 2
+    if left:
+        assert f"prune: left whole (pruning them breaks the forward pass): {', '.join(left)}" in capsys.readouterr().err
+
+
+def test_plain_torch_pruning_breaks_these_models():
+    """The cases above mean something: pruning every group at once breaks these two."""
+    for factory in ("efficientnet", "mobilevit"):
+        model = getattr(models(), factory)().eval()
+        x = torch.randn(2, 3, 64, 64)
+        shapes = prune.output_shapes(model, x)
+        prune._pruner(model, Prune(ratio=0.3), x, 1, prune.ignored_modules(model, Prune(ratio=0.3), x)).step()
+        assert prune.breakage(model, x, shapes) == "forward pass"
+
+
+def test_every_output_head_is_ignored():
+    m = models()
+    x = torch.randn(1, 3, 64, 64)
+    assert prune.ignored_modules(m.detector(), Prune(), x) == ["box_head", "score_head"]
+    assert prune.ignored_modules(m.segmenter_aux(), Prune(), x) == ["classifier", "aux"]
+    assert prune.ignored_modules(m.segmenter(), Prune(), x) == ["classifier"]  # the None 'aux' skipped
+    assert prune.ignored_modules(m.detector(), Prune(ignore=["box_head"])) == ["box_head", "score_head"]
+    assert prune.ignored_modules(m.detector(), Prune()) == ["score_head"], "without an example: the last layer"
+
+
+def test_a_model_that_prunes_whole_gets_no_search():
+    model = models().detector().eval()
+    assert prune.prune_channels_(model, Prune(ratio=0.3), torch.randn(1, 3, 64, 64)) == []
+    assert model.box_head.in_channels < 48
