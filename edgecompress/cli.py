@@ -43,6 +43,8 @@ def _add_deploy(sub) -> None:
     d.add_argument("--teacher", help="a larger teacher, path/file.py:factory (default: the unpruned model)")
     d.add_argument("--teacher-weights", help="state_dict for --teacher")
     d.add_argument("--input-shape", help="e.g. 1x3x224x224 (default: from the data)")
+    d.add_argument("--task", choices=["auto", "classification", "detection", "segmentation", "embedding", "regression"],
+                   help="what the model does (default: the profile's task, auto: decided from its outputs)")
     d.add_argument("--device", help="a device from devices.yaml (default: measure on this host)")
     d.add_argument("--out", default="dist", type=Path, help="output folder (default: dist)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -133,7 +135,8 @@ def cmd_deploy(args) -> int:
     summary = deploy(DeployOptions(model=args.model, target=target, data=args.data, weights=args.weights,
                                    teacher=args.teacher, teacher_weights=args.teacher_weights,
                                    input_shape=args.input_shape, out=args.out,
-                                   overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else []),
+                                   overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
+                                   + ([f"task={args.task}"] if args.task else []),
                                    device=args.device, resume=args.resume, force=args.force)).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -41,18 +41,28 @@ def _verify_folder(folder: Path, path: str) -> dict:
     quantized = manifest["compression"]["quantization"]["precision"] != "fp32"
     # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
     # differently on another CPU, so there the decisions must agree.
-    rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", [out[0]],
-                                        [stored["expected"]], ["output"], None), quantized, tol)
+    n = _stored_outputs(stored, len(out))
+    names, task = [o["name"] for o in manifest["outputs"]][:n], manifest.get("task") or "classification"
+    each = lambda key: [stored[key + ("" if i == 0 else f"_{i}")] for i in range(n)]  # noqa: E731
+    rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", out[:n],
+                                        each("expected"), names, None, task=task), quantized, tol)
     reference = "the original ONNX model" if manifest["provenance"].get("source_format") == "onnx" else "PyTorch"
-    vs_ref = verify.compare(f"model vs {reference} (information)", [out[0]], [stored["reference"]],
-                            ["output"], None)
+    vs_ref = verify.compare(f"model vs {reference} (information)", out[:n], each("reference"), names, None, task=task)
     vs_original = None
     if "original" in stored and manifest["provenance"].get("source_format") != "onnx":  # bundles since 11
-        vs_original = verify.compare("model vs the original model (information)", [out[0]], [stored["original"]],
-                                     ["output"], None).to_dict()
+        vs_original = verify.compare("model vs the original model (information)", out[:n], each("original"),
+                                     names, None, task=task).to_dict()
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
             "reference": vs_ref.to_dict(), "reference_is": reference, "original": vs_original,
             "build_check": _build_check(manifest), "ok": True}
+
+
+def _stored_outputs(stored: dict, produced: int) -> int:
+    """How many outputs the bundle stored (every one since multi-output bundles; output 0 before)."""
+    n = 1
+    while n < produced and all(f"{k}_{n}" in stored for k in ("expected", "reference")):
+        n += 1
+    return n
 
 
 def _build_check(manifest: dict) -> Optional[dict]:

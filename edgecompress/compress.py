@@ -32,7 +32,8 @@ def compress_torch(inputs, resume: bool, latency_budget: Optional[dict] = None) 
     example = torch.from_numpy(train.x[:1])
     student = copy.deepcopy(source.module).eval()
     macs_before, params_before = prune.count(student, example)
-    pruning, report = prune_and_distill_(student, teacher, prof, train, example, inputs.work, source, resume)
+    pruning, report = prune_and_distill_(student, teacher, prof, train, example, inputs.work, source, resume,
+                                         inputs.task)
     macs_after, params_after = prune.count(student, example)
     distillation = _distillation(report, prof.distill, teacher=inputs.teacher_spec or "the unpruned model",
                                  teacher_params=prune.count(teacher, example)[1])
@@ -57,7 +58,8 @@ def from_onnx(inputs) -> Compressed:
                       onnx_file=original)
 
 
-def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, resume_run: bool) -> tuple:
+def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, resume_run: bool,
+                       task=None) -> tuple:
     """Prune in `iterative_steps` rounds with an equal share of the distillation budget after each;
     every round checkpoints, so --resume continues where an interrupted run stopped."""
     p, d = prof.prune, prof.distill
@@ -85,7 +87,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         if rnd == 0:  # network slimming: L1 on BN scales first, so bn_scale ranks channels well
             curve = distill.distill_(student, teacher, train, d, steps=p.sparsity_training.steps, seconds=None,
                                      checkpoint=ckpt_path, meta=dict(meta, round=0), resume=state,
-                                     regularize=regularize, label="slimming").loss_curve
+                                     regularize=regularize, label="slimming", task=task).loss_curve
             continue
         if state is None:
             _prune_round_(student, teacher, prof, train, example, rnd, masks)
@@ -95,7 +97,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
                                     meta=dict(meta, round=rnd), resume=state,
                                     after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
-                                    label=f"distill {rnd}/{rounds}", curve=curve)
+                                    label=f"distill {rnd}/{rounds}", curve=curve, task=task)
         curve = report_d.loss_curve
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
@@ -124,9 +126,18 @@ def _taylor_grads(teacher, train, d):
         import torch
         import torch.nn.functional as F
 
+        from . import outputs
+
         x = torch.from_numpy(train.x[: min(len(train), 4 * d.batch_size)])
-        target = torch.from_numpy(train.y[: len(x)]) if train.y is not None else teacher(x).argmax(1).detach()
-        F.cross_entropy(model(x), target).backward()
+        out = outputs.flatten(model(x))
+        if out[0].dim() != 2 or (train.y is not None and train.y.ndim != 1):
+            # not a classifier: how far the outputs move from the teacher's ranks the channels
+            with torch.no_grad():
+                target = outputs.flatten(teacher(x))
+            sum(F.mse_loss(o, t) + o.pow(2).mean() * 1e-3 for o, t in zip(out, target)).backward()
+            return
+        target = torch.from_numpy(train.y[: len(x)]) if train.y is not None else outputs.flatten(teacher(x))[0].argmax(1).detach()
+        F.cross_entropy(out[0], target).backward()
     return fill
 
 

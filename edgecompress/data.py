@@ -89,10 +89,12 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     except ValueError as exc:
         raise InputError(f"data file {path}: 'y' could not be read: {exc}",
                          hint="store y as an integer array of class indices, not Python objects") from None
-    if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
+    # class indices (N,), or a segmentation's masks (N, H, W): a class index per pixel
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 3) or len(y) != n:
         raise InputError(f"data file {path}: 'y' has shape {y.shape} and dtype {y.dtype}; "
-                         f"expected integer class indices of shape ({n},)",
-                         hint="save y as numpy.asarray(labels, dtype=numpy.int64), one index per sample of x")
+                         f"expected integer class indices of shape ({n},), or masks of shape ({n}, H, W)",
+                         hint="save y as numpy.asarray(labels, dtype=numpy.int64), one index per sample of x "
+                              "(per pixel for masks)")
     if y.min() < 0:
         raise InputError(f"data file {path}: 'y' has negative class index {int(y.min())}",
                          hint="class indices run from 0 to classes-1; drop or relabel unlabelled samples")

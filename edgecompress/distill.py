@@ -63,11 +63,26 @@ class DistillReport:
 
 @dataclass
 class Batch:
-    student_logits: object
-    teacher_logits: object
-    labels: object  # None when the data has no labels
+    student: list  # the student's outputs, flat (outputs.flatten)
+    teacher: list  # the teacher's, in the same order
+    labels: object  # None when the data has no labels; class indices (N,), or masks (N, H, W) for segmentation
     temperature: float
     features: list  # [(projected student feature, teacher feature)]
+    boxes: Optional[int] = None  # detection: which output holds the boxes (N, A, 4)
+    scores: Optional[int] = None  # detection: which holds the class scores (N, A, K)
+
+    @property
+    def student_logits(self):
+        return self.student[0]
+
+    @property
+    def teacher_logits(self):
+        return self.teacher[0]
+
+    def class_outputs(self) -> list:
+        """(student, teacher) pairs of every 2-D output of several classes: a loss per output (a model
+        with an auxiliary classifier is taught on both)."""
+        return [(s, t) for s, t in zip(self.student, self.teacher) if s.dim() == 2 and s.shape[1] > 1]
 
 
 @LOSSES.register("soft")
@@ -75,16 +90,16 @@ def soft_kd(b: Batch):
     """KL between temperature-softened distributions, scaled by T^2 to keep gradient size (Hinton)."""
     import torch.nn.functional as F
 
-    t = b.temperature
-    return F.kl_div(F.log_softmax(b.student_logits / t, 1), F.log_softmax(b.teacher_logits / t, 1),
-                    reduction="batchmean", log_target=True) * t * t
+    t, pairs = b.temperature, b.class_outputs() or [(b.student_logits, b.teacher_logits)]
+    return sum(F.kl_div(F.log_softmax(s / t, 1), F.log_softmax(te / t, 1), reduction="batchmean",
+                        log_target=True) * t * t for s, te in pairs) / len(pairs)
 
 
 @LOSSES.register("ce")
 def cross_entropy(b: Batch):
     import torch.nn.functional as F
 
-    return None if b.labels is None else F.cross_entropy(b.student_logits, b.labels)
+    return None if b.labels is None or b.labels.dim() != 1 else F.cross_entropy(b.student_logits, b.labels)
 
 
 @LOSSES.register("hard")
@@ -101,11 +116,126 @@ def feature_mse(b: Batch):
     return sum(F.mse_loss(s, t) for s, t in b.features) / max(1, len(b.features))
 
 
+def _maps(b: Batch) -> list:
+    return [(s, t) for s, t in zip(b.student, b.teacher) if s.dim() == 4]
+
+
+@LOSSES.register("pixel_kl")
+def pixel_kl(b: Batch):
+    """Segmentation: KL per pixel between the softened class maps (N, C, H, W), averaged over pixels, T^2."""
+    import torch.nn.functional as F
+
+    t, pairs = b.temperature, _maps(b)
+    total = 0
+    for s, te in pairs:
+        kl = F.kl_div(F.log_softmax(s / t, 1), F.log_softmax(te / t, 1), reduction="none", log_target=True)
+        total = total + kl.sum(1).mean() * t * t
+    return total / max(1, len(pairs))
+
+
+@LOSSES.register("pixel_ce")
+def pixel_ce(b: Batch):
+    """Segmentation: cross-entropy per pixel against the data's masks (N, H, W), where it has them."""
+    import torch.nn.functional as F
+
+    if b.labels is None or b.labels.dim() != 3 or not _maps(b):
+        return None
+    s = _maps(b)[0][0]
+    masks = b.labels
+    if masks.shape[-2:] != s.shape[-2:]:  # masks at the input's size, logits at the model's: nearest class
+        masks = F.interpolate(masks[:, None].float(), size=s.shape[-2:], mode="nearest")[:, 0].long()
+    return F.cross_entropy(s, masks)
+
+
+def _confidence(scores):
+    """The teacher's confidence per anchor (N, A): its largest class probability (sigmoid scores)."""
+    return scores.detach().sigmoid().amax(-1)
+
+
+@LOSSES.register("box_l1")
+def box_l1(b: Batch):
+    """Detection: the student's boxes regressed to the teacher's (smooth L1), each anchor weighted by the
+    teacher's confidence there, so the many background anchors do not drown the few objects."""
+    import torch.nn.functional as F
+
+    if b.boxes is None:
+        return None
+    weight = _confidence(b.teacher[b.scores]) if b.scores is not None else None
+    per_anchor = F.smooth_l1_loss(b.student[b.boxes], b.teacher[b.boxes], reduction="none").mean(-1)
+    if weight is None:
+        return per_anchor.mean()
+    return (per_anchor * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def _score_pairs(b: Batch):
+    return [(b.student[b.scores], b.teacher[b.scores])] if b.scores is not None else []
+
+
+@LOSSES.register("score_bce")
+def score_bce(b: Batch):
+    """Detection: class and objectness scores (logits) matched to the teacher's probabilities with BCE,
+    weighted by the teacher's confidence (plus a floor, so confident-background is learned too)."""
+    import torch.nn.functional as F
+
+    total = 0
+    for s, te in _score_pairs(b):
+        weight = 0.1 + _confidence(te)
+        bce = F.binary_cross_entropy_with_logits(s, te.detach().sigmoid(), reduction="none").mean(-1)
+        total = total + (bce * weight).sum() / weight.sum()
+    return total if _score_pairs(b) else None
+
+
+@LOSSES.register("score_kl")
+def score_kl(b: Batch):
+    """Detection with softmax class scores: KL per anchor at the temperature, weighted by the teacher's confidence."""
+    import torch.nn.functional as F
+
+    t, total = b.temperature, 0
+    for s, te in _score_pairs(b):
+        kl = F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(te / t, -1), reduction="none", log_target=True).sum(-1)
+        weight = te.detach().softmax(-1).amax(-1)
+        total = total + (kl * weight).sum() / weight.sum() * t * t
+    return total if _score_pairs(b) else None
+
+
+@LOSSES.register("cosine")
+def cosine(b: Batch):
+    """Embedding: 1 - cosine similarity with the teacher's vector, per output."""
+    import torch.nn.functional as F
+
+    pairs = list(zip(b.student, b.teacher))
+    return sum((1 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1)).mean() for s, t in pairs) / len(pairs)
+
+
+@LOSSES.register("mse")
+def mse(b: Batch):
+    """Embedding and any output: mean squared difference from the teacher's outputs."""
+    import torch.nn.functional as F
+
+    return sum(F.mse_loss(s, t) for s, t in zip(b.student, b.teacher)) / len(b.student)
+
+
+@LOSSES.register("var_mse")
+def var_mse(b: Batch):
+    """Regression: MSE per output value scaled by the teacher's variance of it over the batch, so an
+    output in metres and one in millimetres weigh alike."""
+    total = 0
+    for s, t in zip(b.student, b.teacher):
+        flat_t = t.detach().flatten(1)  # a floor: an output that barely varies in the batch must not weigh 1e8 times
+        var = flat_t.var(0, unbiased=False) + 1e-2 * flat_t.pow(2).mean(0) + 1e-8
+        total = total + ((s.flatten(1) - t.flatten(1)) ** 2 / var).mean()
+    return total / len(b.student)
+
+
+LABEL_LOSSES = ("ce", "hard", "pixel_ce")  # against labels (or the teacher's top-1): weighted by 1 - alpha
+
+
 def combine(terms: Dict[str, object], alpha: float, feature_weight: float):
     """alpha weights the teacher's soft labels against the label losses (ce, hard); a group that
     is absent (no labels: label-free) leaves the other with weight 1."""
-    soft = terms.get("soft")
-    label = [v for k, v in terms.items() if k in ("ce", "hard") and v is not None]
+    taught = [v for k, v in terms.items() if k not in LABEL_LOSSES and k != "feature" and v is not None]
+    soft = sum(taught) / len(taught) if taught else None
+    label = [v for k, v in terms.items() if k in LABEL_LOSSES and v is not None]
     label_loss = sum(label) / len(label) if label else None
     if soft is not None and label_loss is not None:
         total = alpha * soft + (1 - alpha) * label_loss
@@ -229,8 +359,8 @@ def step_seed(rnd: int, step: int) -> int:
 def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Optional[float],
              checkpoint: Path, meta: dict, resume: Optional[dict] = None,
              regularize: Optional[Callable[[], None]] = None, after_step: Optional[Callable[[], None]] = None,
-             label: str = "distill", curve: Optional[List[list]] = None) -> DistillReport:
-    """Train `student` in place for at most `steps` steps and/or `seconds` seconds. `curve`: the loss
+             label: str = "distill", curve: Optional[List[list]] = None, task=None) -> DistillReport:
+    """Train `student` in place (task: tasks.Task, which outputs a detector's boxes and scores are) for at most `steps` steps and/or `seconds` seconds. `curve`: the loss
     points of earlier rounds, continued here (a checkpoint carries them, so --resume keeps them)."""
     import torch
 
@@ -264,7 +394,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
                 idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, run.step))
                 xb = shifted(x[idx], run.step, cfg.shift_pixels)
-                loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize)
+                loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize,
+                                   (getattr(task, "boxes", None), getattr(task, "scores", None)))
                 if after_step:
                     after_step()
                 run.record(loss)
@@ -284,7 +415,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     bar.close()
     student.eval()
     save_checkpoint(checkpoint, state())
-    used = [name for name in cfg.losses if not (name == "ce" and y is None)]  # ce needs labels: dropped without
+    # the label losses need labels of their kind (ce: classes, pixel_ce: masks): dropped without
+    used = [name for name in cfg.losses if not (name in ("ce", "pixel_ce") and (y is None or (y.dim() == 3) != (name == "pixel_ce")))]
     return DistillReport(run.step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
                          float(np.mean(run.recent[-20:])) if run.recent else None, y is None, run.curve)
 
@@ -341,13 +473,15 @@ def _stop_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
-def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize) -> float:
+def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize, heads=(None, None)) -> float:
     import torch
 
+    from . import outputs
+
     with torch.no_grad():
-        t_logits = teacher(xb)
-    s_logits = student(xb)
-    batch = Batch(s_logits, t_logits, yb, cfg.temperature, tap.features() if tap else [])
+        t_out = outputs.flatten(teacher(xb))
+    s_out = outputs.flatten(student(xb))
+    batch = Batch(s_out, t_out, yb, cfg.temperature, tap.features() if tap else [], *heads)
     terms = {name: LOSSES.get(name)(batch) for name in cfg.losses}
     loss = combine(terms, cfg.alpha, cfg.feature_weight)
     if loss is None:

@@ -14,16 +14,16 @@ def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
     """Write `model` to `path` with a dynamic batch dimension; a failure names the layer."""
     import torch
 
+    from . import outputs
+
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        n_outputs = _count_outputs(model(example))
-    names = output_names(n_outputs)
+    names = outputs.of(model, example)  # dict keys, else output_0 ...: the exporter takes a tuple, so it gets one
     axes = {name: {0: "batch"} for name in [INPUT_NAME] + names}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=names,
+            torch.onnx.export(outputs.flat(model), (example,), str(path), input_names=[INPUT_NAME], output_names=names,
                               dynamic_axes=axes, opset_version=cfg.opset, dynamo=False, do_constant_folding=True)
     except Exception as exc:
         layer = layer_of_failure(model, example) if layer_of_failure else None
@@ -31,14 +31,6 @@ def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
         raise StageError("export", f"ONNX export failed{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                          hint="add the layer to prune.ignore, or try another export.opset") from None
     return path
-
-
-def _count_outputs(out) -> int:
-    if isinstance(out, (tuple, list)):
-        return len(out)
-    if isinstance(out, dict):
-        raise StageError("export", "the model returns a dict; return a tensor or a tuple of tensors for export")
-    return 1
 
 
 def io_spec(path: Path) -> dict:
@@ -61,13 +53,8 @@ def io_spec(path: Path) -> dict:
             "outputs": describe(model.graph.output)}
 
 
-def output_names(n_outputs: int) -> list:
-    """The names export_onnx gives a model's outputs (and every check's table uses, whatever the runtime)."""
-    return ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
-
-
 def names_of_outputs(model, example) -> list:
-    import torch
+    """The names export_onnx gives a model's outputs (and every check's table uses, whatever the runtime)."""
+    from . import outputs
 
-    with torch.no_grad():
-        return output_names(_count_outputs(model.eval()(example)))
+    return outputs.of(model, example)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
-from . import backends, bundle, data as data_mod, distill, inventory, models, profile as profile_mod, prune, verify
+from . import backends, bundle, data as data_mod, distill, inventory, models, profile as profile_mod, prune, tasks, verify
 from .console import log
 from .errors import InputError
 from .records import Inputs
@@ -32,12 +32,41 @@ def load_and_check(opts) -> Inputs:
         distill.check_data(prof.distill, dataset.x)
         if teacher is not source.module:
             check_teacher(teacher, source.module, dataset, opts.teacher)
+    task = choose_task(source, dataset, prof.task)
+    log(tasks.log_line(task))
+    prof = prof.model_copy(update={"task": task.kind, "distill": prof.distill.model_copy(
+        update={"losses": tasks.losses_for(task, prof.distill.losses)})})
     train, held = data_mod.split(dataset, prof.verify.held_out_fraction)
-    check_labels(source, train)
+    if task.kind == "classification":
+        check_labels(source, train)
     _check_calibration(prof, dataset, train)
     return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train,
                   held=held.subset(slice(0, prof.verify.samples)), device=device, name=name,
-                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher)
+                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task)
+
+
+def choose_task(source, dataset, requested: str):
+    """The task (tasks.Task) from the model's outputs on two samples: what --task or the profile asks for,
+    or what auto sees."""
+    x = dataset.x[:2]
+    if source.kind == "torch":
+        import torch
+
+        from . import outputs
+
+        with torch.no_grad():
+            out = source.module.eval()(torch.from_numpy(x))
+        names, values = outputs.names(out), [t.numpy() for t in outputs.flatten(out)]
+    else:
+        from . import export
+
+        names = [o["name"] for o in export.io_spec(source.onnx_path)["outputs"]]
+        values = verify.onnx_outputs(source.onnx_path, x)
+    y = dataset.y
+    if y is not None and y.ndim == 3 and requested in ("auto", "segmentation"):
+        return tasks.Task("segmentation", "the data's y holds masks (N, H, W)" if requested == "auto"
+                          else "--task / the profile's task")
+    return tasks.choose(requested, names, [v.shape for v in values], values[0], y)
 
 
 def _check_source(source, prof, opts) -> None:
@@ -111,12 +140,17 @@ def check_teacher(teacher, student, dataset, spec: str) -> None:
     import torch
 
     check_fit(teacher, dataset, f"the teacher ({spec})")
+    from . import outputs
+
     example = torch.from_numpy(dataset.x[:2])
     with torch.no_grad():
-        t_shape, s_shape = tuple(teacher.eval()(example).shape), tuple(student.eval()(example).shape)
-    if t_shape != s_shape:
-        raise InputError(f"--teacher {spec} outputs shape {t_shape[1:]} but the model outputs {s_shape[1:]}",
-                         hint="the teacher must predict the same classes as the model")
+        t_shapes = [tuple(t.shape[1:]) for t in outputs.flatten(teacher.eval()(example))]
+        s_shapes = [tuple(t.shape[1:]) for t in outputs.flatten(student.eval()(example))]
+    if t_shapes != s_shapes:
+        shown = (lambda shapes: shapes[0] if len(shapes) == 1 else shapes)  # noqa: E731
+        raise InputError(f"--teacher {spec} outputs shape {shown(t_shapes)} but the model outputs {shown(s_shapes)}",
+                         hint="the teacher must predict the same classes as the model (the same outputs, in the "
+                              "same order)")
 
 
 def check_fit(model, dataset, role: str = "the model") -> None:
@@ -128,12 +162,14 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     if layer is not None:
         raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
                          f"(it fails in layer '{layer}')", hint="check the data's layout and --input-shape")
+    from . import outputs
+
     with torch.no_grad():
-        out = model(example)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    if logits.dim() == 2:
+        logits = outputs.flatten(model(example))[0]
+    if logits.dim() == 2 and (dataset.y is None or dataset.y.ndim == 1):
         data_mod.check_label_names(dataset, logits.shape[1], role)
-    if dataset.y is not None and logits.dim() == 2 and int(dataset.y.max()) >= logits.shape[1]:
+    labelled_dim = None if dataset.y is None else (4 if dataset.y.ndim == 3 else 2)  # masks label a map's pixels
+    if logits.dim() == labelled_dim and int(dataset.y.max()) >= logits.shape[1]:
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
 
@@ -142,7 +178,7 @@ def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:
     """A trained model that is right no more often than chance on the labels was most likely trained
     with its classes in another order (an image folder numbers them by sorted folder name): said
     before any work, since distilling with those labels would teach the student the wrong classes."""
-    if train.y is None:
+    if train.y is None or train.y.ndim != 1:
         return
     classes = int(train.y.max()) + 1
     x, y = train.x[:samples], train.y[:samples]

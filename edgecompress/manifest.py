@@ -163,7 +163,7 @@ class Compression(Section):
 
 
 class Accuracy(Section):
-    metric: str  # accuracy | agreement
+    metric: str  # accuracy | agreement | a task's figure (verify.TASK_METRICS)
     teacher: Optional[Number]
     student: Optional[Number]
     student_fp32: Optional[Number] = None
@@ -221,7 +221,11 @@ class Parity(Section):
     original_agreement: Optional[Number] = None
     accuracy: Optional[Number] = None
     reference_accuracy: Optional[Number] = None
-    tolerance: Optional[Dict[str, Number]] = None  # max_abs_diff or min_top1_agreement
+    task_metric: Optional[str] = None  # a task other than classification: which figure task_agreement is
+    task_agreement: Optional[Number] = None
+    original_task_agreement: Optional[Number] = None
+    task_details: Optional[Dict[str, Any]] = None
+    tolerance: Optional[Dict[str, Number]] = None  # max_abs_diff, min_top1_agreement or the task's
 
 
 class TimedInput(Section):
@@ -324,7 +328,8 @@ class Manifest(Section):
     schema_version: Version
     name: str
     target: str
-    task: Optional[str] = None
+    task: Optional[str] = None  # classification | detection | segmentation | embedding | regression
+    task_reason: Optional[str] = None  # why: --task, the profile, or what auto saw in the outputs
     runtime: Runtime
     model: ModelFile
     inputs: List[Tensor]

@@ -19,6 +19,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
     energy = measurement.compressed.get("energy")
     manifest = {
         "schema_version": SCHEMA_VERSION, "name": run.source.name, "target": prof.name,
+        "task": prof.task, "task_reason": run.task.reason if run.task else None,
         "runtime": backend.runtime_section(deployed, measurement),
         "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": backend.opset(deployed.model)},
         **io,

@@ -61,7 +61,10 @@ class Prune(Closed):
 class Distill(Closed):
     steps: Optional[int] = Field(default=600, ge=0)
     minutes: Optional[float] = Field(default=None, gt=0)
-    losses: List[Literal["soft", "ce", "hard", "feature"]] = Field(default_factory=lambda: ["soft", "ce"])
+    # None: the task's own (classification soft + ce; segmentation pixel_kl + pixel_ce; detection box_l1 +
+    # score_bce; embedding cosine + mse; regression var_mse: tasks.DEFAULT_LOSSES)
+    losses: Optional[List[Literal["soft", "ce", "hard", "feature", "pixel_kl", "pixel_ce", "box_l1", "score_bce",
+                                  "score_kl", "cosine", "mse", "var_mse"]]] = None
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.7, ge=0, le=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -78,7 +81,7 @@ class Distill(Closed):
     def _budget(self):
         if self.steps is None and self.minutes is None:
             raise ValueError("give a budget: distill.steps and/or distill.minutes (steps: 0 skips distillation)")
-        if "feature" in self.losses and not self.feature_layers:
+        if "feature" in (self.losses or []) and not self.feature_layers:
             raise ValueError("losses has 'feature' but feature_layers is empty: name pairs [student_layer, teacher_layer]")
         return self
 
@@ -118,6 +121,11 @@ class Verify(Closed):
 
     max_abs_diff: float = Field(default=1e-3, gt=0)  # FP32 export: numerics must match closely
     min_top1_agreement: float = Field(default=0.97, ge=0, le=1)  # quantized: decisions must agree
+    # the other tasks' figures for a quantized model (verify.task_agreement): 1 is a perfect match
+    min_pixel_agreement: float = Field(default=0.95, ge=0, le=1)  # segmentation: pixels with the same class
+    min_confident_agreement: float = Field(default=0.9, ge=0, le=1)  # detection: confident anchors kept, same class
+    min_cosine: float = Field(default=0.98, ge=-1, le=1)  # embedding: mean cosine similarity
+    min_r2: float = Field(default=0.95, le=1)  # regression: R^2 of the outputs against the reference's
     held_out_fraction: float = Field(default=0.2, gt=0, lt=1)
     samples: int = Field(default=512, ge=1)  # held-out samples checked; the demo has 359
 
@@ -158,6 +166,9 @@ class Profile(Closed):
     description: str = ""
     default_for_family: bool = False
     runtime: Literal["onnxruntime", "litert", "tensorrt"]
+    # what the model does (tasks.py): the distillation losses and the checks follow it; auto decides from the
+    # model's outputs and says what it chose
+    task: Literal["auto", "classification", "detection", "segmentation", "embedding", "regression"] = "auto"
     device: Device
     prune: Prune = Field(default_factory=Prune)
     distill: Distill = Field(default_factory=Distill)

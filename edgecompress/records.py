@@ -26,6 +26,7 @@ class Inputs:
     name: str  # the bundle's name
     work: Path  # the run's work folder (checkpoints, converted files), OUT/.<name>.work
     teacher_spec: Optional[str] = None  # --teacher, as given
+    task: Any = None  # tasks.Task: what the model does, as --task, the profile or auto decided
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Measurement:
 class Accuracy:
     """Top-1 on held-out labels, or without labels the agreement with the original model."""
 
-    metric: str  # "accuracy" | "agreement"
+    metric: str  # "accuracy" | "agreement" | a task's figure (verify.TASK_METRICS: "segmentation" ...)
     teacher: Optional[float]
     student: Optional[float]
     student_fp32: Optional[float]
@@ -154,7 +155,7 @@ class Accuracy:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        if self.metric == "accuracy":
+        if self.metric != "agreement":
             out.pop("original_margin")
         return out
 

@@ -55,7 +55,9 @@ def table(s: dict) -> str:
 def table_rows(s: dict) -> list:
     """The table's cells, a header row first: the text table and report.html show the same."""
     b, a = s["before"], s["after"]
-    acc_name = "accuracy" if s["accuracy_metric"] == "accuracy" else "agreement w/ original"
+    from .summary import metric_words
+
+    acc_name = metric_words(s["accuracy_metric"])
     rows = [
         ("", "original", "compressed", "change"),
         ("model file", _fmt_bytes(b["bytes"]), _fmt_bytes(a["bytes"]), _ratio(b["bytes"], a["bytes"], "{:.2f}x smaller")),

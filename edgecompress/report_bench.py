@@ -58,13 +58,14 @@ def verify_text(out: dict) -> str:
     """commands.verify_bundle's result for a person: the checksums, the re-run, the agreements and
     the build-time check that decided the build, so the figure over a few stored samples is read beside it."""
     rerun, ref = out["rerun"], out["reference"]
+    diffs = _diffs(rerun)
     lines = [f"{out['bundle']}: {out['files_checked']} files match their checksums",
-             f"  re-run on {rerun['samples']} stored samples: max |diff| {rerun['outputs'][0]['max_abs_diff']:.2g}, "
-             f"top-1 agreement {rerun['top1_agreement']:.2%} with the build-time outputs",
-             f"  top-1 agreement with {out['reference_is']}: {ref['top1_agreement']:.2%}"
+             f"  re-run on {rerun['samples']} stored samples: max |diff| {diffs}"
+             + (f", {_agreement(rerun)} with the build-time outputs" if _agreement(rerun) else ""),
+             f"  {_agreement(ref) or 'max |diff| ' + _diffs(ref)} with {out['reference_is']}"
              + (" (the FP32 student the model was made from)" if out["reference_is"] == "PyTorch" else "")]
     if out.get("original"):
-        lines.append(f"  top-1 agreement with the original model: {out['original']['top1_agreement']:.2%}")
+        lines.append(f"  {_agreement(out['original']) or 'compared'} with the original model")
     build = out.get("build_check")
     if build:
         tol = build["min_top1_agreement"]
@@ -74,6 +75,21 @@ def verify_text(out: dict) -> str:
                        f"figure by {1 / max(1, rerun['samples']):.1%}")
     lines.append("OK")
     return "\n".join(lines)
+
+
+def _diffs(report: dict) -> str:
+    return ", ".join(f"{o['name']} {o['max_abs_diff']:.2g}" for o in report["outputs"])
+
+
+def _agreement(report: dict) -> str:
+    """A check's decision figure in words: a classifier's top-1 agreement, another task's own figure."""
+    from .verify import METRIC_WORDS
+
+    if report.get("top1_agreement") is not None:
+        return f"top-1 agreement {report['top1_agreement']:.2%}"
+    if report.get("task_agreement") is not None:
+        return f"{METRIC_WORDS.get(report['task_metric'], report['task_metric'])} {report['task_agreement']:.4f}"
+    return ""
 
 
 def devices_text(device, info: dict) -> str:

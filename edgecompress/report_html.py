@@ -134,7 +134,10 @@ def _rounds(m: dict) -> str:
 
 def _checks(m: dict) -> str:
     acc = m["metrics"]["accuracy"]
-    name = "accuracy" if acc["metric"] == "accuracy" else "agreement with the original model"
+    from .summary import metric_words
+
+    name = {"accuracy": "accuracy", "agreement": "agreement with the original model"}.get(
+        acc["metric"], f"{metric_words(acc['metric'])} with the original model")
     head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
             f"original {report._fmt_pct(acc.get('teacher'))}, compressed FP32 "
             f"{report._fmt_pct(acc.get('student_fp32'))}, deployed {report._fmt_pct(acc.get('student'))}.</p>")

@@ -40,6 +40,12 @@ def accuracy(compressed, parity, held_y) -> Accuracy:
     """Top-1 accuracy on held-out labels; without labels, the deployed model's top-1 agreement with the
     original model (the teacher, unless --teacher named another), the same figure the parity check
     reports beside its agreement with the FP32 student (one computation, shown in both places)."""
+    if parity.task_metric is not None:  # not a classifier: its own figure, against the original model
+        from .verify import METRIC_TASKS, task_agreement
+
+        fp32 = task_agreement(METRIC_TASKS[parity.task_metric], compressed.reference, compressed.reference_original)
+        return Accuracy(parity.task_metric, teacher=1.0, student=parity.original_task_agreement, student_fp32=fp32,
+                        samples=parity.samples)
     original = compressed.reference_original[0]
     teacher_top1 = original.argmax(1)
     if held_y is not None:
@@ -48,6 +54,13 @@ def accuracy(compressed, parity, held_y) -> Accuracy:
     fp32 = float((compressed.reference[0].argmax(1) == teacher_top1).mean())
     return Accuracy("agreement", teacher=1.0, student=parity.original_agreement, student_fp32=fp32,
                     samples=parity.samples, original_margin=median_margin(original))
+
+
+def metric_words(metric: str) -> str:
+    """The summary's accuracy row, in words: 'accuracy', 'agreement w/ original', or the task's figure."""
+    from .verify import METRIC_WORDS
+
+    return {"accuracy": "accuracy", "agreement": "agreement w/ original"}.get(metric, METRIC_WORDS.get(metric, metric))
 
 
 def median_margin(logits) -> Optional[float]:
@@ -100,7 +113,8 @@ def accuracy_warning(acc: Accuracy, quantized: bool) -> Optional[str]:
     before, after = acc.teacher, acc.student
     if before is None or after is None or (before - after) * 100 <= WARN_DROP_POINTS:
         return None
-    what = "accuracy" if acc.metric == "accuracy" else "agreement with the original"
+    what = {"accuracy": "accuracy", "agreement": "agreement with the original"}.get(
+        acc.metric, f"{metric_words(acc.metric)} with the original")
     fp32 = acc.student_fp32
     if quantized and fp32 is not None and (before - fp32) * 100 <= WARN_DROP_POINTS:
         remedy = ("quantization lost it (the FP32 student kept it): try more calibration samples "

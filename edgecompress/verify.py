@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import outputs
 from .errors import StageError, ToleranceError
 
 
@@ -29,6 +30,11 @@ class Parity:
     original_agreement: Optional[float] = None
     accuracy: Optional[float] = None
     reference_accuracy: Optional[float] = None
+    # the task's own figure (not a classifier), against the reference and the original: TASK_METRICS
+    task_metric: Optional[str] = None
+    task_agreement: Optional[float] = None
+    original_task_agreement: Optional[float] = None
+    task_details: Optional[dict] = None  # the task's other figures (task_metrics): mean IoU, PSNR, worst cosine ...
     tolerance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -42,7 +48,68 @@ class Parity:
             rows.append(f"  agreement with the original model {self.original_agreement:.2%}")
         if self.accuracy is not None:
             rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
+        if self.task_agreement is not None:
+            rows.append(f"  {METRIC_WORDS[self.task_metric]} {self.task_agreement:.4f} over {self.samples} held-out "
+                        "samples" + (f" (with the original {self.original_task_agreement:.4f})"
+                                     if self.original_task_agreement is not None else ""))
+        d = self.task_details or {}
+        if d.get("mean_iou") is not None:
+            rows.append(f"  mean IoU {d['mean_iou']:.4f}" + (f"; against the data's masks {d['mean_iou_labels']:.4f} "
+                                                             f"(reference {d['reference_mean_iou_labels']:.4f})"
+                                                             if d.get("mean_iou_labels") is not None else ""))
+        if d.get("cosine_min") is not None:
+            rows.append(f"  worst cosine {d['cosine_min']:.4f}, nearest-neighbour agreement "
+                        + ("-" if d.get("nn_agreement") is None else f"{d['nn_agreement']:.2%}"))
+        if d.get("min_psnr_db") is not None:
+            rows.append(f"  PSNR {d['min_psnr_db']:.1f} dB (worst output), largest relative error {d['max_rel_error']:.3g}")
         return "\n".join(rows)
+
+
+# per task: its figure's words; the verify key of its tolerance for a quantized model is "min_" + the
+# figure's name (Parity.task_metric); every figure is 1 for a perfect match
+TASK_METRICS = {"segmentation": ("pixel_agreement", "pixel agreement"),
+                "detection": ("confident_agreement", "confident-anchor agreement"),
+                "embedding": ("cosine", "mean cosine similarity"),
+                "regression": ("r2", "R^2")}
+METRIC_WORDS = dict(TASK_METRICS.values())
+METRIC_TASKS = {metric: task for task, (metric, _) in TASK_METRICS.items()}
+
+
+def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.ndarray],
+                   score_threshold: float = 0.5) -> Optional[float]:
+    """How far `candidate` agrees with `reference` for a task other than classification (1: fully):
+    segmentation: the share of pixels with the same class; detection: of the reference's confident
+    anchors (largest sigmoid score above score_threshold), the share the candidate also marks confident
+    with the same class; embedding: the mean cosine similarity of the first output's vectors;
+    regression: R^2 of the candidate's values against the reference's (1 - SSE / SST), all outputs."""
+    from .tasks import _detection_heads
+
+    if task == "segmentation":
+        c, r = candidate[0], reference[0]
+        same = (c > 0) == (r > 0) if r.shape[1] == 1 else c.argmax(1) == r.argmax(1)
+        return float(same.mean())
+    if task == "detection":
+        boxes, scores = _detection_heads([r.shape for r in reference])
+        if scores is None:
+            return None
+        sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
+        rs, cs = sig(reference[scores]), sig(candidate[scores])
+        confident = rs.max(-1) > score_threshold
+        if not confident.any():
+            return None
+        same = (cs.max(-1) > score_threshold) & (cs.argmax(-1) == rs.argmax(-1))
+        return float(same[confident].mean())
+    if task == "embedding":
+        c, r = (v.reshape(len(v), -1).astype(np.float64) for v in (candidate[0], reference[0]))
+        cos = (c * r).sum(1) / (np.linalg.norm(c, axis=1) * np.linalg.norm(r, axis=1) + 1e-12)
+        return float(np.nan_to_num(cos, nan=-1.0).mean())
+    if task == "regression":
+        c = np.concatenate([v.reshape(len(v), -1) for v in candidate], 1).astype(np.float64)
+        r = np.concatenate([v.reshape(len(v), -1) for v in reference], 1).astype(np.float64)
+        sst = ((r - r.mean(0)) ** 2).sum()
+        r2 = 1 - ((c - r) ** 2).sum() / sst if sst > 0 else float(np.allclose(c, r))
+        return float(np.nan_to_num(r2, nan=-np.inf))
+    return None
 
 
 def torch_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
@@ -53,7 +120,7 @@ def torch_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
     with torch.no_grad():
         for i in range(0, len(x), batch):
             out = model(torch.from_numpy(x[i: i + batch]))
-            chunks.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])
+            chunks.append([o.numpy() for o in outputs.flatten(out)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
@@ -71,7 +138,7 @@ def fp16_outputs(model, x: np.ndarray, batch: int = 64) -> List[np.ndarray]:
     with torch.no_grad():
         for i in range(0, len(x), batch):
             out = half(torch.from_numpy(x[i: i + batch]).half())
-            chunks.append([o.float().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])])
+            chunks.append([o.float().numpy() for o in outputs.flatten(out)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
@@ -106,22 +173,49 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
 
 
 def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray], names: List[str],
-            y: Optional[np.ndarray], original: Optional[List[np.ndarray]] = None) -> Parity:
+            y: Optional[np.ndarray], original: Optional[List[np.ndarray]] = None,
+            task: str = "classification") -> Parity:
     """original: the unpruned model's outputs, when the reference is the student: the deployed
-    model's top-1 agreement with them is reported beside the agreement with the reference."""
+    model's top-1 agreement with them is reported beside the agreement with the reference.
+    task: top-1 agreement and accuracy are a classifier's figures; other tasks have their own."""
     report = Parity(what, len(reference[0]))
     for name, c, r in zip(names, candidate, reference):
         diff = np.abs(c.astype(np.float64) - r.astype(np.float64))
         report.outputs.append(OutputDiff(name, float(diff.max()), float(diff.mean())))
-    if reference[0].ndim == 2 and reference[0].shape[1] > 1:
+    if task == "classification" and reference[0].ndim == 2 and reference[0].shape[1] > 1:
         c_top, r_top = candidate[0].argmax(1), reference[0].argmax(1)
         report.top1_agreement = float((c_top == r_top).mean())
         if original is not None:
             report.original_agreement = float((c_top == original[0].argmax(1)).mean())
-        if y is not None:
+        if y is not None and y.ndim == 1:
             report.accuracy = float((c_top == y).mean())
             report.reference_accuracy = float((r_top == y).mean())
+    elif task in TASK_METRICS:
+        report.task_metric = TASK_METRICS[task][0]
+        report.task_agreement = task_agreement(task, candidate, reference)
+        if original is not None:
+            report.original_task_agreement = task_agreement(task, candidate, original)
+        report.task_details = task_details(task, candidate, reference, y)
     return report
+
+
+def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
+    """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
+    from . import task_metrics
+    from .tasks import _detection_heads
+
+    if task == "segmentation":
+        masks = y if y is not None and y.ndim == 3 and y.shape[1:] == reference[0].shape[2:] else None
+        return task_metrics.segmentation(candidate[0], reference[0], masks).to_dict()
+    if task == "detection":
+        boxes, scores = _detection_heads([r.shape for r in reference])
+        if scores is None:
+            return None
+        return task_metrics.detection_anchors(candidate[boxes], candidate[scores], reference[boxes],
+                                              reference[scores]).to_dict()
+    if task == "embedding":
+        return task_metrics.embedding(candidate[0], reference[0]).to_dict()
+    return task_metrics.regression(candidate, reference).to_dict()
 
 
 def two_four_layers(path: Path) -> dict:
@@ -168,6 +262,11 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
         problems += [f"output '{o.name}' is not finite" for o in report.outputs if not np.isfinite(o.max_abs_diff)]
         if report.top1_agreement is not None and report.top1_agreement < cfg.min_top1_agreement:
             problems.append(f"top-1 agreement {report.top1_agreement:.2%} < {cfg.min_top1_agreement:.2%}")
+        if report.task_metric is not None:
+            words, key = METRIC_WORDS[report.task_metric], "min_" + report.task_metric
+            report.tolerance = {key: getattr(cfg, key)}
+            if report.task_agreement is not None and not report.task_agreement >= getattr(cfg, key):
+                problems.append(f"{words} {report.task_agreement:.4f} < {getattr(cfg, key)} (verify.{key})")
     else:
         report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
         problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"

@@ -25,7 +25,8 @@ def test_profile_choices_and_registries_agree():
 
     from edgecompress.profile import Distill, Prune
 
-    losses = set(get_args(get_args(Distill.model_fields["losses"].annotation)[0]))
+    listed = get_args(Distill.model_fields["losses"].annotation)[0]  # Optional[List[Literal[...]]]
+    losses = set(get_args(get_args(listed)[0]))
     assert losses == set(LOSSES.names())
     assert set(get_args(Prune.model_fields["importance"].annotation)) == set(IMPORTANCE.names())
 

@@ -50,7 +50,7 @@ def check_deployed(what: str, out: list, compressed, run, quantized: bool):
     over every held-out sample, within the profile's tolerance; the table goes to the log."""
     held = run.held
     parity = verify.check(verify.compare(what, out, compressed.reference, compressed.output_names, held.y,
-                                         compressed.reference_original), quantized, run.prof.verify)
+                                         compressed.reference_original, task=run.prof.task), quantized, run.prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
     return parity
 
@@ -63,14 +63,19 @@ def check_fp16(compressed, run):
     report = verify.check(verify.compare("student in FP16 arithmetic (PyTorch on this CPU, a stand-in for the "
                                          "device's FP16) vs PyTorch student",
                                          verify.fp16_outputs(compressed.student, held.x), compressed.reference,
-                                         compressed.output_names, held.y), True, run.prof.verify)
+                                         compressed.output_names, held.y, task=run.prof.task), True, run.prof.verify)
     log("verify: FP16 " + report.table().strip().replace("\n", "\n        "))
     return report
 
 
 def parity_samples(compressed, held, out: list) -> dict:
     """The samples stored in the bundle's parity.npz (`verify` re-runs them): the first 32 held-out
-    inputs with the deployed model's, the FP32 student's and the original's first output."""
+    inputs with the deployed model's, the FP32 student's and the original's outputs: output 0 as
+    expected / reference / original (as bundles have always had them), output i > 0 as expected_i ..."""
     n = min(32, len(held))
-    return {"x": held.x[:n], "expected": out[0][:n], "reference": compressed.reference[0][:n],
-            "original": compressed.reference_original[0][:n]}
+    stored = {"x": held.x[:n]}
+    for i in range(len(out)):
+        tail = "" if i == 0 else f"_{i}"
+        stored.update({f"expected{tail}": out[i][:n], f"reference{tail}": compressed.reference[i][:n],
+                       f"original{tail}": compressed.reference_original[i][:n]})
+    return stored

@@ -33,7 +33,7 @@ class LiteRT(common.Defaults):
         original = tflite.export_tflite(c.original, c.example, run.work / "original.tflite", channels_last=nhwc,
                                         layer_of_failure=prune.failing_layer)
         checks = [verify.check(verify.compare("original.tflite vs PyTorch original", tflite.tflite_outputs(original, held.x),
-                                              c.reference_original, c.output_names, held.y), False, run.prof.verify)]
+                                              c.reference_original, c.output_names, held.y, task=run.prof.task), False, run.prof.verify)]
         model = self._student(c, run)
         if q.precision == "fp16":
             checks.append(common.check_fp16(c, run))

@@ -31,9 +31,9 @@ def export_checked(compressed, run) -> Exported:
                                  prune.failing_layer)
     checks = (
         verify.check(verify.compare("original.onnx vs PyTorch original", verify.onnx_outputs(original, held.x),
-                                    c.reference_original, c.output_names, held.y), False, prof.verify),
+                                    c.reference_original, c.output_names, held.y, task=run.prof.task), False, prof.verify),
         verify.check(verify.compare("student FP32 ONNX vs PyTorch student", verify.onnx_outputs(student, held.x),
-                                    c.reference, c.output_names, held.y), False, prof.verify),
+                                    c.reference, c.output_names, held.y, task=run.prof.task), False, prof.verify),
     )
     log("export: ONNX FP32 matches PyTorch (max |diff| "
         + ", ".join(f"{o.max_abs_diff:.2g}" for check in checks for o in check.outputs) + ")")

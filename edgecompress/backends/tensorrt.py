@@ -140,7 +140,7 @@ class TensorRT(common.Defaults):
         model = Path(shutil.copy(exported.student, run.work / self.model_file))
         out = verify.onnx_outputs(model, held.x)
         parity = verify.check(verify.compare("model.onnx (the engine's source) vs PyTorch", out, c.reference,
-                                             c.output_names, held.y, c.reference_original), False, run.prof.verify)
+                                             c.output_names, held.y, c.reference_original, task=run.prof.task), False, run.prof.verify)
         checks = list(exported.checks)
         if q.precision == "fp16" and c.student is not None:  # an .onnx input has no PyTorch student to run in FP16
             checks.append(common.check_fp16(c, run))
@@ -165,7 +165,7 @@ class TensorRT(common.Defaults):
                                      onnx_files.input_name(model), symmetric=True)
         out = verify.onnx_outputs(qdq, held.x, exact_int8=True)  # the GPU's INT8 products do not saturate
         check = verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch", out, c.reference,
-                                            c.output_names, held.y), True, run.prof.verify)
+                                            c.output_names, held.y, task=run.prof.task), True, run.prof.verify)
         return qdq, check
 
     def for_timing(self, module, run, name: str):

@@ -112,18 +112,19 @@ def _litert_torch(stage: str):
 def _outputs(model, example) -> list:
     import torch
 
+    from .. import outputs
+
     with torch.no_grad():
-        out = model(example)
-    if isinstance(out, dict):
-        raise StageError("export", "the model returns a dict; return a tensor or a tuple of tensors for export")
-    return list(out) if isinstance(out, (tuple, list)) else [out]
+        return outputs.flatten(model(example))
 
 
 def _prepared(litert_torch, model, example, channels_last: bool):
     """(module to convert, its example input, layout of each output). Channels-last wraps the model
     so that input 0 and every 4-D output are NHWC; the transposes sit at the graph's edges, where
     the converter folds them into the neighbouring ops."""
-    model = model.eval()
+    from .. import outputs
+
+    model = outputs.flat(model.eval())  # a tuple in the flat order: litert-torch takes no dict output
     ranks = [o.dim() for o in _outputs(model, example)]
     four_d = [i for i, r in enumerate(ranks) if r == 4]
     if not channels_last:

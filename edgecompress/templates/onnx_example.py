@@ -56,6 +56,33 @@ def load_input(arg, manifest):
     return ((arr - mean) / std)[None]
 
 
+def describe(outputs, manifest):
+    """What a model that is not a classifier answered (manifest task): segmentation's class areas,
+    a detector's top anchors, an embedding's first values, a regressor's outputs."""
+    task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
+    first = outputs[0][0]
+    if task == "segmentation":
+        classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)
+        values, counts = np.unique(classes, return_counts=True)
+        for v, c in zip(values, counts):
+            print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+    elif task == "detection":
+        shapes = [o.shape for o in outputs]
+        boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
+        scores = next(i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1])
+        prob = 1 / (1 + np.exp(-outputs[scores][0]))
+        best = prob.max(-1)
+        for a in np.argsort(-best)[:5]:  # the raw top-scoring anchors (no decoding, no NMS)
+            print(f"anchor {int(a):>5}  class {int(prob[a].argmax())}  score {best[a]:.3f}  box "
+                  + " ".join(f"{v:.3f}" for v in outputs[boxes][0][a]))
+    elif task == "embedding":
+        print(f"{names[0]}: {first.size} values, |v| {np.linalg.norm(first):.3f}; first: "
+              + " ".join(f"{v:.4f}" for v in first.reshape(-1)[:8]))
+    else:
+        for name, out in zip(names, outputs):
+            print(f"{name}: " + " ".join(f"{v:.4f}" for v in out[0].reshape(-1)[:8]))
+
+
 def main():
     manifest = read_manifest()
     options = ort.SessionOptions()
@@ -66,7 +93,10 @@ def main():
         options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(str(HERE / manifest["model"]["file"]), options, providers=["CPUExecutionProvider"])
     x = load_input(sys.argv[1] if len(sys.argv) > 1 else None, manifest)
-    logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+    outputs = session.run(None, {session.get_inputs()[0].name: x})
+    if manifest.get("task") not in (None, "classification"):
+        return describe(outputs, manifest)
+    logits = outputs[0][0]
     labels_file = HERE / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else [str(i) for i in range(len(logits))]
     probs = np.exp(logits - logits.max())

@@ -47,6 +47,33 @@ def image_input(arg, spec_in):
     return ((arr - mean) / std)[None]
 
 
+def describe(outputs, manifest):
+    """What a model that is not a classifier answered (manifest task): segmentation's class areas,
+    a detector's top anchors, an embedding's first values, a regressor's outputs."""
+    task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
+    first = outputs[0][0]
+    if task == "segmentation":
+        classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)
+        values, counts = np.unique(classes, return_counts=True)
+        for v, c in zip(values, counts):
+            print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+    elif task == "detection":
+        shapes = [o.shape for o in outputs]
+        boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
+        scores = next(i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1])
+        prob = 1 / (1 + np.exp(-outputs[scores][0]))
+        best = prob.max(-1)
+        for a in np.argsort(-best)[:5]:  # the raw top-scoring anchors (no decoding, no NMS)
+            print(f"anchor {int(a):>5}  class {int(prob[a].argmax())}  score {best[a]:.3f}  box "
+                  + " ".join(f"{v:.3f}" for v in outputs[boxes][0][a]))
+    elif task == "embedding":
+        print(f"{names[0]}: {first.size} values, |v| {np.linalg.norm(first):.3f}; first: "
+              + " ".join(f"{v:.4f}" for v in first.reshape(-1)[:8]))
+    else:
+        for name, out in zip(names, outputs):
+            print(f"{name}: " + " ".join(f"{v:.4f}" for v in out[0].reshape(-1)[:8]))
+
+
 def main():
     manifest = read_manifest()
     spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
@@ -71,6 +98,14 @@ def main():
         x = np.clip(np.round(x / q_in["scale"] + q_in["zero_point"]), -128, 127)
     interpreter.set_tensor(detail_in["index"], x.astype(detail_in["dtype"]))
     interpreter.invoke()
+    if manifest.get("task") not in (None, "classification"):
+        by_name = {d["name"]: d for d in interpreter.get_output_details()}
+        outputs = []
+        for spec in manifest["outputs"]:  # in the manifest's (the model's) order, dequantized
+            out = interpreter.get_tensor(by_name[spec["name"]]["index"]).astype(np.float32)
+            q = spec.get("quantization")
+            outputs.append((out - q["zero_point"]) * q["scale"] if q else out)
+        return describe(outputs, manifest)
     logits = interpreter.get_tensor(detail_out["index"])[0].astype(np.float32)
     if q_out:
         logits = (logits - q_out["zero_point"]) * q_out["scale"]

@@ -1,0 +1,71 @@
+"""A model's outputs as every stage sees them: a flat list of tensors with one name each. A model may
+return a tensor, a tuple or list of tensors (nested or not), or a dict of named tensors (Hugging
+Face's ModelOutput is a dict); export, conversion, distillation and the checks all take the same
+flat order, so output i is the same tensor everywhere."""
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+from .errors import InputError
+
+
+def named(out: Any, prefix: str = "") -> List[Tuple[str, Any]]:
+    """[(name, tensor)] in the model's order: dict keys as names (nested ones joined by '_'), else
+    output_0, output_1 ...; a single tensor is 'output'. None values (a ModelOutput's unset fields)
+    are left out, as ModelOutput.to_tuple leaves them out."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [(prefix or "output", out)]
+    if isinstance(out, dict):
+        pairs = []
+        for key, value in out.items():
+            if value is not None:
+                pairs += named(value, f"{prefix}_{key}" if prefix else str(key))
+        return pairs
+    if isinstance(out, (tuple, list)):
+        pairs = []
+        for i, value in enumerate(out):
+            if value is not None:
+                pairs += named(value, f"{prefix or 'output'}_{i}")
+        return pairs
+    raise InputError(f"the model returns a {type(out).__name__}{' in ' + prefix if prefix else ''}, which is not a "
+                     "tensor", hint="return a tensor, a tuple or list of tensors, or a dict of named tensors")
+
+
+def flatten(out: Any) -> list:
+    """The output tensors in the model's order."""
+    return [t for _, t in named(out)]
+
+
+def names(out: Any) -> List[str]:
+    """The outputs' names (what the ONNX file, the manifest and every check's table call them)."""
+    return [_safe(n) for n, _ in named(out)]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def flat(model):
+    """`model` wrapped so that its forward returns a tuple of tensors in the flat order: what the ONNX
+    exporter and litert-torch convert (neither takes a dict output)."""
+    import torch.nn as nn
+
+    class Flat(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return tuple(flatten(self.inner(x)))
+
+    return Flat(model).eval() if not model.training else Flat(model)
+
+
+def of(model, example) -> List[str]:
+    """The names of `model`'s outputs on `example` (one forward pass, no gradients)."""
+    import torch
+
+    with torch.no_grad():
+        return names(model.eval()(example))

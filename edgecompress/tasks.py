@@ -1,0 +1,92 @@
+"""What kind of model this is (the profile's `task`, `--task`): classification, detection,
+segmentation, embedding or regression. It decides the distillation losses' defaults and what the
+checks compare. `auto` decides from the outputs (and the data), and the run says what it chose and
+how to override it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+KINDS = ("classification", "detection", "segmentation", "embedding", "regression")
+
+# the losses each task distils with unless distill.losses names others
+DEFAULT_LOSSES = {"classification": ["soft", "ce"], "segmentation": ["pixel_kl", "pixel_ce"],
+                  "detection": ["box_l1", "score_bce"], "embedding": ["cosine", "mse"], "regression": ["var_mse"]}
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str
+    reason: str  # why: "--task", or what auto saw in the outputs
+    boxes: Optional[int] = None  # detection: the index of the (N, A, 4) box output
+    scores: Optional[int] = None  # detection: the index of the (N, A, K) score output
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "reason": self.reason}
+        if self.kind == "detection":
+            out.update(boxes_output=self.boxes, scores_output=self.scores)
+        return out
+
+
+def choose(requested: str, names: Sequence[str], shapes: Sequence[Sequence[int]], first: Optional[np.ndarray] = None,
+           y: Optional[np.ndarray] = None) -> Task:
+    """The task for outputs `names` with `shapes` (batch first) on a few samples; `first`: the first
+    output's values there (an embedding's rows have unit length); `y`: the data's labels, if any."""
+    boxes, scores = _detection_heads(shapes)
+    if requested != "auto":
+        if requested == "detection" and boxes is None:
+            from .errors import InputError
+
+            raise InputError(f"--task detection needs a box output (N, anchors, 4) and a score output (N, anchors, "
+                             f"classes); the model's outputs are {_described(names, shapes)}",
+                             hint="return (boxes, scores) from the model, or choose another --task")
+        return Task(requested, "--task / the profile's task", boxes, scores)
+    return _auto(names, shapes, first, y, boxes, scores)
+
+
+def _auto(names, shapes, first, y, boxes, scores) -> Task:
+    seen = _described(names, shapes)
+    if boxes is not None:
+        return Task("detection", f"outputs {seen}: a box output (N, A, 4) and a score output (N, A, K)", boxes, scores)
+    lead = list(shapes[0])
+    if len(lead) == 4 and lead[2] > 1 and lead[3] > 1:
+        return Task("segmentation", f"output '{names[0]}' is a map {lead[1:]} (classes x height x width)")
+    if len(lead) == 2 and "logits" in names:
+        return Task("classification", "an output named 'logits'")
+    if len(shapes) == 1 and len(lead) == 2 and first is not None and lead[1] > 1 and _unit_rows(first):
+        return Task("embedding", f"output '{names[0]}' has {lead[1]} values of length 1 per sample (L2-normalised)")
+    if len(shapes) == 1 and len(lead) == 2 and lead[1] > 1:
+        return Task("classification", f"one output of {lead[1]} values per sample"
+                                      + (" and the data has labels" if y is not None else ""))
+    return Task("regression", f"outputs {seen}: not class scores, maps, boxes or unit vectors")
+
+
+def _detection_heads(shapes) -> tuple:
+    """(index of an (N, A, 4) output, index of an (N, A, K) output with the same A), else (None, None)."""
+    for b, shape in enumerate(shapes):
+        if len(shape) == 3 and shape[2] == 4:
+            for s, other in enumerate(shapes):
+                if s != b and len(other) == 3 and other[1] == shape[1]:
+                    return b, s
+    return None, None
+
+
+def _unit_rows(values: np.ndarray) -> bool:
+    norms = np.linalg.norm(values.reshape(len(values), -1).astype(np.float64), axis=1)
+    return bool(np.all(np.abs(norms - 1) < 1e-3))
+
+
+def _described(names, shapes) -> str:
+    return ", ".join(f"'{n}' {list(s[1:])}" for n, s in zip(names, shapes))
+
+
+def log_line(task: Task) -> str:
+    how = "" if task.reason.startswith("--task") else (f" (auto: {task.reason}); if that is wrong, pass --task "
+                                                      f"{'|'.join(k for k in KINDS if k != task.kind)}")
+    return f"task: {task.kind}{how}"
+
+
+def losses_for(task: Task, configured: Optional[List[str]]) -> List[str]:
+    return list(configured) if configured else list(DEFAULT_LOSSES[task.kind])

@@ -1,0 +1,166 @@
+"""Models that are not classifiers, deployed as a user deploys them (tests/models/task_models.py: a
+detector returning a tuple of raw heads, a segmenter returning a dict, an embedding net, a two-output
+regressor), on data drawn here: squares on a canvas with known boxes and masks. The teachers train
+for a few seconds first, so that their outputs mean something and the checks have something to lose."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecutil import fast_sets, run_cli
+
+MODELS = Path(__file__).parents[1] / "models"
+SMALL = ("distill.steps=30", "distill.batch_size=16", "prune.ratio=0.25")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def canvas(n: int = 160, seed: int = 0):
+    """x (N, 3, 32, 32): one square per image in channel 1 or 2 (its class), with its mask (N, 32, 32:
+    0 background, 1 or 2) and its box (cx, cy, w, h in [0, 1]) and class (0 or 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.1, (n, 3, 32, 32)).astype(np.float32)
+    masks, boxes, classes = np.zeros((n, 32, 32), np.int64), np.zeros((n, 4), np.float32), np.zeros(n, np.int64)
+    for i in range(n):
+        k, s = int(rng.integers(1, 3)), int(rng.integers(8, 14))
+        r, c = rng.integers(0, 32 - s, 2)
+        x[i, k, r:r + s, c:c + s] += 1.0
+        masks[i, r:r + s, c:c + s] = k
+        boxes[i], classes[i] = [(c + s / 2) / 32, (r + s / 2) / 32, s / 32, s / 32], k - 1
+    return x, masks, boxes, classes
+
+
+def _trained(factory: str, x, loss_fn, steps: int = 80):
+    from edgecompress import models
+
+    model = models.load(f"{MODELS / 'task_models.py'}:{factory}", None).module.train()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    torch.manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (32,))
+        loss = loss_fn(model(torch.from_numpy(x[idx.numpy()])), idx.numpy())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _detector_loss(boxes, classes):
+    def loss(out, idx):
+        pred_boxes, scores = out
+        cell = (np.clip((boxes[idx, 1] * 8).astype(int), 0, 7) * 8 + np.clip((boxes[idx, 0] * 8).astype(int), 0, 7))
+        target = torch.zeros_like(scores)
+        target[torch.arange(len(idx)), torch.from_numpy(cell), torch.from_numpy(classes[idx])] = 1
+        box_loss = F.l1_loss(pred_boxes[torch.arange(len(idx)), torch.from_numpy(cell)], torch.from_numpy(boxes[idx]))
+        return F.binary_cross_entropy_with_logits(scores, target, pos_weight=torch.tensor(30.0)) + box_loss
+    return loss
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tasks")
+    x, masks, boxes, classes = canvas()
+    np.savez(folder / "shapes.npz", x=x)
+    np.savez(folder / "shapes_masks.npz", x=x, y=masks)
+    weights = {}
+    trained = {
+        "detector": _trained("detector", x, _detector_loss(boxes, classes)),
+        "segmenter": _trained("segmenter", x, lambda out, idx: F.cross_entropy(out["masks"], torch.from_numpy(masks[idx]))),
+        "regressor": _trained("regressor", x, lambda out, idx: F.mse_loss(out[0], torch.from_numpy(boxes[idx, :2]))
+                              + F.mse_loss(out[1], torch.from_numpy(boxes[idx, 2:3] ** 2))),
+    }
+    for name, model in trained.items():
+        weights[name] = folder / f"{name}.pt"
+        torch.save(model.state_dict(), weights[name])
+    return folder, weights
+
+
+def _deploy(model: str, target: str, data_file: Path, out: Path, weights=None, *extra: str):
+    args = ["deploy", f"{MODELS / 'task_models.py'}:{model}", "--target", target, "--data", str(data_file),
+            "--out", str(out), *(["--weights", str(weights)] if weights else []), *extra, *fast_sets(*SMALL)]
+    code, stdout, err = run_cli(*args)
+    assert code == 0, err
+    bundle = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return json.loads((bundle / "manifest.json").read_text()), stdout, err, bundle
+
+
+def test_a_detector_returning_raw_heads_deploys_and_is_checked_on_its_confident_anchors(data, tmp_path):
+    folder, weights = data
+    m, stdout, err, bundle = _deploy("detector", "arm", folder / "shapes.npz", tmp_path / "out", weights["detector"])
+    assert m["task"] == "detection" and "a box output (N, A, 4)" in m["task_reason"]
+    assert "task: detection (auto:" in err and "--task classification|segmentation" in err
+    assert [(o["name"], o["shape"][1:]) for o in m["outputs"]] == [("output_0", [64, 4]), ("output_1", [64, 2])]
+    assert m["compression"]["distillation"]["losses"] == ["box_l1", "score_bce"]
+    deployed = m["metrics"]["parity"][-1]
+    assert deployed["task_metric"] == "confident_agreement" and deployed["top1_agreement"] is None
+    assert deployed["task_agreement"] >= deployed["tolerance"]["min_confident_agreement"] == 0.9
+    acc = m["metrics"]["accuracy"]
+    assert acc["metric"] == "confident_agreement" and acc["teacher"] == 1.0 and 0.5 < acc["student"] <= 1.0
+    assert "confident-anchor agreement" in stdout
+    code, _, verify_err = run_cli("verify", str(bundle))
+    assert code == 0, verify_err
+    printed = _example(bundle)
+    assert len(printed) == 5 and all(line.startswith("anchor ") and " box " in line for line in printed), printed
+
+
+def _example(bundle: Path) -> list:
+    """The bundle's example.py on its first stored sample, as an app developer runs it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "example.py"], cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
+def test_a_segmenter_returning_a_dict_deploys_to_litert_with_its_masks_as_labels(data, tmp_path):
+    folder, weights = data
+    m, stdout, err, bundle = _deploy("segmenter", "android", folder / "shapes_masks.npz", tmp_path / "out",
+                                     weights["segmenter"])
+    assert m["task"] == "segmentation" and m["task_reason"] == "the data's y holds masks (N, H, W)"
+    assert [o["shape"][1:] for o in m["outputs"]] in ([[32, 32, 3]], [[3, 32, 32]])  # NHWC on the phone
+    assert m["compression"]["distillation"]["losses"] == ["pixel_kl", "pixel_ce"]
+    assert "(pixel_kl + pixel_ce)" in err  # the masks taught it, not only the teacher
+    acc = m["metrics"]["accuracy"]
+    assert acc["metric"] == "pixel_agreement" and acc["student"] > 0.9, acc
+    areas = _example(bundle)  # the class areas of the first stored sample's mask
+    assert areas[0].startswith("class   0") and abs(sum(float(a.split()[2].rstrip("%")) for a in areas) - 100) < 0.5
+
+
+def test_an_embedding_net_is_taught_by_cosine_and_judged_by_it(data, tmp_path):
+    folder, _ = data
+    m, stdout, err, _ = _deploy("embedder", "arm", folder / "shapes.npz", tmp_path / "out")
+    assert m["task"] == "embedding" and m["compression"]["distillation"]["losses"] == ["cosine", "mse"]
+    assert m["metrics"]["accuracy"]["metric"] == "cosine"
+    assert m["metrics"]["parity"][-1]["tolerance"] == {"min_cosine": 0.98}
+    assert "top-1" not in err.split("task:")[1]  # no classifier's figure for a vector
+
+
+def test_a_two_output_regressor_deploys_for_jetson_with_both_outputs(data, tmp_path):
+    folder, weights = data
+    m, stdout, err, bundle = _deploy("regressor", "jetson", folder / "shapes.npz", tmp_path / "out",
+                                     weights["regressor"])
+    assert m["task"] == "regression" and m["compression"]["distillation"]["losses"] == ["var_mse"]
+    assert [(o["name"], o["shape"][1:]) for o in m["outputs"]] == [("output_0", [2]), ("output_1", [1])]
+    assert m["metrics"]["accuracy"]["metric"] == "r2" and m["metrics"]["accuracy"]["student"] > 0.5
+    assert (bundle / "model.onnx").is_file()
+
+
+def test_task_can_be_overridden_and_a_wrong_one_is_refused_naming_the_outputs(data, tmp_path):
+    folder, _ = data
+    m, _, err, _ = _deploy("embedder", "arm", folder / "shapes.npz", tmp_path / "a", None, "--task", "regression")
+    assert m["task"] == "regression" and "task: regression\n" in err
+    code, _, err = run_cli("deploy", f"{MODELS / 'task_models.py'}:embedder", "--target", "arm", "--data",
+                           str(folder / "shapes.npz"), "--out", str(tmp_path / "b"), "--task", "detection")
+    assert code == 2 and "--task detection needs a box output" in err and "'output' [32]" in err
