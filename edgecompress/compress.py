@@ -194,7 +194,7 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
 
 def _distillation(r, d, **teacher) -> Distillation:
     if r is None:
-        return Distillation(steps=0, seconds=0.0, temperature=d.temperature, alpha=d.alpha, losses=list(d.losses),
+        return Distillation(steps=0, seconds=0.0, temperature=d.temperature, alpha=d.alpha, losses=list(d.losses or []),
                             final_loss=None, **teacher)
     return Distillation(steps=r.steps, seconds=r.seconds, temperature=r.temperature, alpha=r.alpha, losses=r.losses,
                         final_loss=r.final_loss, label_free=r.label_free, loss_curve=r.loss_curve, **teacher)

@@ -360,9 +360,15 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
              checkpoint: Path, meta: dict, resume: Optional[dict] = None,
              regularize: Optional[Callable[[], None]] = None, after_step: Optional[Callable[[], None]] = None,
              label: str = "distill", curve: Optional[List[list]] = None, task=None) -> DistillReport:
-    """Train `student` in place (task: tasks.Task, which outputs a detector's boxes and scores are) for at most `steps` steps and/or `seconds` seconds. `curve`: the loss
-    points of earlier rounds, continued here (a checkpoint carries them, so --resume keeps them)."""
+    """Train `student` in place for at most `steps` steps and/or `seconds` seconds. `curve`: the loss
+    points of earlier rounds, continued here (a checkpoint carries them, so --resume keeps them).
+    task: tasks.Task (which outputs a detector's boxes and scores are; the default losses)."""
     import torch
+
+    if cfg.losses is None:  # the task's own losses (a deploy resolves them in inputs; a direct call here)
+        from . import tasks
+
+        cfg = cfg.model_copy(update={"losses": tasks.losses_for(task or tasks.Task("classification", ""), None)})
 
     check_data(cfg, train.x)
     x, y = torch.from_numpy(train.x), None if train.y is None else torch.from_numpy(train.y)

@@ -23,7 +23,7 @@ def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(outputs.flat(model), (example,), str(path), input_names=[INPUT_NAME], output_names=names,
+            torch.onnx.export(outputs.flat(model, example), (example,), str(path), input_names=[INPUT_NAME], output_names=names,
                               dynamic_axes=axes, opset_version=cfg.opset, dynamo=False, do_constant_folding=True)
     except Exception as exc:
         layer = layer_of_failure(model, example) if layer_of_failure else None

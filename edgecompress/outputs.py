@@ -47,10 +47,25 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
-def flat(model):
+def is_flat(out: Any) -> bool:
+    """A tensor, or a tuple or list of tensors: what the converters take as they are."""
+    import torch
+
+    return isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor)
+                                                                                   for t in out))
+
+
+def flat(model, example=None):
     """`model` wrapped so that its forward returns a tuple of tensors in the flat order: what the ONNX
-    exporter and litert-torch convert (neither takes a dict output)."""
+    exporter and litert-torch convert (neither takes a dict output). Given `example`, a model whose
+    outputs are already flat is returned as it is, so its graph's node names stay its own."""
+    import torch
     import torch.nn as nn
+
+    if example is not None:
+        with torch.no_grad():
+            if is_flat(model.eval()(example)):
+                return model
 
     class Flat(nn.Module):
         def __init__(self, inner):

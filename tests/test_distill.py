@@ -31,17 +31,55 @@ def pair():
 
 def test_soft_kd_is_zero_for_identical_logits_and_scaled_by_t_squared():
     logits = torch.randn(8, 10)
-    b = distill.Batch(logits, logits.clone(), None, 4.0, [])
+    b = distill.Batch([logits], [logits.clone()], None, 4.0, [])
     assert distill.soft_kd(b).item() == pytest.approx(0.0, abs=1e-6)
     s, t = torch.randn(8, 10), torch.randn(8, 10)
     kl = F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="batchmean")
-    assert distill.soft_kd(distill.Batch(s, t, None, 2.0, [])).item() == pytest.approx(4 * kl.item(), rel=1e-5)
+    assert distill.soft_kd(distill.Batch([s], [t], None, 2.0, [])).item() == pytest.approx(4 * kl.item(), rel=1e-5)
+
+
+def test_task_losses_are_zero_when_the_student_matches_and_grow_when_it_does_not():
+    maps, boxes, scores = torch.randn(2, 3, 8, 8), torch.rand(2, 16, 4), torch.randn(2, 16, 2)
+    same = distill.Batch([maps, boxes, scores], [maps.clone(), boxes.clone(), scores.clone()], None, 2.0, [], 1, 2)
+    for loss in (distill.pixel_kl, distill.box_l1, distill.cosine, distill.mse, distill.var_mse):
+        assert loss(same).item() == pytest.approx(0.0, abs=1e-6), loss.__name__
+    other = distill.Batch([torch.randn(2, 3, 8, 8), torch.rand(2, 16, 4), torch.randn(2, 16, 2)],
+                          [maps, boxes, scores], None, 2.0, [], 1, 2)
+    for loss in (distill.pixel_kl, distill.box_l1, distill.score_bce, distill.score_kl, distill.mse):
+        assert loss(other).item() > 0.01, loss.__name__
+
+
+def test_box_loss_weighs_the_anchors_the_teacher_is_confident_about():
+    """A wrong box where the teacher sees an object costs far more than one on background."""
+    boxes = torch.zeros(1, 2, 4)
+    scores = torch.tensor([[[8.0], [-8.0]]])  # anchor 0 confident, anchor 1 background
+    wrong_object = boxes.clone()
+    wrong_object[0, 0] = 1.0
+    wrong_background = boxes.clone()
+    wrong_background[0, 1] = 1.0
+    cost = lambda s_boxes: distill.box_l1(distill.Batch([s_boxes, scores], [boxes, scores], None, 1.0, [], 0, 1))  # noqa: E731
+    assert cost(wrong_object).item() > 100 * cost(wrong_background).item()
+
+
+def test_var_mse_weighs_outputs_of_any_scale_alike():
+    t = [torch.randn(16, 1) * 1000, torch.randn(16, 1) * 0.001]
+    off_big = distill.var_mse(distill.Batch([t[0] * 1.1, t[1]], t, None, 1.0, []))
+    off_small = distill.var_mse(distill.Batch([t[0], t[1] * 1.1], t, None, 1.0, []))
+    assert off_big.item() == pytest.approx(off_small.item(), rel=0.2)
+
+
+def test_pixel_ce_uses_masks_and_skips_class_labels():
+    logits = torch.randn(2, 3, 4, 4)
+    masks = torch.randint(0, 3, (2, 4, 4))
+    assert distill.pixel_ce(distill.Batch([logits], [logits], masks, 1.0, [])).item() == pytest.approx(
+        F.cross_entropy(logits, masks).item())
+    assert distill.pixel_ce(distill.Batch([logits], [logits], torch.tensor([0, 1]), 1.0, [])) is None
 
 
 def test_hard_kd_uses_teacher_top1_as_label():
     s, t = torch.randn(8, 10), torch.randn(8, 10)
     expected = F.cross_entropy(s, t.argmax(1))
-    assert distill.hard_kd(distill.Batch(s, t, None, 1.0, [])).item() == pytest.approx(expected.item())
+    assert distill.hard_kd(distill.Batch([s], [t], None, 1.0, [])).item() == pytest.approx(expected.item())
 
 
 def test_combine_weights_soft_by_alpha_and_goes_label_free_without_labels():

@@ -124,7 +124,7 @@ def _prepared(litert_torch, model, example, channels_last: bool):
     the converter folds them into the neighbouring ops."""
     from .. import outputs
 
-    model = outputs.flat(model.eval())  # a tuple in the flat order: litert-torch takes no dict output
+    model = outputs.flat(model.eval(), example)  # a tuple in the flat order: litert-torch takes no dict output
     ranks = [o.dim() for o in _outputs(model, example)]
     four_d = [i for i, r in enumerate(ranks) if r == 4]
     if not channels_last:
