@@ -69,7 +69,8 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     rounds = p.iterative_steps if p.structure == "channel" else 1
     steps = None if d.steps is None else d.steps // rounds
     seconds = None if d.minutes is None else d.minutes * 60 / rounds
-    ignore = prune.ignored_modules(student, p) if p.structure != "none" else []
+    ignore = prune.ignored_modules(student, p, example) if p.structure != "none" else []  # every output's head
+    left_whole: list = []
     masks = None
     if p.structure in ("unstructured", "2:4"):
         masks = (prune.magnitude_masks(student, p.ratio, ignore) if p.structure == "unstructured"
@@ -90,7 +91,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                                      regularize=regularize, label="slimming", task=task).loss_curve
             continue
         if state is None:
-            _prune_round_(student, teacher, prof, train, example, rnd, masks)
+            left_whole += _prune_round_(student, teacher, prof, train, example, rnd, masks)
         if d.steps == 0:
             log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
             continue
@@ -104,20 +105,23 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
             f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
     pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
                "masked_layers": sorted(masks) if masks else [],
-               "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore}
+               "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore,
+               "left_whole": sorted(set(left_whole))}
     return pruning, report_d
 
 
-def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> None:
-    p = prof.prune
+def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> list:
+    """One round's pruning, in place; the layers it left whole (pruning them broke the model)."""
+    p, left = prof.prune, []
     if p.structure == "channel":
-        prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
+        left = prune.prune_channels_(student, p, example, step=rnd, grad_fn=_taylor_grads(teacher, train, prof.distill))
     elif p.structure in ("unstructured", "2:4"):
         prune.apply_masks_(student, masks)
     if p.structure != "none":
         macs, params = prune.count(student, example)
         log(f"prune {rnd}/{p.iterative_steps if p.structure == 'channel' else 1} ({p.structure}, {p.importance}): "
             f"{params:,} params, {macs:,} MACs, {prune.count_nonzero(student):,} non-zero")
+    return left
 
 
 def _taylor_grads(teacher, train, d):

@@ -123,6 +123,7 @@ class Pruning(Section):
     importance: Optional[str] = None
     iterative_steps: Optional[int] = None
     ignored_layers: Optional[List[str]] = None
+    left_whole: Optional[List[str]] = None  # layers whose pruning broke the forward pass or the export
     params_before: Optional[int]  # null for an .onnx input: nothing was pruned or counted here
     params_after: Optional[int]
     macs_before: Optional[int]

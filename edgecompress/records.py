@@ -45,6 +45,7 @@ class Pruning:
     importance: Optional[str] = None
     iterative_steps: Optional[int] = None
     ignored_layers: Optional[List[str]] = None
+    left_whole: Optional[List[str]] = None  # found by trial: pruning them broke the forward pass or the export
     latency_budget: Optional[dict] = None  # budget.search's outcome: ratio, budget_ms, probes_p50_ms
 
     def to_dict(self, two_four: Optional[dict] = None) -> dict:
@@ -55,7 +56,7 @@ class Pruning:
             return {"structure": self.structure, "ratio": self.ratio, **counts}
         out = {"structure": self.structure, "ratio": self.ratio, "masked_layers": self.masked_layers,
                "round_to": self.round_to, "importance": self.importance, "iterative_steps": self.iterative_steps,
-               "ignored_layers": self.ignored_layers, **counts, "nonzero_params_after": self.nonzero_params_after}
+               "ignored_layers": self.ignored_layers, "left_whole": self.left_whole or [], **counts, "nonzero_params_after": self.nonzero_params_after}
         if two_four is not None:
             out["two_four"] = two_four
         out["latency_budget"] = self.latency_budget

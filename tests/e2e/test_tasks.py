@@ -164,3 +164,19 @@ def test_task_can_be_overridden_and_a_wrong_one_is_refused_naming_the_outputs(da
     code, _, err = run_cli("deploy", f"{MODELS / 'task_models.py'}:embedder", "--target", "arm", "--data",
                            str(folder / "shapes.npz"), "--out", str(tmp_path / "b"), "--task", "detection")
     assert code == 2 and "--task detection needs a box output" in err and "'output' [32]" in err
+
+
+def test_a_model_whose_attention_breaks_when_pruned_deploys_with_those_layers_left_whole(data, tmp_path):
+    """A MobileViT-like block reshapes its channels into a fixed number of heads: pruning its value
+    projection breaks the forward pass. The deploy prunes the rest, names what it left whole in the log
+    and the manifest, and never blames the data."""
+    folder, _ = data
+    args = ["deploy", f"{MODELS / 'adapt_models.py'}:mobilevit", "--target", "arm", "--data",
+            str(folder / "shapes.npz"), "--out", str(tmp_path / "out"), *fast_sets(*SMALL), "--set", "prune.ratio=0.3"]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
+    pruning = json.loads((bundle / "manifest.json").read_text())["compression"]["pruning"]
+    assert pruning["left_whole"] and all("attention" in name or "vit" in name for name in pruning["left_whole"])
+    assert pruning["macs_after"] < pruning["macs_before"]
+    assert "prune: left whole (pruning them breaks the" in err and "do not fit" not in err
