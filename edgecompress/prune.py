@@ -210,15 +210,23 @@ def _restore_(pairs) -> None:
         module.__dict__.update({k: v for k, v in vars(saved).items() if k != "_modules"})
 
 
+def _copy(model):
+    """A deep copy with the parameters' gradients (which taylor importance reads; deepcopy drops them)."""
+    twin = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        q.grad = None if p.grad is None else p.grad.detach().clone()
+    return twin
+
+
 def _restore_model_(model, backup) -> None:
-    fresh = dict(copy.deepcopy(backup).named_modules())
+    fresh = dict(_copy(backup).named_modules())
     _restore_([(m, fresh[n]) for n, m in model.named_modules()])
 
 
 def breaking_groups(backup, cfg, example, step: int, ignore: List[str], shapes: list, export: bool) -> List[str]:
     """Prune a copy group by group, undoing each group whose pruning breaks the copy; the names of
     those groups' root layers."""
-    trial = copy.deepcopy(backup)
+    trial = _copy(backup)
     names = {id(m): n for n, m in trial.named_modules()}
     broken: List[str] = []
     for group in _pruner(trial, cfg, example, step, ignore).step(interactive=True):
@@ -244,8 +252,8 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
         if grad_fn is None:
             raise StageError("prune", "taylor importance needs data to compute gradients")
         model.zero_grad()
-        grad_fn(model)  # fills .grad, which GroupTaylorImportance reads (deepcopies keep it)
-    backup = copy.deepcopy(model)
+        grad_fn(model)  # fills .grad, which GroupTaylorImportance reads
+    backup = _copy(model)
     left: List[str] = []
     why = set()
     for _ in range(3):  # a group left whole can make another one the breaking one; bounded

@@ -77,3 +77,18 @@ def test_a_model_that_prunes_whole_gets_no_search():
     model = models().detector().eval()
     assert prune.prune_channels_(model, Prune(ratio=0.3), torch.randn(1, 3, 64, 64)) == []
     assert model.box_head.in_channels < 48
+
+
+def test_taylor_importance_survives_the_group_search():
+    """The trial copies keep the gradients taylor importance reads (a deepcopy alone drops them)."""
+    torch.manual_seed(0)
+    model = models().efficientnet().eval()
+    x = torch.randn(2, 3, 64, 64)
+    macs_before, _ = prune.count(model, x)
+
+    def grads(m):
+        m(torch.randn(4, 3, 64, 64)).square().mean().backward()
+
+    left = prune.prune_channels_(model, Prune(ratio=0.3, importance="taylor"), x, grad_fn=grads)
+    assert left and set(left) <= CASES["efficientnet"]
+    assert prune.count(model, x)[0] < 0.8 * macs_before
