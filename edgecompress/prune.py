@@ -107,7 +107,7 @@ def output_layers(model, example) -> List[str]:
         return hook
 
     hooks = [m.register_forward_hook(note(n)) for n, m in layers]
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own: a user may freeze some BNs
     x = example.detach().clone()
     if x.is_floating_point():
         x.requires_grad_(True)  # a graph even where the parameters are frozen
@@ -115,7 +115,8 @@ def output_layers(model, example) -> List[str]:
         with torch.enable_grad():
             out = model.eval()(x)
     finally:
-        model.train(training)
+        for m, training in modes:
+            m.training = training
         for h in hooks:
             h.remove()
     found: List[str] = []
