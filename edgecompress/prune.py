@@ -275,7 +275,7 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
     check_runs(model, example)
     left = sorted(set(left))
     if left:
-        log(f"prune: left whole (pruning them breaks the {'/'.join(sorted(why))}): {', '.join(left)}")
+        log(f"prune: left whole (pruning them breaks the {'/'.join(w for w in ('forward pass', 'export') if w in why)}): {', '.join(left)}")
     return left
 
 
