@@ -45,6 +45,10 @@ def _add_deploy(sub) -> None:
     d.add_argument("--input-shape", help="e.g. 1x3x224x224 (default: from the data)")
     d.add_argument("--task", choices=["auto", "classification", "detection", "segmentation", "embedding", "regression"],
                    help="what the model does (default: the profile's task, auto: decided from its outputs)")
+    d.add_argument("--postprocess", metavar="FILE.py:FN", help="your decode function: raw outputs -> per image "
+                   "(boxes, scores, classes); gives box-level parity and travels in the bundle")
+    d.add_argument("--metric", metavar="FILE.py:FN", help="your metric: fn(outputs, data) -> {name: number}, "
+                   "higher is better; computed for the original, the FP32 student and the deployed model")
     d.add_argument("--device", help="a device from devices.yaml (default: measure on this host)")
     d.add_argument("--out", default="dist", type=Path, help="output folder (default: dist)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -137,7 +141,8 @@ def cmd_deploy(args) -> int:
                                    input_shape=args.input_shape, out=args.out,
                                    overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
                                    + ([f"task={args.task}"] if args.task else []),
-                                   device=args.device, resume=args.resume, force=args.force)).to_dict()
+                                   device=args.device, resume=args.resume, force=args.force,
+                                   postprocess=args.postprocess, metric=args.metric)).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         for line in [summary.get("accuracy_note"), *summary["measured_on_text"].split("\n")[1:]]:

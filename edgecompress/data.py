@@ -22,12 +22,14 @@ class Dataset:
     source: str
     labels: Optional[List[str]] = None
     preprocessing: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)  # the .npz's other per-sample arrays (what a --metric reads)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def subset(self, idx: np.ndarray) -> "Dataset":
-        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx])
+        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx],
+                       arrays={k: v[idx] for k, v in self.arrays.items()})
 
     @property
     def sample_shape(self) -> Tuple[int, ...]:
@@ -78,7 +80,10 @@ def load_npz(path: Path) -> Dataset:
     # The arrays are already preprocessed, by steps this tool never saw: say so, in the keys an app reads.
     prep = {"layout": "as given (npz)", "size": None, "scale": None, "mean": None, "std": None,
             "note": f"inputs as in {path.name}: preprocess new inputs exactly as that file's x was made"}
-    return Dataset(x.astype(np.float32), y, str(path), labels, prep)
+    # other arrays with one row per sample travel with their rows (the same held-out split): a --metric reads them
+    arrays = {k: archive[k] for k in archive.files if k not in ("x", "y", "labels")
+              and archive[k].dtype.kind in "biuf" and archive[k].ndim >= 1 and len(archive[k]) == len(x)}
+    return Dataset(x.astype(np.float32), y, str(path), labels, prep, arrays)
 
 
 def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:

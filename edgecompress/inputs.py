@@ -40,9 +40,13 @@ def load_and_check(opts) -> Inputs:
     if task.kind == "classification":
         check_labels(source, train)
     _check_calibration(prof, dataset, train)
+    from . import user_code
+
     return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train,
                   held=held.subset(slice(0, prof.verify.samples)), device=device, name=name,
-                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task)
+                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task,
+                  postprocess=user_code.load(opts.postprocess, "--postprocess"),
+                  metric=user_code.load(opts.metric, "--metric"))
 
 
 def choose_task(source, dataset, requested: str):

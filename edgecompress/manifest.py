@@ -273,6 +273,7 @@ class Metrics(Section):
     latency_stability: Optional[Dict[str, Optional[Stability]]] = None
     latency_rounds: Optional[Dict[str, Optional[Rounds]]] = None
     parity_exact_int8: bool = False  # absent in bundles from before the exact checks
+    user_figures: Optional[Dict[str, Any]] = None  # --metric / --postprocess: per model, the user's figures
     energy_mj_per_inference: Optional[Number]  # null with energy_reason saying why
     energy_reason: Optional[str] = None
     energy: Optional[Dict[str, Optional[Energy]]] = None
@@ -331,6 +332,7 @@ class Manifest(Section):
     target: str
     task: Optional[str] = None  # classification | detection | segmentation | embedding | regression
     task_reason: Optional[str] = None  # why: --task, the profile, or what auto saw in the outputs
+    postprocess: Optional[Dict[str, str]] = None  # --postprocess: {file, function}, the decode function shipped
     runtime: Runtime
     model: ModelFile
     inputs: List[Tensor]

@@ -6,7 +6,7 @@ from .errors import StageError
 from .records import Accuracy
 
 
-def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -> dict:
+def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, figures=None) -> dict:
     import onnxruntime
     import torch
 
@@ -20,6 +20,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
     manifest = {
         "schema_version": SCHEMA_VERSION, "name": run.source.name, "target": prof.name,
         "task": prof.task, "task_reason": run.task.reason if run.task else None,
+        "postprocess": {"file": "postprocess.py", "function": run.postprocess.name} if run.postprocess else None,
         "runtime": backend.runtime_section(deployed, measurement),
         "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": backend.opset(deployed.model)},
         **io,
@@ -39,6 +40,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy) -
                     "latency_stability": measurement.each("stability"),
                     "latency_rounds": measurement.each("rounds"),
                     "parity_exact_int8": deployed.exact_int8,
+                    "user_figures": figures,  # --metric and --postprocess, for original, FP32 student, deployed
                     "energy_mj_per_inference": None if not energy else energy.get("mj_per_inference_total"),
                     "energy_reason": None if energy else measurement.compressed.get("energy_reason"),
                     "energy": measurement.each("energy"),

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from . import backends, bench, budget, bundle, compress, inputs, manifest_build, outlock, report, summary, workdir
+from . import (backends, bench, budget, bundle, compress, inputs, manifest_build, outlock, report, summary, user_code,
+               workdir)
 from .console import log
 from .records import Measurement, Summary
 
@@ -30,6 +31,8 @@ class DeployOptions:
     resume: bool = False
     force: bool = False
     quiet: bool = False
+    postprocess: Optional[str] = None  # --postprocess file.py:decode
+    metric: Optional[str] = None  # --metric file.py:fn
 
 
 def deploy(opts: DeployOptions) -> Summary:
@@ -45,14 +48,18 @@ def deploy(opts: DeployOptions) -> Summary:
             run, found = budget.fit(run, backend, opts.resume)
             compressed = compress.run(run, opts.resume, latency_budget=found)
             deployed = backend.convert(compressed, run)
+            figures = user_code.check(user_code.evaluate(run, compressed, deployed), run.prof.verify)
             measurement = measure(run, deployed, opts.quiet)
             accuracy = summary.accuracy(compressed, deployed.parity, run.held.y)
-            manifest = manifest_build.build(run, compressed, deployed, measurement, backend, accuracy)
+            manifest = manifest_build.build(run, compressed, deployed, measurement, backend, accuracy, figures)
             outcome = budget.outcome(found, measurement.compressed) if found else None
-            result = summary.build(run, compressed, deployed, measurement, accuracy, outcome)
+            result = dataclasses.replace(summary.build(run, compressed, deployed, measurement, accuracy, outcome),
+                                         user_figures=figures)
             if outcome:
                 log(outcome["note"])
-            published = bundle.write(out, run.name, files=backend.bundle_files(deployed, run.work),
+            files = {**backend.bundle_files(deployed, run.work),
+                     **({"postprocess.py": run.postprocess.path} if run.postprocess else {})}
+            published = bundle.write(out, run.name, files=files,
                                      texts=report.bundle_texts(run.dataset, manifest, result.to_dict()),
                                      manifest=manifest, parity=deployed.parity_samples, force=opts.force)
         shutil.rmtree(run.work, ignore_errors=True)  # the run finished: its checkpoint is no longer needed

@@ -126,6 +126,10 @@ class Verify(Closed):
     min_confident_agreement: float = Field(default=0.9, ge=0, le=1)  # detection: confident anchors kept, same class
     min_cosine: float = Field(default=0.98, ge=-1, le=1)  # embedding: mean cosine similarity
     min_r2: float = Field(default=0.95, le=1)  # regression: R^2 of the outputs against the reference's
+    # --metric: how far each of your figures may fall from the original's (None: reported, not checked)
+    max_metric_drop: Optional[float] = Field(default=None, ge=0)
+    # --postprocess: the share of the original's boxes the deployed model must find (IoU 0.5; None: reported)
+    min_box_recall: Optional[float] = Field(default=None, ge=0, le=1)
     held_out_fraction: float = Field(default=0.2, gt=0, lt=1)
     samples: int = Field(default=512, ge=1)  # held-out samples checked; the demo has 359
 

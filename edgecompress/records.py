@@ -27,6 +27,8 @@ class Inputs:
     work: Path  # the run's work folder (checkpoints, converted files), OUT/.<name>.work
     teacher_spec: Optional[str] = None  # --teacher, as given
     task: Any = None  # tasks.Task: what the model does, as --task, the profile or auto decided
+    postprocess: Any = None  # user_code.UserFunction: --postprocess, the user's decode function
+    metric: Any = None  # user_code.UserFunction: --metric, the user's own figure
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Deployed:
     two_four: Optional[dict] = None  # the 2:4 pattern found intact in the exported weights (prune.structure 2:4)
     plan: Any = None  # the back end's own facts (tensorrt: its EnginePlan)
     stand_in: Optional[str] = None  # why bench times something other than the deployed model (none: None)
+    outputs: Optional[List[Any]] = None  # the deployed model's outputs on held.x (np.ndarray per output)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class Summary:
     speedup_per_round: Optional[List[float]]
     energy_reason: Optional[str]
     latency_budget: Optional[dict] = None  # budget.outcome, where a budget was set
+    user_figures: Optional[dict] = None  # --metric and --postprocess figures (user_code.figures)
     bundle: Optional[str] = None
     zip: Optional[str] = None
     seconds: Optional[float] = None
@@ -203,4 +207,6 @@ class Summary:
         out["before"] = {k: v for k, v in out["before"].items() if k not in ("nonzero_params", "zip_bytes")}
         if self.latency_budget is None:
             out.pop("latency_budget")
+        if self.user_figures is None:
+            out.pop("user_figures")
         return out

@@ -68,6 +68,13 @@ def table_rows(s: dict) -> list:
         (acc_name, _fmt_pct(b["accuracy"]), _fmt_pct(a["accuracy"]), _delta_points(b["accuracy"], a["accuracy"])),
         ("p50 latency", _fmt_ms(b["p50_ms"]), _fmt_ms(a["p50_ms"]), _ratio(b["p50_ms"], a["p50_ms"], "{:.2f}x faster")),
     ]
+    user = s.get("user_figures") or {}
+    for key, before in ((user.get("metric") or {}).get("original") or {}).items():  # --metric: the user's own
+        after = user["metric"]["deployed"][key]
+        rows.insert(-1, (f"{key} (--metric)", f"{before:.4g}", f"{after:.4g}", f"{after - before:+.4g}"))
+    boxes = (user.get("boxes") or {}).get("deployed")
+    if boxes:  # --postprocess: the original's boxes the deployed model finds
+        rows.insert(-1, ("box recall vs original", "100.00 %", _fmt_pct(boxes["recall"]), "-"))
     return rows
 
 

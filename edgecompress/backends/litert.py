@@ -41,7 +41,7 @@ class LiteRT(common.Defaults):
         what = ("model.tflite (an FP32 file the GPU delegate runs in FP16; here run in FP32)" if q.precision == "fp16"
                 else f"model.tflite ({q.precision})")
         parity = common.check_deployed(f"{what} vs PyTorch student", out, c, run, quantized=q.precision == "int8")
-        return Deployed(model=model, original_file=original, parity=parity, checks=tuple(checks),
+        return Deployed(model=model, outputs=out, original_file=original, parity=parity, checks=tuple(checks),
                         parity_samples=common.parity_samples(c, held, out),
                         bench_models={"original": self._timed(original, run), "compressed": self._timed(model, run)},
                         io=tflite.io_spec(model))  # quantization per tensor, from the file itself

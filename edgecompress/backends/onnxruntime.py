@@ -42,7 +42,7 @@ class OnnxRuntime(common.Defaults):
         parity = common.check_deployed(f"deployed {q.precision} model vs its reference", out, compressed, run,
                                        quantized=q.precision != "fp32")
         params = quantize.quantization_params(model) if q.precision == "int8" else {}
-        return Deployed(model=model, original_file=exported.original, parity=parity, checks=exported.checks,
+        return Deployed(model=model, outputs=out, original_file=exported.original, parity=parity, checks=exported.checks,
                         parity_samples=common.parity_samples(compressed, held, out),
                         bench_models={"original": bench.Model(exported.original, self.runtime),
                                       "compressed": bench.Model(model, self.runtime)},

@@ -153,7 +153,7 @@ class TensorRT(common.Defaults):
             f"{q.precision}{', from the Q/DQ ONNX' if trt.build_settings['onnx'] == 'model_qdq.onnx' else ''}")
         stand_in = None if not trt.proxy else (f"{self.runtime} runs only on the device, so these are ONNX Runtime FP32 "
                                                "figures of the same ONNX files, a stand-in: no engine was built or timed.")
-        return Deployed(model=model, original_file=exported.original, parity=parity, checks=tuple(checks),
+        return Deployed(model=model, outputs=out, original_file=exported.original, parity=parity, checks=tuple(checks),
                         parity_samples=common.parity_samples(c, held, out), bench_models=trt.models,
                         io=onnx_files.io(model), two_four=exported.two_four, plan=trt, stand_in=stand_in,
                         extra_files=dict(trt.bundle_files))

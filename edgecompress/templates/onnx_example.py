@@ -66,6 +66,15 @@ def describe(outputs, manifest):
         values, counts = np.unique(classes, return_counts=True)
         for v, c in zip(values, counts):
             print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+    elif task == "detection" and manifest.get("postprocess"):  # your decode function, shipped in the bundle
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("postprocess", HERE / manifest["postprocess"]["file"])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        boxes, scores, classes = getattr(module, manifest["postprocess"]["function"])(dict(zip(names, outputs)))[0]
+        for i in np.argsort(-np.asarray(scores))[:5]:
+            print(f"class {int(classes[i])}  score {float(scores[i]):.3f}  box " + " ".join(f"{v:.3f}" for v in boxes[i]))
     elif task == "detection":
         shapes = [o.shape for o in outputs]
         boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
