@@ -164,8 +164,7 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     example = torch.from_numpy(dataset.x[:2])
     layer = prune.failing_layer(model.eval(), example)
     if layer is not None:
-        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
-                         f"(it fails in layer '{layer}')", hint="check the data's layout and --input-shape")
+        _refuse_failure(model, example, layer, dataset, role)
     from . import outputs
 
     with torch.no_grad():
@@ -176,6 +175,35 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     if logits.dim() == labelled_dim and int(dataset.y.max()) >= logits.shape[1]:
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+
+
+def _refuse_failure(model, example, layer: str, dataset, role: str) -> None:
+    """A forward pass that fails in the first layer it enters is the data's shape not fitting the model;
+    one that fails deeper in, after the first layers took the input, is the model failing by itself (an
+    EfficientNet config whose head width does not match its last conv failed in top_bn and was reported
+    as the data's fault): said with the error, not blamed on the data."""
+    import torch
+
+    first = next((n for n, m in model.named_modules() if n and not list(m.children())), None)
+    entered = []
+    hook = [m.register_forward_pre_hook(lambda mod, inp, n=n: entered.append(n))
+            for n, m in model.named_modules() if n and not list(m.children())]
+    error = ""
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    finally:
+        for h in hook:
+            h.remove()
+    if len(entered) <= 1 or layer == first:
+        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
+                         f"(it fails in layer '{layer}': {error})", hint="check the data's layout and --input-shape")
+    raise InputError(f"{role} fails by itself in layer '{layer}' on inputs of shape {dataset.sample_shape} "
+                     f"({error}), after {len(entered) - 1} layers ran", hint=f"check that the model runs in PyTorch "
+                     f"(model(torch.zeros(2, {', '.join(map(str, dataset.sample_shape))}))) and fix the layer; if it "
+                     "needs another input size, pass --input-shape")
 
 
 def check_labels(source, train, samples: int = 128, batch: int = 32) -> None:

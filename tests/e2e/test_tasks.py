@@ -204,3 +204,19 @@ def test_the_users_decode_and_metric_give_box_parity_and_map_for_every_model(dat
                            "--weights", str(weights["detector"]), "--metric", f"{code_file}:map50",
                            "--set", "verify.max_metric_drop=0", *fast_sets(*SMALL))
     assert code == 3 and "verify.max_metric_drop 0" in err or code == 0  # exactly equal mAP may pass
+
+
+def test_a_model_that_fails_by_itself_is_not_blamed_on_the_data(data, tmp_path):
+    """As a Hugging Face EfficientNet config whose head width does not match its last conv: the first
+    layers take the input, then top_bn fails. The error names the layer and the model's own error."""
+    folder, _ = data
+    (tmp_path / "broken.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.stem = nn.Conv2d(3, 8, 3, padding=1)\n        self.top_conv = nn.Conv2d(8, 16, 1)\n"
+        "        self.top_bn = nn.BatchNorm2d(32)\n        self.fc = nn.Linear(32, 2)\n\n"
+        "    def forward(self, x):\n        return self.fc(self.top_bn(self.top_conv(self.stem(x))).mean((2, 3)))\n\n\n"
+        "def build():\n    return Net()\n")
+    code, _, err = run_cli("deploy", f"{tmp_path / 'broken.py'}:build", "--target", "arm", "--data",
+                           str(folder / "shapes.npz"), "--out", str(tmp_path / "out"))
+    assert code == 2 and "fails by itself in layer 'top_bn'" in err and "running_mean should contain 16" in err
+    assert "do not fit" not in err
