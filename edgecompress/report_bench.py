@@ -58,14 +58,13 @@ def verify_text(out: dict) -> str:
     """commands.verify_bundle's result for a person: the checksums, the re-run, the agreements and
     the build-time check that decided the build, so the figure over a few stored samples is read beside it."""
     rerun, ref = out["rerun"], out["reference"]
-    diffs = _diffs(rerun)
     lines = [f"{out['bundle']}: {out['files_checked']} files match their checksums",
-             f"  re-run on {rerun['samples']} stored samples: max |diff| {diffs}"
+             f"  re-run on {rerun['samples']} stored samples: max |diff| {_diffs(rerun)}"
              + (f", {_agreement(rerun)} with the build-time outputs" if _agreement(rerun) else ""),
-             f"  {_agreement(ref) or 'max |diff| ' + _diffs(ref)} with {out['reference_is']}"
+             f"  {_agreement(ref, 'with ' + out['reference_is']) or 'max |diff| ' + _diffs(ref) + ' with ' + out['reference_is']}"
              + (" (the FP32 student the model was made from)" if out["reference_is"] == "PyTorch" else "")]
     if out.get("original"):
-        lines.append(f"  {_agreement(out['original']) or 'compared'} with the original model")
+        lines.append(f"  {_agreement(out['original'], 'with the original model') or 'compared with the original model'}")
     build = out.get("build_check")
     if build:
         tol = build["min_top1_agreement"]
@@ -78,17 +77,24 @@ def verify_text(out: dict) -> str:
 
 
 def _diffs(report: dict) -> str:
-    return ", ".join(f"{o['name']} {o['max_abs_diff']:.2g}" for o in report["outputs"])
+    """max |diff| of each output: the bare figure for one output (as single-output bundles always said)."""
+    outs = report["outputs"]
+    if len(outs) == 1:
+        return f"{outs[0]['max_abs_diff']:.2g}"
+    return ", ".join(f"{o['name']} {o['max_abs_diff']:.2g}" for o in outs)
 
 
-def _agreement(report: dict) -> str:
-    """A check's decision figure in words: a classifier's top-1 agreement, another task's own figure."""
+def _agreement(report: dict, against: str = "") -> str:
+    """A check's decision figure in words: a classifier's top-1 agreement, another task's own figure;
+    `against` ('with X') is put where it reads: 'top-1 agreement with X: 99%'."""
     from .verify import METRIC_WORDS
 
     if report.get("top1_agreement") is not None:
-        return f"top-1 agreement {report['top1_agreement']:.2%}"
+        return (f"top-1 agreement {against}: {report['top1_agreement']:.2%}" if against
+                else f"top-1 agreement {report['top1_agreement']:.2%}")
     if report.get("task_agreement") is not None:
-        return f"{METRIC_WORDS.get(report['task_metric'], report['task_metric'])} {report['task_agreement']:.4f}"
+        words = METRIC_WORDS.get(report["task_metric"], report["task_metric"])
+        return f"{words} {against}: {report['task_agreement']:.4f}" if against else f"{words} {report['task_agreement']:.4f}"
     return ""
 
 
