@@ -82,27 +82,19 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
     anchors (largest sigmoid score above score_threshold), the share the candidate also marks confident
     with the same class; embedding: the mean cosine similarity of the first output's vectors;
     regression: R^2 of the candidate's values against the reference's (1 - SSE / SST), all outputs."""
+    from . import task_metrics
     from .tasks import _detection_heads
 
-    if task == "segmentation":
-        c, r = candidate[0], reference[0]
-        same = (c > 0) == (r > 0) if r.shape[1] == 1 else c.argmax(1) == r.argmax(1)
-        return float(same.mean())
+    if task == "segmentation":  # the same figures task_details reports, from one implementation
+        return task_metrics.segmentation(candidate[0], reference[0]).pixel_agreement
     if task == "detection":
         boxes, scores = _detection_heads([r.shape for r in reference])
         if scores is None:
             return None
-        sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
-        rs, cs = sig(reference[scores]), sig(candidate[scores])
-        confident = rs.max(-1) > score_threshold
-        if not confident.any():
-            return None
-        same = (cs.max(-1) > score_threshold) & (cs.argmax(-1) == rs.argmax(-1))
-        return float(same[confident].mean())
+        return task_metrics.detection_anchors(candidate[boxes], candidate[scores], reference[boxes], reference[scores],
+                                              threshold=score_threshold, scores_are_logits=True).confident_agreement
     if task == "embedding":
-        c, r = (v.reshape(len(v), -1).astype(np.float64) for v in (candidate[0], reference[0]))
-        cos = (c * r).sum(1) / (np.linalg.norm(c, axis=1) * np.linalg.norm(r, axis=1) + 1e-12)
-        return float(np.nan_to_num(cos, nan=-1.0).mean())
+        return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
         c = np.concatenate([v.reshape(len(v), -1) for v in candidate], 1).astype(np.float64)
         r = np.concatenate([v.reshape(len(v), -1) for v in reference], 1).astype(np.float64)
