@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import List, Optional
 
 from . import prune
 from .errors import InputError
@@ -52,3 +53,14 @@ def restore_(model, state: dict) -> None:
     """A fresh copy of the unpruned model takes the checkpoint's pruned structure and weights."""
     prune.rebuild_(model, state["structure"])
     model.load_state_dict(state["student"])
+
+
+def left_whole_of(state: Optional[dict]) -> List[str]:
+    """The layers pruning left whole in the rounds a checkpoint has done (compress puts them in its
+    meta): a --resume past those rounds prunes no more, so only the checkpoint still knows them. A
+    checkpoint written before they were saved, or none, has none."""
+    names = (state or {}).get("left_whole") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError("--resume: the checkpoint's left_whole is not a list of layer names",
+                         hint="run with --force instead of --resume to start over")
+    return list(names)

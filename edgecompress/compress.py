@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import distill, export, models, prune, verify
+from .checkpoint import left_whole_of
 from .console import log
 from .errors import InputError
 from .records import Compressed, Distillation, Pruning
@@ -70,7 +71,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     steps = None if d.steps is None else d.steps // rounds
     seconds = None if d.minutes is None else d.minutes * 60 / rounds
     ignore = prune.ignored_modules(student, p, example) if p.structure != "none" else []  # every output's head
-    left_whole: list = []
+    left_whole = left_whole_of(resume)  # the rounds the checkpoint has done pruned (and left whole) already
     masks = None
     if p.structure in ("unstructured", "2:4"):
         masks = (prune.magnitude_masks(student, p.ratio, ignore) if p.structure == "unstructured"
@@ -96,7 +97,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
             log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
             continue
         report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
-                                    meta=dict(meta, round=rnd), resume=state,
+                                    meta=dict(meta, round=rnd, left_whole=sorted(set(left_whole))), resume=state,
                                     after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
                                     label=f"distill {rnd}/{rounds}", curve=curve, task=task)
         curve = report_d.loss_curve

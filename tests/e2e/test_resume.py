@@ -101,3 +101,28 @@ def test_a_planted_checkpoint_is_refused_on_resume_and_never_runs(tmp_path, mode
                            "--out", tmp_path / "o", "--resume", *fast_sets())
     assert code == 2 and not marker.exists(), err
     assert f"the checkpoint {work / 'checkpoint.pt'} was not loaded" in err and "--force" in err and "delete" in err
+
+
+def test_the_layers_pruning_left_whole_survive_a_resume_after_the_pruning_round(tmp_path):
+    """A MobileViT-like attention breaks when its value projections are pruned: the first run leaves
+    them whole and fails a check after distillation; --resume does not prune again, so the names
+    must come from the checkpoint, and the manifest names the same layers."""
+    import re
+    from pathlib import Path
+
+    models = Path(__file__).parents[1] / "models" / "adapt_models.py"
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "images.npz", x=rng.normal(0, 1, (96, 3, 32, 32)).astype(np.float32))
+    args = [f"{models}:mobilevit", "--target", "host-cpu", "--data", tmp_path / "images.npz", "--out", tmp_path / "o",
+            *fast_sets("distill.steps=20", "prune.ratio=0.3", "prune.iterative_steps=1")]
+    code, _, err = run_cli("deploy", *args, "--set", "verify.max_abs_diff=1e-12")
+    assert code == 3 and "--resume" in err, err
+    found = re.search(r"prune: left whole \(pruning them breaks the [^)]*\): (.*)", err)
+    assert found, err
+    left_first = found.group(1).strip().split(", ")
+    code, _, err = run_cli("deploy", *args, "--resume")
+    assert code == 0, err
+    assert "--resume: continuing round 1 at step 20" in err and "prune: left whole" not in err, "no second pruning"
+    bundle = next(p for p in (tmp_path / "o").iterdir() if p.is_dir() and not p.name.startswith("."))
+    pruning = json.loads((bundle / "manifest.json").read_text())["compression"]["pruning"]
+    assert pruning["left_whole"] == sorted(left_first) and all(n.startswith("vit.") for n in left_first), left_first
