@@ -79,15 +79,10 @@ class LiteRT(common.Defaults):
                                            run.work / f"{name}.tflite", run), run)
 
     def bundle_texts(self, manifest: dict) -> Dict[str, str]:
-        """The Kotlin example with this model's input and output quantization filled in."""
-        from ..bundle import EXAMPLES
+        """ModelRunner.kt: the Kotlin runner for this model's input, every output and its task."""
+        from . import kotlin
 
-        text = (EXAMPLES / "ModelRunner.kt").read_text()
-        for side, tensor in (("INPUT", manifest["inputs"][0]), ("OUTPUT", manifest["outputs"][0])):
-            q = tensor.get("quantization") or {"scale": 0.0, "zero_point": 0}
-            text = text.replace(f"@{side}_SCALE@", repr(float(q["scale"]))).replace(f"@{side}_ZERO_POINT@",
-                                                                                     str(int(q["zero_point"])))
-        return {"ModelRunner.kt": text}
+        return kotlin.bundle_texts(manifest)
 
     def run_section(self, manifest: dict) -> str:
         return ("    pip install numpy ai-edge-litert\n    python example.py            # the first stored held-out sample\n\n"

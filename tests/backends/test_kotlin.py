@@ -1,0 +1,325 @@
+"""The Android bundle's ModelRunner.kt for every task: each output's buffer with its own shape, type,
+scale and zero point, and the task's code. The manifests below are the ones litert-torch's files gave
+for tests/models/task_models.py (and a classifier) on --target android, names and scales included.
+
+Where kotlinc and java are installed, the generated runners are compiled against stand-ins of the
+Android and LiteRT classes (the stand-in Interpreter hands out output bytes made here, in an order
+other than the manifest's, so that a buffer read from the wrong output shows), run, and their
+describe() compared with what the bundle's example.py prints for the same bytes."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import re
+import shutil
+import subprocess
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecompress.backends import kotlin
+
+TEMPLATES = Path(kotlin.__file__).parents[1] / "templates"
+INPUT = {"name": "serving_default_args_0", "shape": [1, 32, 32, 3], "dtype": "int8", "layout": "NHWC",
+         "quantization": {"scale": 0.03348627686500549, "zero_point": 9}}
+
+
+def _out(i, shape, scale=None, zero_point=0, layout=None):
+    return {"name": f"serving_default_output_{i}_output", "shape": shape, "dtype": "int8" if scale else "float32",
+            "layout": layout, "quantization": {"scale": scale, "zero_point": zero_point} if scale else None}
+
+
+MANIFESTS = {
+    "detection": [_out(0, [1, 64, 4], 0.00390625, -128), _out(1, [1, 64, 2], 0.0033386789727956057, -13)],
+    "segmentation": [_out(0, [1, 32, 32, 3], 0.0035880038049072027, -31, "NHWC")],
+    "embedding": [_out(0, [1, 32])],  # the L2 normalisation's output stays float in the INT8 file
+    "regression": [_out(0, [1, 2], 0.0007196743390522897, 127), _out(1, [1, 1], 0.0012411073548719287, -128)],
+    "classification": [_out(0, [1, 10], 0.00039799377555027604, -14)],
+}
+TASK_CODE = {"detection": ("fun topAnchors(", "const val BOX_OUTPUT = 0", "const val SCORE_OUTPUT = 1", "sigmoid("),
+             "segmentation": ("fun segment(", "fun classAreas(", "fun maskBitmap(", "import android.graphics.Bitmap"),
+             "embedding": ("fun embed(", "fun cosine(", "fun similarity(", "fun norm("),
+             "regression": ("fun predict(",),
+             "classification": ("fun classify(", "labels.getOrElse")}
+
+
+def manifest(task):
+    return {"task": task, "inputs": [dict(INPUT)], "outputs": copy.deepcopy(MANIFESTS[task])}
+
+
+def output_specs(text):
+    block = text.split("val OUTPUTS = listOf(")[1].split("\n        )\n")[0]
+    return re.findall(r'TensorSpec\("([^"]+)", intArrayOf\(([\d, ]+)\), "(\w+)", ([\d.e-]+)f, (-?\d+), (null|"\w+")\)',
+                      block)
+
+
+@pytest.mark.parametrize("task", sorted(MANIFESTS))
+def test_each_output_has_its_buffer_shape_type_and_quantization_and_the_task_its_code(task):
+    m = manifest(task)
+    text = kotlin.bundle_texts(m)["ModelRunner.kt"]
+    specs = output_specs(text)
+    assert len(specs) == len(m["outputs"]) == text.count("TensorSpec(\"serving_default_output_")
+    for (name, shape, dtype, scale, zero_point, layout), told in zip(specs, m["outputs"]):
+        q = told["quantization"] or {"scale": 0.0, "zero_point": 0}
+        assert (name, [int(d) for d in shape.split(", ")], dtype) == (told["name"], told["shape"], told["dtype"])
+        assert (float(scale), int(zero_point)) == (q["scale"], q["zero_point"])  # every digit of the file's scale
+        assert layout == ("null" if told["layout"] is None else f'"{told["layout"]}"')
+    assert f'const val TASK = "{task}"' in text
+    assert "inputScale = 0.03348627686500549f" in text and "inputZeroPoint = 9" in text
+    for code in TASK_CODE[task]:
+        assert code in text, code
+    other = {c for t, codes in TASK_CODE.items() if t != task for c in codes if c.startswith("fun ")} - set(TASK_CODE[task])
+    assert not [c for c in other if c in text], "only this task's code"
+    assert "@" not in text and text.count("{") == text.count("}") and text.count("(") == text.count(")")
+
+
+def test_a_detector_whose_heads_are_not_boxes_beside_scores_leaves_decoding_to_the_app():
+    m = manifest("detection")
+    m["outputs"][0]["shape"] = [1, 5, 64]  # YOLO-style (N, 4 + K, A): no N x A x 4 output
+    m["postprocess"] = {"file": "postprocess.py", "function": "decode"}
+    text = kotlin.runner_text(m)
+    assert "fun topAnchors(" not in text and "fun predict(" in text
+    assert "decoding\n    // these outputs into boxes is the app's" in text
+    m = manifest("detection")
+    m["postprocess"] = {"file": "postprocess.py", "function": "decode"}
+    assert "postprocess.py (postprocess.py:decode, your decode function) is Python" in kotlin.runner_text(m)
+
+
+def test_a_name_is_a_kotlin_string_and_a_manifest_without_a_task_is_a_classifier():
+    m = manifest("classification")
+    del m["task"]
+    m["outputs"][0]["name"] = 'logits"$x'
+    text = kotlin.runner_text(m)
+    assert 'TensorSpec("logits\\"\\$x", intArrayOf(1, 10)' in text and 'TASK = "classification"' in text
+
+
+# ---- compiled and run against stand-ins, where kotlinc and java are installed ------------------------
+
+STUBS = {
+    "org/tensorflow/lite/Interpreter.java": """
+package org.tensorflow.lite;
+import java.nio.ByteBuffer;
+import java.util.Map;
+/** The LiteRT Interpreter's calls ModelRunner makes; outputs come from `outputs`, in the file's order `names`. */
+public class Interpreter implements AutoCloseable {
+    public static String[] names = new String[0];
+    public static byte[][] outputs = new byte[0][];
+    public static int inputBytes;
+    public static byte[] lastInput;
+    public static class Options { public Options setNumThreads(int threads) { return this; } }
+    public Interpreter(ByteBuffer model, Options options) { if (model.capacity() == 0) throw new IllegalStateException(); }
+    public Tensor getInputTensor(int index) { return new Tensor(inputBytes); }
+    public Tensor getOutputTensor(int index) { return new Tensor(outputs[index].length); }
+    public int getOutputIndex(String name) {
+        for (int i = 0; i < names.length; i++) if (names[i].equals(name)) return i;
+        throw new IllegalArgumentException("no output " + name);
+    }
+    public void runForMultipleInputsOutputs(Object[] inputs, Map<Integer, Object> out) {
+        ByteBuffer in = (ByteBuffer) inputs[0];
+        lastInput = new byte[in.remaining()];
+        in.get(lastInput);
+        for (Map.Entry<Integer, Object> e : out.entrySet()) ((ByteBuffer) e.getValue()).put(outputs[e.getKey()]);
+    }
+    public void close() {}
+}
+""",
+    "org/tensorflow/lite/Tensor.java": """
+package org.tensorflow.lite;
+public class Tensor {
+    private final int bytes;
+    Tensor(int bytes) { this.bytes = bytes; }
+    public int numBytes() { return bytes; }
+}
+""",
+    "android/content/Context.java": """
+package android.content;
+public class Context { public android.content.res.AssetManager getAssets() { return new android.content.res.AssetManager(); } }
+""",
+    "android/content/res/AssetManager.java": """
+package android.content.res;
+import java.io.*;
+public class AssetManager {
+    public static File folder;
+    public InputStream open(String name) throws IOException { return new FileInputStream(new File(folder, name)); }
+    public AssetFileDescriptor openFd(String name) throws IOException { return new AssetFileDescriptor(new File(folder, name)); }
+}
+""",
+    "android/content/res/AssetFileDescriptor.java": """
+package android.content.res;
+import java.io.*;
+public class AssetFileDescriptor {
+    private final File file;
+    private final FileInputStream stream;
+    AssetFileDescriptor(File file) throws IOException { this.file = file; this.stream = new FileInputStream(file); }
+    public FileDescriptor getFileDescriptor() throws IOException { return stream.getFD(); }
+    public long getStartOffset() { return 0; }
+    public long getDeclaredLength() { return file.length(); }
+}
+""",
+    "android/graphics/Bitmap.java": """
+package android.graphics;
+public class Bitmap {
+    public enum Config { ARGB_8888 }
+    public final int[] colors;
+    private final int width, height;
+    private Bitmap(int[] colors, int width, int height) { this.colors = colors; this.width = width; this.height = height; }
+    public static Bitmap createBitmap(int[] colors, int width, int height, Config config) {
+        if (colors.length != width * height) throw new IllegalArgumentException("colors");
+        return new Bitmap(colors, width, height);
+    }
+    public int getWidth() { return width; }
+    public int getHeight() { return height; }
+}
+""",
+}
+
+MAIN = """
+import android.content.Context
+import android.content.res.AssetManager
+import org.tensorflow.lite.Interpreter
+import java.io.File
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+
+fun main(args: Array<String>) {
+    val dir = File(args[1])
+    AssetManager.folder = dir
+    Interpreter.names = File(dir, "names.txt").readLines().toTypedArray()
+    Interpreter.outputs = Array(Interpreter.names.size) { File(dir, "out_$it.bin").readBytes() }
+    Interpreter.inputBytes = File(dir, "input_bytes.txt").readText().trim().toInt()
+    val raw = ByteBuffer.wrap(File(dir, "input.bin").readBytes()).order(ByteOrder.LITTLE_ENDIAN)
+    val input = FloatArray(raw.remaining() / 4) { raw.getFloat() }
+    val context = Context()
+    val lines = when (args[0]) {
+        "classification" -> com.example.edgecompress.classification.ModelRunner(context).describe(input)
+        "segmentation" -> {
+            val runner = com.example.edgecompress.segmentation.ModelRunner(context)
+            val bitmap = runner.maskBitmap(runner.segment(input))
+            runner.describe(input) + listOf("bitmap ${bitmap.width}x${bitmap.height}")
+        }
+        "detection" -> com.example.edgecompress.detection.ModelRunner(context).describe(input)
+        "embedding" -> {
+            val runner = com.example.edgecompress.embedding.ModelRunner(context)
+            runner.describe(input) + listOf("self-similarity %.4f".format(runner.similarity(input, input)))
+        }
+        else -> com.example.edgecompress.regression.ModelRunner(context).describe(input)
+    }
+    File(dir, "input_sent.bin").writeBytes(Interpreter.lastInput)
+    for (line in lines) println(line)
+}
+"""
+
+
+def _tools():
+    kotlinc, java, javac = shutil.which("kotlinc"), shutil.which("java"), shutil.which("javac")
+    stdlib = next(iter(sorted(Path("/usr/share/java").glob("kotlin-stdlib.jar"))), None) if kotlinc else None
+    return (kotlinc, java, javac, stdlib) if kotlinc and java and javac else None
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Every task's runner, each in its own package, compiled with the stand-ins and a main."""
+    tools = _tools()
+    if tools is None:
+        pytest.skip("kotlinc, java and javac are not installed here (apt-get install kotlin): ModelRunner.kt is "
+                    "checked as text only")
+    kotlinc, java, javac, _ = tools
+    root = tmp_path_factory.mktemp("kotlin")
+    stubs, classes = root / "stubs", root / "classes"
+    for rel, source in STUBS.items():
+        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stubs / rel).write_text(source)
+    subprocess.run([javac, "-d", str(classes), *map(str, stubs.rglob("*.java"))], check=True, capture_output=True)
+    sources = []
+    for task in MANIFESTS:
+        text = kotlin.runner_text(manifest(task)).replace("package com.example.edgecompress",
+                                                          f"package com.example.edgecompress.{task}")
+        sources.append(root / f"{task}.kt")
+        sources[-1].write_text(text)
+    (root / "Main.kt").write_text(MAIN)
+    done = subprocess.run([kotlinc, "-cp", str(classes), "-include-runtime", "-d", str(root / "runners.jar"),
+                           *map(str, sources), str(root / "Main.kt")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning:" not in done.stderr.replace("OpenJDK 64-Bit Server VM warning", ""), done.stderr
+    return java, f"{root / 'runners.jar'}:{classes}"
+
+
+def _example_module():
+    spec = importlib.util.spec_from_file_location("tflite_example", TEMPLATES / "tflite_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _raw_outputs(m, rng):
+    """Bytes for each output as the file holds them, and the same outputs dequantized (example.py's way).
+    Scores are distinct (a permutation), so no two anchors or classes tie for first place."""
+    raw, values = [], []
+    for spec in m["outputs"]:
+        n, q = int(np.prod(spec["shape"])), spec["quantization"]
+        if q:
+            ints = (rng.permutation(256)[:n] if n <= 256 else rng.integers(0, 256, n)) - 128
+            data = ints.astype(np.int8).reshape(spec["shape"])
+            values.append((data.astype(np.float32) - q["zero_point"]) * q["scale"])
+        else:
+            data = rng.normal(0, 1, spec["shape"]).astype(np.float32)
+            values.append(data)
+        raw.append(data.tobytes())
+    return raw, values
+
+
+def _reference(task, m, values):
+    """What the bundle's example.py prints for these outputs."""
+    if task == "classification":  # example.py's main(): softmax over output 0, top 3
+        logits = values[0][0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        return [f"{str(i):>12}  {probs[i]:.3f}" for i in np.argsort(-probs)[:3]]
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        _example_module().describe(values, m)
+    return printed.getvalue().splitlines()
+
+
+def _same(kotlin_lines, python_lines):
+    """Equal words, and numbers equal to the last printed digit (Java and Python round halves apart)."""
+    assert len(kotlin_lines) == len(python_lines), (kotlin_lines, python_lines)
+    for k, p in zip(kotlin_lines, python_lines):
+        kw, pw = k.replace("%", " %").split(), p.replace("%", " %").split()
+        assert len(kw) == len(pw), (k, p)
+        for a, b in zip(kw, pw):
+            try:
+                assert abs(float(a) - float(b)) <= 1.5 * 10 ** -len(b.split(".")[1]) if "." in b else a == b, (k, p)
+            except ValueError:
+                assert a == b, (k, p)
+
+
+@pytest.mark.parametrize("task", sorted(MANIFESTS))
+def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_bytes(task, compiled, tmp_path):
+    java, classpath = compiled
+    m, rng = manifest(task), np.random.default_rng(sorted(MANIFESTS).index(task))
+    raw, values = _raw_outputs(m, rng)
+    order = list(reversed(range(len(raw))))  # the file's order is not the manifest's
+    (tmp_path / "names.txt").write_text("\n".join(m["outputs"][i]["name"] for i in order) + "\n")
+    for position, i in enumerate(order):
+        (tmp_path / f"out_{position}.bin").write_bytes(raw[i])
+    (tmp_path / "model.tflite").write_bytes(b"\0\0\0\0TFL3")
+    x = rng.normal(0, 1, INPUT["shape"]).astype(np.float32)
+    (tmp_path / "input.bin").write_bytes(x.astype("<f4").tobytes())
+    (tmp_path / "input_bytes.txt").write_text(str(x.size))
+    done = subprocess.run([java, "-cp", classpath, "MainKt", task, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if task == "segmentation":
+        assert lines.pop() == "bitmap 32x32"
+    if task == "embedding":
+        assert lines.pop() == "self-similarity 1.0000"
+    _same(lines, _reference(task, m, values))
+    q = INPUT["quantization"]
+    sent = np.frombuffer((tmp_path / "input_sent.bin").read_bytes(), np.int8)
+    expected = np.clip(np.round(x.reshape(-1) / q["scale"]) + q["zero_point"], -128, 127)
+    assert np.abs(sent.astype(int) - expected).max() <= 1 and (sent == expected).mean() > 0.99  # halves round apart
