@@ -226,6 +226,11 @@ class EngineRunner(object):
             if not is_input:
                 shape = list(self.context.get_tensor_shape(name) if self.tensor_api
                              else self.context.get_binding_shape(index))
+                if any(d < 0 for d in shape):  # -1 after every input shape is set: known only once it ran
+                    raise TrtError("output '%s' has shape %s, which depends on the data (NonZero, NMS inside the "
+                                   "model): this runner gives every output its buffer before the run; export "
+                                   "the model with fixed-size outputs (e.g. top-k boxes padded to k) or leave "
+                                   "the data-dependent step out of the ONNX" % (name, shape))
                 outputs.append({"name": name, "dtype": dtype, "shape": shape, "index": index})
         self.bindings = [0] * len(tensors)
         for tensor in inputs + outputs:

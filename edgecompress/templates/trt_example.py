@@ -1,6 +1,9 @@
-"""Classify one input with this bundle's model through TensorRT, on the Jetson.
+"""Run one input through this bundle's model with TensorRT, on the Jetson, and print what the model's
+task answers (every output, in the manifest's order): a classifier's top classes, a segmenter's class
+areas, a detector's top boxes or raw anchors, an embedding's first values, a regressor's outputs.
 
     python3 trt_example.py            # the first held-out sample stored in parity.npz
+    python3 trt_example.py input.npy  # one preprocessed input, shaped like the model's input (batch optional)
 
 TensorRT engines only run on the GPU and TensorRT version they were built with. When model.engine
 was built for this device, it is used as is; otherwise this says why and builds a new engine from
@@ -30,6 +33,70 @@ def read_manifest() -> dict:
 sys.path.insert(0, str(HERE / "device"))  # the same TensorRT code edgecompress runs on devices
 
 import ec_trt  # noqa: E402
+
+
+def describe(outputs, manifest):
+    """What a model that is not a classifier answered (manifest task): segmentation's class areas,
+    a detector's top anchors, an embedding's first values, a regressor's outputs (example.py's twin)."""
+    import numpy as np
+
+    task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
+    first = outputs[0][0]
+    if task == "segmentation":
+        classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)
+        values, counts = np.unique(classes, return_counts=True)
+        for v, c in zip(values, counts):
+            print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+    elif task == "detection" and manifest.get("postprocess"):  # your decode function, shipped in the bundle
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("postprocess", HERE / manifest["postprocess"]["file"])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        boxes, scores, classes = getattr(module, manifest["postprocess"]["function"])(dict(zip(names, outputs)))[0]
+        for i in np.argsort(-np.asarray(scores))[:5]:
+            print(f"class {int(classes[i])}  score {float(scores[i]):.3f}  box " + " ".join(f"{v:.3f}" for v in boxes[i]))
+    elif task == "detection":
+        shapes = [o.shape for o in outputs]
+        boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
+        scores = next(i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1])
+        prob = 1 / (1 + np.exp(-outputs[scores][0]))
+        best = prob.max(-1)
+        for a in np.argsort(-best)[:5]:  # the raw top-scoring anchors (no decoding, no NMS)
+            print(f"anchor {int(a):>5}  class {int(prob[a].argmax())}  score {best[a]:.3f}  box "
+                  + " ".join(f"{v:.3f}" for v in outputs[boxes][0][a]))
+    elif task == "embedding":
+        print(f"{names[0]}: {first.size} values, |v| {np.linalg.norm(first):.3f}; first: "
+              + " ".join(f"{v:.4f}" for v in first.reshape(-1)[:8]))
+    else:
+        for name, out in zip(names, outputs):
+            print(f"{name}: " + " ".join(f"{v:.4f}" for v in out[0].reshape(-1)[:8]))
+
+
+def outputs_in_model_order(names, arrays, manifest):
+    """The engine's outputs (named by TensorRT, in its own order) in the manifest's order, the model's,
+    which describe() and the other example programs read; FP16 ones as float32."""
+    import numpy as np
+
+    by_name = dict(zip(names, arrays))
+    wanted = [o["name"] for o in manifest["outputs"]]
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        sys.exit("the engine has no output named %s (it has %s): rebuild it from this bundle's ONNX"
+                 % (", ".join(missing), ", ".join(names)))
+    return [by_name[n].astype(np.float32) if by_name[n].dtype == np.float16 else by_name[n] for n in wanted]
+
+
+def load_input(arg, spec_in):
+    """parity.npz's first held-out sample, or a preprocessed .npy of one sample (batch optional)."""
+    import numpy as np
+
+    if arg is None:
+        return np.load(HERE / "parity.npz")["x"][:1].astype(np.float32)
+    if not arg.endswith(".npy") or not Path(arg).is_file():
+        sys.exit("%s: pass a preprocessed .npy input (images are read by example.py, which records how)" % arg)
+    x = np.load(arg).astype(np.float32)
+    return x if x.ndim == len(spec_in["shape"]) else x[None]
 
 
 def engine_compatible(built, here):
@@ -86,8 +153,11 @@ def main():
         return
     import numpy as np
 
-    x = np.load(HERE / "parity.npz")["x"][:1].astype(np.float32)
-    logits = session.run({session.inputs[0]["name"]: x})[0][0]
+    x = load_input(sys.argv[1] if len(sys.argv) > 1 else None, manifest["inputs"][0])
+    outputs = outputs_in_model_order(session.outputs, session.run({session.inputs[0]["name"]: x}), manifest)
+    if manifest.get("task") not in (None, "classification"):
+        return describe(outputs, manifest)
+    logits = outputs[0][0]
     labels_file = HERE / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else [str(i) for i in range(len(logits))]
     probs = np.exp(logits - logits.max())

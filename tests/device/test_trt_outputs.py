@@ -1,0 +1,217 @@
+"""TensorRT on the device with several outputs: every output gets its own device buffer of its own size,
+is copied back and returned under its name, ec_bench reports each, and the Jetson bundle's
+trt_example.py prints them by task as example.py does. The stand-in is test_trt_api's `tensorrt` and
+cudart, with one change: an engine computes its ONNX with ONNX Runtime, reading its inputs from and
+writing each output into the fake device memory, so a buffer of the wrong size, a missed copy or
+outputs taken in the wrong order show up as wrong numbers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ec_trt
+import test_trt_api
+
+DEPLOY = Path(__file__).resolve().parents[2] / "edgecompress" / "deploy"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+class OnnxContext:
+    """An execution context that runs the engine's ONNX with ONNX Runtime on the fake device memory."""
+
+    def __init__(self, engine, onnx_path, cudart):
+        import onnxruntime as ort
+
+        self.engine, self.cudart, self.shapes, self.addresses = engine, cudart, {}, {}
+        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+
+    def _run(self, feeds):
+        return dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = list(shape)
+
+    def get_tensor_shape(self, name):
+        if name in self.shapes:
+            return self.shapes[name]
+        zeros = {n: np.zeros(s, np.float32) for n, s in self.shapes.items()}
+        return list(self._run(zeros)[name].shape)  # an output's shape follows from the inputs'
+
+    def set_tensor_address(self, name, pointer):
+        self.addresses[name] = pointer
+
+    def set_binding_shape(self, index, shape):
+        self.set_input_shape(self.engine.io[index][0], shape)
+
+    def get_binding_shape(self, index):
+        return self.get_tensor_shape(self.engine.io[index][0])
+
+    def _execute(self, pointer_of):
+        memory, feeds = self.cudart.memory, {}
+        for name in self.engine.inputs:
+            nbytes = int(np.prod(self.shapes[name])) * 4
+            feeds[name] = np.frombuffer(bytes(memory[pointer_of(name)][:nbytes]), np.float32).reshape(self.shapes[name])
+        for name, value in self._run(feeds).items():
+            data = np.ascontiguousarray(value, np.float32).tobytes()
+            buffer = memory[pointer_of(name)]
+            assert len(buffer) == len(data), f"output {name}: a {len(buffer)}-byte buffer for {len(data)} bytes"
+            buffer[:] = data
+        return True
+
+    def execute_async_v3(self, stream):
+        return self._execute(self.addresses.__getitem__)
+
+    def execute_v2(self, bindings):
+        names = [n for n, _, _ in self.engine.io]
+        return self._execute(lambda name: bindings[names.index(name)])
+
+
+def install_onnx_backed(monkeypatch, version="10.3.0.30", tensor_api=True, reverse_outputs=False):
+    """test_trt_api's stand-ins, engines computed by ONNX Runtime; `reverse_outputs`: the engine lists
+    its outputs in the opposite order to the ONNX's, which TensorRT does not promise to keep."""
+    trt, cudart = test_trt_api.install(monkeypatch, version, tensor_api)
+    parser_cls, builder_cls, runtime_cls = trt.OnnxParser, trt.Builder, trt.Runtime
+
+    class OnnxParser(parser_cls):
+        def parse_from_file(self, path):
+            self.network.onnx_path = path
+            return parser_cls.parse_from_file(self, path)
+
+    class Builder(builder_cls):
+        def build_serialized_network(self, network, config):
+            data = builder_cls.build_serialized_network(self, network, config)
+            if data is None:
+                return None
+            engine = json.loads(data)
+            if reverse_outputs:
+                ins = [t for t in engine["io"] if t[2]]
+                engine["io"] = ins + [t for t in engine["io"] if not t[2]][::-1]
+            return json.dumps(dict(engine, onnx=network.onnx_path)).encode()
+
+    class Runtime(runtime_cls):
+        def deserialize_cuda_engine(self, data):
+            engine = runtime_cls.deserialize_cuda_engine(self, data)
+            if engine is not None:
+                path = json.loads(data)["onnx"]
+                engine.create_execution_context = lambda: OnnxContext(engine, path, cudart)
+            return engine
+
+    trt.OnnxParser, trt.Builder, trt.Runtime = OnnxParser, Builder, Runtime
+    return trt, cudart
+
+
+def two_output_model(path: Path) -> Path:
+    """x (batch, 4) -> double = x + x (batch, 4) and total = the sum of x's row (batch, 1)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    double = helper.make_tensor_value_info("double", TensorProto.FLOAT, ["batch", 4])
+    total = helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["double"]),
+                               helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=1)],
+                              "two", [x], [double, total], initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("version, tensor_api", [("10.3.0.30", True), ("8.2.1.8", False)])
+def test_each_output_has_its_own_buffer_and_comes_back_under_its_name(monkeypatch, tmp_path, version, tensor_api):
+    _, cudart = install_onnx_backed(monkeypatch, version, tensor_api)
+    path = two_output_model(tmp_path / "two.onnx")
+    session = ec_trt.load(str(path), {"cache_dir": str(tmp_path / "engines")})
+    assert session.outputs == ["double", "total"]
+    assert sorted(len(cudart.memory[p]) for p in cudart.memory) == [4, 16, 16], "x, double and total: their sizes"
+    x = np.array([[1.0, 2.0, 3.0, 4.5]], np.float32)
+    cudart.calls.clear()
+    double, total = session.run({"x": x})
+    np.testing.assert_array_equal(double, x + x)
+    np.testing.assert_array_equal(total, [[10.5]])
+    assert cudart.calls == ["H2D", "record", "record", "D2H", "D2H", "sync"], "both copies before the one sync"
+    assert session.extra["execute_ms"]["n"] == 1
+
+
+def test_an_output_whose_size_depends_on_the_data_is_refused_with_the_remedy(monkeypatch, tmp_path):
+    install_onnx_backed(monkeypatch)
+    path = two_output_model(tmp_path / "two.onnx")
+    shape_of = OnnxContext.get_tensor_shape
+    monkeypatch.setattr(OnnxContext, "get_tensor_shape",
+                        lambda self, name: [-1, 1] if name == "total" else shape_of(self, name))
+    with pytest.raises(ec_trt.TrtError, match=r"output 'total' has shape \[-1, 1\], which depends on the data.*"
+                                              r"fixed-size outputs"):
+        ec_trt.load(str(path), {"cache_dir": str(tmp_path / "engines")})
+
+
+BENCH_DRIVER = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import pytest
+import ec_bench
+import test_trt_outputs
+test_trt_outputs.install_onnx_backed(pytest.MonkeyPatch(), reverse_outputs=True)
+sys.exit(ec_bench.main(["ec_bench.py", "job.json"]))
+"""
+
+
+def test_ec_bench_times_the_engine_and_reports_every_output(tmp_path, small_job):
+    two_output_model(tmp_path / "model.onnx")
+    job = small_job(runtime="tensorrt", runtime_options={"cache_dir": str(tmp_path / "engines")},
+                    report_outputs=True, inputs={"random": [{"name": "x", "shape": [1, 4], "dtype": "float32"}]})
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, "-c", BENCH_DRIVER, str(DEPLOY), str(Path(__file__).parent)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    outputs = {o["name"]: o for o in result["outputs"]}
+    assert [o["name"] for o in result["outputs"]] == ["total", "double"]  # the engine's own order
+    assert (outputs["double"]["shape"], outputs["total"]["shape"]) == ([1, 4], [1, 1])
+    assert outputs["double"]["sum"] == pytest.approx(2 * outputs["total"]["sum"], rel=1e-6), "each from its buffer"
+    assert result["latency_ms"]["n"] == 5 and result["execute_ms"]["n"] == 1 + 2 + 5
+
+
+EXAMPLE_DRIVER = """
+import runpy, sys
+bundle = sys.argv[1]
+sys.path[:0] = [bundle + "/device", sys.argv[2]]  # the bundle's own ec_trt, then the stand-ins
+import pytest
+import test_trt_outputs
+test_trt_outputs.install_onnx_backed(pytest.MonkeyPatch(), reverse_outputs=True)
+sys.argv = [bundle + "/trt_example.py"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("model", ["detector", "regressor"])
+def test_the_jetson_bundles_trt_example_prints_every_output_as_example_py_does(model, tmp_path):
+    """A detector returning (boxes, scores) and a two-output regressor, deployed for the Jetson without
+    a device: on the stand-in, trt_example.py builds the engine from the bundle's ONNX with its build
+    settings and prints by task what example.py prints with ONNX Runtime, though the engine lists its
+    outputs in the other order."""
+    from ecutil import fast_sets, run_cli
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "shapes.npz", x=rng.normal(0, 1, (64, 3, 32, 32)).astype(np.float32))
+    code, _, err = run_cli("deploy", f"{MODELS / 'task_models.py'}:{model}", "--target", "jetson", "--data",
+                           tmp_path / "shapes.npz", "--out", tmp_path / "out",
+                           *fast_sets("distill.steps=5", "verify.min_confident_agreement=0", "verify.min_r2=-1e9"))
+    assert code == 0, err
+    bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["outputs"]] == ["output_0", "output_1"]
+    reference = subprocess.run([sys.executable, str(bundle / "example.py")], capture_output=True, text=True, timeout=60)
+    assert reference.returncode == 0, reference.stderr
+    done = subprocess.run([sys.executable, "-c", EXAMPLE_DRIVER, str(bundle), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no engine in this bundle: building one from model.onnx" in done.stderr
+    expected = reference.stdout.splitlines()
+    assert len(expected) == (5 if model == "detector" else 2)
+    assert done.stdout.splitlines() == expected
+    if model == "regressor":
+        assert [line.split(":")[0] for line in expected] == ["output_0", "output_1"]
