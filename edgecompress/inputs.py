@@ -81,9 +81,27 @@ def _check_source(source, prof, opts) -> None:
     if prof.prune.structure == "2:4" and not backend.sparse_2_4:
         log(f"prune: warning: 2:4 sparsity speeds up only TensorRT's sparse tensor cores; {prof.runtime} runs "
             "the model dense, so expect no speed-up (the zipped size shows the gain, as with unstructured)")
+    _check_keep_float(source, prof.quantize)
     if source.kind == "onnx" and prof.prune.latency_budget_ms is not None:
         raise InputError(f"prune.latency_budget_ms prunes a PyTorch model, and {opts.model} is an ONNX file",
                          hint="pass the PyTorch model as file.py:factory, or drop the latency budget")
+
+
+def _check_keep_float(source, q) -> None:
+    """A layer name quantize.keep_float gives must exist, said before hours of distillation, not after."""
+    from . import keep_float
+
+    if not isinstance(q.keep_float, list):
+        return
+    if q.precision != "int8":
+        log(f"note: quantize.keep_float lists layers, and quantize.precision {q.precision} quantizes none: it has "
+            "no effect")
+    elif source.kind == "torch":
+        keep_float.modules_checked(source.module, q.keep_float)
+    else:
+        import onnx
+
+        keep_float.onnx_nodes(onnx.load(str(source.onnx_path)), q.keep_float, str(source.onnx_path))
 
 
 def _check_calibration(prof, dataset, train) -> None:

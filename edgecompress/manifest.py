@@ -7,7 +7,7 @@ Manifest.from_dict(data, where).to_dict() == data, key order included."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError,
                       model_serializer, model_validator)
@@ -147,8 +147,19 @@ class Distillation(Section):
     note: Optional[str] = None
 
 
+class KeepFloat(Section):
+    """quantize.keep_float as it was applied (keep_float.FloatChoice)."""
+    setting: Union[str, List[str]]  # auto | none | the layer names the profile gave
+    layers: List[str]  # operations the INT8 file computes in float; empty: INT8 everywhere
+    metric: Optional[str] = None  # the parity figure the choice was made by
+    int8_everywhere: Optional[Number] = None  # that figure with every layer in INT8; null: not measured
+    kept_in_float: Optional[Number] = None  # ... with the heads (auto) or the named layers in float
+    reason: str = ""
+
+
 class Quantization(Section):
     precision: str  # fp32 | fp16 | int8; the INT8 recipe's keys only where INT8 was made
+    keep_float: Optional[KeepFloat] = None
     activations: Optional[str] = None
     weights: Optional[str] = None
     per_channel: Optional[bool] = None

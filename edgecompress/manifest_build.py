@@ -30,8 +30,10 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
                         # the INT8 recipe's settings only where INT8 was made: an FP16 bundle listing
                         # "activations uint8" would read as if it were quantized
                         "quantization": {"precision": prof.quantize.precision,
-                                         **(prof.quantize.model_dump(exclude={"precision"})
-                                            if prof.quantize.precision == "int8" else {})}},
+                                         **(prof.quantize.model_dump(exclude={"precision", "keep_float"})
+                                            if prof.quantize.precision == "int8" else {}),
+                                         **({"keep_float": deployed.keep_float.to_dict()} if deployed.keep_float
+                                            else {})}},
         "metrics": {"accuracy": accuracy.to_dict(),
                     "latency_ms": measurement.each("latency_ms"),
                     "first_run_ms": measurement.each("first_run_ms"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -96,6 +96,11 @@ class Quantize(Closed):
     # saturate; on small layers that flipped a third of the decisions here. ARM has no such issue.
     reduce_range: bool = False
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # layers left in float in the INT8 file (heads are where INT8 loses most: ORT issue 14233). auto:
+    # INT8 everywhere when it meets verify's tolerance, else each output's head (its last conv/linear and
+    # what follows it) in float, where that does better, both measured; none: INT8 everywhere; or a list
+    # of the model's layer names (model.named_modules(); an .onnx input: its node names)
+    keep_float: Union[Literal["auto", "none"], List[str]] = "auto"
 
 
 class Preprocess(Closed):

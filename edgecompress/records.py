@@ -122,6 +122,7 @@ class Deployed:
     plan: Any = None  # the back end's own facts (tensorrt: its EnginePlan)
     stand_in: Optional[str] = None  # why bench times something other than the deployed model (none: None)
     outputs: Optional[List[Any]] = None  # the deployed model's outputs on held.x (np.ndarray per output)
+    keep_float: Any = None  # keep_float.FloatChoice: the layers the INT8 file keeps in float, and why (None: not INT8)
 
 
 @dataclass(frozen=True)

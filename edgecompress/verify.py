@@ -248,6 +248,25 @@ def two_four_violations(weight) -> int:
 
 def check(report: Parity, quantized: bool, cfg) -> Parity:
     """FP32 exports must match closely; quantized ones must agree on the decision."""
+    found = problems(report, quantized, cfg)
+    if found:
+        raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(found),
+                             report=report.table(),
+                             hint="loosen verify.* with --set if this is acceptable"
+                             + (", or use more calibration data" if quantized else ""))
+    return report
+
+
+def figure(report: Parity) -> tuple:
+    """(name, value) of the figure a quantized model is judged by: top-1 agreement for a classifier,
+    else the task's (TASK_METRICS)."""
+    if report.task_metric is not None:
+        return report.task_metric, report.task_agreement
+    return "top1_agreement", report.top1_agreement
+
+
+def problems(report: Parity, quantized: bool, cfg) -> List[str]:
+    """What in `report` misses the profile's tolerance (none: it passes); sets report.tolerance."""
     problems = []
     if quantized:
         report.tolerance = {"min_top1_agreement": cfg.min_top1_agreement}
@@ -263,9 +282,4 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
         report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
         problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"
                      for o in report.outputs if not o.max_abs_diff <= cfg.max_abs_diff]  # NaN fails too
-    if problems:
-        raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(problems),
-                             report=report.table(),
-                             hint="loosen verify.* with --set if this is acceptable"
-                             + (", or use more calibration data" if quantized else ""))
-    return report
+    return problems

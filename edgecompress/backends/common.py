@@ -45,6 +45,14 @@ class Defaults:
         return {}
 
 
+def judge(what: str, compressed, run):
+    """The parity of a candidate file's outputs against the FP32 student, as check_deployed computes it
+    but without raising: what quantize.keep_float compares two INT8 files by."""
+    held = run.held
+    return lambda out: verify.compare(what, out, compressed.reference, compressed.output_names, held.y,
+                                      compressed.reference_original, task=run.prof.task)
+
+
 def check_deployed(what: str, out: list, compressed, run, quantized: bool):
     """The deployed model against the FP32 student (and the original, for the agreement with it),
     over every held-out sample, within the profile's tolerance; the table goes to the log."""

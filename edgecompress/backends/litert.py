@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
-from .. import bench, prune, verify
+from .. import bench, keep_float, prune, verify
 from ..console import log
 from ..errors import InputError
 from ..records import Deployed
@@ -34,35 +34,46 @@ class LiteRT(common.Defaults):
                                         layer_of_failure=prune.failing_layer)
         checks = [verify.check(verify.compare("original.tflite vs PyTorch original", tflite.tflite_outputs(original, held.x),
                                               c.reference_original, c.output_names, held.y, task=run.prof.task), False, run.prof.verify)]
-        model = self._student(c, run)
+        model, out, choice = self._student(c, run)
         if q.precision == "fp16":
             checks.append(common.check_fp16(c, run))
-        out = tflite.tflite_outputs(model, held.x)
         what = ("model.tflite (an FP32 file the GPU delegate runs in FP16; here run in FP32)" if q.precision == "fp16"
                 else f"model.tflite ({q.precision})")
         parity = common.check_deployed(f"{what} vs PyTorch student", out, c, run, quantized=q.precision == "int8")
         return Deployed(model=model, outputs=out, original_file=original, parity=parity, checks=tuple(checks),
                         parity_samples=common.parity_samples(c, held, out),
                         bench_models={"original": self._timed(original, run), "compressed": self._timed(model, run)},
-                        io=tflite.io_spec(model))  # quantization per tensor, from the file itself
+                        io=tflite.io_spec(model), keep_float=choice)  # quantization per tensor, from the file itself
 
-    def _student(self, c, run) -> Path:
-        q = run.prof.quantize
-        if q.precision == "int8":
-            log(f"quantize: full-integer INT8 for LiteRT, {min(len(run.train), q.calibration_samples)} calibration "
-                "samples")
-        return self._converted(c.student, c.example, run.train.x[: q.calibration_samples], run.work / self.model_file,
-                               run)
+    def _student(self, c, run) -> tuple:
+        """(model.tflite, its outputs on the held-out samples, keep_float.FloatChoice or None)."""
+        from . import tflite
 
-    def _converted(self, module, example, calibration_x, path: Path, run) -> Path:
-        """`module` as the profile's .tflite: full-integer INT8 calibrated on `calibration_x`, or a float
-        file for fp32 and fp16 (the GPU delegate computes in FP16 from the float model)."""
+        q, calib, final = run.prof.quantize, run.train.x[: run.prof.quantize.calibration_samples], run.work / self.model_file
+        if q.precision != "int8":
+            model = self._converted(c.student, c.example, calib, final, run)
+            return model, tflite.tflite_outputs(model, run.held.x), None
+        log(f"quantize: full-integer INT8 for LiteRT, {min(len(run.train), q.calibration_samples)} calibration samples")
+
+        def make(layers, path):
+            made = self._converted(c.student, c.example, calib, path, run, layers)
+            return made, tflite.tflite_outputs(made, run.held.x)
+
+        return keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", c, run),
+                                 lambda: prune.output_layers(c.student, c.example),
+                                 lambda names: keep_float.modules_checked(c.student, names), final, run.prof.verify)
+
+    def _converted(self, module, example, calibration_x, path: Path, run, keep_float=()) -> Path:
+        """`module` as the profile's .tflite: full-integer INT8 calibrated on `calibration_x` (the layers
+        `keep_float` names left in float), or a float file for fp32 and fp16 (the GPU delegate computes
+        in FP16 from the float model)."""
         from . import tflite
 
         q, nhwc = run.prof.quantize, run.prof.export.channels_last
         if q.precision == "int8":
             return tflite.quantize_tflite_int8(module, example, calibration_x, path, channels_last=nhwc,
-                                               per_channel=q.per_channel, layer_of_failure=prune.failing_layer)
+                                               per_channel=q.per_channel, layer_of_failure=prune.failing_layer,
+                                               keep_float=keep_float)
         return tflite.export_tflite(module, example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
 
     def _timed(self, path: Path, run):

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .. import bench, quantize, verify
+from .. import bench, keep_float, quantize, verify
 from ..console import log
 from ..errors import InputError
 from ..records import Deployed
@@ -32,13 +32,16 @@ class OnnxRuntime(common.Defaults):
     def convert(self, compressed, run) -> Deployed:
         exported = onnx_files.export_checked(compressed, run)
         q, held = run.prof.quantize, run.held
-        model = self._quantized(exported, run) if q.precision == "int8" else Path(
-            shutil.copy(exported.student, run.work / self.model_file))
         exact = q.precision == "int8" and exact_int8(run.prof.device.arch)
         if exact:
             log(f"verify: INT8 products computed exactly, as the {run.prof.device.arch} target does (not with the "
                 "u8 x s8 kernel that saturates on x86 CPUs without VNNI)")
-        out = verify.onnx_outputs(model, held.x, exact_int8=exact)
+        choice = None
+        if q.precision == "int8":
+            model, out, choice = self._quantized(exported, compressed, run, exact)
+        else:
+            model = Path(shutil.copy(exported.student, run.work / self.model_file))
+            out = verify.onnx_outputs(model, held.x, exact_int8=exact)
         parity = common.check_deployed(f"deployed {q.precision} model vs its reference", out, compressed, run,
                                        quantized=q.precision != "fp32")
         params = quantize.quantization_params(model) if q.precision == "int8" else {}
@@ -46,15 +49,27 @@ class OnnxRuntime(common.Defaults):
                         parity_samples=common.parity_samples(compressed, held, out),
                         bench_models={"original": bench.Model(exported.original, self.runtime),
                                       "compressed": bench.Model(model, self.runtime)},
-                        io=onnx_files.io(model, params), exact_int8=exact, two_four=exported.two_four)
+                        io=onnx_files.io(model, params), exact_int8=exact, two_four=exported.two_four,
+                        keep_float=choice)
 
-    def _quantized(self, exported, run) -> Path:
+    def _quantized(self, exported, compressed, run, exact: bool) -> tuple:
+        """(model.onnx in INT8 QDQ, its outputs on the held-out samples, keep_float.FloatChoice)."""
+        import onnx
+
         q = run.prof.quantize
         calib = run.train.x[: q.calibration_samples]
         log(f"quantize: INT8 QDQ ({q.activations} activations, {q.weights} per-channel={q.per_channel} weights"
             f"{', 7-bit (reduce_range)' if q.reduce_range else ''}), {len(calib)} calibration samples")
-        return Path(quantize.quantize_int8(exported.student, run.work / self.model_file, calib, q,
-                                           onnx_files.input_name(exported.student)))
+        graph, name = onnx.load(str(exported.student)), onnx_files.input_name(exported.student)
+
+        def make(layers, path):
+            made = Path(quantize.quantize_int8(exported.student, path, calib, q, name, keep_fp32=layers))
+            return made, verify.onnx_outputs(made, run.held.x, exact_int8=exact)
+
+        return keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", compressed, run),
+                                 lambda: keep_float.onnx_heads(graph),
+                                 lambda names: keep_float.onnx_nodes(graph, names, "the exported model"),
+                                 run.work / self.model_file, run.prof.verify)
 
     def for_timing(self, module, run, name: str):
         from .. import export, prune

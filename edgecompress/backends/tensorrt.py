@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from .. import quantize, verify
+from .. import keep_float, quantize, verify
 from ..bench import Model
 from ..console import log
 from ..errors import InputError
@@ -62,14 +62,17 @@ def pack_calibration(x, path: Path, max_bytes: Optional[int] = None) -> Path:
     return path
 
 
-def build_options(prof, *, calibration: bool, qdq: bool) -> dict:
-    """ec_trt's runtime_options for the compressed model."""
+def build_options(prof, *, calibration: bool, qdq: bool, float_layers=()) -> dict:
+    """ec_trt's runtime_options for the compressed model. float_layers: ONNX node names the INT8
+    engine computes in FP32 (layer precision, obeyed); a Q/DQ ONNX carries them as nodes without Q/DQ."""
     options = {"precision": prof.quantize.precision, "workspace_mb": prof.tensorrt.workspace_mb,
                "timing": prof.tensorrt.timing}
     if prof.prune.structure == "2:4":
         options.update(sparsity=True, compare_sparse=prof.tensorrt.compare_sparse)
     if calibration:
         options["calibration"] = CALIBRATION_FILE
+        if float_layers:
+            options["float_layers"] = list(float_layers)
     if qdq:
         options["qdq"] = True
     if prof.tensorrt.trtexec:
@@ -78,7 +81,7 @@ def build_options(prof, *, calibration: bool, qdq: bool) -> dict:
 
 
 def plan(original_onnx: Path, model_onnx: Path, qdq_onnx: Optional[Path], prof, calib_x,
-         work: Path, device=None) -> EnginePlan:
+         work: Path, device=None, float_layers=()) -> EnginePlan:
     """What to build and measure. With a device: TensorRT there, the original at FP16 (the usual
     TensorRT baseline) against the compressed model at the profile's precision. Without one: the
     bundle carries the ONNX and the build settings, and ONNX Runtime on this host measures both
@@ -87,7 +90,7 @@ def plan(original_onnx: Path, model_onnx: Path, qdq_onnx: Optional[Path], prof, 
     version = device_tensorrt_version(device) if device is not None else None
     use_qdq = int8 and major(version) is not None and major(version) >= 11
     calibration = int8 and not use_qdq
-    options = build_options(prof, calibration=calibration, qdq=use_qdq)
+    options = build_options(prof, calibration=calibration, qdq=use_qdq, float_layers=float_layers)
     files = {"model.onnx": model_onnx}
     if qdq_onnx is not None:
         files["model_qdq.onnx"] = qdq_onnx
@@ -144,11 +147,12 @@ class TensorRT(common.Defaults):
         checks = list(exported.checks)
         if q.precision == "fp16" and c.student is not None:  # an .onnx input has no PyTorch student to run in FP16
             checks.append(common.check_fp16(c, run))
-        calib, qdq = run.train.x[: q.calibration_samples], None
+        calib, qdq, choice = run.train.x[: q.calibration_samples], None, None
         if q.precision == "int8":
-            qdq, check = self._qdq(model, calib, c, run)
+            qdq, check, choice = self._qdq(model, calib, c, run)
             checks.append(check)
-        trt = plan(exported.original, model, qdq, run.prof, calib, run.work, run.device)
+        trt = plan(exported.original, model, qdq, run.prof, calib, run.work, run.device,
+                   float_layers=choice.layers if choice else ())
         log(f"engine: {'built on ' + run.device.name if run.device else 'to be built on the device on first use'}, "
             f"{q.precision}{', from the Q/DQ ONNX' if trt.build_settings['onnx'] == 'model_qdq.onnx' else ''}")
         stand_in = None if not trt.proxy else (f"{self.runtime} runs only on the device, so these are ONNX Runtime FP32 "
@@ -156,17 +160,30 @@ class TensorRT(common.Defaults):
         return Deployed(model=model, outputs=out, original_file=exported.original, parity=parity, checks=tuple(checks),
                         parity_samples=common.parity_samples(c, held, out), bench_models=trt.models,
                         io=onnx_files.io(model), two_four=exported.two_four, plan=trt, stand_in=stand_in,
-                        extra_files=dict(trt.bundle_files))
+                        extra_files=dict(trt.bundle_files), keep_float=choice)
 
     def _qdq(self, model: Path, calib, c, run) -> tuple:
+        """(model_qdq.onnx, its check, keep_float.FloatChoice): the INT8 the engine computes, with the
+        layers kept in float left without Q/DQ (TensorRT 11 builds it; TensorRT 8/10 builds model.onnx
+        with those layers' precision set to FP32, and this file stands in for it in the checks)."""
+        import onnx
+
         # TensorRT takes symmetric INT8 only: int8 activations with zero point 0
-        q, held = run.prof.quantize, run.held
-        qdq = quantize.quantize_int8(model, run.work / "model_qdq.onnx", calib, q.model_copy(update={"activations": "int8"}),
-                                     onnx_files.input_name(model), symmetric=True)
-        out = verify.onnx_outputs(qdq, held.x, exact_int8=True)  # the GPU's INT8 products do not saturate
+        q, held, graph = run.prof.quantize, run.held, onnx.load(str(model))
+        sym = q.model_copy(update={"activations": "int8"})
+
+        def make(layers, path):
+            made = quantize.quantize_int8(model, path, calib, sym, onnx_files.input_name(model), symmetric=True,
+                                          keep_fp32=layers)
+            return made, verify.onnx_outputs(made, held.x, exact_int8=True)  # the GPU's INT8 products do not saturate
+
+        qdq, out, choice = keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", c, run),
+                                             lambda: keep_float.onnx_heads(graph),
+                                             lambda names: keep_float.onnx_nodes(graph, names, "the exported model"),
+                                             run.work / "model_qdq.onnx", run.prof.verify)
         check = verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch", out, c.reference,
                                             c.output_names, held.y, task=run.prof.task), True, run.prof.verify)
-        return qdq, check
+        return qdq, check, choice
 
     def for_timing(self, module, run, name: str):
         from .. import export, prune

@@ -170,10 +170,11 @@ def export_tflite(model, example, path: Path, *, channels_last: bool, layer_of_f
 
 
 def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, *, channels_last: bool,
-                         per_channel: bool = True, layer_of_failure=None) -> Path:
+                         per_channel: bool = True, layer_of_failure=None, keep_float=()) -> Path:
     """Full-integer INT8 .tflite: PT2E static quantization (symmetric int8 weights, per channel by
     default; int8 activations) calibrated on `calibration_x` (NCHW float, as the data comes), one
-    batch of the example's size at a time (the exported graph has a static batch)."""
+    batch of the example's size at a time (the exported graph has a static batch). `keep_float`:
+    module names left unannotated, so LiteRT computes them (and their parameter-free tail) in float."""
     import torch
 
     litert_torch = _litert_torch("quantize")
@@ -193,7 +194,7 @@ def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, 
                          hint="give more data, or raise quantize.calibration_samples")
     if channels_last:
         calib = calib.transpose(0, 2, 3, 1)
-    quantizer = PT2EQuantizer().set_global(
+    quantizer = _quantizer(PT2EQuantizer, list(keep_float)).set_global(
         get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False))
     try:
         with _quiet_converter(converter_log(path)):
@@ -212,6 +213,26 @@ def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, 
                        "for this model") from None
     _write_layouts(path, "NHWC" if channels_last else _layout(example.dim()), out_layouts)
     return path
+
+
+def _quantizer(base, keep_float: list):
+    """litert-torch's PT2E quantizer, or with `keep_float` one that annotates every node but those
+    layers': its own set_module_name refuses a None config ("not supported yet"), and its module-name
+    filter turns the '_' of a layer name into '.'. The annotators it runs are its own."""
+    if not keep_float:
+        return base()
+    from litert_torch.quantize import pt2e_quantizer
+
+    from ..keep_float import fx_nodes
+
+    class KeepFloat(base):
+        def annotate(self, graph):
+            kept = fx_nodes(graph.graph, keep_float)
+            self._annotate_all_static_patterns(graph, self.global_config, lambda n: n.name not in kept)
+            pt2e_quantizer.propagate_annotation(graph)
+            return graph
+
+    return KeepFloat()
 
 
 def _layout(ndim: int) -> Optional[str]:

@@ -19,6 +19,11 @@ runtime_options (unknown ones are errors; all reported as applied):
   calibration     a .npy in the job folder: samples N x (input shape without batch), float32, fed
                   by an IInt8EntropyCalibrator2 in batches of the input's batch dimension (1 when it
                   is dynamic); TensorRT 8/10 only. The calibration cache is kept next to the engine.
+  float_layers    layer names (the ONNX node names) an INT8 engine computes in FP32: their precision
+                  and output types set to FP32 with OBEY_PRECISION_CONSTRAINTS (trtexec
+                  --layerPrecisions / --layerOutputTypes / --precisionConstraints=obey). TensorRT 8/10
+                  with calibration only: a Q/DQ ONNX leaves them float by having no Q/DQ around them.
+                  Names the network lacks are said in `warnings`.
   sparsity        true sets SPARSE_WEIGHTS (trtexec --sparsity=enable): 2:4 sparse kernels where they
                   pay (Ampere and newer)
   compare_sparse  true builds a dense and a sparse engine, times both and keeps the sparse one only
@@ -54,7 +59,7 @@ from ec_trt_cache import EngineCache, cache_key, gpu_identity, jetpack, sha256_f
 from ec_trt_cuda import (COMPARE_RUNS, COMPARE_WARMUP_RUNS, CalibrationFeeder, Cuda, EngineRunner,  # noqa: F401
                          TrtError, fixed_shape, import_cudart, make_calibrator, make_logger, pack_batches)
 
-OPTIONS = ("precision", "qdq", "calibration", "sparsity", "compare_sparse", "workspace_mb", "cache_dir",
+OPTIONS = ("precision", "qdq", "calibration", "float_layers", "sparsity", "compare_sparse", "workspace_mb", "cache_dir",
            "timing", "trtexec")
 PRECISIONS = ("fp32", "fp16", "int8")
 TIMINGS = ("api", "trtexec")
@@ -115,8 +120,15 @@ def read_options(options, folder):
         "sparsity": _flag(options, "sparsity"), "compare_sparse": _flag(options, "compare_sparse"),
         "workspace_mb": workspace, "timing": _choice(options, "timing", TIMINGS, None),
         "cache_dir": os.path.expanduser(options.get("cache_dir") or DEFAULT_CACHE_DIR),
-        "trtexec": options.get("trtexec"),
+        "trtexec": options.get("trtexec"), "float_layers": _names(options, "float_layers"),
     }
+
+
+def _names(options, key):
+    value = options.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("runtime_options.%s must be a list of layer names, got %r" % (key, value))
+    return value
 
 
 def major_of(version):
@@ -133,7 +145,7 @@ def network_flags(major, explicit_batch_bit=None, strongly_typed_bit=None):
     return 0
 
 
-def plan_build(major, precision, sparsity=False, qdq=False, calibration=False):
+def plan_build(major, precision, sparsity=False, qdq=False, calibration=False, float_layers=()):
     """{"flags": [trt.BuilderFlag names], "calibrate": bool, "notes": [...]} for this TensorRT major
     version; ValueError for a combination the version cannot build."""
     if calibration and precision != "int8":
@@ -143,6 +155,11 @@ def plan_build(major, precision, sparsity=False, qdq=False, calibration=False):
     if qdq and calibration:
         raise ValueError("give runtime_options.calibration or qdq, not both: a Q/DQ ONNX carries its own scales")
     flags, notes, calibrate = [], [], False
+    if float_layers and not (precision == "int8" and calibration):
+        raise ValueError("runtime_options.float_layers goes with precision int8 and calibration (a Q/DQ ONNX "
+                         "leaves its float layers without Q/DQ instead)")
+    if float_layers:
+        flags.append("OBEY_PRECISION_CONSTRAINTS")
     if major >= 11:
         if calibration:
             raise ValueError("TensorRT %d has no INT8 calibrator: quantize on the host to a Q/DQ ONNX and send "
@@ -248,6 +265,7 @@ def api_build(ctx, engine_path, plan, calib_cache):
         major, int(creation.EXPLICIT_BATCH) if major < 10 else None,
         int(creation.STRONGLY_TYPED) if major >= 11 and hasattr(creation, "STRONGLY_TYPED") else None))
     _parse_onnx(trt, network, logger, ctx["onnx"])
+    _float_layers(ctx, trt, network)
     config = builder.create_builder_config()
     if opts["workspace_mb"]:
         if hasattr(config, "set_memory_pool_limit"):
@@ -277,6 +295,25 @@ def api_build(ctx, engine_path, plan, calib_cache):
     return {}
 
 
+def _float_layers(ctx, trt, network):
+    """FP32 precision and output types for the layers runtime_options.float_layers names."""
+    wanted = set(ctx["opts"]["float_layers"])
+    if not wanted:
+        return
+    found = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in wanted:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            found.add(layer.name)
+    missing = sorted(wanted - found)
+    if missing:
+        ctx["notes"].append("float_layers: the network has no layer named %s (the ONNX parser may have merged "
+                            "them); those run at the engine's precision" % ", ".join(missing))
+
+
 # ---- building and timing with trtexec ------------------------------------------------------------
 
 def trtexec_build(ctx, engine_path, plan, calib_cache):
@@ -285,7 +322,7 @@ def trtexec_build(ctx, engine_path, plan, calib_cache):
                        "trtexec reads only a calibration cache, and there is none yet for this model and data (%s)"
                        % calib_cache)
     parsed = ec_trtexec.build(ctx["trtexec"], ctx["onnx"], engine_path, plan["flags"], ctx["opts"]["workspace_mb"],
-                              ctx["major"], calib_cache if plan["calibrate"] else None)
+                              ctx["major"], calib_cache if plan["calibrate"] else None, ctx["opts"]["float_layers"])
     return {"trtexec_device": {"gpu": parsed["device"], "compute_capability": parsed["compute_capability"]}}
 
 
@@ -305,8 +342,11 @@ def get_engine(ctx, sparse):
     opts, identity = ctx["opts"], ctx["identity"]
     build_options = {"precision": opts["precision"], "qdq": opts["qdq"], "sparsity": sparse,
                      "workspace_mb": opts["workspace_mb"], "calibration_sha256": ctx["calibration_sha256"]}
+    if opts["float_layers"]:  # only then: engines cached before the option keep their keys
+        build_options["float_layers"] = sorted(opts["float_layers"])
     key = cache_key(identity["gpu"], identity["compute_capability"], ctx["version"], ctx["onnx_sha256"], build_options)
-    plan = plan_build(ctx["major"], opts["precision"], sparse, opts["qdq"], opts["calibration"] is not None)
+    plan = plan_build(ctx["major"], opts["precision"], sparse, opts["qdq"], opts["calibration"] is not None,
+                      opts["float_layers"])
     cache = ctx["cache"]
     meta = cache.lookup(key)
     if meta is not None:
@@ -448,7 +488,8 @@ def applied_options(ctx, engine):
             "sparsity": engine["meta"]["build_options"]["sparsity"], "compare_sparse": opts["compare_sparse"],
             "workspace_mb": opts["workspace_mb"], "cache_dir": opts["cache_dir"], "timing": ctx["timing"],
             "timing_reason": ctx["timing_why"], "trtexec": ctx["trtexec"],
-            "builder": "api" if ctx["trt"] is not None else "trtexec", "flags": engine["plan"]["flags"]}
+            "builder": "api" if ctx["trt"] is not None else "trtexec", "flags": engine["plan"]["flags"],
+            "float_layers": opts["float_layers"]}
 
 
 def load(model_path, options):

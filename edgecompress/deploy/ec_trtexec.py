@@ -23,7 +23,8 @@ TIMING_ARGS = ("--warmUp=200", "--iterations=10", "--duration=3")
 BUILD_ONLY_ARGS = ("--warmUp=0", "--iterations=1", "--duration=0")
 TIMING_TIMEOUT_S = 600
 TAIL_LINES = 25
-FLAG_ARGS = {"FP16": "--fp16", "INT8": "--int8", "SPARSE_WEIGHTS": "--sparsity=enable"}
+FLAG_ARGS = {"FP16": "--fp16", "INT8": "--int8", "SPARSE_WEIGHTS": "--sparsity=enable",
+             "OBEY_PRECISION_CONSTRAINTS": "--precisionConstraints=obey"}
 
 PREFIX = re.compile(r"^(?:\[[^\]]*\]\s*)+")  # "[07/14/2023-11:52:09] [I] " or "[I] "
 BANNER = re.compile(r"&&&& (RUNNING|PASSED|FAILED|WAIVED) TensorRT\.trtexec(?: \[TensorRT v([0-9.]+)\])?")
@@ -164,9 +165,11 @@ def latency_block(stat, n, method):
     return block
 
 
-def build_command(trtexec, onnx, engine, flags, workspace_mb=None, major_version=10, calib_cache=None):
+def build_command(trtexec, onnx, engine, flags, workspace_mb=None, major_version=10, calib_cache=None,
+                  float_layers=()):
     """trtexec arguments that build `onnx` into `engine` with the builder `flags` (names of
-    trt.BuilderFlag: FP16, INT8, SPARSE_WEIGHTS; ec_trt.plan_build chose them for the version)."""
+    trt.BuilderFlag: FP16, INT8, SPARSE_WEIGHTS, OBEY_PRECISION_CONSTRAINTS; ec_trt.plan_build chose
+    them for the version); float_layers: layer names computed and output in FP32."""
     args = [trtexec, "--onnx=" + onnx, "--saveEngine=" + engine]
     unknown = [f for f in flags if f not in FLAG_ARGS]
     if unknown:
@@ -174,6 +177,9 @@ def build_command(trtexec, onnx, engine, flags, workspace_mb=None, major_version
     args += [FLAG_ARGS[f] for f in flags]
     if calib_cache:
         args.append("--calib=" + calib_cache)
+    if float_layers:
+        spec = ",".join("%s:fp32" % name for name in float_layers)
+        args += ["--layerPrecisions=" + spec, "--layerOutputTypes=" + spec]
     if workspace_mb:
         args.append(("--memPoolSize=workspace:%d" if major_version >= 10 else "--workspace=%d") % workspace_mb)
     return args + list(BUILD_ONLY_ARGS)
@@ -219,9 +225,9 @@ def version(trtexec):
     return found
 
 
-def build(trtexec, onnx, engine, flags, workspace_mb=None, major_version=10, calib_cache=None):
+def build(trtexec, onnx, engine, flags, workspace_mb=None, major_version=10, calib_cache=None, float_layers=()):
     """Build `onnx` into `engine`; parse() of the run (its device lines name the GPU)."""
-    argv = build_command(trtexec, onnx, engine, flags, workspace_mb, major_version, calib_cache)
+    argv = build_command(trtexec, onnx, engine, flags, workspace_mb, major_version, calib_cache, float_layers)
     parsed, _ = checked(argv, "building the engine with trtexec")
     if not os.path.isfile(engine):
         raise TrtexecError("trtexec passed but wrote no engine at %s" % engine)

@@ -106,7 +106,7 @@ def make_fake_trt(version, cudart, tensor_api=True):
     trt.nptype = lambda dtype: np.float32
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    flags = {"SPARSE_WEIGHTS": "SPARSE_WEIGHTS"}
+    flags = {"SPARSE_WEIGHTS": "SPARSE_WEIGHTS", "OBEY_PRECISION_CONSTRAINTS": "OBEY_PRECISION_CONSTRAINTS"}
     if major < 11:  # TensorRT 11 removed them
         flags.update(FP16="FP16", INT8="INT8")
     trt.BuilderFlag = types.SimpleNamespace(**flags)
@@ -124,13 +124,27 @@ def make_fake_trt(version, cudart, tensor_api=True):
         def __init__(self):
             pass
 
+    class Layer:  # the parser names each layer after its ONNX node
+        def __init__(self, name, outputs):
+            self.name, self.precision, self.num_outputs, self.output_types = name, None, outputs, {}
+
+        def set_output_type(self, index, dtype):
+            self.output_types[index] = dtype
+
     class Network:
         def __init__(self, flags):
-            self.flags, self.inputs, self.outputs = flags, [], []
+            self.flags, self.inputs, self.outputs, self.layers = flags, [], [], []
             self.num_inputs = 0
+
+        @property
+        def num_layers(self):
+            return len(self.layers)
 
         def get_input(self, i):
             return self.inputs[i]
+
+        def get_layer(self, i):
+            return self.layers[i]
 
     class OnnxParser:
         num_errors = 0
@@ -139,8 +153,11 @@ def make_fake_trt(version, cudart, tensor_api=True):
             self.network = network
 
         def parse_from_file(self, path):
+            import onnx
+
             self.network.inputs, self.network.outputs = onnx_io(path)
             self.network.num_inputs = len(self.network.inputs)
+            self.network.layers = [Layer(n.name, len(n.output)) for n in onnx.load(path).graph.node]
             return True
 
     class Profile:
@@ -197,7 +214,9 @@ def make_fake_trt(version, cudart, tensor_api=True):
         def build_serialized_network(self, network, config):
             trt.builds.append({"network_flags": network.flags, "flags": list(config.flags), "pool": dict(config.pool),
                                "profiles": [p.shapes for p in config.profiles],
-                               "calibrator": config.int8_calibrator is not None})
+                               "calibrator": config.int8_calibrator is not None,
+                               "fp32_layers": {la.name: sorted(la.output_types.values()) for la in network.layers
+                                               if la.precision == FLOAT}})
             self.logger.log(ILogger.Severity.VERBOSE, "tactic noise")
             self.logger.log(ILogger.Severity.INFO, "building")
             if config.int8_calibrator is not None:
@@ -369,6 +388,28 @@ def test_int8_calibration_feeds_every_sample_and_keeps_the_cache(monkeypatch, mo
     assert session.extra["engine"]["build_options"]["calibration_sha256"] is not None
     ec_trt.load(path, dict(options, sparsity=True))  # another engine, same data: the cache is read, no batches
     assert len(trt.builds) == 2 and len(trt.calibration_sums) == 1
+
+
+def test_float_layers_are_computed_and_output_in_fp32_under_obeyed_constraints(monkeypatch, model):
+    import onnx
+
+    trt, _ = install(monkeypatch, "10.3.0.30")
+    path, options = model
+    np.save(os.path.join(os.path.dirname(path), "calib.npy"), np.ones((2, 4), np.float32))
+    graph = onnx.load(path)
+    node = graph.graph.node[-1].name = "/double/Add"  # as the TorchScript exporter names a module's node
+    onnx.save(graph, path)
+    options = dict(options, precision="int8", calibration="calib.npy", float_layers=[node, "/no/such/Conv"])
+    session = ec_trt.load(path, options)
+    build = trt.builds[0]
+    assert build["flags"] == ["OBEY_PRECISION_CONSTRAINTS", "INT8"] and build["fp32_layers"] == {node: [FLOAT]}
+    assert any("no layer named /no/such/Conv" in w for w in session.extra["warnings"])
+    assert session.options["float_layers"] == [node, "/no/such/Conv"]
+    assert session.extra["engine"]["build_options"]["float_layers"] == sorted([node, "/no/such/Conv"])
+    ec_trt.load(path, dict(options, float_layers=[]))  # INT8 everywhere is another engine, not the cached one
+    assert len(trt.builds) == 2 and trt.builds[1]["fp32_layers"] == {}
+    with pytest.raises(ValueError, match="float_layers goes with precision int8 and calibration"):
+        ec_trt.load(path, dict(options, precision="fp16", calibration=None))
 
 
 def test_calibration_samples_must_match_the_input(monkeypatch, model):

@@ -145,3 +145,12 @@ def test_find_prefers_the_given_path_and_names_a_bad_one(tmp_path, monkeypatch):
     assert ec_trtexec.find(search_path=str(tmp_path)) == str(tool)
     with pytest.raises(ec_trtexec.TrtexecError, match="no trtexec at"):
         ec_trtexec.find(search_path=str(tmp_path / "empty"))
+
+
+def test_float_layers_become_layer_precisions_and_output_types_with_obeyed_constraints():
+    argv = ec_trtexec.build_command("trtexec", "m.onnx", "k.engine", ["OBEY_PRECISION_CONSTRAINTS", "INT8"],
+                                    calib_cache="k.calib", float_layers=["/head/box/Conv", "/Concat"])
+    assert "--precisionConstraints=obey" in argv and "--int8" in argv
+    assert "--layerPrecisions=/head/box/Conv:fp32,/Concat:fp32" in argv
+    assert "--layerOutputTypes=/head/box/Conv:fp32,/Concat:fp32" in argv
+    assert not any(a.startswith("--layer") for a in ec_trtexec.build_command("trtexec", "m.onnx", "k.engine", ["INT8"]))
