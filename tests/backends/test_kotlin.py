@@ -214,9 +214,8 @@ fun main(args: Array<String>) {
 
 
 def _tools():
-    kotlinc, java, javac = shutil.which("kotlinc"), shutil.which("java"), shutil.which("javac")
-    stdlib = next(iter(sorted(Path("/usr/share/java").glob("kotlin-stdlib.jar"))), None) if kotlinc else None
-    return (kotlinc, java, javac, stdlib) if kotlinc and java and javac else None
+    found = tuple(shutil.which(tool) for tool in ("kotlinc", "java", "javac"))
+    return found if all(found) else None
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +225,7 @@ def compiled(tmp_path_factory):
     if tools is None:
         pytest.skip("kotlinc, java and javac are not installed here (apt-get install kotlin): ModelRunner.kt is "
                     "checked as text only")
-    kotlinc, java, javac, _ = tools
+    kotlinc, java, javac = tools
     root = tmp_path_factory.mktemp("kotlin")
     stubs, classes = root / "stubs", root / "classes"
     for rel, source in STUBS.items():
