@@ -4,6 +4,7 @@ trt_example.py prints them by task as example.py does. The stand-in is test_trt_
 cudart, with one change: an engine computes its ONNX with ONNX Runtime, reading its inputs from and
 writing each output into the fake device memory, so a buffer of the wrong size, a missed copy or
 outputs taken in the wrong order show up as wrong numbers."""
+import base64
 import json
 import subprocess
 import sys
@@ -22,11 +23,11 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 class OnnxContext:
     """An execution context that runs the engine's ONNX with ONNX Runtime on the fake device memory."""
 
-    def __init__(self, engine, onnx_path, cudart):
+    def __init__(self, engine, onnx_bytes, cudart):
         import onnxruntime as ort
 
         self.engine, self.cudart, self.shapes, self.addresses = engine, cudart, {}, {}
-        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
     def _run(self, feeds):
         return dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
@@ -89,14 +90,16 @@ def install_onnx_backed(monkeypatch, version="10.3.0.30", tensor_api=True, rever
             if reverse_outputs:
                 ins = [t for t in engine["io"] if t[2]]
                 engine["io"] = ins + [t for t in engine["io"] if not t[2]][::-1]
-            return json.dumps(dict(engine, onnx=network.onnx_path)).encode()
+            with open(network.onnx_path, "rb") as f:  # the engine carries its network, as a real one does
+                onnx_bytes = base64.b64encode(f.read()).decode()
+            return json.dumps(dict(engine, onnx=onnx_bytes)).encode()
 
     class Runtime(runtime_cls):
         def deserialize_cuda_engine(self, data):
             engine = runtime_cls.deserialize_cuda_engine(self, data)
             if engine is not None:
-                path = json.loads(data)["onnx"]
-                engine.create_execution_context = lambda: OnnxContext(engine, path, cudart)
+                onnx_bytes = base64.b64decode(json.loads(data)["onnx"])
+                engine.create_execution_context = lambda: OnnxContext(engine, onnx_bytes, cudart)
             return engine
 
     trt.OnnxParser, trt.Builder, trt.Runtime = OnnxParser, Builder, Runtime
@@ -215,3 +218,71 @@ def test_the_jetson_bundles_trt_example_prints_every_output_as_example_py_does(m
     assert done.stdout.splitlines() == expected
     if model == "regressor":
         assert [line.split(":")[0] for line in expected] == ["output_0", "output_1"]
+
+
+SITECUSTOMIZE = """
+# The device's python imports this first: TensorRT and cudart stand-ins (engines computed by ONNX
+# Runtime), then the repository's device modules are forgotten so that the job's own copies run.
+import sys
+sys.path[:0] = [{tests!r}, {deploy!r}]
+import pytest
+import test_trt_outputs
+test_trt_outputs.install_onnx_backed(pytest.MonkeyPatch(), reverse_outputs=True)
+from importlib.machinery import ModuleSpec
+for name in ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime"):
+    sys.modules[name].__spec__ = ModuleSpec(name, None)  # so that the probe's find_spec finds them
+del sys.path[:2]
+for name in [n for n in sys.modules if n.startswith("ec_")]:
+    del sys.modules[name]
+"""
+
+
+@pytest.fixture
+def jetson_stand_in(sshd, tmp_path, monkeypatch):
+    """A device named `orin` over a real ssh connection whose python has the stand-ins installed
+    (its engine cache under its own HOME)."""
+    import yaml
+
+    site = tmp_path / "device-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(tests=str(Path(__file__).parent), deploy=str(DEPLOY)))
+    (tmp_path / "device-home").mkdir()
+    python = tmp_path / "device-python"
+    python.write_text(f"#!/bin/sh\nHOME={tmp_path / 'device-home'} PYTHONPATH={site} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    entry = {"target": "jetson-orin-nano", "transport": "ssh", "host": "127.0.0.1", "port": sshd.port,
+             "user": sshd.user, "key": str(sshd.client_key), "known_hosts": str(sshd.known_hosts),
+             "python": str(python), "workdir": str(tmp_path / "device-work")}
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": {"orin": entry}}))
+    monkeypatch.setenv("EDGECOMPRESS_DEVICES", str(tmp_path / "devices.yaml"))
+    return "orin"
+
+
+def test_a_two_output_detector_deployed_with_the_device_builds_times_and_ships_its_engine(jetson_stand_in, tmp_path):
+    """deploy --device over ssh: the device builds the engine with the (stand-in) Python API, times
+    session.run, which copies both outputs back every run, and sends the engine back; the bundle's
+    trt_example.py then runs that very engine and prints what example.py prints."""
+    from ecutil import fast_sets, run_cli
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "shapes.npz", x=rng.normal(0, 1, (64, 3, 32, 32)).astype(np.float32))
+    code, _, err = run_cli("deploy", f"{MODELS / 'task_models.py'}:detector", "--target", "jetson-orin-nano",
+                           "--device", jetson_stand_in, "--data", tmp_path / "shapes.npz", "--out", tmp_path / "out",
+                           *fast_sets("distill.steps=5", "verify.min_confident_agreement=0"))
+    assert code == 0, err
+    bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["engine"]["status"] == "built on device orin" and m["engine"]["tensorrt_version"] == "10.3.0.30"
+    assert {"model.engine", "model.engine.json"} <= set(m["files"])
+    where, latency = m["metrics"]["measured_on"], m["metrics"]["latency_ms"]["compressed"]
+    assert where["where"] == "device" and where["device_name"] == "orin" and latency["n"] >= 20
+    assert "perf_counter" in latency["method"] and latency["p50"] > 0
+    assert (m["engine"]["engine"]["builder"], m["engine"]["engine"]["gpu"]) == ("api", "Fake Orin")
+    assert [o["name"] for o in m["outputs"]] == ["output_0", "output_1"]
+    reference = subprocess.run([sys.executable, str(bundle / "example.py")], capture_output=True, text=True, timeout=60)
+    assert reference.returncode == 0, reference.stderr
+    done = subprocess.run([sys.executable, "-c", EXAMPLE_DRIVER, str(bundle), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "found in the cache" in done.stderr and "building" not in done.stderr, "the shipped engine ran"
+    assert done.stdout.splitlines() == reference.stdout.splitlines() and len(reference.stdout.splitlines()) == 5
