@@ -1,5 +1,6 @@
 """The Android bundle's Kotlin example, ModelRunner.kt: the LiteRT runner with this model's input and
-every output filled in from the manifest (shape, type, each output's own scale and zero point), and
+every output filled in from the manifest (shape, type, each output's own scale and zero point), a
+Bitmap to input conversion where the bundle records how its images were preprocessed, and
 the task's code (templates/ModelRunner_<task>.kt): a classifier's top classes, a segmenter's mask,
 class areas and Bitmap, a detector's top raw anchors, an embedding and cosine(), a regressor's
 outputs. Each task's describe() prints what the bundle's example.py prints."""
@@ -68,6 +69,10 @@ def detection_heads(outputs: Sequence[Tensor]) -> Optional[Tuple[int, int]]:
     return None
 
 
+def _floats(values) -> str:
+    return ", ".join(float_literal(v) for v in values)
+
+
 def _fragment(name: str) -> str:
     from ..bundle import EXAMPLES
 
@@ -97,6 +102,33 @@ def _task_parts(task: str, manifest: dict, outputs: Sequence[Tensor]) -> Tuple[s
     return _fragment(task), "", ""
 
 
+def image_channels(inp: Tensor) -> Optional[int]:
+    """The input's channels where it is an image (4-D, 1 or 3 channels in its layout), else None."""
+    if len(inp.shape) != 4:
+        return None
+    channels = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
+    return channels if channels in (1, 3) else None
+
+
+def _input_parts(spec: dict, inp: Tensor) -> Tuple[str, str, str]:
+    """(code, companion constants, imports) of inputFrom(Bitmap), where the bundle records how its
+    images became inputs; else a comment saying why there is none."""
+    pre, channels = spec.get("preprocessing") or {}, image_channels(inp)
+    if not (pre.get("size") and pre.get("mean") is not None and pre.get("std") is not None and channels):
+        why = (pre.get("note") or pre.get("layout") or "no image preprocessing is recorded") if channels else \
+            f"the input {list(inp.shape)} is not an image of 1 or 3 channels"
+        why = " ".join(str(why).split())  # one comment line
+        return (f"    // No inputFrom(Bitmap): {why}. Fill run()'s input as the training data's x was made.\n\n",
+                "", "")
+    height, width = (int(v) for v in pre["size"])
+    constants = (f"        // how an image becomes the input (manifest.json: inputs[0].preprocessing), for inputFrom()\n"
+                 f"        const val IMAGE_HEIGHT = {height}\n        const val IMAGE_WIDTH = {width}\n"
+                 f"        const val PIXEL_SCALE = {float_literal(pre.get('scale') or 1.0)}\n"
+                 f"        val MEAN = floatArrayOf({_floats(pre['mean'][:channels])})\n"
+                 f"        val STD = floatArrayOf({_floats(pre['std'][:channels])})\n")
+    return _fragment("image_input"), constants, "import android.graphics.Bitmap\n"
+
+
 def runner_text(manifest: dict) -> str:
     """ModelRunner.kt for this manifest: input 0, every output and the task's code."""
     from ..bundle import EXAMPLES
@@ -105,9 +137,12 @@ def runner_text(manifest: dict) -> str:
     inp = Tensor.of(manifest["inputs"][0])
     outputs = [Tensor.of(o) for o in manifest["outputs"]]
     code, constants, imports = _task_parts(task, manifest, outputs)
+    in_code, in_constants, in_imports = _input_parts(manifest["inputs"][0], inp)
+    imports = "".join(sorted(set((imports + in_imports).splitlines(keepends=True))))
     specs = ",\n".join(f"            {o.literal()}" for o in outputs)
     text = (EXAMPLES / "ModelRunner.kt").read_text()
-    for key, value in (("@TASK_CODE@", code), ("@TASK_CONSTANTS@", constants), ("@TASK_IMPORTS@", imports),
+    for key, value in (("@INPUT_CODE@", in_code), ("@INPUT_CONSTANTS@", in_constants), ("@IMPORTS@", imports),
+                       ("@TASK_CODE@", code), ("@TASK_CONSTANTS@", constants),
                        ("@OUTPUT_SPECS@", specs), ("@INPUT_SPEC@", inp.literal()), ("@TASK_TITLE@", TITLES[task]),
                        ("@TASK@", task), ("@INPUT_SCALE@", repr(inp.scale)), ("@INPUT_ZERO_POINT@", str(inp.zero_point))):
         text = text.replace(key, value)

@@ -10,7 +10,7 @@
 package com.example.edgecompress
 
 import android.content.Context
-@TASK_IMPORTS@import org.tensorflow.lite.Interpreter
+@IMPORTS@import org.tensorflow.lite.Interpreter
 import java.io.FileInputStream
 import java.io.IOException
 import java.nio.ByteBuffer
@@ -37,7 +37,7 @@ class ModelRunner(context: Context, threads: Int = 4) {
         val OUTPUTS = listOf(
 @OUTPUT_SPECS@
         )
-@TASK_CONSTANTS@    }
+@INPUT_CONSTANTS@@TASK_CONSTANTS@    }
 
     // the input's quantization (manifest.json: inputs[0].quantization; 0 = a float input)
     private val inputScale = @INPUT_SCALE@f
@@ -76,7 +76,7 @@ class ModelRunner(context: Context, threads: Int = 4) {
         return OUTPUTS.mapIndexed { i, spec -> Output(spec, readValues(buffers.getValue(outputIndex[i]) as ByteBuffer, spec)) }
     }
 
-@TASK_CODE@
+@INPUT_CODE@@TASK_CODE@
     fun close() = interpreter.close()
 
     private fun indexOf(name: String, fallback: Int): Int = try {

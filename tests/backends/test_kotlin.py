@@ -46,8 +46,21 @@ TASK_CODE = {"detection": ("fun topAnchors(", "const val BOX_OUTPUT = 0", "const
              "classification": ("fun classify(", "labels.getOrElse")}
 
 
+NPZ_NOTE = {"layout": "as given (npz)", "size": None, "scale": None, "mean": None, "std": None,
+            "note": "inputs as in x.npz: preprocess new inputs exactly as that file's x was made"}
+IMAGENET = {"size": [32, 32], "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
 def manifest(task):
-    return {"task": task, "inputs": [dict(INPUT)], "outputs": copy.deepcopy(MANIFESTS[task])}
+    return {"task": task, "inputs": [dict(INPUT, preprocessing=NPZ_NOTE)], "outputs": copy.deepcopy(MANIFESTS[task])}
+
+
+def image_manifest(channels):
+    """A classifier trained on an image folder: RGB channels last, or one luminance channel first."""
+    m = manifest("classification")
+    m["inputs"][0].update(shape=[1, 32, 32, 3] if channels == 3 else [1, 1, 32, 32],
+                          layout="NHWC" if channels == 3 else "NCHW", preprocessing=dict(IMAGENET, layout="NCHW"))
+    return m
 
 
 def output_specs(text):
@@ -86,6 +99,17 @@ def test_a_detector_whose_heads_are_not_boxes_beside_scores_leaves_decoding_to_t
     m = manifest("detection")
     m["postprocess"] = {"file": "postprocess.py", "function": "decode"}
     assert "postprocess.py (postprocess.py:decode, your decode function) is Python" in kotlin.runner_text(m)
+
+
+def test_an_image_input_gets_inputfrom_bitmap_with_the_recorded_preprocessing_and_arrays_a_note():
+    text = kotlin.runner_text(image_manifest(3))
+    assert "fun inputFrom(bitmap: Bitmap): FloatArray" in text and "import android.graphics.Bitmap" in text
+    assert "IMAGE_HEIGHT = 32" in text and "PIXEL_SCALE = 0.00392156862745098f" in text
+    assert "MEAN = floatArrayOf(0.485f, 0.456f, 0.406f)" in text and "STD = floatArrayOf(0.229f, 0.224f, 0.225f)" in text
+    assert "MEAN = floatArrayOf(0.485f)\n" in kotlin.runner_text(image_manifest(1))  # one channel: its own
+    text = kotlin.runner_text(manifest("segmentation"))
+    assert "fun inputFrom(" not in text and text.count("import android.graphics.Bitmap") == 1
+    assert "// No inputFrom(Bitmap): inputs as in x.npz: preprocess new inputs exactly as" in text
 
 
 def test_a_name_is_a_kotlin_string_and_a_manifest_without_a_task_is_a_classifier():
@@ -170,6 +194,13 @@ public class Bitmap {
         if (colors.length != width * height) throw new IllegalArgumentException("colors");
         return new Bitmap(colors, width, height);
     }
+    public static Bitmap createScaledBitmap(Bitmap src, int width, int height, boolean filter) {
+        throw new UnsupportedOperationException("the tests pass images at the model's size");
+    }
+    public void getPixels(int[] pixels, int offset, int stride, int x, int y, int width, int height) {
+        for (int r = 0; r < height; r++)
+            for (int c = 0; c < width; c++) pixels[offset + r * stride + c] = colors[(y + r) * this.width + x + c];
+    }
     public int getWidth() { return width; }
     public int getHeight() { return height; }
 }
@@ -205,9 +236,18 @@ fun main(args: Array<String>) {
             val runner = com.example.edgecompress.embedding.ModelRunner(context)
             runner.describe(input) + listOf("self-similarity %.4f".format(runner.similarity(input, input)))
         }
+        "image", "gray" -> {
+            val argb = ByteBuffer.wrap(File(dir, "image.bin").readBytes()).order(ByteOrder.LITTLE_ENDIAN)
+            val side = File(dir, "image_side.txt").readText().trim().toInt()
+            val bitmap = android.graphics.Bitmap.createBitmap(IntArray(side * side) { argb.getInt() }, side, side,
+                                                              android.graphics.Bitmap.Config.ARGB_8888)
+            val values = if (args[0] == "image") com.example.edgecompress.image.ModelRunner(context).inputFrom(bitmap)
+                         else com.example.edgecompress.gray.ModelRunner(context).inputFrom(bitmap)
+            values.map { it.toString() }
+        }
         else -> com.example.edgecompress.regression.ModelRunner(context).describe(input)
     }
-    File(dir, "input_sent.bin").writeBytes(Interpreter.lastInput)
+    Interpreter.lastInput?.let { File(dir, "input_sent.bin").writeBytes(it) }  // none where the model did not run
     for (line in lines) println(line)
 }
 """
@@ -233,10 +273,10 @@ def compiled(tmp_path_factory):
         (stubs / rel).write_text(source)
     subprocess.run([javac, "-d", str(classes), *map(str, stubs.rglob("*.java"))], check=True, capture_output=True)
     sources = []
-    for task in MANIFESTS:
-        text = kotlin.runner_text(manifest(task)).replace("package com.example.edgecompress",
-                                                          f"package com.example.edgecompress.{task}")
-        sources.append(root / f"{task}.kt")
+    runners = {**{task: manifest(task) for task in MANIFESTS}, "image": image_manifest(3), "gray": image_manifest(1)}
+    for name, m in runners.items():
+        text = kotlin.runner_text(m).replace("package com.example.edgecompress", f"package com.example.edgecompress.{name}")
+        sources.append(root / f"{name}.kt")
         sources[-1].write_text(text)
     (root / "Main.kt").write_text(MAIN)
     done = subprocess.run([kotlinc, "-cp", str(classes), "-include-runtime", "-d", str(root / "runners.jar"),
@@ -322,3 +362,32 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     sent = np.frombuffer((tmp_path / "input_sent.bin").read_bytes(), np.int8)
     expected = np.clip(np.round(x.reshape(-1) / q["scale"]) + q["zero_point"], -128, 127)
     assert np.abs(sent.astype(int) - expected).max() <= 1 and (sent == expected).mean() > 0.99  # halves round apart
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_compiled_inputfrom_preprocesses_a_bitmap_as_example_py_preprocesses_the_image(channels, compiled,
+                                                                                          tmp_path):
+    from PIL import Image
+
+    java, classpath = compiled
+    m = image_manifest(channels)
+    rgb = np.random.default_rng(channels).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    (tmp_path / "image.bin").write_bytes(argb.astype("<u4").tobytes())
+    (tmp_path / "image_side.txt").write_text("32")
+    (tmp_path / "names.txt").write_text(m["outputs"][0]["name"] + "\n")
+    (tmp_path / "out_0.bin").write_bytes(bytes(10))
+    (tmp_path / "model.tflite").write_bytes(b"\0\0\0\0TFL3")
+    (tmp_path / "input.bin").write_bytes(b"")
+    (tmp_path / "input_bytes.txt").write_text("0")
+    done = subprocess.run([java, "-cp", classpath, "MainKt", "image" if channels == 3 else "gray", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    from_bitmap = np.array([float(v) for v in done.stdout.split()], np.float32)
+    spec = m["inputs"][0]
+    expected = _example_module().image_input(str(tmp_path / "photo.png"), spec)  # NCHW, as example.py makes it
+    if spec["layout"] == "NHWC":
+        expected = expected.transpose(0, 2, 3, 1)  # as example.py's main() hands it to the model
+    assert expected.shape == tuple(spec["shape"])
+    np.testing.assert_allclose(from_bitmap, expected.reshape(-1), rtol=1e-5, atol=1e-5)
