@@ -174,7 +174,8 @@ def _auto(make, judge, heads, final: Path, cfg):
     _, in_float = verify.figure(judge(trial_out))
     better = in_float is not None and (everywhere is None or in_float > everywhere)
     verdict = "keeps the heads in float" if better else "keeps INT8 everywhere (the heads in float did no better)"
-    log(f"quantize: {metric} {_fmt(everywhere)} with INT8 everywhere, {_fmt(in_float)} with the heads in float: "
+    words = verify.METRIC_WORDS.get(metric, "top-1 agreement")
+    log(f"quantize: {words} {_fmt(everywhere)} with INT8 everywhere, {_fmt(in_float)} with the heads in float: "
         f"the file {verdict}")
     if better:
         shutil.move(str(trial_path), str(final))
