@@ -190,12 +190,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("model", ["detector", "regressor"])
-def test_the_jetson_bundles_trt_example_prints_every_output_as_example_py_does(model, tmp_path):
-    """A detector returning (boxes, scores) and a two-output regressor, deployed for the Jetson without
-    a device: on the stand-in, trt_example.py builds the engine from the bundle's ONNX with its build
-    settings and prints by task what example.py prints with ONNX Runtime, though the engine lists its
-    outputs in the other order."""
+def test_the_jetson_bundles_trt_example_builds_the_engine_and_prints_every_output_as_example_py_does(tmp_path):
+    """A two-output regressor deployed for the Jetson without a device: on the stand-in, trt_example.py
+    builds the engine from the bundle's ONNX with its build settings and prints what example.py prints
+    with ONNX Runtime, though the engine lists its outputs in the other order (a detector's, with an
+    engine built on the device, is the next test)."""
+    model = "regressor"
     from ecutil import fast_sets, run_cli
 
     rng = np.random.default_rng(0)
@@ -214,10 +214,7 @@ def test_the_jetson_bundles_trt_example_prints_every_output_as_example_py_does(m
     assert done.returncode == 0, done.stderr
     assert "no engine in this bundle: building one from model.onnx" in done.stderr
     expected = reference.stdout.splitlines()
-    assert len(expected) == (5 if model == "detector" else 2)
-    assert done.stdout.splitlines() == expected
-    if model == "regressor":
-        assert [line.split(":")[0] for line in expected] == ["output_0", "output_1"]
+    assert done.stdout.splitlines() == expected and [line.split(":")[0] for line in expected] == ["output_0", "output_1"]
 
 
 SITECUSTOMIZE = """
