@@ -13,6 +13,11 @@ TASKS = ("classification", "segmentation", "detection", "embedding", "regression
 TITLES = {"classification": "a classifier's top classes", "segmentation": "a segmenter's mask and class areas",
           "detection": "a detector's top-scoring raw anchors", "embedding": "an embedding vector and cosine()",
           "regression": "a regressor's outputs"}
+USAGE = {"classification": "val top = runner.classify(input)  // (label, probability), most likely first",
+         "segmentation": "val mask = runner.segment(input); val overlay = runner.maskBitmap(mask)",
+         "detection": "val anchors = runner.topAnchors(input)  // raw boxes and scores: decoding and NMS are the app's",
+         "embedding": "val similarity = runner.similarity(input, otherInput)  // cosine of the two embeddings",
+         "regression": "val values = runner.predict(input)  // every output by name"}
 # a colour per class for the segmenter's mask Bitmap (ARGB, half opaque); class 0 stays transparent
 PALETTE = (0x80E6194B, 0x803CB44B, 0x80FFE119, 0x804363D8, 0x80F58231, 0x80911EB4, 0x8046F0F0, 0x80F032E6)
 
@@ -83,7 +88,8 @@ def _task_parts(task: str, manifest: dict, outputs: Sequence[Tensor]) -> Tuple[s
     """(code, companion constants, imports) of the task's fragment."""
     if task == "segmentation":
         palette = ", ".join(f"0x{c:08X}.toInt()" for c in PALETTE)
-        return (_fragment("segmentation"), f"        val PALETTE = intArrayOf({palette})\n",
+        return (_fragment("segmentation"), f"        // maskBitmap's colour per class (ARGB, half opaque)\n"
+                                           f"        val PALETTE = intArrayOf({palette})\n",
                 "import android.graphics.Bitmap\n")
     if task == "detection":
         heads = detection_heads(outputs)
@@ -138,10 +144,13 @@ def runner_text(manifest: dict) -> str:
     outputs = [Tensor.of(o) for o in manifest["outputs"]]
     code, constants, imports = _task_parts(task, manifest, outputs)
     in_code, in_constants, in_imports = _input_parts(manifest["inputs"][0], inp)
+    usage_input = "runner.inputFrom(bitmap)" if "fun inputFrom(" in in_code else \
+        "floatArrayOf(/* one sample in INPUT's layout, preprocessed as the training data's x */)"
+    usage_call = USAGE[task] if "fun predict(" not in code else USAGE["regression"]
     imports = "".join(sorted(set((imports + in_imports).splitlines(keepends=True))))
     specs = ",\n".join(f"            {o.literal()}" for o in outputs)
     text = (EXAMPLES / "ModelRunner.kt").read_text()
-    for key, value in (("@INPUT_CODE@", in_code), ("@INPUT_CONSTANTS@", in_constants), ("@IMPORTS@", imports),
+    for key, value in (("@USAGE_INPUT@", usage_input), ("@USAGE_CALL@", usage_call), ("@INPUT_CODE@", in_code), ("@INPUT_CONSTANTS@", in_constants), ("@IMPORTS@", imports),
                        ("@TASK_CODE@", code), ("@TASK_CONSTANTS@", constants),
                        ("@OUTPUT_SPECS@", specs), ("@INPUT_SPEC@", inp.literal()), ("@TASK_TITLE@", TITLES[task]),
                        ("@TASK@", task), ("@INPUT_SCALE@", repr(inp.scale)), ("@INPUT_ZERO_POINT@", str(inp.zero_point))):

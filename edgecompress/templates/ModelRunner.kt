@@ -5,6 +5,11 @@
 // layout and preprocessing are in manifest.json; every shape, type, scale and zero point below was
 // filled in from manifest.json when the bundle was written (scale 0 = a float tensor).
 //
+//     val runner = ModelRunner(context)
+//     val input = @USAGE_INPUT@
+//     @USAGE_CALL@
+//     runner.describe(input).forEach { println(it) }  // what example.py prints
+//
 // edgecompress's tests compile it against stand-ins of the Android and LiteRT classes (where kotlinc is
 // installed); it has not run on a phone there: check it in your app.
 package com.example.edgecompress
