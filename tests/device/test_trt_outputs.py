@@ -283,3 +283,65 @@ def test_a_two_output_detector_deployed_with_the_device_builds_times_and_ships_i
     assert done.returncode == 0, done.stderr
     assert "found in the cache" in done.stderr and "building" not in done.stderr, "the shipped engine ran"
     assert done.stdout.splitlines() == reference.stdout.splitlines() and len(reference.stdout.splitlines()) == 5
+
+
+def _tiny_bundle(folder: Path, task: str) -> Path:
+    """A Jetson bundle's files around a one-node ONNX (no deploy: the example programs are what is
+    tested): a segmenter whose class scores are its input, or an embedding that L2-normalises it."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgecompress import manifest as manifest_mod
+    from edgecompress.backends.tensorrt import DEVICE_FILES
+
+    shape, out = ([1, 3, 4, 4], "masks") if task == "segmentation" else ([1, 8], "embedding")
+    node = (helper.make_node("Identity", ["x"], [out]) if task == "segmentation"
+            else helper.make_node("LpNormalization", ["x"], [out], axis=1, p=2))
+    graph = helper.make_graph([node], task, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir()
+    onnx.save(model, str(folder / "model.onnx"))
+    rng = np.random.default_rng(3)
+    np.savez(folder / "parity.npz", x=rng.normal(0, 1, [4] + shape[1:]).astype(np.float32))
+    manifest = {"schema_version": manifest_mod.SCHEMA_VERSION, "task": task, "model": {"file": "model.onnx"},
+                "inputs": [{"name": "x", "shape": shape}], "outputs": [{"name": out, "shape": shape, "layout": None}],
+                "metrics": {}, "engine": {"build_settings": {"onnx": "model.onnx", "precision": "fp32"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    templates = DEPLOY.parent / "templates"
+    shutil.copy(templates / "onnx_example.py", folder / "example.py")
+    shutil.copy(templates / "trt_example.py", folder / "trt_example.py")
+    (folder / "device").mkdir()
+    for name in DEVICE_FILES:
+        shutil.copy(DEPLOY / name, folder / "device" / name)
+    return folder
+
+
+@pytest.mark.parametrize("task", ["segmentation", "embedding"])
+def test_trt_example_writes_the_mask_and_compares_two_embeddings_as_example_py_does(task, tmp_path):
+    bundle = _tiny_bundle(tmp_path / "bundle", task)
+    args = []
+    if task == "embedding":  # two inputs: both embeddings' cosine similarity
+        for name in ("a", "b"):
+            np.save(tmp_path / f"{name}.npy", np.random.default_rng(ord(name)).normal(0, 1, (1, 8)).astype(np.float32))
+            args.append(str(tmp_path / f"{name}.npy"))
+    runs = {}
+    for program in ("example", "trt"):
+        cwd = tmp_path / program
+        cwd.mkdir()
+        command = ([sys.executable, str(bundle / "example.py")] if program == "example" else
+                   [sys.executable, "-c", EXAMPLE_DRIVER.replace('sys.argv = [bundle + "/trt_example.py"]',
+                                                                 'sys.argv = [bundle + "/trt_example.py"] + sys.argv[3:]'),
+                    str(bundle), str(Path(__file__).parent)])
+        done = subprocess.run(command + args, capture_output=True, text=True, timeout=60, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        runs[program] = done.stdout.splitlines()
+    assert runs["trt"] == runs["example"]
+    if task == "segmentation":
+        assert runs["trt"][-1] == "mask: mask.png (4 x 4; class k at grey level 127 * k)"
+        assert (tmp_path / "trt" / "mask.png").read_bytes() == (tmp_path / "example" / "mask.png").read_bytes()
+    else:
+        assert runs["trt"][-1].startswith("cosine similarity of the two inputs: ") and len(runs["trt"]) == 2
