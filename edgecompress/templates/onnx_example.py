@@ -56,9 +56,24 @@ def load_input(arg, manifest):
     return ((arr - mean) / std)[None]
 
 
-def describe(outputs, manifest):
-    """What a model that is not a classifier answered (manifest task): segmentation's class areas,
-    a detector's top anchors, an embedding's first values, a regressor's outputs."""
+def write_png(path, gray):
+    """An 8-bit greyscale PNG of a 2-D uint8 array, with the standard library only."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w = gray.shape
+    rows = b"".join(b"\x00" + gray[r].tobytes() for r in range(h))  # filter type 0 per row
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def describe(outputs, manifest, other=None):
+    """What a model that is not a classifier answered (manifest task): segmentation's class areas
+    (and mask.png), a detector's top anchors, an embedding's first values (and, given a second
+    input's outputs, `other`, their cosine similarity), a regressor's outputs."""
     task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
     first = outputs[0][0]
     if task == "segmentation":
@@ -66,6 +81,10 @@ def describe(outputs, manifest):
         values, counts = np.unique(classes, return_counts=True)
         for v, c in zip(values, counts):
             print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+        n_classes = first.shape[-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0]
+        level = 255 // max(1, n_classes - 1)  # class k drawn at grey level k * level, so the mask can be seen
+        write_png("mask.png", (classes * level).astype(np.uint8))
+        print(f"mask: mask.png ({classes.shape[0]} x {classes.shape[1]}; class k at grey level {level} * k)")
     elif task == "detection" and manifest.get("postprocess"):  # your decode function, shipped in the bundle
         import importlib.util
 
@@ -87,6 +106,9 @@ def describe(outputs, manifest):
     elif task == "embedding":
         print(f"{names[0]}: {first.size} values, |v| {np.linalg.norm(first):.3f}; first: "
               + " ".join(f"{v:.4f}" for v in first.reshape(-1)[:8]))
+        if other is not None:
+            a, b = first.reshape(-1), other[0][0].reshape(-1)
+            print(f"cosine similarity of the two inputs: {float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))):.4f}")
     else:
         for name, out in zip(names, outputs):
             print(f"{name}: " + " ".join(f"{v:.4f}" for v in out[0].reshape(-1)[:8]))
@@ -104,7 +126,10 @@ def main():
     x = load_input(sys.argv[1] if len(sys.argv) > 1 else None, manifest)
     outputs = session.run(None, {session.get_inputs()[0].name: x})
     if manifest.get("task") not in (None, "classification"):
-        return describe(outputs, manifest)
+        other = None
+        if manifest.get("task") == "embedding" and len(sys.argv) > 2:  # two inputs: how alike they are
+            other = session.run(None, {session.get_inputs()[0].name: load_input(sys.argv[2], manifest)})
+        return describe(outputs, manifest, other)
     logits = outputs[0][0]
     labels_file = HERE / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else [str(i) for i in range(len(logits))]

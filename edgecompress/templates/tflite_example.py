@@ -47,9 +47,24 @@ def image_input(arg, spec_in):
     return ((arr - mean) / std)[None]
 
 
-def describe(outputs, manifest):
-    """What a model that is not a classifier answered (manifest task): segmentation's class areas,
-    a detector's top anchors, an embedding's first values, a regressor's outputs."""
+def write_png(path, gray):
+    """An 8-bit greyscale PNG of a 2-D uint8 array, with the standard library only."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w = gray.shape
+    rows = b"".join(b"\x00" + gray[r].tobytes() for r in range(h))  # filter type 0 per row
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def describe(outputs, manifest, other=None):
+    """What a model that is not a classifier answered (manifest task): segmentation's class areas
+    (and mask.png), a detector's top anchors, an embedding's first values (and, given a second
+    input's outputs, `other`, their cosine similarity), a regressor's outputs."""
     task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
     first = outputs[0][0]
     if task == "segmentation":
@@ -57,6 +72,10 @@ def describe(outputs, manifest):
         values, counts = np.unique(classes, return_counts=True)
         for v, c in zip(values, counts):
             print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+        n_classes = first.shape[-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0]
+        level = 255 // max(1, n_classes - 1)  # class k drawn at grey level k * level, so the mask can be seen
+        write_png("mask.png", (classes * level).astype(np.uint8))
+        print(f"mask: mask.png ({classes.shape[0]} x {classes.shape[1]}; class k at grey level {level} * k)")
     elif task == "detection" and manifest.get("postprocess"):  # your decode function, shipped in the bundle
         import importlib.util
 
@@ -78,43 +97,67 @@ def describe(outputs, manifest):
     elif task == "embedding":
         print(f"{names[0]}: {first.size} values, |v| {np.linalg.norm(first):.3f}; first: "
               + " ".join(f"{v:.4f}" for v in first.reshape(-1)[:8]))
+        if other is not None:
+            a, b = first.reshape(-1), other[0][0].reshape(-1)
+            print(f"cosine similarity of the two inputs: {float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))):.4f}")
     else:
         for name, out in zip(names, outputs):
             print(f"{name}: " + " ".join(f"{v:.4f}" for v in out[0].reshape(-1)[:8]))
 
 
-def main():
-    manifest = read_manifest()
-    spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
-    if len(sys.argv) < 2:
+def load_input(arg, spec_in):
+    """One sample as the .tflite takes it (NHWC where its input is), float: the first stored held-out
+    sample, a .npy or an image."""
+    if arg is None:
         x = np.load(HERE / "parity.npz")["x"][:1]
-    elif not Path(sys.argv[1]).is_file():
-        sys.exit("%s: no such file" % sys.argv[1])
-    elif sys.argv[1].endswith(".npy"):
-        x = np.load(sys.argv[1]).astype(np.float32)
+    elif not Path(arg).is_file():
+        sys.exit("%s: no such file" % arg)
+    elif arg.endswith(".npy"):
+        x = np.load(arg).astype(np.float32)
     else:
-        x = image_input(sys.argv[1], spec_in)
+        x = image_input(arg, spec_in)
     if x.ndim == len(spec_in["shape"]) - 1:
         x = x[None]
     n, h, w, c = spec_in["shape"] if len(spec_in["shape"]) == 4 else (None,) * 4
     if spec_in.get("layout") == "NHWC" and tuple(x.shape[1:]) == (c, h, w):
         x = x.transpose(0, 2, 3, 1)  # NCHW samples; the model takes channels last (no transpose inside it)
-    interpreter = Interpreter(model_path=str(HERE / manifest["model"]["file"]), num_threads=2)
-    interpreter.allocate_tensors()
-    detail_in, detail_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    q_in, q_out = spec_in.get("quantization"), spec_out.get("quantization")
+    return x
+
+
+def invoke(interpreter, x, spec_in):
+    detail_in = interpreter.get_input_details()[0]
+    q_in = spec_in.get("quantization")
     if q_in:  # full-integer model: quantize with the input tensor's scale and zero point
         x = np.clip(np.round(x / q_in["scale"] + q_in["zero_point"]), -128, 127)
     interpreter.set_tensor(detail_in["index"], x.astype(detail_in["dtype"]))
     interpreter.invoke()
+
+
+def outputs_of(interpreter, manifest):
+    """Every output in the manifest's (the model's) order, dequantized where it is INT8."""
+    by_name = {d["name"]: d for d in interpreter.get_output_details()}
+    outputs = []
+    for spec in manifest["outputs"]:
+        out = interpreter.get_tensor(by_name[spec["name"]]["index"]).astype(np.float32)
+        q = spec.get("quantization")
+        outputs.append((out - q["zero_point"]) * q["scale"] if q else out)
+    return outputs
+
+
+def main():
+    manifest = read_manifest()
+    spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
+    interpreter = Interpreter(model_path=str(HERE / manifest["model"]["file"]), num_threads=2)
+    interpreter.allocate_tensors()
+    detail_out = interpreter.get_output_details()[0]
+    q_out = spec_out.get("quantization")
+    invoke(interpreter, load_input(sys.argv[1] if len(sys.argv) > 1 else None, spec_in), spec_in)
     if manifest.get("task") not in (None, "classification"):
-        by_name = {d["name"]: d for d in interpreter.get_output_details()}
-        outputs = []
-        for spec in manifest["outputs"]:  # in the manifest's (the model's) order, dequantized
-            out = interpreter.get_tensor(by_name[spec["name"]]["index"]).astype(np.float32)
-            q = spec.get("quantization")
-            outputs.append((out - q["zero_point"]) * q["scale"] if q else out)
-        return describe(outputs, manifest)
+        outputs, other = outputs_of(interpreter, manifest), None
+        if manifest.get("task") == "embedding" and len(sys.argv) > 2:  # two inputs: how alike they are
+            invoke(interpreter, load_input(sys.argv[2], spec_in), spec_in)
+            other = outputs_of(interpreter, manifest)
+        return describe(outputs, manifest, other)
     logits = interpreter.get_tensor(detail_out["index"])[0].astype(np.float32)
     if q_out:
         logits = (logits - q_out["zero_point"]) * q_out["scale"]

@@ -1,0 +1,60 @@
+"""Every task model of test_tasks on the targets test_tasks does not deploy it to, with and without
+the data's labels (masks), as a user moves a model from one device to another: the task is found
+the same way, every output reaches the bundle, the deployed file meets its task's tolerance, `verify`
+re-checks the bundle, and the example program prints the task's answer."""
+from __future__ import annotations
+
+import pytest
+
+from ecutil import run_cli
+from test_tasks import _deploy, _example, _one_thread, data  # noqa: F401  (fixtures)
+
+CASES = [  # model, target, data file, what example.py's first line has (a .tflite names its outputs
+    # serving_default_output_0_output, its tensor's name)
+    ("detector", "android", "shapes.npz", "anchor "),
+    ("segmenter", "arm", "shapes.npz", "class "),  # no masks: taught by the teacher alone (pixel_kl)
+    ("segmenter", "jetson", "shapes_masks.npz", "class "),
+    ("embedder", "android", "shapes.npz", "32 values"),
+    ("embedder", "jetson", "shapes.npz", "32 values"),
+    ("regressor", "arm", "shapes.npz", "output_0"),
+    ("regressor", "android", "shapes.npz", "output_0"),
+]
+OUTPUTS = {"detector": 2, "segmenter": 1, "embedder": 1, "regressor": 2}
+TASKS = {"detector": "detection", "segmenter": "segmentation", "embedder": "embedding", "regressor": "regression"}
+
+
+@pytest.mark.parametrize("model, target, data_file, first", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_each_task_model_deploys_to_each_target(data, tmp_path, model, target, data_file, first):
+    folder, weights = data
+    m, stdout, err, bundle = _deploy(model, target, folder / data_file, tmp_path / "out", weights.get(model))
+    assert m["task"] == TASKS[model] and len(m["outputs"]) == OUTPUTS[model]
+    if model == "segmenter":
+        assert m["compression"]["distillation"]["losses"] == (["pixel_kl", "pixel_ce"] if "masks" in data_file
+                                                              else ["pixel_kl"])
+    deployed = m["metrics"]["parity"][-1]
+    if deployed["tolerance"] and "max_abs_diff" not in deployed["tolerance"]:  # quantized: the task's own figure
+        (key, limit), = deployed["tolerance"].items()
+        assert deployed["task_agreement"] >= limit, (key, deployed["task_agreement"])
+    code, _, verify_err = run_cli("verify", str(bundle))
+    assert code == 0, verify_err
+    printed = _example(bundle)
+    assert printed and first in printed[0], printed
+    if model == "segmenter":  # the mask as a picture, beside the class areas
+        from PIL import Image
+
+        assert printed[-1].startswith("mask: mask.png") and Image.open(bundle / "mask.png").size == (32, 32)
+    if model == "embedder":  # two inputs: their cosine similarity, 1 for the same sample twice
+        import subprocess
+        import sys
+
+        import numpy as np
+
+        x = np.load(bundle / "parity.npz")["x"]
+        np.save(tmp_path / "a.npy", x[0])
+        np.save(tmp_path / "b.npy", x[1])
+        run = [sys.executable, "example.py", str(tmp_path / "a.npy")]
+        same = subprocess.run(run + [str(tmp_path / "a.npy")], cwd=bundle, capture_output=True, text=True, timeout=120)
+        other = subprocess.run(run + [str(tmp_path / "b.npy")], cwd=bundle, capture_output=True, text=True, timeout=120)
+        assert "cosine similarity of the two inputs: 1.0000" in same.stdout, same.stdout + same.stderr
+        cosine = float(other.stdout.strip().splitlines()[-1].split()[-1])
+        assert -1 <= cosine < 0.9999, other.stdout
