@@ -135,25 +135,35 @@ def _input_parts(spec: dict, inp: Tensor) -> Tuple[str, str, str]:
     return _fragment("image_input"), constants, "import android.graphics.Bitmap\n"
 
 
-def runner_text(manifest: dict) -> str:
-    """ModelRunner.kt for this manifest: input 0, every output and the task's code."""
-    from ..bundle import EXAMPLES
+def _usage(task: str, task_code: str, input_code: str) -> Tuple[str, str]:
+    """The header's example lines: where the input comes from and the task's call."""
+    source = "runner.inputFrom(bitmap)" if "fun inputFrom(" in input_code else \
+        "floatArrayOf(/* one sample in INPUT's layout, preprocessed as the training data's x */)"
+    return source, USAGE["regression" if "fun predict(" in task_code else task]
 
+
+def _fills(manifest: dict) -> Dict[str, str]:
+    """Each @PLACEHOLDER@ of ModelRunner.kt and its text for this manifest."""
     task = task_of(manifest)
     inp = Tensor.of(manifest["inputs"][0])
     outputs = [Tensor.of(o) for o in manifest["outputs"]]
     code, constants, imports = _task_parts(task, manifest, outputs)
     in_code, in_constants, in_imports = _input_parts(manifest["inputs"][0], inp)
-    usage_input = "runner.inputFrom(bitmap)" if "fun inputFrom(" in in_code else \
-        "floatArrayOf(/* one sample in INPUT's layout, preprocessed as the training data's x */)"
-    usage_call = USAGE[task] if "fun predict(" not in code else USAGE["regression"]
-    imports = "".join(sorted(set((imports + in_imports).splitlines(keepends=True))))
-    specs = ",\n".join(f"            {o.literal()}" for o in outputs)
+    usage_input, usage_call = _usage(task, code, in_code)
+    return {"@USAGE_INPUT@": usage_input, "@USAGE_CALL@": usage_call, "@INPUT_CODE@": in_code,
+            "@INPUT_CONSTANTS@": in_constants, "@TASK_CODE@": code, "@TASK_CONSTANTS@": constants,
+            "@IMPORTS@": "".join(sorted(set((imports + in_imports).splitlines(keepends=True)))),
+            "@OUTPUT_SPECS@": ",\n".join(f"            {o.literal()}" for o in outputs),
+            "@INPUT_SPEC@": inp.literal(), "@TASK_TITLE@": TITLES[task], "@TASK@": task,
+            "@INPUT_SCALE@": repr(inp.scale), "@INPUT_ZERO_POINT@": str(inp.zero_point)}
+
+
+def runner_text(manifest: dict) -> str:
+    """ModelRunner.kt for this manifest: input 0, every output and the task's code."""
+    from ..bundle import EXAMPLES
+
     text = (EXAMPLES / "ModelRunner.kt").read_text()
-    for key, value in (("@USAGE_INPUT@", usage_input), ("@USAGE_CALL@", usage_call), ("@INPUT_CODE@", in_code), ("@INPUT_CONSTANTS@", in_constants), ("@IMPORTS@", imports),
-                       ("@TASK_CODE@", code), ("@TASK_CONSTANTS@", constants),
-                       ("@OUTPUT_SPECS@", specs), ("@INPUT_SPEC@", inp.literal()), ("@TASK_TITLE@", TITLES[task]),
-                       ("@TASK@", task), ("@INPUT_SCALE@", repr(inp.scale)), ("@INPUT_ZERO_POINT@", str(inp.zero_point))):
+    for key, value in _fills(manifest).items():  # in order: @TASK@ last, after the @TASK_...@ names
         text = text.replace(key, value)
     return text
 

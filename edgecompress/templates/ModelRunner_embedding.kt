@@ -25,3 +25,7 @@
         return listOf(fmt("%s: %d values, |v| %.3f; first: ", OUTPUTS[0].name, v.size, norm(v))
                       + v.take(8).joinToString(" ") { fmt("%.4f", it) })
     }
+
+    /** What example.py prints for two inputs: the first's embedding, then how alike the two are. */
+    fun describe(input: FloatArray, other: FloatArray): List<String> =
+        describe(input) + listOf(fmt("cosine similarity of the two inputs: %.4f", similarity(input, other)))
