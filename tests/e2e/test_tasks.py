@@ -135,8 +135,10 @@ def test_a_segmenter_returning_a_dict_deploys_to_litert_with_its_masks_as_labels
     assert "(pixel_kl + pixel_ce)" in err  # the masks taught it, not only the teacher
     acc = m["metrics"]["accuracy"]
     assert acc["metric"] == "pixel_agreement" and acc["student"] > 0.9, acc
-    areas = _example(bundle)  # the class areas of the first stored sample's mask
+    printed = _example(bundle)  # the class areas of the first stored sample's mask, then the mask's PNG
+    areas = [line for line in printed if line.startswith("class ")]
     assert areas[0].startswith("class   0") and abs(sum(float(a.split()[2].rstrip("%")) for a in areas) - 100) < 0.5
+    assert printed[-1].startswith("mask: mask.png") and (bundle / "mask.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_an_embedding_net_is_taught_by_cosine_and_judged_by_it(data, tmp_path):
