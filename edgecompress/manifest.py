@@ -102,6 +102,7 @@ class Tensor(Section):
     layout: Optional[str] = None  # a .tflite's NHWC input
     quantization: Optional[TensorQuantization] = None
     preprocessing: Optional[Preprocessing] = None  # the first input's
+    model_name: Optional[str] = None  # an output's name in the model (dict key or output_N) where the file's differs
 
 
 class TwoFour(Section):

@@ -16,6 +16,9 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
     prof = run.prof
     io = {side: [dict(t) for t in deployed.io[side]] for side in ("inputs", "outputs")}
     io["inputs"][0]["preprocessing"] = run.dataset.preprocessing
+    for tensor, own in zip(io["outputs"], compressed.output_names or []):
+        if tensor["name"] != own:  # a .tflite's tensor name: the model's own, which decode() reads, beside it
+            tensor["model_name"] = own
     energy = measurement.compressed.get("energy")
     manifest = {
         "schema_version": SCHEMA_VERSION, "name": run.source.name, "target": prof.name,

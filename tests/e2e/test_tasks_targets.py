@@ -58,3 +58,24 @@ def test_each_task_model_deploys_to_each_target(data, tmp_path, model, target, d
         assert "cosine similarity of the two inputs: 1.0000" in same.stdout, same.stdout + same.stderr
         cosine = float(other.stdout.strip().splitlines()[-1].split()[-1])
         assert -1 <= cosine < 0.9999, other.stdout
+
+
+def test_the_users_decode_and_metric_on_litert_read_the_models_own_output_names(data, tmp_path):
+    """A .tflite names its outputs serving_default_output_0_output; the user's decode and metric were
+    written for the model's names (output_0, a dict's keys), in the deploy and in the bundle's example."""
+    from test_tasks import MODELS
+
+    folder, weights = data
+    code_file = MODELS / "task_user_code.py"
+    m, stdout, err, bundle = _deploy("detector", "android", folder / "shapes_boxes.npz", tmp_path / "det",
+                                     weights["detector"], "--postprocess", f"{code_file}:decode",
+                                     "--metric", f"{code_file}:map50")
+    assert [o.get("model_name") for o in m["outputs"]] == ["output_0", "output_1"]
+    figures = m["metrics"]["user_figures"]
+    assert figures["metric"]["original"]["map50"] > 0.3 and figures["boxes"]["deployed"]["reference_boxes"] > 0
+    printed = _example(bundle)  # decoded by the shipped postprocess.py with the model's names
+    assert printed and all(line.startswith("class ") and " box " in line for line in printed), printed
+    m, *_ = _deploy("segmenter", "android", folder / "shapes_masks.npz", tmp_path / "seg", weights["segmenter"],
+                    "--metric", f"{code_file}:miou")
+    miou = m["metrics"]["user_figures"]["metric"]
+    assert miou["original"]["miou"] > 0.5 and 0 < miou["deployed"]["miou"] <= 1, miou  # the teacher learned the masks

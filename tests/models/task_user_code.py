@@ -24,3 +24,11 @@ def map50(outputs, data):
                                  data["boxes"][:, :2] + data["boxes"][:, 2:] / 2], 1)
     truths = [(t[None], c[None]) for t, c in zip(truth_xyxy, data["classes"])]
     return {"map50": mean_average_precision(decode(outputs), truths).mean_ap}
+
+
+def miou(outputs, data):
+    """A segmenter user's metric: mean IoU of the predicted masks against the data's masks y."""
+    pred, truth = outputs["masks"].argmax(1), data["y"]
+    ious = [((pred == k) & (truth == k)).sum() / ((pred == k) | (truth == k)).sum()
+            for k in range(outputs["masks"].shape[1]) if ((pred == k) | (truth == k)).any()]
+    return {"miou": float(np.mean(ious))}
