@@ -73,7 +73,8 @@ def describe(outputs, manifest, other=None):
         spec = importlib.util.spec_from_file_location("postprocess", HERE / manifest["postprocess"]["file"])
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        boxes, scores, classes = getattr(module, manifest["postprocess"]["function"])(dict(zip(names, outputs)))[0]
+        own = [o.get("model_name") or o["name"] for o in manifest["outputs"]]  # the names decode() was written for
+        boxes, scores, classes = getattr(module, manifest["postprocess"]["function"])(dict(zip(own, outputs)))[0]
         for i in np.argsort(-np.asarray(scores))[:5]:
             print(f"class {int(classes[i])}  score {float(scores[i]):.3f}  box " + " ".join(f"{v:.3f}" for v in boxes[i]))
     elif task == "detection":
