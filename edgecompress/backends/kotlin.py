@@ -17,7 +17,7 @@ USAGE = {"classification": "val top = runner.classify(input)  // (label, probabi
          "segmentation": "val mask = runner.segment(input); val overlay = runner.maskBitmap(mask)",
          "detection": "val anchors = runner.topAnchors(input)  // raw boxes and scores: decoding and NMS are the app's",
          "embedding": "val similarity = runner.similarity(input, otherInput)  // cosine of the two embeddings",
-         "regression": "val values = runner.predict(input)  // every output by name"}
+         "regression": "val values = runner.predict(input)  // every output by the model's own name"}
 # a colour per class for the segmenter's mask Bitmap (ARGB, half opaque); class 0 stays transparent
 PALETTE = (0x80E6194B, 0x803CB44B, 0x80FFE119, 0x804363D8, 0x80F58231, 0x80911EB4, 0x8046F0F0, 0x80F032E6)
 
@@ -31,6 +31,7 @@ class Tensor:
     scale: float
     zero_point: int
     layout: Optional[str]
+    model_name: str  # the model's own name (output_0, a dict key) where the file renamed the tensor
 
     @classmethod
     def of(cls, spec: dict) -> "Tensor":
@@ -38,12 +39,13 @@ class Tensor:
         # a dimension the file leaves open (-1, None) is one sample
         shape = tuple(int(d) if isinstance(d, int) and d > 0 else 1 for d in spec["shape"])
         return cls(spec["name"], shape, str(spec.get("dtype") or "float32"), float(q["scale"]), int(q["zero_point"]),
-                   spec.get("layout"))
+                   spec.get("layout"), spec.get("model_name") or spec["name"])
 
     def literal(self) -> str:
         layout = "null" if self.layout is None else string_literal(self.layout)
         return (f"TensorSpec({string_literal(self.name)}, intArrayOf({', '.join(map(str, self.shape))}), "
-                f"{string_literal(self.dtype)}, {float_literal(self.scale)}, {self.zero_point}, {layout})")
+                f"{string_literal(self.dtype)}, {float_literal(self.scale)}, {self.zero_point}, {layout}, "
+                f"{string_literal(self.model_name)})")
 
 
 def string_literal(text: str) -> str:

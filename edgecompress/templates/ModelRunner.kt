@@ -24,9 +24,10 @@ import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
 import java.util.Locale
 
-/** One tensor as model.tflite declares it (manifest.json's inputs[i] / outputs[i]). */
+/** One tensor as model.tflite declares it (manifest.json's inputs[i] / outputs[i]); modelName is the
+ *  model's own name for it (output_0, a dict key: manifest.json's model_name) where the file renamed it. */
 class TensorSpec(val name: String, val shape: IntArray, val dtype: String, val scale: Float, val zeroPoint: Int,
-                 val layout: String?) {
+                 val layout: String?, val modelName: String = name) {
     val size: Int get() = shape.fold(1) { total, d -> total * d }
     val quantized: Boolean get() = scale > 0f
 }

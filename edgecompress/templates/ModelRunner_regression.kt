@@ -1,8 +1,8 @@
     // ---- @FRAGMENT_TASK@ (a fragment of ModelRunner.kt, filled in by edgecompress/backends/kotlin.py) ----
-    // Every output as numbers, by name.@RAW_NOTE@
+    // Every output as numbers, by the model's own names.@RAW_NOTE@
 
-    /** Every output's values by name, in OUTPUTS' order. */
-    fun predict(input: FloatArray): Map<String, FloatArray> = run(input).associate { it.spec.name to it.values }
+    /** Every output's values by the model's own name for it (TensorSpec.modelName), in OUTPUTS' order. */
+    fun predict(input: FloatArray): Map<String, FloatArray> = run(input).associate { it.spec.modelName to it.values }
 
     /** What example.py prints for the same input: each output's first values. */
     fun describe(input: FloatArray): List<String> =

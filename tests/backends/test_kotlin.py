@@ -29,7 +29,8 @@ INPUT = {"name": "serving_default_args_0", "shape": [1, 32, 32, 3], "dtype": "in
 
 def _out(i, shape, scale=None, zero_point=0, layout=None):
     return {"name": f"serving_default_output_{i}_output", "shape": shape, "dtype": "int8" if scale else "float32",
-            "layout": layout, "quantization": {"scale": scale, "zero_point": zero_point} if scale else None}
+            "layout": layout, "quantization": {"scale": scale, "zero_point": zero_point} if scale else None,
+            "model_name": f"output_{i}"}
 
 
 MANIFESTS = {
@@ -65,8 +66,8 @@ def image_manifest(channels):
 
 def output_specs(text):
     block = text.split("val OUTPUTS = listOf(")[1].split("\n        )\n")[0]
-    return re.findall(r'TensorSpec\("([^"]+)", intArrayOf\(([\d, ]+)\), "(\w+)", ([\d.e-]+)f, (-?\d+), (null|"\w+")\)',
-                      block)
+    return re.findall(r'TensorSpec\("([^"]+)", intArrayOf\(([\d, ]+)\), "(\w+)", ([\d.e-]+)f, (-?\d+), (null|"\w+"), '
+                      r'"([^"]+)"\)', block)
 
 
 @pytest.mark.parametrize("task", sorted(MANIFESTS))
@@ -75,11 +76,12 @@ def test_each_output_has_its_buffer_shape_type_and_quantization_and_the_task_its
     text = kotlin.bundle_texts(m)["ModelRunner.kt"]
     specs = output_specs(text)
     assert len(specs) == len(m["outputs"]) == text.count("TensorSpec(\"serving_default_output_")
-    for (name, shape, dtype, scale, zero_point, layout), told in zip(specs, m["outputs"]):
+    for (name, shape, dtype, scale, zero_point, layout, model_name), told in zip(specs, m["outputs"]):
         q = told["quantization"] or {"scale": 0.0, "zero_point": 0}
         assert (name, [int(d) for d in shape.split(", ")], dtype) == (told["name"], told["shape"], told["dtype"])
         assert (float(scale), int(zero_point)) == (q["scale"], q["zero_point"])  # every digit of the file's scale
         assert layout == ("null" if told["layout"] is None else f'"{told["layout"]}"')
+        assert model_name == told["model_name"]  # the name the model gave it, which predict() keys by
     assert f'const val TASK = "{task}"' in text
     assert "inputScale = 0.03348627686500549f" in text and "inputZeroPoint = 9" in text
     for code in TASK_CODE[task]:
@@ -118,6 +120,8 @@ def test_a_name_is_a_kotlin_string_and_a_manifest_without_a_task_is_a_classifier
     m["outputs"][0]["name"] = 'logits"$x'
     text = kotlin.runner_text(m)
     assert 'TensorSpec("logits\\"\\$x", intArrayOf(1, 10)' in text and 'TASK = "classification"' in text
+    del m["outputs"][0]["model_name"]  # an ONNX's tensors keep the model's names
+    assert '-14, null, "logits\\"\\$x")' in kotlin.runner_text(m)
 
 
 # ---- compiled and run against stand-ins, where kotlinc and java are installed ------------------------
@@ -248,7 +252,10 @@ fun main(args: Array<String>) {
                          else com.example.edgecompress.gray.ModelRunner(context).inputFrom(bitmap)
             values.map { it.toString() }
         }
-        else -> com.example.edgecompress.regression.ModelRunner(context).describe(input)
+        else -> {
+            val runner = com.example.edgecompress.regression.ModelRunner(context)
+            runner.describe(input) + listOf("predict " + runner.predict(input).keys.joinToString(" "))
+        }
     }
     Interpreter.lastInput?.let { File(dir, "input_sent.bin").writeBytes(it) }  // none where the model did not run
     for (line in lines) println(line)
@@ -361,6 +368,8 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     lines = done.stdout.splitlines()
     if task == "segmentation":
         assert lines.pop() == "bitmap 32x32"
+    if task == "regression":
+        assert lines.pop() == "predict output_0 output_1"
     if task == "embedding":  # the stand-in answers every input alike: two inputs' similarity is 1 here
         assert lines[-3:] == ["cosine similarity of the two inputs: 1.0000", "cosine 1.0000 -1.0000 0.0000", "norm 3.0000"]
         del lines[-3:]
