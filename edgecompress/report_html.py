@@ -16,12 +16,15 @@ table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .8em;text-align:
 th{background:#f6f6f6}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:.4em .8em}
 .ok{color:#17703a}.bad{color:#b00020}.note{color:#555}code{background:#f3f3f3;padding:0 .2em}
 svg text{font:12px system-ui,sans-serif}"""
-COLOURS = {"original": "#8c8c8c", "compressed": "#1f6feb"}
+COLOURS = {"original": "#8c8c8c", "compressed": "#1f6feb", "student_fp32": "#9a6700"}
+# report.html's trade-off points: (label, the accuracy record's key, the latency's label)
+TRADE_OFF = (("original", "teacher", "original"), ("FP32 student", "student_fp32", "student_fp32"),
+             ("deployed", "student", "compressed"))
 
 
 def page(manifest: dict, summary: dict) -> str:
     m = manifest
-    sections = [_header(m), _table(summary), _latency(m), _rounds(m), _checks(m), _compression(m), _energy(m),
+    sections = [_header(m), _table(summary), _trade_off(m), _latency(m), _rounds(m), _checks(m), _compression(m), _energy(m),
                 _device(m)]
     title = f"{m['name']} for {m['target']}"
     return (f"<!doctype html>\n<html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
@@ -76,6 +79,46 @@ def _latency(m: dict) -> str:
             _rows(rows, ("model", "p50", "p90", "p99", "mean", "std", "min", "max", "runs")) +
             _rows(extra, ("model", "load", "first run", "peak RSS")) +
             f"<p class=note>Timed with {escape(str(next(iter(lat.values())).get('method', '?')))}.</p>")
+
+
+def _trade_off(m: dict) -> str:
+    """The original, the FP32 student and the deployed model as points: p50 latency against the
+    accuracy figure (or the task's). A model without a figure or a timing is named, not placed."""
+    acc, lat = m["metrics"]["accuracy"], m["metrics"]["latency_ms"]
+    placed, missing = [], []
+    for name, acc_key, lat_key in TRADE_OFF:
+        value, timing = acc.get(acc_key), (lat.get(lat_key) or {}).get("p50")
+        (placed.append((name, lat_key, value, timing)) if value is not None and timing else missing.append(name))
+    if len(placed) < 2:
+        return ""
+    note = f"; not placed (no figure or no timing here): {', '.join(missing)}" if missing else ""
+    return ("<h2>Accuracy against latency</h2>" + trade_off_svg(placed, acc["metric"]) +
+            f"<p class=note>{escape(acc['metric'])} on the held-out samples against p50 latency (ms, where the "
+            f"table's latency was measured){escape(note)}.</p>")
+
+
+def trade_off_svg(points: List[tuple], metric: str, width: int = 480, height: int = 260) -> str:
+    """points: (name, colour key, figure, p50 ms). x: p50 on a log scale; y: the figure, linear."""
+    left, right, top, bottom = 60, 110, 16, 36
+    xs, ys = [p[3] for p in points], [p[2] for p in points]
+    lo, hi = min(xs) / 1.25, max(xs) * 1.25
+    y_lo, y_hi = min(ys), max(ys)
+    pad = max((y_hi - y_lo) * 0.15, 0.005)
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    x = lambda ms: left + (width - left - right) * math.log(ms / lo) / math.log(hi / lo)  # noqa: E731
+    y = lambda v: top + (height - top - bottom) * (y_hi - v) / (y_hi - y_lo)  # noqa: E731
+    marks = "".join(f'<circle cx="{x(ms):.1f}" cy="{y(v):.1f}" r="5" fill="{COLOURS.get(key, "#555")}"/>'
+                    f'<text x="{x(ms) + 8:.1f}" y="{y(v) + 4:.1f}">{escape(name)} {v:.4g}</text>'
+                    for name, key, v, ms in points)
+    base = height - bottom
+    ticks = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{base}" y2="{base + 4}" stroke="#999"/>'
+                    f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{t:g}</text>' for t in _ticks(lo, hi))
+    y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>'
+                      for v in (y_lo + pad, y_hi - pad))
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(metric)} against p50 latency">'
+            f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#999"/>'
+            f'<line x1="{left}" x2="{left}" y1="{top}" y2="{base}" stroke="#999"/>{ticks}{y_ticks}{marks}'
+            f'<text x="{(width - right + left) / 2:.0f}" y="{height - 4}" text-anchor="middle">p50 ms (log)</text></svg>')
 
 
 def _ms(v) -> str:

@@ -43,11 +43,30 @@ def test_report_page_escapes_names_and_skips_what_was_not_measured():
          "accuracy_metric": "agreement", "measured_on_text": "here.\nwarning: busy"}
     page = report_html.page(m, s)
     assert "<b>net</b>" not in page and "&lt;b&gt;net&lt;/b&gt;" in page
-    assert page.count("<svg") == 1, "no loss curve without distillation"
+    assert page.count("<svg") == 2, "latency and trade-off; no loss curve without distillation"
     assert "<h2>Rounds</h2>" not in page and "class=warn>warning: busy" in page
     # figures a tool or a diverged run can give: 0 ms, a NaN loss; the page is still drawn, without them
     zero = dict(lat, p50=0.0, min=0.0, p90=0.0, p99=0.0)
     m["metrics"]["latency_ms"] = {"original": lat, "compressed": zero}
     m["compression"]["distillation"]["loss_curve"] = [[1, 1, 2.0], [1, 2, float("nan")], [1, 3, 1.0]]
     page = report_html.page(m, s)
-    assert "nan" not in page.lower() and page.count("<svg") == 2
+    assert "nan" not in page.lower() and page.count("<svg") == 2  # no trade-off with one placeable point
+
+
+def test_the_trade_off_places_each_model_by_its_latency_and_figure_and_names_the_unplaced():
+    from edgecompress import report_html
+
+    def lat(p50):
+        return {"p50": p50, "n": 10}
+    m = {"metrics": {"accuracy": {"metric": "accuracy", "teacher": 0.99, "student_fp32": 0.985, "student": 0.98},
+                     "latency_ms": {"original": lat(4.0), "student_fp32": lat(2.0), "compressed": lat(1.0)}}}
+    html = report_html._trade_off(m)
+    circles = [tuple(map(float, c)) for c in re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', html)]
+    assert len(circles) == 3 and "original 0.99" in html and "deployed 0.98" in html
+    (ox, oy), (sx, sy), (dx, dy) = circles
+    assert ox > sx > dx  # slower to the right, on a log scale: 4 ms, 2 ms, 1 ms equally spaced
+    assert abs((ox - sx) - (sx - dx)) < 0.5
+    assert oy < sy < dy  # higher accuracy higher up
+    del m["metrics"]["latency_ms"]["student_fp32"]  # a runtime that times only two models
+    html = report_html._trade_off(m)
+    assert html.count("<circle") == 2 and "not placed (no figure or no timing here): FP32 student" in html

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .. import bench, keep_float, quantize, verify
+from .. import bench, keep_float, qat, quantize, verify
 from ..console import log
 from ..errors import InputError
 from ..records import Deployed
@@ -48,7 +48,10 @@ class OnnxRuntime(common.Defaults):
         return Deployed(model=model, outputs=out, original_file=exported.original, parity=parity, checks=exported.checks,
                         parity_samples=common.parity_samples(compressed, held, out),
                         bench_models={"original": bench.Model(exported.original, self.runtime),
-                                      "compressed": bench.Model(model, self.runtime)},
+                                      "compressed": bench.Model(model, self.runtime),
+                                      # the accuracy/latency trade-off in report.html: what pruning alone gave
+                                      **({"student_fp32": bench.Model(exported.student, self.runtime)}
+                                         if q.precision == "int8" else {})},
                         io=onnx_files.io(model, params), exact_int8=exact, two_four=exported.two_four,
                         keep_float=choice)
 
@@ -63,7 +66,8 @@ class OnnxRuntime(common.Defaults):
         graph, name = onnx.load(str(exported.student)), onnx_files.input_name(exported.student)
 
         def make(layers, path):
-            made = Path(quantize.quantize_int8(exported.student, path, calib, q, name, keep_fp32=layers))
+            made = Path(quantize.quantize_int8(exported.student, path, calib, q, name, keep_fp32=layers,
+                                               overrides=qat.overrides_of(compressed.student)))
             return made, verify.onnx_outputs(made, run.held.x, exact_int8=exact)
 
         return keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", compressed, run),

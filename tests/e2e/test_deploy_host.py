@@ -55,7 +55,8 @@ def test_bundle_layout_and_manifest(built):
     assert m["compression"]["distillation"]["steps"] == 150
     assert m["compression"]["quantization"]["precision"] == "int8"
     lat = m["metrics"]["latency_ms"]
-    assert set(lat) == {"original", "compressed"} and lat["compressed"]["n"] == lat["original"]["n"] == 20
+    assert set(lat) == {"original", "compressed", "student_fp32"}  # the FP32 student too: report.html's trade-off
+    assert lat["compressed"]["n"] == lat["original"]["n"] == lat["student_fp32"]["n"] == 20
     assert m["metrics"]["measured_on"]["where"] == "host" and "not on the host-cpu target" in m["metrics"]["measured_on"]["note"]
     assert m["metrics"]["measured_on"]["threads"] == min(2, os.cpu_count())
     assert m["metrics"]["energy_mj_per_inference"] is None and "no power source" in m["metrics"]["energy_reason"]
@@ -123,7 +124,7 @@ def test_report_page_shows_the_bundles_figures(built):
         assert all(cell in words for cell in row), row
     for model, lat in m["metrics"]["latency_ms"].items():
         assert f"{lat['p50']:.3g}" in words and str(lat["n"]) in words
-    assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
+    assert page.count("<svg") == 3 and "Accuracy against latency" in page and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     points = page.split('aria-label="distillation loss"')[1].split('points="')[1].split('"')[0].split()
     assert len(points) == len(m["compression"]["distillation"]["loss_curve"]) == 50
     for check in m["metrics"]["parity"]:
