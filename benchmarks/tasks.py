@@ -274,8 +274,9 @@ def row_of(run: Run, model: str, metric: str, sets: List[str]) -> Row:
     figures = {who: dict(v) for who, v in (user.get("metric") or {}).items()}
     original, student, deployed = (_figure(user, who, metric) for who in ("original", "student_fp32", "deployed"))
     lat = m["metrics"]["latency_ms"]
-    p50 = {who: (lat.get(who) or {}).get("p50") for who in ("original", "compressed")}
-    speedup = p50["original"] / p50["compressed"] if p50["original"] and p50["compressed"] else None
+    # original, compressed, and student_fp32 where the run timed it too (a keep_float list does)
+    p50 = {who: (stats or {}).get("p50") for who, stats in lat.items()}
+    speedup = p50["original"] / p50["compressed"] if p50.get("original") and p50.get("compressed") else None
     pruning, quant = m["compression"]["pruning"], m["compression"]["quantization"]
     close = None if original is None or deployed is None else bool(original - deployed <= GOAL_METRIC_DROP)
     fast = None if speedup is None else bool(speedup >= GOAL_SPEEDUP)
@@ -287,6 +288,75 @@ def row_of(run: Run, model: str, metric: str, sets: List[str]) -> Row:
                p50, None if speedup is None else round(speedup, 3), quant.get("keep_float"), quant, dist,
                m["metrics"]["parity"][-1], close, fast, None if close is None or fast is None else close and fast,
                sets, run.seconds)
+
+
+# ---------------------------------------------------------------- ONNX Runtime's fixed cost per run
+
+def _tiny_onnx(path: Path) -> Path:
+    """One 1x1 conv (3 -> 3 channels) on the benchmark's 1x3x64x64 input: ~37 k MACs, so its time per
+    run is the runtime's own cost (binding, the thread pool's hand-off, copying the output)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, SIZE, SIZE])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def p50_ms(model: Path, threads: int = 2, runs: int = 3000) -> float:
+    """session.run's median time on one zero input, as edgecompress's host bench times it (perf_counter_ns)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.zeros((1, 3, SIZE, SIZE), np.float32)}
+    for _ in range(100):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter_ns()
+        session.run(None, feed)
+        times.append(time.perf_counter_ns() - t)
+    return float(np.median(times) / 1e6)
+
+
+def _out_dir(work: Path, name: str) -> Path:
+    return work / name.replace(" ", "_").replace(",", "")
+
+
+def _original_onnx(factory: str, weights: Path, path: Path) -> Path:
+    """The original exported as deploy exports it (edgecompress.export.export_onnx, the profile's opset)."""
+    import torch
+
+    from edgecompress import models
+    from edgecompress.export import export_onnx
+    from edgecompress.profile import Export
+
+    model = models.load(f"{MODELS}:{factory}", str(weights)).module.eval()
+    return export_onnx(model, torch.zeros(1, 3, SIZE, SIZE), path, Export())
+
+
+def overhead(work: Path, names: List[str]) -> dict:
+    """The runtime's floor (a one-conv model), and each original and deployed model.onnx timed back to
+    back here after the deploys (the same loop for all: a second look at the speed-ups on this shared host)."""
+    got = {"threads": 2, "loop": "session.run on a zero input, 100 warm-up, median of 3000", "load_average_before": [
+        round(v, 2) for v in os.getloadavg()], "tiny_1x1_conv_p50_ms": round(p50_ms(_tiny_onnx(work / "tiny.onnx")), 4),
+        "models": {}}
+    factories = {"detector": ("build_detector", "detector"), "segmenter": ("build_segmenter", "segmenter"),
+                 "segmenter, wide": ("build_segmenter_wide", "segmenter_wide")}
+    for name in names:
+        bundle = next((p for p in _out_dir(work, name).glob("*-raspberry-pi-5") if p.is_dir()), None)
+        factory, model = next(v for k, v in factories.items() if name.startswith(k) and (k != "segmenter" or "wide" not in name))
+        if bundle:
+            original = _original_onnx(factory, work / f"{model}.pt", work / f"{model}.original.onnx")
+            o, c = p50_ms(original), p50_ms(bundle / "model.onnx")
+            got["models"][name] = {"original_p50_ms": round(o, 4), "deployed_p50_ms": round(c, 4), "speedup": round(o / c, 3)}
+    got["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    return got
 
 
 # ---------------------------------------------------------------- the host and the record
@@ -308,7 +378,10 @@ def versions() -> dict:
             got[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             got[pkg] = None
-    got["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    got["git_commit"] = git("rev-parse", "HEAD")
+    # several sessions edit this tree at once: the tracked files that differed from that commit when it ran
+    got["git_modified_files"] = [ln.split(None, 1)[1] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     return got
 
 
@@ -324,13 +397,14 @@ def _fmt(v, digits=4):
 
 def table(rows: List[Row]) -> str:
     lines = ["| run | metric | original | FP32 student | deployed INT8 | drop | box recall / precision vs labels "
-             "(deployed) | box recall vs original | p50 original ms | p50 deployed ms | speed-up | goal |",
+             "(deployed) | box recall / mean IoU vs original | p50 original ms | p50 deployed ms | speed-up | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         drop = None if r.original is None or r.deployed is None else r.original - r.deployed
         dep = r.other_figures.get("deployed", {})
         rp = f"{_fmt(dep.get('recall50'), 3)} / {_fmt(dep.get('precision50'), 3)}" if "recall50" in dep else "-"
-        bp = _fmt((r.box_parity_vs_original or {}).get("recall"), 3)
+        parity = r.box_parity_vs_original or {}
+        bp = f"{_fmt(parity.get('recall'), 3)} / {_fmt(parity.get('mean_iou'), 3)}" if parity else "-"
         goal = "failed: exit %d" % r.exit_code if r.exit_code else (
             ("holds" if r.goal_holds else "missed") + f" (metric {'ok' if r.goal_metric_within_1_point else 'missed'}, "
             f"speed {'ok' if r.goal_speedup_3x else 'missed'})")
@@ -350,6 +424,9 @@ def variants(args) -> List[tuple]:
         out.append(("detector", "detector", "build_detector", "map50", det))
     if args.only in (None, "segmenter"):
         out.append(("segmenter", "segmenter", "build_segmenter", "miou", common + list(args.seg_set or [])))
+    if args.only == "segmenter_wide" or (args.only is None and args.seg_wide):
+        out.append(("segmenter, wide (size check)", "segmenter_wide", "build_segmenter_wide", "miou",
+                    common + list(args.seg_set or []) + list(args.wide_set or [])))
     if args.only in (None, "detector") and (has_keep_float() if args.keep_float == "auto" else args.keep_float == "on"):
         out.append(("detector, INT8 everywhere", "detector", "build_detector", "map50", det + ["quantize.keep_float=none"]))
         out.append(("detector, head in float", "detector", "build_detector", "map50",
@@ -359,9 +436,13 @@ def variants(args) -> List[tuple]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("detector", "segmenter"))
+    parser.add_argument("--only", choices=("detector", "segmenter", "segmenter_wide"))
+    parser.add_argument("--seg-wide", action="store_true", help="also the segmenter at twice the widths (speed vs size)")
+    parser.add_argument("--wide-set", action="append", help="a --set for the wide segmenter's deploy")
+    parser.add_argument("--append", action="store_true", help="add this run's rows to the results file's")
     parser.add_argument("--train-steps", type=int, default=1000, help="the detector's training steps (batch 64)")
     parser.add_argument("--seg-train-steps", type=int, default=500, help="the segmenter's (its steps cost 3x)")
+    parser.add_argument("--wide-train-steps", type=int, default=300, help="the wide segmenter's")
     parser.add_argument("--samples", type=int, default=2000, help="canvases in the deploy .npz (20%% held out)")
     parser.add_argument("--set", action="append", help="a --set for every deploy")
     parser.add_argument("--det-set", action="append", help="a --set for the detector's deploys")
@@ -369,35 +450,58 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-float", choices=("auto", "on", "off"), default="auto",
                         help="run the detector's INT8-everywhere / head-in-float pair (auto: where the profile has "
                              "quantize.keep_float)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch's threads here and in the deploys")
     parser.add_argument("--reuse-weights", action="store_true", help="keep the originals trained by an earlier run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgecompress-tasks-bench"))
     parser.add_argument("--results", type=Path, default=RESULTS / "tasks.json")
+    parser.add_argument("--floor-only", action="store_true",
+                        help="only time the runtime's floor beside the bundles of the last run and add it to the results")
     args = parser.parse_args(argv)
+    if args.floor_only:
+        record = json.loads(args.results.read_text())
+        for row in record["rows"]:  # every model the run timed (a keep_float list's run times the FP32 student too)
+            bundle = next((p for p in _out_dir(args.work, row["name"]).glob("*-raspberry-pi-5") if p.is_dir()), None)
+            if bundle and row["exit_code"] == 0:
+                lat = json.loads((bundle / "manifest.json").read_text())["metrics"]["latency_ms"]
+                row["p50_ms"] = {who: (stats or {}).get("p50") for who, stats in lat.items()}
+        record["runtime_floor"] = overhead(args.work, [r["name"] for r in record["rows"] if r["exit_code"] == 0])
+        args.results.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+        print(json.dumps(record["runtime_floor"], indent=1))
+        return 0
 
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # one torch thread for training here and (OMP_NUM_THREADS) for the deploys' distillation: on this shared
+    # 2-core host, two threads next to other work spun so much that a training step took 9x as long;
+    # ONNX Runtime's timing threads are the profile's bench.threads, which OMP_NUM_THREADS does not change
+    args.previous = json.loads(args.results.read_text()) if args.append and args.results.is_file() else None
+    torch.set_num_threads(args.torch_threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     shapes = draw(args.samples, seed=12345)  # the user's deploy data: never seen in training
     data = {"detector": args.work / "shapes_boxes.npz", "segmenter": args.work / "shapes_masks.npz"}
-    np.savez(data["detector"], x=shapes.x, gt_boxes=shapes.boxes, gt_classes=shapes.classes)
-    np.savez(data["segmenter"], x=shapes.x, y=shapes.masks)
+    data["segmenter_wide"] = data["segmenter"]
+    if not (args.append and data["segmenter"].is_file()):  # --append: the earlier run's files, the same draw
+        np.savez(data["detector"], x=shapes.x, gt_boxes=shapes.boxes, gt_classes=shapes.classes)
+        np.savez(data["segmenter"], x=shapes.x, y=shapes.masks)
     training, weights = {}, {}
     wanted = {v[1] for v in variants(args)}
     for model, factory, loss in (("detector", "build_detector", _detector_loss),
-                                 ("segmenter", "build_segmenter", _segmenter_loss)):
+                                 ("segmenter", "build_segmenter", _segmenter_loss),
+                                 ("segmenter_wide", "build_segmenter_wide", _segmenter_loss)):
         if model in wanted:
             weights[model], training[model] = trained(model, factory, loss, args)
     rows, runs = [], []
     for name, model, factory, metric, sets in variants(args):
         load_before = os.getloadavg()
-        run = deploy(name, factory, weights[model], data[model], metric, args.work / name.replace(" ", "_").replace(",", ""), sets)
+        run = deploy(name, factory, weights[model], data[model], metric, _out_dir(args.work, name), sets)
         run.load_average = [round(v, 2) for v in load_before + os.getloadavg()]
         runs.append(run)
         rows.append(row_of(run, model, metric, sets))
         print(table(rows[-1:]), file=sys.stderr, flush=True)
         write_record(args, rows, runs, training, started)  # after every run: a later failure keeps the earlier rows
+    write_record(args, rows, runs, training, started, overhead(args.work, [r.name for r in runs if r.manifest]))
     print(table(rows))
     return 0 if all(r.exit_code == 0 for r in runs) else 1
 
@@ -407,7 +511,7 @@ def trained(model: str, factory: str, loss, args) -> tuple:
     import torch
 
     path, info = args.work / f"{model}.pt", args.work / f"{model}.training.json"
-    steps = args.train_steps if model == "detector" else args.seg_train_steps
+    steps = {"detector": args.train_steps, "segmenter": args.seg_train_steps}.get(model, args.wide_train_steps)
     if args.reuse_weights and path.is_file() and info.is_file() and json.loads(info.read_text())["steps"] == steps:
         return path, json.loads(info.read_text())
     state, seconds, final = train(factory, loss, steps, seed=0)
@@ -418,7 +522,8 @@ def trained(model: str, factory: str, loss, args) -> tuple:
     return path, record
 
 
-def write_record(args, rows: List[Row], runs: List[Run], training: dict, started: float) -> None:
+def write_record(args, rows: List[Row], runs: List[Run], training: dict, started: float,
+                 floor: Optional[dict] = None) -> None:
     record = {
         "what": "issue 13 performance goal: a detector and a segmenter trained here, deployed with --target arm "
                 "(raspberry-pi-5 profile: 50% channels, distillation, INT8 QDQ on ONNX Runtime), measured on this host",
@@ -428,18 +533,27 @@ def write_record(args, rows: List[Row], runs: List[Run], training: dict, started
             "distractors": "0-2 one-pixel lines and 0-2 hollow squares per canvas (background in the masks, no boxes)",
             "deploy_samples": args.samples, "held_out": "20% (the CLI's seeded split)", "seed": 12345},
         "training": training,
+        "torch_threads": f"{args.torch_threads} (training here, and OMP_NUM_THREADS for the deploys' distillation)",
         "seconds_total": round(time.time() - started, 1),
         "rows": [asdict(r) for r in rows],
+        "runtime_floor": floor,  # None until every deploy is done (timed after them, not during)
         "runs": [{"name": r.name, "seconds": r.seconds, "exit_code": r.exit_code,
                   "load_average_before_after": r.load_average,
                   "command": " ".join(r.command).replace(str(args.work), "$WORK").replace(sys.executable, "python"),
                   "summary_table": r.summary_table} for r in runs],
     }
+    if args.append and getattr(args, "previous", None):
+        before = args.previous
+        record["rows"], record["runs"] = before["rows"] + record["rows"], before["runs"] + record["runs"]
+        record["training"] = {**before.get("training", {}), **training}
+        record["seconds_total"] += before.get("seconds_total", 0)
+        record["runtime_floor"] = record["runtime_floor"] or before.get("runtime_floor")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    all_rows = [Row(**r) for r in before["rows"]] + rows if args.append and getattr(args, "previous", None) else rows
     args.results.with_suffix(".md").write_text(
         f"# benchmarks/tasks.py on {record['cpu']['model_name']} (avx512_vnni: {record['cpu']['avx512_vnni']})\n\n"
-        + table(rows) + "\n")
+        + table(all_rows) + "\n")
 
 
 if __name__ == "__main__":

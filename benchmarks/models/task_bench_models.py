@@ -107,3 +107,8 @@ def build_detector():
 
 def build_segmenter():
     return Segmenter()
+
+
+def build_segmenter_wide():
+    """The segmenter at twice the widths (about 4x the MACs): how the speed-up grows with the model."""
+    return Segmenter(widths=(64, 128))
