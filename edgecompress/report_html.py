@@ -24,7 +24,7 @@ TRADE_OFF = (("original", "teacher", "original"), ("FP32 student", "student_fp32
 
 def page(manifest: dict, summary: dict) -> str:
     m = manifest
-    sections = [_header(m), _table(summary), _trade_off(m), _latency(m), _rounds(m), _checks(m), _compression(m), _energy(m),
+    sections = [_header(m), _table(summary), _user_figures(m), _trade_off(m), _latency(m), _rounds(m), _checks(m), _compression(m), _energy(m),
                 _device(m)]
     title = f"{m['name']} for {m['target']}"
     return (f"<!doctype html>\n<html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
@@ -79,6 +79,23 @@ def _latency(m: dict) -> str:
             _rows(rows, ("model", "p50", "p90", "p99", "mean", "std", "min", "max", "runs")) +
             _rows(extra, ("model", "load", "first run", "peak RSS")) +
             f"<p class=note>Timed with {escape(str(next(iter(lat.values())).get('method', '?')))}.</p>")
+
+
+def _user_figures(m: dict) -> str:
+    """--metric's figures and --postprocess's box-level parity for the original, the FP32 student and
+    the deployed model."""
+    user = m["metrics"].get("user_figures") or {}
+    models = ("original", "student_fp32", "deployed")
+    fig = lambda v: "-" if v is None else _value(v)  # noqa: E731
+    rows = [(f"{name} (--metric)", *(fig((user["metric"].get(k) or {}).get(name)) for k in models))
+            for name in ((user.get("metric") or {}).get("original") or {})]
+    for key in ("recall", "precision", "class_agreement", "mean_iou"):
+        if (user.get("boxes") or {}).get("deployed", {}).get(key) is not None:
+            rows.append((f"boxes vs original: {key.replace('_', ' ')}", "1",
+                         *(fig((user["boxes"].get(k) or {}).get(key)) for k in models[1:])))
+    if not rows:
+        return ""
+    return "<h2>Your figures</h2>" + _rows(rows, ("figure", "original", "FP32 student", "deployed"))
 
 
 def _trade_off(m: dict) -> str:

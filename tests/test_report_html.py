@@ -70,3 +70,15 @@ def test_the_trade_off_places_each_model_by_its_latency_and_figure_and_names_the
     del m["metrics"]["latency_ms"]["student_fp32"]  # a runtime that times only two models
     html = report_html._trade_off(m)
     assert html.count("<circle") == 2 and "not placed (no figure or no timing here): FP32 student" in html
+
+
+def test_the_users_metric_and_box_parity_have_a_row_per_figure_for_all_three_models():
+    from edgecompress import report_html
+
+    user = {"metric": {"original": {"map50": 0.81}, "student_fp32": {"map50": 0.8}, "deployed": {"map50": 0.797}},
+            "boxes": {"student_fp32": {"recall": 0.99, "precision": 0.98, "class_agreement": 1.0, "mean_iou": 0.9},
+                      "deployed": {"recall": 0.97, "precision": 0.96, "class_agreement": 1.0, "mean_iou": 0.88}}}
+    html = report_html._user_figures({"metrics": {"user_figures": user}})
+    assert "<td>map50 (--metric)</td><td>0.81</td><td>0.8</td><td>0.797</td>" in html
+    assert "<td>boxes vs original: recall</td><td>1</td><td>0.99</td><td>0.97</td>" in html
+    assert report_html._user_figures({"metrics": {"user_figures": None}}) == ""
