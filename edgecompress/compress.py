@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from . import distill, export, models, prune, verify
+from . import distill, export, models, prune, qat, verify
 from .checkpoint import left_whole_of
 from .console import log
 from .errors import InputError
@@ -34,7 +34,7 @@ def compress_torch(inputs, resume: bool, latency_budget: Optional[dict] = None) 
     student = copy.deepcopy(source.module).eval()
     macs_before, params_before = prune.count(student, example)
     pruning, report = prune_and_distill_(student, teacher, prof, train, example, inputs.work, source, resume,
-                                         inputs.task)
+                                         inputs.task, held=held)
     macs_after, params_after = prune.count(student, example)
     distillation = _distillation(report, prof.distill, teacher=inputs.teacher_spec or "the unpruned model",
                                  teacher_params=prune.count(teacher, example)[1])
@@ -60,16 +60,19 @@ def from_onnx(inputs) -> Compressed:
 
 
 def prune_and_distill_(student, teacher, prof, train, example, work: Path, source, resume_run: bool,
-                       task=None) -> tuple:
+                       task=None, held=None) -> tuple:
     """Prune in `iterative_steps` rounds with an equal share of the distillation budget after each;
-    every round checkpoints, so --resume continues where an interrupted run stopped."""
+    every round checkpoints, so --resume continues where an interrupted run stopped. quantize.method qat or
+    auto keeps the last qat_fraction of the budget for qat.finish_ (round iterative_steps + 1; `held`: the
+    held-out data auto judges PTQ's parity on)."""
     p, d = prof.prune, prof.distill
     ckpt_path = work / "checkpoint.pt"
     meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train)}
     resume = _load_checkpoint(ckpt_path, meta, student) if resume_run else None
     rounds = p.iterative_steps if p.structure == "channel" else 1
-    steps = None if d.steps is None else d.steps // rounds
-    seconds = None if d.minutes is None else d.minutes * 60 / rounds
+    qat_steps, qat_seconds = qat.budget_share(prof) if held is not None else (0, 0.0)
+    steps = None if d.steps is None else (d.steps - (qat_steps or 0)) // rounds
+    seconds = None if d.minutes is None else (d.minutes * 60 - (qat_seconds or 0)) / rounds
     ignore = prune.ignored_modules(student, p, example) if p.structure != "none" else []  # every output's head
     left_whole = left_whole_of(resume)  # the rounds the checkpoint has done pruned (and left whole) already
     masks = None
@@ -104,6 +107,10 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
             f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
+    if held is not None and d.steps != 0:  # the QAT part (quantize.method), after the last round
+        state = resume if resume and resume["round"] == rounds + 1 else None
+        qat.finish_(student, teacher, train, held, prof, checkpoint=ckpt_path, resume=state, curve=curve, task=task,
+                    meta=dict(meta, round=rounds + 1, left_whole=sorted(set(left_whole))))
     pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
                "masked_layers": sorted(masks) if masks else [],
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore,

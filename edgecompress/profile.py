@@ -101,6 +101,12 @@ class Quantize(Closed):
     # what follows it) in float, where that does better, both measured; none: INT8 everywhere; or a list
     # of the model's layer names (model.named_modules(); an .onnx input: its node names)
     keep_float: Union[Literal["auto", "none"], List[str]] = "auto"
+    # ptq: calibrate the distilled student (the default: QAT's gain is model-dependent, see
+    # benchmarks/results/qat.json, and its steps are slower); qat: the last qat_fraction of the distillation
+    # budget trains with the runtime's fake quantization (edgecompress/qat.py); auto: PTQ's parity measured
+    # first (simulated), QAT only where it misses verify's tolerance, else that share is ordinary distillation
+    method: Literal["ptq", "qat", "auto"] = "ptq"
+    qat_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 
 class Preprocess(Closed):

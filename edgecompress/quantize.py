@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -32,9 +32,11 @@ class _Reader:
 
 
 def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str,
-                  symmetric: bool = False, keep_fp32: Sequence[str] = ()) -> Path:
+                  symmetric: bool = False, keep_fp32: Sequence[str] = (),
+                  overrides: Optional[Callable[[object], dict]] = None) -> Path:
     """symmetric: zero points of 0 for activations and weights (what TensorRT accepts).
-    keep_fp32: names of nodes to leave unquantized."""
+    keep_fp32: names of nodes to leave unquantized. overrides: the pre-processed onnx.ModelProto ->
+    TensorQuantOverrides (qat.onnx_overrides: the ranges QAT trained; the other tensors are calibrated)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -48,13 +50,17 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
         except Exception as exc:  # pre-processing is an optimisation; quantization works without it
             shutil.copy(src, pre)
             console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")
+        extra = {"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric, "WeightSymmetric": True}
+        if overrides is not None:
+            import onnx
+
+            extra["TensorQuantOverrides"] = overrides(onnx.load(str(pre)))
         try:
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],
                             weight_type=types[cfg.weights], per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                             calibrate_method=methods[cfg.calibration_method], nodes_to_exclude=list(keep_fp32),
-                            extra_options={"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric,
-                                           "WeightSymmetric": True})
+                            extra_options=extra)
         except Exception as exc:
             raise StageError("quantize", f"INT8 quantization of {src.name} failed: {type(exc).__name__}: {exc}",
                              hint="try --set quantize.precision=fp32, or another quantize.calibration_method") from None

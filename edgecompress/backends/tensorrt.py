@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from .. import keep_float, quantize, verify
+from .. import keep_float, qat, quantize, verify
 from ..bench import Model
 from ..console import log
 from ..errors import InputError
@@ -174,7 +174,7 @@ class TensorRT(common.Defaults):
 
         def make(layers, path):
             made = quantize.quantize_int8(model, path, calib, sym, onnx_files.input_name(model), symmetric=True,
-                                          keep_fp32=layers)
+                                          keep_fp32=layers, overrides=qat.overrides_of(c.student))
             return made, verify.onnx_outputs(made, held.x, exact_int8=True)  # the GPU's INT8 products do not saturate
 
         qdq, out, choice = keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", c, run),
