@@ -319,21 +319,38 @@ def onnx_overrides(model, record: Optional[QatRecord]) -> dict:
     A tensor feeding several such nodes takes the widest range."""
     import numpy as np
 
-    from .keep_float import onnx_module_path
-
     if record is None or record.method != "qat" or not record.ranges:
         return {}
     found: Dict[str, List[float]] = {}
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        r = record.ranges.get(onnx_module_path(node.name))
+        r = next((record.ranges[m] for m in module_paths(node.name) if m in record.ranges), None)
         if r is None or not all(map(math.isfinite, r)):
             continue
         have = found.get(node.input[0])
         found[node.input[0]] = [min(r[0], have[0]), max(r[1], have[1])] if have else list(r)
+    log(f"quantize: {len(found)} Conv/Gemm input tensors take the ranges QAT trained ({len(record.ranges)} layers "
+        "trained; the other tensors are calibrated)")
     return {tensor: [{"rmin": np.float32(min(lo, 0.0)), "rmax": np.float32(max(hi, 0.0))}]
             for tensor, (lo, hi) in found.items()}
+
+
+def module_paths(node_name: str) -> List[str]:
+    """The module path a node the TorchScript exporter named lies in, with and without the first scope (the
+    wrapper outputs.flat puts around the model). Its scopes give a Sequential's child as 'expand.0' under
+    'expand', so '/inner/blocks/blocks.1/expand/expand.0/Conv' is blocks.1.expand.0."""
+    segments = [p for p in node_name.split("/")[:-1] if p]
+    paths = []
+    for start in (0, 1):
+        name: List[str] = []
+        for seg in segments[start:]:
+            if name and seg.startswith(name[-1] + "."):
+                name[-1] = seg
+            else:
+                name.append(seg)
+        paths.append(".".join(name))
+    return paths
 
 
 def overrides_of(student):
@@ -341,7 +358,4 @@ def overrides_of(student):
     record = record_of(student)
     if record is None or record.method != "qat":
         return None
-    if record.ranges:
-        log(f"quantize: the {len(record.ranges)} input ranges QAT trained go into the Q/DQ file "
-            "(TensorQuantOverrides); the other tensors are calibrated")
     return lambda model: onnx_overrides(model, record)
