@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ def train_teacher(npz: Path, out: Path, steps: int, seed: int) -> dict:
 
     import qat_models
 
+    torch.set_num_threads(1)  # on a shared 2-core host two threads spin against each other (tests/e2e do the same)
     torch.manual_seed(seed)
     data = np.load(npz)
     x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
@@ -71,7 +73,8 @@ def deploy(npz: Path, weights: Path, out: Path, method: str, sets: list) -> dict
     for s in sets:
         args += ["--set", s]
     t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # training in one thread; ORT's bench threads are bench.threads
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"method": method, "failed": done.stderr[-2000:]}
     summary = json.loads(done.stdout)

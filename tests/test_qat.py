@@ -25,8 +25,17 @@ def _prof(target: str, *sets: str):
     return profile.load(target, ["distill.batch_size=32", "quantize.calibration_samples=64", *sets])[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core host two threads spin against each other (as tests/e2e say)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def trained():
+def trained(_one_thread):
     """The residual net after 30 steps of cross-entropy on drawn shapes (16x16): decisions that are not ties."""
     torch.manual_seed(0)
     x, y = qat_models.make_data(480, 3)
