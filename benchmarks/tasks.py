@@ -343,7 +343,7 @@ def _original_onnx(factory: str, weights: Path, path: Path) -> Path:
 def overhead(work: Path, names: List[str]) -> dict:
     """The runtime's floor (a one-conv model), and each original and deployed model.onnx timed back to
     back here after the deploys (the same loop for all: a second look at the speed-ups on this shared host)."""
-    got = {"threads": 2, "loop": "session.run on a zero input, 100 warm-up, median of 3000", "load_average_before": [
+    got = {"threads": "2 (the profile's, capped at this host's CPUs), and 1", "loop": "session.run on a zero input, 100 warm-up, median of 3000", "load_average_before": [
         round(v, 2) for v in os.getloadavg()], "tiny_1x1_conv_p50_ms": round(p50_ms(_tiny_onnx(work / "tiny.onnx")), 4),
         "models": {}}
     factories = {"detector": ("build_detector", "detector"), "segmenter": ("build_segmenter", "segmenter"),
@@ -354,7 +354,12 @@ def overhead(work: Path, names: List[str]) -> dict:
         if bundle:
             original = _original_onnx(factory, work / f"{model}.pt", work / f"{model}.original.onnx")
             o, c = p50_ms(original), p50_ms(bundle / "model.onnx")
-            got["models"][name] = {"original_p50_ms": round(o, 4), "deployed_p50_ms": round(c, 4), "speedup": round(o / c, 3)}
+            # one thread too: on a busy host a 2-thread kernel waits for its slower thread at every layer,
+            # which costs the bigger FP32 original more than the INT8 file
+            o1, c1 = p50_ms(original, threads=1), p50_ms(bundle / "model.onnx", threads=1)
+            got["models"][name] = {"original_p50_ms": round(o, 4), "deployed_p50_ms": round(c, 4), "speedup": round(o / c, 3),
+                                   "one_thread": {"original_p50_ms": round(o1, 4), "deployed_p50_ms": round(c1, 4),
+                                                  "speedup": round(o1 / c1, 3)}}
     got["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return got
 
@@ -466,6 +471,7 @@ def main(argv=None) -> int:
                 row["p50_ms"] = {who: (stats or {}).get("p50") for who, stats in lat.items()}
         record["runtime_floor"] = overhead(args.work, [r["name"] for r in record["rows"] if r["exit_code"] == 0])
         args.results.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+        args.results.with_suffix(".md").write_text(markdown(record))
         print(json.dumps(record["runtime_floor"], indent=1))
         return 0
 
@@ -522,6 +528,25 @@ def trained(model: str, factory: str, loss, args) -> tuple:
     return path, record
 
 
+def markdown(record: dict) -> str:
+    """tasks.md: the table, each run's host load, and the back-to-back re-timing where it was made."""
+    cpu_line = f"{record['cpu']['model_name']}, {record['cpu']['cpus']} CPUs, avx512_vnni: {record['cpu']['avx512_vnni']}"
+    text = [f"# benchmarks/tasks.py on {cpu_line}", "", table([Row(**r) for r in record["rows"]]), "",
+            "Load average (1/5/15 min) before and after each deploy (the host is shared):", ""]
+    text += [f"- {r['name']}: {r['load_average_before_after']} ({r['seconds']} s)" for r in record["runs"]]
+    floor = record.get("runtime_floor")
+    if floor:
+        text += ["", f"Re-timed back to back after the deploys (load {floor['load_average_before']} -> "
+                 f"{floor['load_average_after']}); a one-conv model (the runtime's floor): {floor['tiny_1x1_conv_p50_ms']} ms", "",
+                 "| run | original ms | deployed ms | speed-up | 1 thread: original ms | deployed ms | speed-up |",
+                 "|---|---|---|---|---|---|---|"]
+        for name, f in floor["models"].items():
+            one = f.get("one_thread") or {}
+            text.append(f"| {name} | {f['original_p50_ms']} | {f['deployed_p50_ms']} | {f['speedup']}x | "
+                        f"{one.get('original_p50_ms', '-')} | {one.get('deployed_p50_ms', '-')} | {one.get('speedup', '-')}x |")
+    return "\n".join(text) + "\n"
+
+
 def write_record(args, rows: List[Row], runs: List[Run], training: dict, started: float,
                  floor: Optional[dict] = None) -> None:
     record = {
@@ -550,10 +575,7 @@ def write_record(args, rows: List[Row], runs: List[Run], training: dict, started
         record["runtime_floor"] = record["runtime_floor"] or before.get("runtime_floor")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    all_rows = [Row(**r) for r in before["rows"]] + rows if args.append and getattr(args, "previous", None) else rows
-    args.results.with_suffix(".md").write_text(
-        f"# benchmarks/tasks.py on {record['cpu']['model_name']} (avx512_vnni: {record['cpu']['avx512_vnni']})\n\n"
-        + table(all_rows) + "\n")
+    args.results.with_suffix(".md").write_text(markdown(record))
 
 
 if __name__ == "__main__":
