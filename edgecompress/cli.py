@@ -38,6 +38,8 @@ def _add_deploy(sub) -> None:
     d.add_argument("model", nargs="?", help="path/file.py:factory or model.onnx; omitted: the built-in demo")
     d.add_argument("--target", help="profile name (edgecompress targets), family, or a .yaml file "
                    "(default with --device: the device's target)")
+    d.add_argument("--demo", metavar="NAME", help="with no model: the built-in demo to deploy, digits (the default: "
+                   "8x8 scans) or animals (28x28 silhouettes; pip install --no-deps animal-mnist)")
     d.add_argument("--data", help=".npz with x (and y), or a folder of images in class sub-folders")
     d.add_argument("--weights", help="state_dict for the factory's model (loaded with weights_only=True)")
     d.add_argument("--teacher", help="a larger teacher, path/file.py:factory (default: the unpruned model)")
@@ -136,13 +138,15 @@ def cmd_deploy(args) -> int:
         from . import inventory
 
         target = inventory.get(args.device).target
-    summary = deploy(DeployOptions(model=args.model, target=target, data=args.data, weights=args.weights,
-                                   teacher=args.teacher, teacher_weights=args.teacher_weights,
-                                   input_shape=args.input_shape, out=args.out,
-                                   overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
-                                   + ([f"task={args.task}"] if args.task else []),
-                                   device=args.device, resume=args.resume, force=args.force,
-                                   postprocess=args.postprocess, metric=args.metric)).to_dict()
+    options = DeployOptions(model=args.model, target=target, data=args.data, weights=args.weights,
+                            teacher=args.teacher, teacher_weights=args.teacher_weights,
+                            input_shape=args.input_shape, out=args.out,
+                            overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
+                            + ([f"task={args.task}"] if args.task else []),
+                            device=args.device, resume=args.resume, force=args.force,
+                            postprocess=args.postprocess, metric=args.metric)
+    options.demo = args.demo  # read by inputs.demo_for; a DeployOptions field once pipeline.py declares it
+    summary = deploy(options).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         for line in [summary.get("accuracy_note"), *summary["measured_on_text"].split("\n")[1:]]:

@@ -19,7 +19,8 @@ def load_and_check(opts) -> Inputs:
     prof = with_demo_defaults(prof, opts)
     if note:
         log(note)
-    name = bundle.bundle_name(models.name_for(opts.model), prof.name)
+    demo = demo_for(opts)
+    name = bundle.bundle_name(demo.model_name if demo else models.name_for(opts.model), prof.name)
     bundle.check_destination(Path(opts.out), name, opts.force)
     device = inventory.get(opts.device) if opts.device else None
     if device is not None and device.target != prof.name:
@@ -126,10 +127,9 @@ def with_demo_defaults(prof, opts):
 def _load(opts, prof):
     shape = data_mod.parse_shape(opts.input_shape) if opts.input_shape else None
     if opts.model is None:
-        from . import demo
-
+        demo = demo_for(opts)
         teacher, path = demo.teacher(prof.verify.held_out_fraction, log=log)
-        source = models.ModelSource("demo", "torch", models.sha256_file(path), module=teacher)
+        source = models.ModelSource(demo.model_name, "torch", models.sha256_file(path), module=teacher)
         dataset = data_mod.load(opts.data, prof.preprocess, shape) if opts.data else demo.dataset()
     else:
         source = seeded_load(opts.model, opts.weights)
@@ -143,6 +143,19 @@ def _load(opts, prof):
     elif opts.teacher_weights:
         raise InputError("--teacher-weights needs --teacher", hint="name the teacher with --teacher file.py:factory")
     return source, dataset, teacher
+
+
+def demo_for(opts):
+    """The built-in demo (demo.Demo) a run deploys: --demo NAME, else digits when no model is given;
+    None for the user's model."""
+    from . import demo
+
+    name = getattr(opts, "demo", None)  # DeployOptions.demo, --demo NAME
+    if name is not None and opts.model is not None:
+        raise InputError(f"both a model ({opts.model}) and --demo {name} were given; --demo deploys a built-in "
+                         "model instead of yours", hint=f"drop --demo {name} to deploy {opts.model}, or drop "
+                         f"{opts.model} to deploy the {name} demo")
+    return None if opts.model is not None else demo.get(name or demo.DEFAULT)
 
 
 def seeded_load(spec: str, weights: Optional[str], role: str = "model"):
