@@ -15,9 +15,9 @@ BatchNorm keeps its running statistics during QAT (they are folded into the conv
 `auto` first measures PTQ's parity with the same simulation (the calibrated ranges, no training) against the
 FP32 student and spends the QAT steps only where it misses verify's tolerance; otherwise the share is spent
 as ordinary distillation. What the file carries: ONNX Runtime and TensorRT's Q/DQ get the trained input ranges
-of every Conv/Gemm through quantize_static's TensorQuantOverrides (rmin/rmax; the other tensors, such as a
-residual Add's output, are calibrated); LiteRT's PT2E conversion calibrates its own (histogram) ranges on the
-calibration samples: there only the weights' scales are carried, by construction."""
+of every Conv/Gemm through quantize_static's TensorQuantOverrides (rmin/rmax); LiteRT's PT2E graph gets them
+by replacing the (histogram) observer of each Conv/Linear input with a min/max one holding the trained range
+after calibration. The other tensors (a residual Add's output, pooling, the logits) are calibrated as in PTQ."""
 from __future__ import annotations
 
 import math
@@ -61,8 +61,8 @@ def scheme_for(prof) -> Scheme:
                       "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
     if prof.runtime == "litert":
         return Scheme("litert", -128, 127, False, 127, q.per_channel,
-                      "weight scales by construction only: the PT2E conversion calibrates activation ranges afresh "
-                      "(histogram observer) on the calibration samples")
+                      "trained input ranges of every Conv/Linear (their PT2E observers replaced after calibration); "
+                      "weight scales by construction")
     lo, hi = (0, 255) if q.activations == "uint8" else (-128, 127)
     return Scheme("onnxruntime", lo, hi, False, weight_qmax, q.per_channel,
                   "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
@@ -359,3 +359,49 @@ def overrides_of(student):
     if record is None or record.method != "qat":
         return None
     return lambda model: onnx_overrides(model, record)
+
+
+def pt2e_ranges_of(student):
+    """What tflite.quantize_tflite_int8 takes as `ranges`: a function that, after calibration, gives the
+    observer of each Conv/Linear input the range QAT trained (a min/max observer in place of the histogram
+    one), so the .tflite carries it; None unless the student trained with QAT."""
+    record = record_of(student)
+    if record is None or record.method != "qat" or not record.ranges:
+        return None
+    log(f"quantize: the .tflite's conv/linear inputs take the ranges QAT trained ({len(record.ranges)} layers; the "
+        "other tensors are calibrated)")
+    return lambda graph: carry_pt2e_ranges(graph, record)
+
+
+def _module_of(node) -> Optional[str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else None
+
+
+def carry_pt2e_ranges(graph, record: QatRecord) -> int:
+    """The observers (activation_post_process_*) feeding each conv/linear node of a prepared PT2E graph
+    whose module trained with QAT take its trained range; how many did. Module paths are matched by their
+    end (the channels-last and outputs.flat wrappers put their own names in front)."""
+    import torch
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    done = 0
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or not any(k in str(node.target) for k in ("conv", "linear")):
+            continue
+        path = _module_of(node) or ""
+        name = next((m for m in sorted(record.ranges, key=len, reverse=True) if path == m or path.endswith("." + m)),
+                    None)
+        source = node.args[0] if node.args else None
+        if name is None or getattr(source, "op", None) != "call_module":
+            continue
+        old = getattr(graph, source.target)
+        if not hasattr(old, "calculate_qparams") or getattr(old, "dtype", None) != torch.int8:
+            continue
+        lo, hi = record.ranges[name]
+        new = MinMaxObserver(dtype=torch.int8, quant_min=old.quant_min, quant_max=old.quant_max,
+                             qscheme=torch.per_tensor_affine)
+        new.min_val, new.max_val = torch.tensor(min(lo, 0.0)), torch.tensor(max(hi, 0.0))
+        setattr(graph, source.target, new)
+        done += 1
+    return done

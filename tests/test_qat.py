@@ -149,10 +149,14 @@ def test_litert_int8_agrees_with_the_fake_quantized_student(trained, tmp_path):
     from edgecompress.backends import tflite
 
     student, prof, record = _qat_student(trained, tmp_path, "android-arm64")
-    assert "weight scales by construction only" in record.carried  # activations are calibrated afresh: said so
     held = trained[2]
     path = tflite.quantize_tflite_int8(student, torch.from_numpy(held.x[:1]), trained[1].x[:64],
-                                       tmp_path / "m.tflite", channels_last=True)
+                                       tmp_path / "m.tflite", channels_last=True, ranges=qat.pt2e_ranges_of(student))
+    from ai_edge_litert.interpreter import Interpreter
+
+    scale, zero = Interpreter(model_path=str(path)).get_input_details()[0]["quantization"]
+    want_scale, want_zero = qat.activation_grid(*record.ranges["stem.0"], qat.scheme_for(prof))
+    assert scale == pytest.approx(want_scale, rel=1e-5) and zero == want_zero  # the trained range, carried
     file_out = tflite.tflite_outputs(path, held.x)
     simulated = qat.simulated_outputs(student, record, prof, held.x)
     fp32 = verify.torch_outputs(student, held.x)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
-from .. import bench, keep_float, prune, verify
+from .. import bench, keep_float, prune, qat, verify
 from ..console import log
 from ..errors import InputError
 from ..records import Deployed
@@ -73,7 +73,7 @@ class LiteRT(common.Defaults):
         if q.precision == "int8":
             return tflite.quantize_tflite_int8(module, example, calibration_x, path, channels_last=nhwc,
                                                per_channel=q.per_channel, layer_of_failure=prune.failing_layer,
-                                               keep_float=keep_float)
+                                               keep_float=keep_float, ranges=qat.pt2e_ranges_of(module))
         return tflite.export_tflite(module, example, path, channels_last=nhwc, layer_of_failure=prune.failing_layer)
 
     def _timed(self, path: Path, run):

@@ -170,11 +170,12 @@ def export_tflite(model, example, path: Path, *, channels_last: bool, layer_of_f
 
 
 def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, *, channels_last: bool,
-                         per_channel: bool = True, layer_of_failure=None, keep_float=()) -> Path:
+                         per_channel: bool = True, layer_of_failure=None, keep_float=(), ranges=None) -> Path:
     """Full-integer INT8 .tflite: PT2E static quantization (symmetric int8 weights, per channel by
     default; int8 activations) calibrated on `calibration_x` (NCHW float, as the data comes), one
     batch of the example's size at a time (the exported graph has a static batch). `keep_float`:
-    module names left unannotated, so LiteRT computes them (and their parameter-free tail) in float."""
+    module names left unannotated, so LiteRT computes them (and their parameter-free tail) in float.
+    `ranges`: called on the calibrated graph (qat.pt2e_ranges_of: the input ranges QAT trained)."""
     import torch
 
     litert_torch = _litert_torch("quantize")
@@ -204,6 +205,8 @@ def quantize_tflite_int8(model, example, calibration_x: np.ndarray, path: Path, 
             with torch.no_grad():
                 for i in range(0, len(calib), batch):
                     graph(torch.from_numpy(np.ascontiguousarray(calib[i: i + batch])))
+            if ranges is not None:
+                ranges(graph)
             graph = move_exported_model_to_eval(convert_pt2e(graph, fold_quantize=False))
             graph.training = False  # BatchNorm is already folded; silences the converter's training-mode warning
             litert_torch.convert(graph, (ex,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
