@@ -179,6 +179,8 @@ def _profile_hash(prof) -> str:
     stages' (quantize, export, verify, bench) may change on --resume, so a run that failed a check
     after distillation continues with a loosened check instead of distilling again."""
     trained_by = prof.model_dump(mode="json", include={"prune", "distill"})
+    if prof.quantize.method != "ptq":  # QAT takes its share of the budget and trains with fake quantization
+        trained_by["qat"] = [prof.quantize.method, prof.quantize.qat_fraction]
     return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
 
 
