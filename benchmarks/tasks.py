@@ -347,12 +347,13 @@ def overhead(work: Path, names: List[str]) -> dict:
         round(v, 2) for v in os.getloadavg()], "tiny_1x1_conv_p50_ms": round(p50_ms(_tiny_onnx(work / "tiny.onnx")), 4),
         "models": {}}
     factories = {"detector": ("build_detector", "detector"), "segmenter": ("build_segmenter", "segmenter"),
-                 "segmenter, wide": ("build_segmenter_wide", "segmenter_wide")}
+                 "segmenter, wide": ("build_segmenter_wide", "segmenter_wide"),
+                 "segmenter, resize": ("build_segmenter_sized", "segmenter")}
     for name in names:
         bundle = next((p for p in _out_dir(work, name).glob("*-raspberry-pi-5") if p.is_dir()), None)
-        factory, model = next(v for k, v in factories.items() if name.startswith(k) and (k != "segmenter" or "wide" not in name))
+        factory, model = factories[max((k for k in factories if name.startswith(k)), key=len)]
         if bundle:
-            original = _original_onnx(factory, work / f"{model}.pt", work / f"{model}.original.onnx")
+            original = _original_onnx(factory, work / f"{model}.pt", work / f"{factory}.original.onnx")
             o, c = p50_ms(original), p50_ms(bundle / "model.onnx")
             # one thread too: on a busy host a 2-thread kernel waits for its slower thread at every layer,
             # which costs the bigger FP32 original more than the INT8 file
@@ -432,6 +433,9 @@ def variants(args) -> List[tuple]:
     if args.only == "segmenter_wide" or (args.only is None and args.seg_wide):
         out.append(("segmenter, wide (size check)", "segmenter_wide", "build_segmenter_wide", "miou",
                     common + list(args.seg_set or []) + list(args.wide_set or [])))
+    if args.only == "segmenter_sized":
+        out.append(("segmenter, resize to constant sizes", "segmenter", "build_segmenter_sized", "miou",
+                    common + list(args.seg_set or [])))
     if args.only in (None, "detector") and (has_keep_float() if args.keep_float == "auto" else args.keep_float == "on"):
         out.append(("detector, INT8 everywhere", "detector", "build_detector", "map50", det + ["quantize.keep_float=none"]))
         out.append(("detector, head in float", "detector", "build_detector", "map50",
@@ -441,7 +445,7 @@ def variants(args) -> List[tuple]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("detector", "segmenter", "segmenter_wide"))
+    parser.add_argument("--only", choices=("detector", "segmenter", "segmenter_wide", "segmenter_sized"))
     parser.add_argument("--seg-wide", action="store_true", help="also the segmenter at twice the widths (speed vs size)")
     parser.add_argument("--wide-set", action="append", help="a --set for the wide segmenter's deploy")
     parser.add_argument("--append", action="store_true", help="add this run's rows to the results file's")

@@ -82,9 +82,10 @@ class GridDetector(nn.Module):
 class Segmenter(nn.Module):
     """A small U-Net-like net: stride-4 features upsampled and joined with the stride-2 ones."""
 
-    def __init__(self, classes=CLASSES + 1, widths=(32, 64)):
+    def __init__(self, classes=CLASSES + 1, widths=(32, 64), sizes=None):
         super().__init__()
         w1, w2 = widths
+        self.sizes = sizes  # None: upsample by scale_factor 2; else the two output sizes, as constants
         self.stem = ConvBN(3, w1, 2)
         self.stage1 = Residual(w1)
         self.down2 = ConvBN(w1, w2, 2)
@@ -96,9 +97,14 @@ class Segmenter(nn.Module):
     def forward(self, x):
         s2 = self.stage1(self.stem(x))
         s4 = self.stage2(self.down2(s2))
-        up = F.interpolate(self.lateral(s4), scale_factor=2.0, mode="bilinear", align_corners=False)
+        up = self._up(self.lateral(s4), 0)
         logits = self.classifier(self.fuse(s2 + up))
-        return {"masks": F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)}
+        return {"masks": self._up(logits, 1)}
+
+    def _up(self, x, which):
+        if self.sizes is None:
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=self.sizes[which], mode="bilinear", align_corners=False)
 
 
 def build_detector():
@@ -112,3 +118,9 @@ def build_segmenter():
 def build_segmenter_wide():
     """The segmenter at twice the widths (about 4x the MACs): how the speed-up grows with the model."""
     return Segmenter(widths=(64, 128))
+
+
+def build_segmenter_sized():
+    """The same segmenter (the same weights load) upsampling to constant sizes (32x32, then 64x64):
+    its ONNX Resize nodes get constant sizes instead of scales."""
+    return Segmenter(sizes=((32, 32), (64, 64)))
