@@ -6,7 +6,6 @@ Both take 3 x 64 x 64 images. The detector is single-shot with raw heads on an 8
 anchor per cell, stride 8): box offsets (N, 64, 4) as (tx, ty, tw, th), decoded by
 benchmarks/models/task_bench_code.py:decode as cx = (col + sigmoid(tx)) / 8, w = ANCHOR * exp(tw),
 and class logits (N, 64, K) read through a sigmoid. The segmenter returns {"masks": logits (N, K, 64, 64)}."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
