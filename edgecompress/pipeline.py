@@ -53,8 +53,7 @@ def deploy(opts: DeployOptions) -> Summary:
             accuracy = summary.accuracy(compressed, deployed.parity, run.held.y)
             manifest = manifest_build.build(run, compressed, deployed, measurement, backend, accuracy, figures)
             outcome = budget.outcome(found, measurement.compressed) if found else None
-            result = dataclasses.replace(summary.build(run, compressed, deployed, measurement, accuracy, outcome),
-                                         user_figures=figures)
+            result = summary.build(run, compressed, deployed, measurement, accuracy, outcome, figures)
             if outcome:
                 log(outcome["note"])
             files = {**backend.bundle_files(deployed, run.work),

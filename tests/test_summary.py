@@ -78,3 +78,15 @@ def test_labels_give_accuracy_and_the_teachers_from_the_original_outputs():
     acc = accuracy(compressed, parity, held_y=y)
     assert (acc.metric, acc.teacher, acc.student, acc.student_fp32, acc.samples) == ("accuracy", 0.8, 0.8, 0.8, 5)
     assert "original_margin" not in acc.to_dict()
+
+
+def test_a_detector_whose_decoded_boxes_kept_gets_a_note_not_a_warning():
+    """benchmarks/tasks.py: confident-anchor agreement fell 2.49 points while the decoded boxes matched
+    the original's at 99.3% recall; the warning said the model learned too little."""
+    acc = Accuracy("confident_agreement", teacher=1.0, student=0.9751, student_fp32=0.98, samples=400)
+    kept = {"boxes": {"deployed": {"recall": 0.993, "precision": 0.995}}}
+    note = accuracy_warning(acc, quantized=True, user_figures=kept)
+    assert note.startswith("note: confident-anchor agreement fell 2.49 points") and "99.3% recall" in note
+    lost = {"boxes": {"deployed": {"recall": 0.111, "precision": 0.078}}}  # the 7.6k detector: boxes lost
+    assert accuracy_warning(acc, quantized=True, user_figures=lost).startswith("warning:")
+    assert accuracy_warning(acc, quantized=True).startswith("warning:")  # without a decode function: as before
