@@ -2,10 +2,13 @@
 runtime's INT8 file computes (weights' per-channel scales identical, the trained input ranges carried into
 ONNX Runtime's and TensorRT's Q/DQ), the exported INT8 file agrees with the fake-quantized student better
 than with its FP32 self, and auto chooses QAT only where PTQ misses the tolerance. The model is a user's own:
-a residual block and two outputs in a dict (benchmarks/models/qat_models.py:residual)."""
+a residual block and two outputs in a dict (benchmarks/models/qat_models.py:residual); the last test deploys it
+through the CLI for ARM with quantize.method=qat. (One file: a tests/e2e/test_qat.py beside it would clash
+with this module's name.)"""
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from ecutil import fast_sets, run_cli
 from edgecompress import export, profile, qat, quantize, verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,9 +181,9 @@ def test_auto_keeps_ptq_where_it_meets_the_tolerance_and_trains_qat_where_it_mis
         runs[name] = qat.finish_(student, model, spiky, held, prof, checkpoint=tmp_path / f"{name}.pt",
                                  meta={"round": 2}, resume=None, curve=[], task=None)
     lenient, strict = runs["lenient"], runs["strict"]
-    assert lenient.method == "ptq" and "meets the tolerance" in lenient.reason and lenient.qat_simulated is None
+    assert lenient.method == "ptq" and "the PTQ file meets the tolerance" in lenient.reason and lenient.qat_simulated is None
     assert strict.method == "qat" and "misses the tolerance" in strict.reason and strict.steps == 4
-    assert strict.ptq_simulated == lenient.ptq_simulated < 1.0  # the same measurement made the two choices
+    assert strict.ptq_figure == lenient.ptq_figure < 1.0  # the same measurement of the PTQ file made both choices
     assert strict.qat_simulated is not None and strict.ranges  # measured after the QAT steps, ranges kept
 
 
@@ -194,3 +198,18 @@ def test_ptq_leaves_the_budget_and_the_student_alone(trained, tmp_path):
     for a, b in zip(student.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     assert qat.budget_share(_prof("arm64-cpu", "quantize.method=qat", "distill.steps=300")) == (60, None)
+
+
+def test_qat_deploy_on_arm_trains_the_last_share_and_carries_the_ranges(tmp_path):
+    x, y = qat_models.make_data(320, 5)
+    np.savez(tmp_path / "d.npz", x=x.reshape(320, 1, 16, 2, 16, 2).mean((3, 5)).astype(np.float32), y=y)
+    code, out, err = run_cli("deploy", f"{ROOT / 'benchmarks' / 'models' / 'qat_models.py'}:residual", "--data", tmp_path / "d.npz", "--target", "arm",
+                             "--out", tmp_path / "out", *fast_sets("quantize.method=qat", "verify.min_top1_agreement=0.5"))
+    assert code == 0, err
+    assert "distill 1/1: 24 steps" in err and "qat: quantize.method qat; 6 steps with fake quantization" in err, err
+    assert "5 Conv/Gemm input tensors take the ranges QAT trained" in err
+    bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
+    q = json.loads((bundle / "manifest.json").read_text())["compression"]["quantization"]
+    assert q["method"] == "qat" and q["qat_fraction"] == 0.2
+    code, _, verify_err = run_cli("verify", bundle)
+    assert code == 0, verify_err
