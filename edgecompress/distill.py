@@ -147,9 +147,21 @@ def pixel_ce(b: Batch):
     return F.cross_entropy(s, masks)
 
 
-def _confidence(scores):
-    """The teacher's confidence per anchor (N, A): its largest class probability (sigmoid scores)."""
-    return scores.detach().sigmoid().amax(-1)
+def _confidence(scores, objectness=()):
+    """The teacher's confidence per anchor (N, A): its largest class probability (sigmoid scores),
+    times its objectness probability where the detector has such outputs (N, A, 1)."""
+    conf = scores.detach().sigmoid().amax(-1)
+    for o in objectness:
+        conf = conf * o.detach().sigmoid()[..., 0]
+    return conf
+
+
+def _objectness(b: Batch, outputs) -> list:
+    """The (N, A, 1) score outputs beside the box output, other than the class scores."""
+    from .tasks import score_outputs
+
+    shapes = [tuple(o.shape) for o in outputs]
+    return [outputs[i] for i in score_outputs(shapes, b.boxes) if i != b.scores and shapes[i][2] == 1]
 
 
 @LOSSES.register("box_l1")
@@ -160,7 +172,7 @@ def box_l1(b: Batch):
 
     if b.boxes is None:
         return None
-    weight = _confidence(b.teacher[b.scores]) if b.scores is not None else None
+    weight = _confidence(b.teacher[b.scores], _objectness(b, b.teacher)) if b.scores is not None else None
     per_anchor = F.smooth_l1_loss(b.student[b.boxes], b.teacher[b.boxes], reduction="none").mean(-1)
     if weight is None:
         return per_anchor.mean()
@@ -168,7 +180,14 @@ def box_l1(b: Batch):
 
 
 def _score_pairs(b: Batch):
-    return [(b.student[b.scores], b.teacher[b.scores])] if b.scores is not None else []
+    """(student, teacher) for every score output beside the boxes: the class scores and any
+    objectness output, each with its own loss (a walkthrough's objectness head was never distilled)."""
+    if b.scores is None or b.boxes is None:
+        return [(b.student[b.scores], b.teacher[b.scores])] if b.scores is not None else []
+    from .tasks import score_outputs
+
+    shapes = [tuple(t.shape) for t in b.teacher]
+    return [(b.student[i], b.teacher[i]) for i in score_outputs(shapes, b.boxes)]
 
 
 @LOSSES.register("score_bce")
@@ -178,8 +197,9 @@ def score_bce(b: Batch):
     import torch.nn.functional as F
 
     total = 0
+    conf = _confidence(b.teacher[b.scores], _objectness(b, b.teacher)) if b.boxes is not None else None
     for s, te in _score_pairs(b):
-        weight = 0.1 + _confidence(te)
+        weight = 0.1 + (conf if conf is not None else _confidence(te))
         bce = F.binary_cross_entropy_with_logits(s, te.detach().sigmoid(), reduction="none").mean(-1)
         total = total + (bce * weight).sum() / weight.sum()
     return total if _score_pairs(b) else None
@@ -192,6 +212,9 @@ def score_kl(b: Batch):
 
     t, total = b.temperature, 0
     for s, te in _score_pairs(b):
+        if s.shape[-1] == 1:  # objectness: one sigmoid, nothing to softmax over
+            total = total + F.binary_cross_entropy_with_logits(s, te.detach().sigmoid())
+            continue
         kl = F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(te / t, -1), reduction="none", log_target=True).sum(-1)
         weight = te.detach().softmax(-1).amax(-1)
         total = total + (kl * weight).sum() / weight.sum() * t * t

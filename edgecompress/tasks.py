@@ -64,13 +64,34 @@ def _auto(names, shapes, first, y, boxes, scores) -> Task:
 
 
 def _detection_heads(shapes) -> tuple:
-    """(index of an (N, A, 4) output, index of an (N, A, K) output with the same A), else (None, None)."""
+    """(index of an (N, A, 4) output, index of an (N, A, K) output with the same A: the class scores,
+    K > 1 preferred over a one-value objectness output), else (None, None)."""
     for b, shape in enumerate(shapes):
         if len(shape) == 3 and shape[2] == 4:
-            for s, other in enumerate(shapes):
-                if s != b and len(other) == 3 and other[1] == shape[1]:
-                    return b, s
+            beside = score_outputs(shapes, b)
+            if beside:
+                return b, next((i for i in beside if shapes[i][2] > 1), beside[0])
     return None, None
+
+
+def score_outputs(shapes, boxes: int) -> list:
+    """Every (N, A, K) output beside the box output `boxes` (N, A, 4): class scores, and objectness
+    (K = 1), which a YOLO-style detector multiplies into them."""
+    a = shapes[boxes][1]
+    return [i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == a]
+
+
+def confidences(outputs, boxes: int, scores: int) -> np.ndarray:
+    """(N, A, K) probabilities of a detector's raw logits: sigmoid of the class scores, times the
+    sigmoid of each objectness output (K = 1) beside them."""
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-np.clip(np.asarray(v, np.float64), -60, 60)))
+
+    prob = sigmoid(outputs[scores])
+    for i in score_outputs([o.shape for o in outputs], boxes):
+        if i != scores and outputs[i].shape[2] == 1:
+            prob = prob * sigmoid(outputs[i])
+    return prob
 
 
 def _unit_rows(values: np.ndarray) -> bool:

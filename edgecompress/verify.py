@@ -79,11 +79,12 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
                    score_threshold: float = 0.5) -> Optional[float]:
     """How far `candidate` agrees with `reference` for a task other than classification (1: fully):
     segmentation: the share of pixels with the same class; detection: of the reference's confident
-    anchors (largest sigmoid score above score_threshold), the share the candidate also marks confident
+    anchors (largest sigmoid score, times the sigmoid of an objectness output where there is one, above
+    score_threshold), the share the candidate also marks confident
     with the same class; embedding: the mean cosine similarity of the first output's vectors;
     regression: R^2 of the candidate's values against the reference's (1 - SSE / SST), all outputs."""
     from . import task_metrics
-    from .tasks import _detection_heads
+    from .tasks import _detection_heads, confidences
 
     if task == "segmentation":  # the same figures task_details reports, from one implementation
         return task_metrics.segmentation(candidate[0], reference[0]).pixel_agreement
@@ -91,8 +92,9 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
         boxes, scores = _detection_heads([r.shape for r in reference])
         if scores is None:
             return None
-        return task_metrics.detection_anchors(candidate[boxes], candidate[scores], reference[boxes], reference[scores],
-                                              threshold=score_threshold, scores_are_logits=True).confident_agreement
+        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores), reference[boxes],
+                                              confidences(reference, boxes, scores), threshold=score_threshold,
+                                              scores_are_logits=False).confident_agreement
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
@@ -194,7 +196,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
 def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
     """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
     from . import task_metrics
-    from .tasks import _detection_heads
+    from .tasks import _detection_heads, confidences
 
     if task == "segmentation":
         masks = y if y is not None and y.ndim == 3 and y.shape[1:] == reference[0].shape[2:] else None
@@ -203,8 +205,9 @@ def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
         boxes, scores = _detection_heads([r.shape for r in reference])
         if scores is None:
             return None
-        return task_metrics.detection_anchors(candidate[boxes], candidate[scores], reference[boxes],
-                                              reference[scores]).to_dict()
+        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores),
+                                              reference[boxes], confidences(reference, boxes, scores),
+                                              scores_are_logits=False).to_dict()
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).to_dict()
     return task_metrics.regression(candidate, reference).to_dict()

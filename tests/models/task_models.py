@@ -107,3 +107,24 @@ def embedder():
 
 def regressor():
     return TwoRegressor()
+
+
+class ObjectnessSSD(nn.Module):
+    """A YOLO-style head split in three: boxes (N, 64, 4), class logits (N, 64, K) and objectness
+    logits (N, 64, 1); an anchor's confidence is sigmoid(objectness) * sigmoid(class)."""
+
+    def __init__(self, classes=2):
+        super().__init__()
+        self.backbone = Backbone()
+        self.box_head = nn.Conv2d(16, 4, 1)
+        self.cls_head = nn.Conv2d(16, classes, 1)
+        self.obj_head = nn.Conv2d(16, 1, 1)
+
+    def forward(self, x):
+        f = self.backbone(x)
+        flat = [h(f).flatten(2).transpose(1, 2) for h in (self.box_head, self.cls_head, self.obj_head)]
+        return {"boxes": torch.sigmoid(flat[0]), "classes": flat[1], "objectness": flat[2]}
+
+
+def objectness_detector():
+    return ObjectnessSSD()
