@@ -4,6 +4,8 @@ Measured on this host (see benchmarks/): uint8 activations + int8 per-channel we
 than FP32, so the profiles default to the former."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +33,16 @@ class _Reader:
         self.i = 0
 
 
+@contextlib.contextmanager
+def _cwd(folder):
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str,
                   symmetric: bool = False, keep_fp32: Sequence[str] = (),
                   overrides: Optional[Callable[[object], dict]] = None) -> Path:
@@ -46,7 +58,8 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
     with tempfile.TemporaryDirectory(prefix="ec-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            with _cwd(tmp):  # ORT writes sym_shape_infer_temp.onnx (+ a .data file) to the cwd when shape inference stops
+                quant_pre_process(str(Path(src).resolve()), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # pre-processing is an optimisation; quantization works without it
             shutil.copy(src, pre)
             console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")

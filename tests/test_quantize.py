@@ -117,3 +117,33 @@ def test_a_model_that_cannot_be_quantized_is_a_stage_error_with_the_way_out(tmp_
     assert exc.value.stage == "quantize" and exc.value.message.startswith("[quantize] INT8 quantization of not.onnx "
                                                                           "failed: ")
     assert exc.value.hint == "try --set quantize.precision=fp32, or another quantize.calibration_method"
+
+
+def test_quantizing_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """ONNX Runtime's shape inference writes sym_shape_infer_temp.onnx and a .data file to the cwd when
+    it stops early (an upsample by a scale factor does that): a user's folder must not collect them."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from edgecompress import export, quantize
+    from edgecompress.profile import Export, Quantize
+
+    class Up(nn.Module):  # a decoder's skip connection: the upsampled coarse map added to the finer one
+        def __init__(self):
+            super().__init__()
+            self.fine, self.coarse = nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(4, 4, 3, 2, 1)
+
+        def forward(self, x):
+            f = self.fine(x)
+            return f + F.interpolate(self.coarse(f), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    work, cwd = tmp_path / "work", tmp_path / "user"
+    work.mkdir()
+    cwd.mkdir()
+    x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    src = export.export_onnx(Up().eval(), torch.from_numpy(x[:1]), work / "m.onnx", Export(), None)
+    monkeypatch.chdir(cwd)
+    quantize.quantize_int8(src, work / "q.onnx", x, Quantize(), export.INPUT_NAME)
+    assert (work / "q.onnx").is_file() and list(cwd.iterdir()) == []
