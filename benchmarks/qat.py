@@ -7,7 +7,8 @@ ONNX Runtime; with qat the last quantize.qat_fraction of distill.steps trains wi
 each bundle's manifest: held-out accuracy of the teacher, the FP32 student and the deployed INT8 file, the
 INT8 file's top-1 agreement with its FP32 student, and the p50; from the log the simulated PTQ/QAT parity.
 
-    .venv/bin/python benchmarks/qat.py [--train-steps N] [--distill-steps N] [--seeds 0 1] [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/qat.py [--train-steps N] [--distill-steps N] [--seeds 0 1] [--methods ptq qat auto]
+                                       [--set KEY=VALUE ...]
 
 Appends to benchmarks/results/qat.json (series: one entry per invocation, its runs with the CPU model and INT8
 dot-product flags)."""
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=300)
     ap.add_argument("--samples", type=int, default=3000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--methods", nargs="+", default=["ptq", "qat"], choices=["ptq", "qat", "auto"])
     ap.add_argument("--work", default="/tmp/ec-qat-bench")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     a = ap.parse_args()
@@ -119,7 +121,7 @@ def main() -> None:
         weights = work / f"mobilenet-{seed}.pt"
         teacher = train_teacher(npz, weights, a.train_steps, seed)
         print(f"seed {seed}: teacher trained {teacher}", file=sys.stderr)
-        for method in ("ptq", "qat"):
+        for method in a.methods:
             r = deploy(npz, weights, work / f"out-{seed}-{method}", method, sets)
             print(json.dumps(r)[:600], file=sys.stderr)
             runs.append({"seed": seed, "teacher_training": teacher, **r})
