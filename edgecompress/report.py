@@ -65,7 +65,7 @@ def table_rows(s: dict) -> list:
          _ratio(b.get("deflated_bytes"), a.get("deflated_bytes"), "{:.2f}x smaller")),
         ("params", _fmt_count(b["params"]), _fmt_count(a["params"]), _ratio(b["params"], a["params"], "{:.2f}x fewer")),
         ("MACs", _fmt_count(b["macs"]), _fmt_count(a["macs"]), _ratio(b["macs"], a["macs"], "{:.2f}x fewer")),
-        (acc_name, _fmt_pct(b["accuracy"]), _fmt_pct(a["accuracy"]), _delta_points(b["accuracy"], a["accuracy"])),
+        (acc_name, *_accuracy_cells(s["accuracy_metric"], b["accuracy"], a["accuracy"])),
         ("p50 latency", _fmt_ms(b["p50_ms"]), _fmt_ms(a["p50_ms"]), _ratio(b["p50_ms"], a["p50_ms"], "{:.2f}x faster")),
     ]
     user = s.get("user_figures") or {}
@@ -76,6 +76,16 @@ def table_rows(s: dict) -> list:
     if boxes:  # --postprocess: the original's boxes the deployed model finds
         rows.insert(-1, ("box recall vs original", "100.00 %", _fmt_pct(boxes["recall"]), "-"))
     return rows
+
+
+NOT_A_SHARE = ("r2", "cosine")  # figures that are no share of anything (R^2 goes below 0): numbers, not %
+
+
+def _accuracy_cells(metric: str, before, after) -> tuple:
+    if metric not in NOT_A_SHARE:
+        return _fmt_pct(before), _fmt_pct(after), _delta_points(before, after)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    return fmt(before), fmt(after), "-" if before is None or after is None else f"{after - before:+.4f}"
 
 
 def _delta_points(before, after) -> str:

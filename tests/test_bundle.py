@@ -295,6 +295,21 @@ def test_check_files_names_a_changed_a_missing_and_an_unlisted_file(tmp_path):
         f"... != manifest {m['files']['labels.txt']['sha256'][:12]}...")
 
 
+def test_what_the_bundles_example_writes_when_tried_inside_it_is_not_an_unlisted_file(tmp_path):
+    """A walkthrough ran `python example.py` in a segmenter's bundle as its README says, and verify then
+    failed on the mask.png it wrote (and would on postprocess.py's __pycache__)."""
+    from edgecompress import bundle
+
+    final = _write(tmp_path / "dist")
+    m = json.loads((final / "manifest.json").read_text())
+    (final / "mask.png").write_bytes(b"\x89PNG")
+    (final / "__pycache__").mkdir()
+    (final / "__pycache__" / "postprocess.cpython-311.pyc").write_bytes(b"pyc")
+    assert bundle.check_files(final, m) == []
+    (final / "masks.png").write_bytes(b"\x89PNG")  # anything else is still the user's own file, said
+    assert bundle.check_files(final, m) == ["masks.png: not in the manifest"]
+
+
 def test_a_zip_opens_as_the_same_files_in_a_folder_removed_afterwards(built):
     from edgecompress import bundle
 

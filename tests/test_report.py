@@ -60,3 +60,16 @@ def test_a_change_the_wrong_way_is_said_as_such_and_a_missing_figure_is_a_dash()
     agree = dict(_summary(), accuracy_metric="agreement", accuracy_note="warning: agreement fell")
     assert table_rows(agree)[5][0] == "agreement w/ original"
     assert table(agree).splitlines()[-1] == "warning: agreement fell"
+
+
+def test_r2_and_cosine_are_numbers_in_the_table_not_percentages():
+    """A walkthrough's keypoint model read 'R^2  100.00 %  -9.01 %  -109.01 points'."""
+    from edgecompress.report import table_rows
+
+    side = {"bytes": 10, "params": None, "macs": None, "p50_ms": 1.0}
+    s = {"before": dict(side, accuracy=1.0), "after": dict(side, accuracy=-0.0901), "accuracy_metric": "r2"}
+    row = next(r for r in table_rows(s) if r[0] == "R^2")
+    assert row[1:] == ("1.0000", "-0.0901", "-1.0901")
+    s["accuracy_metric"] = "pixel_agreement"
+    row = next(r for r in table_rows(s) if r[0] == "pixel agreement")
+    assert row[1:] == ("100.00 %", "-9.01 %", "-109.01 points")

@@ -90,3 +90,13 @@ def test_a_detector_whose_decoded_boxes_kept_gets_a_note_not_a_warning():
     lost = {"boxes": {"deployed": {"recall": 0.111, "precision": 0.078}}}  # the 7.6k detector: boxes lost
     assert accuracy_warning(acc, quantized=True, user_figures=lost).startswith("warning:")
     assert accuracy_warning(acc, quantized=True).startswith("warning:")  # without a decode function: as before
+
+
+def test_an_int8_file_slower_than_its_fp32_student_is_said():
+    from edgecompress.summary import _int8_note
+
+    note = _int8_note({"original": {"p50": 0.017}, "compressed": {"p50": 0.026}, "student_fp32": {"p50": 0.014}})
+    assert "FP32 student ran faster here than the INT8 file (0.014 against 0.026 ms)" in note
+    assert "quantize.precision=fp32" in note
+    assert _int8_note({"compressed": {"p50": 0.026}, "student_fp32": {"p50": 0.025}}) == ""  # within noise
+    assert _int8_note({"compressed": {"p50": 0.026}}) == ""  # a runtime that times two models

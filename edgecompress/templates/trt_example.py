@@ -75,6 +75,8 @@ def describe(outputs, manifest, other=None):
         spec.loader.exec_module(module)
         own = [o.get("model_name") or o["name"] for o in manifest["outputs"]]  # the names decode() was written for
         boxes, scores, classes = getattr(module, manifest["postprocess"]["function"])(dict(zip(own, outputs)))[0]
+        if len(scores) == 0:
+            print(f"no boxes: {manifest['postprocess']['function']}() in postprocess.py found none in this input")
         for i in np.argsort(-np.asarray(scores))[:5]:
             print(f"class {int(classes[i])}  score {float(scores[i]):.3f}  box " + " ".join(f"{v:.3f}" for v in boxes[i]))
     elif task == "detection":
