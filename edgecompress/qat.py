@@ -265,7 +265,7 @@ def finish_(student, teacher, train, held, prof, *, checkpoint: Path, meta: dict
         return _keep(student, QatRecord(setting, "ptq", why))
     scheme = scheme_for(prof)
     calib = train.x[: q.calibration_samples]
-    task_name = getattr(task, "name", None) or (prof.task if prof.task != "auto" else "classification")
+    task_name = getattr(task, "kind", None) or (prof.task if prof.task != "auto" else "classification")
     names = export.names_of_outputs(student, __import__("torch").from_numpy(train.x[:1]))
     reference = verify.torch_outputs(student, held.x)
     metric, ptq, missed = _parity(prof, ptq_file_outputs(student, prof, train, held, checkpoint.parent), reference,
