@@ -20,7 +20,8 @@ def test_convert_quantizes_checks_and_says_what_bench_times(compressed_for, targ
     assert deployed.parity.what == "deployed int8 model vs its reference" and deployed.parity.samples == 64
     assert deployed.parity.top1_agreement >= run.prof.verify.min_top1_agreement
     assert {k: (m.path.name, m.runtime) for k, m in deployed.bench_models.items()} == {
-        "original": ("original.onnx", "onnxruntime"), "compressed": ("model.onnx", "onnxruntime")}
+        "original": ("original.onnx", "onnxruntime"), "compressed": ("model.onnx", "onnxruntime"),
+        "student_fp32": ("student_fp32.onnx", "onnxruntime")}  # report.html's trade-off point
     quant = deployed.io["inputs"][0]["quantization"]
     # uint8 activations: the input's zero point is in 0..255 and its scale spans the calibration range
     assert deployed.io["inputs"][0]["name"] == "input" and 0 <= quant["zero_point"] <= 255 and 0 < quant["scale"] < 1
