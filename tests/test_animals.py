@@ -113,8 +113,8 @@ def test_a_model_given_with_demo_is_refused_naming_what_to_drop(tmp_path, model_
 @needs_animals
 @pytest.mark.slow
 def test_the_animals_demo_deploys(tmp_path):
-    """The first use trains the teacher (12 epochs: 848 s on the 2 shared cores of the build host, about
-    8 minutes when they are free), then a 30-step deploy. Run with -m slow."""
+    """The first use trains the teacher (12 epochs: 848 s on the build host's 2 cores shared with other
+    jobs; 18-36 s an epoch, 4-7 minutes, when they were less busy), then a 30-step deploy. Run with -m slow."""
     code, out, err = run_cli("deploy", "--demo", "animals", "--target", "arm", "--out", tmp_path, "--json",
                              *fast_sets())
     assert code == 0, err
