@@ -56,10 +56,10 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="ec-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
+        pre, source = Path(tmp) / "pre.onnx", str(Path(src).resolve())  # resolved here: the cwd changes below
         try:
             with _cwd(tmp):  # ORT writes sym_shape_infer_temp.onnx (+ a .data file) to the cwd when shape inference stops
-                quant_pre_process(str(Path(src).resolve()), str(pre), skip_symbolic_shape=False)
+                quant_pre_process(source, str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # pre-processing is an optimisation; quantization works without it
             shutil.copy(src, pre)
             console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")

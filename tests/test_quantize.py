@@ -3,6 +3,7 @@ by ONNX Runtime with calibration data, and run next to its FP32 file."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,9 @@ def test_quantizing_leaves_nothing_in_the_working_directory(tmp_path, monkeypatc
     cwd.mkdir()
     x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
     src = export.export_onnx(Up().eval(), torch.from_numpy(x[:1]), work / "m.onnx", Export(), None)
-    monkeypatch.chdir(cwd)
-    quantize.quantize_int8(src, work / "q.onnx", x, Quantize(), export.INPUT_NAME)
-    assert (work / "q.onnx").is_file() and list(cwd.iterdir()) == []
+    monkeypatch.chdir(tmp_path)
+    logged = []
+    monkeypatch.setattr(quantize.console, "log", logged.append)
+    quantize.quantize_int8(Path("work") / src.name, work / "q.onnx", x, Quantize(), export.INPUT_NAME)  # relative, as deploy gives it
+    assert (work / "q.onnx").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["user", "work"]
+    assert not any("pre-processing skipped" in line and "FileNotFound" in line for line in logged), logged
