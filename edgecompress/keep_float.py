@@ -20,7 +20,7 @@ from .errors import InputError
 from .registry import closest
 
 PARAMETRIC_ONNX = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # a head ends at the last of these
-WRAPPER = "wrapped"  # outputs.flat's attribute: its layer names carry it in front
+WRAPPERS = ("inner", "wrapped")  # outputs.flat's attribute, litert-torch's channels-last wrapper's: in front of names
 
 
 @dataclass
@@ -39,15 +39,25 @@ class FloatChoice:
 
 
 def in_module(path: str, names) -> bool:
-    """Whether a layer path (dots) lies in one of the modules `names` (outputs.flat's prefix ignored)."""
-    if path == WRAPPER or path.startswith(WRAPPER + "."):
-        path = path[len(WRAPPER) + 1:]
-    return any(path == n or path.startswith(n + ".") for n in names)
+    """Whether a layer path (dots) lies in one of the modules `names`, with or without the wrappers
+    the conversion put around the model in front (a user's own module may be called 'inner' too)."""
+    candidates, parts = [path], path.split(".")
+    while len(parts) > 1 and parts[0] in WRAPPERS:
+        parts = parts[1:]
+        candidates.append(".".join(parts))
+    return any(c == n or c.startswith(n + ".") for c in candidates for n in names)
 
 
 def onnx_module_path(node_name: str) -> str:
-    """The module path of a node the TorchScript exporter named '/head/box/Conv': 'head.box'."""
-    return ".".join(p for p in node_name.split("/")[:-1] if p)
+    """The module path of a node the TorchScript exporter named '/head/box/Conv': 'head.box'. Its
+    scopes give a Sequential's child as 'stem.0' under 'stem' ('/stem/stem.0/Conv' is stem.0)."""
+    name: List[str] = []
+    for seg in (p for p in node_name.split("/")[:-1] if p):
+        if name and seg.startswith(name[-1] + "."):
+            name[-1] = seg
+        else:
+            name.append(seg)
+    return ".".join(name)
 
 
 def onnx_heads(model) -> List[str]:
@@ -84,15 +94,35 @@ def _with_tail(model, anchors) -> List[str]:
     return sorted(kept, key=order.index)
 
 
-def onnx_nodes(model, names: List[str], source: str) -> List[str]:
-    """The ONNX nodes of the layers `names` (PyTorch module names, or the file's own node names)."""
+def _full_path(node_name: str, modules) -> str:
+    """A node's module path as model.named_modules() names it: the exporter's scopes name a child
+    called from outside its parent by its own name ('/conv1/Conv' for block.conv1), so a path that is
+    no module of the model is taken as the one module whose name ends with it, where only one does."""
+    path = onnx_module_path(node_name)
+    if not modules or not path:
+        return path
+    parts = path.split(".")
+    for start in range(len(parts)):
+        tail = ".".join(parts[start:])
+        if tail in modules:
+            return tail
+        ends = [m for m in modules if m.endswith("." + tail)]
+        if len(ends) == 1:
+            return ends[0]
+    return path
+
+
+def onnx_nodes(model, names: List[str], source: str, modules=None) -> List[str]:
+    """The ONNX nodes of the layers `names` (PyTorch module names, or the file's own node names);
+    `modules`: the PyTorch model's module names, where there is one, to read the exporter's scopes by."""
     nodes = [n.name for n in model.graph.node]
+    modules = set(modules or ())
     found, missing = [], []
     for name in names:
-        hits = [n for n in model.graph.node if n.name == name or in_module(onnx_module_path(n.name), [name])]
+        hits = [n for n in model.graph.node if n.name == name or in_module(_full_path(n.name, modules), [name])]
         (found.extend(hits) if hits else missing.append(name))
     if missing:
-        modules = sorted({onnx_module_path(n) for n in nodes} - {""})
+        modules = sorted(modules or ({onnx_module_path(n) for n in nodes} - {""}))
         raise InputError(f"quantize.keep_float names {', '.join(map(repr, missing))}, which {source} does not have."
                          f"{closest(missing[0], modules + nodes)}",
                          hint="name layers as model.named_modules() does (e.g. head.box), or ONNX node names for an "
@@ -121,6 +151,12 @@ def fx_nodes(graph, modules: List[str]) -> set:
         kept.add(node.name)
         stack += [u for u in node.users if not parametric(u)]
     return kept
+
+
+def module_names(compressed) -> list:
+    """The student's module names (none for an .onnx input)."""
+    student = getattr(compressed, "student", None)
+    return [n for n, _ in student.named_modules()] if student is not None else []
 
 
 def modules_checked(model, names: List[str]) -> List[str]:

@@ -36,7 +36,8 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
                                          **(prof.quantize.model_dump(exclude={"precision", "keep_float"})
                                             if prof.quantize.precision == "int8" else {}),
                                          **({"keep_float": deployed.keep_float.to_dict()} if deployed.keep_float
-                                            else {})}},
+                                            else {}),
+                                         **_qat(compressed, prof)}},
         "metrics": {"accuracy": accuracy.to_dict(),
                     "latency_ms": measurement.each("latency_ms"),
                     "first_run_ms": measurement.each("first_run_ms"),
@@ -67,3 +68,13 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
         raise StageError("bundle", exc.message, hint="this is a bug in edgecompress, not in your model: please "
                                                      "report it with this message; no bundle was written") from None
     return manifest
+
+
+def _qat(compressed, prof) -> dict:
+    """quantize.method as it was applied: the method the student trained for, why, and the QAT steps."""
+    from . import qat
+
+    record = qat.record_of(getattr(compressed, "student", None))
+    if record is None or prof.quantize.precision != "int8":
+        return {}
+    return {"method": record.method, "qat": record.to_dict()}

@@ -211,5 +211,6 @@ def test_qat_deploy_on_arm_trains_the_last_share_and_carries_the_ranges(tmp_path
     bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
     q = json.loads((bundle / "manifest.json").read_text())["compression"]["quantization"]
     assert q["method"] == "qat" and q["qat_fraction"] == 0.2
+    assert q["qat"]["method"] == "qat" and q["qat"]["steps"] == 6 and q["qat"]["ranges"] == 5  # what was applied
     code, _, verify_err = run_cli("verify", bundle)
     assert code == 0, verify_err

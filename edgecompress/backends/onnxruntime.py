@@ -72,7 +72,7 @@ class OnnxRuntime(common.Defaults):
 
         return keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", compressed, run),
                                  lambda: keep_float.onnx_heads(graph),
-                                 lambda names: keep_float.onnx_nodes(graph, names, "the exported model"),
+                                 lambda names: keep_float.onnx_nodes(graph, names, "the exported model", keep_float.module_names(compressed)),
                                  run.work / self.model_file, run.prof.verify)
 
     def for_timing(self, module, run, name: str):

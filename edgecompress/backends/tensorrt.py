@@ -179,7 +179,7 @@ class TensorRT(common.Defaults):
 
         qdq, out, choice = keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", c, run),
                                              lambda: keep_float.onnx_heads(graph),
-                                             lambda names: keep_float.onnx_nodes(graph, names, "the exported model"),
+                                             lambda names: keep_float.onnx_nodes(graph, names, "the exported model", keep_float.module_names(c)),
                                              run.work / "model_qdq.onnx", run.prof.verify)
         check = verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch", out, c.reference,
                                             c.output_names, held.y, task=run.prof.task), True, run.prof.verify)
