@@ -144,8 +144,7 @@ def cmd_deploy(args) -> int:
                             overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
                             + ([f"task={args.task}"] if args.task else []),
                             device=args.device, resume=args.resume, force=args.force,
-                            postprocess=args.postprocess, metric=args.metric)
-    options.demo = args.demo  # read by inputs.demo_for; a DeployOptions field once pipeline.py declares it
+                            postprocess=args.postprocess, metric=args.metric, demo=args.demo)
     summary = deploy(options).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -88,6 +88,13 @@ def _check_source(source, prof, opts) -> None:
                          hint="pass the PyTorch model as file.py:factory, or drop the latency budget")
 
 
+def opts_demo_free(source) -> bool:
+    """Whether `source` is the user's model, not a built-in demo (whose teacher is trained, not loaded)."""
+    from . import demo
+
+    return source.name not in {demo.get(n).model_name for n in demo.NAMES}
+
+
 def _check_keep_float(source, q) -> None:
     """A layer name quantize.keep_float gives must exist, said before hours of distillation, not after."""
     from . import keep_float
@@ -263,7 +270,7 @@ def chance_causes(source, train) -> List[str]:
     """Why a model may score at chance, in the order a user should check them (the walkthrough's forgotten
     --weights and other preprocessing were both blamed on the folder order)."""
     causes = []
-    if source.kind == "torch" and source.weights is None and source.name != "demo":
+    if source.kind == "torch" and source.weights is None and opts_demo_free(source):
         causes.append("no --weights was given, so the model has the weights its factory made (untrained?): "
                       "pass --weights FILE.pt")
     pre = train.preprocessing

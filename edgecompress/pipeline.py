@@ -33,6 +33,7 @@ class DeployOptions:
     quiet: bool = False
     postprocess: Optional[str] = None  # --postprocess file.py:decode
     metric: Optional[str] = None  # --metric file.py:fn
+    demo: Optional[str] = None  # --demo NAME (digits | animals); None: digits when no model is given
 
 
 def deploy(opts: DeployOptions) -> Summary:
