@@ -52,20 +52,10 @@ class Scheme:
 
 
 def scheme_for(prof) -> Scheme:
-    """The runtime's INT8 as the back end makes it (quantize.py's ORT settings, TensorRT's symmetric Q/DQ,
-    LiteRT's PT2E symmetric config)."""
-    q = prof.quantize
-    weight_qmax = 64 if q.reduce_range else 127  # ORT's reduced int8 range is [-64, 64]
-    if prof.runtime == "tensorrt":
-        return Scheme("tensorrt", -127, 127, True, weight_qmax, q.per_channel,
-                      "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
-    if prof.runtime == "litert":
-        return Scheme("litert", -128, 127, False, 127, q.per_channel,
-                      "trained input ranges of every Conv/Linear (their PT2E observers replaced after calibration); "
-                      "weight scales by construction")
-    lo, hi = (0, 255) if q.activations == "uint8" else (-128, 127)
-    return Scheme("onnxruntime", lo, hi, False, weight_qmax, q.per_channel,
-                  "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
+    """The runtime's INT8 as its back end makes it (Backend.qat_scheme)."""
+    from . import backends
+
+    return backends.get(prof.runtime).qat_scheme(prof.quantize)
 
 
 @dataclass
@@ -314,27 +304,12 @@ def ptq_file_outputs(student, prof, train, held, work: Path) -> list:
     0.9570 on the MobileNetV2 benchmark, so auto measures the file, as keep_float's auto does."""
     import torch
 
-    from . import export, keep_float, quantize, verify
+    from . import backends
 
-    q, example = prof.quantize, torch.from_numpy(train.x[:1])
-    calib, work = train.x[: q.calibration_samples], Path(work)
+    calib, work = train.x[: prof.quantize.calibration_samples], Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    if prof.runtime == "litert":
-        from .backends import tflite
-
-        path = tflite.quantize_tflite_int8(student, example, calib, work / "qat-ptq.tflite",
-                                           channels_last=prof.export.channels_last, per_channel=q.per_channel,
-                                           keep_float=_kept_float(prof))
-        return tflite.tflite_outputs(path, held.x)
-    import onnx
-
-    fp32 = export.export_onnx(student, example, work / "qat-ptq.onnx", prof.export)
-    kept = keep_float.onnx_nodes(onnx.load(str(fp32)), _kept_float(prof), "the exported model") if _kept_float(prof) else []
-    trt = prof.runtime == "tensorrt"
-    cfg = q.model_copy(update={"activations": "int8"}) if trt else q
-    path = quantize.quantize_int8(fp32, work / "qat-ptq-int8.onnx", calib, cfg, export.INPUT_NAME, symmetric=trt,
-                                  keep_fp32=kept)
-    return verify.onnx_outputs(path, held.x, exact_int8=trt or prof.device.arch != "x86_64")
+    return backends.get(prof.runtime).ptq_outputs(student, torch.from_numpy(train.x[:1]), calib, held.x, prof,
+                                                  work, _kept_float(prof))
 
 
 def _keep(student, record: QatRecord) -> QatRecord:

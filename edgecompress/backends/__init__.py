@@ -73,6 +73,13 @@ class Backend(Protocol):
     def converter_versions(self) -> dict:
         """Versions of the host packages that wrote the file (provenance)."""
 
+    def qat_scheme(self, q):
+        """qat.Scheme: the fake quantization that matches this runtime's INT8 (quantize.method qat)."""
+
+    def ptq_outputs(self, student, example, calib, x, prof, work: Path, kept: list) -> list:
+        """The outputs on `x` of the INT8 file PTQ makes of `student` now, `kept` layers in float (what
+        quantize.method auto judges PTQ by)."""
+
 
 BACKENDS: Registry = Registry("runtime")
 

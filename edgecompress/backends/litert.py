@@ -82,6 +82,23 @@ class LiteRT(common.Defaults):
                    "delegate": run.prof.bench.delegate if run.device else "xnnpack"}
         return bench.Model(path, self.runtime, options)
 
+    def qat_scheme(self, q):
+        """QAT's fake quantization of LiteRT's full-integer INT8 (PT2E's symmetric config)."""
+        from ..qat import Scheme
+
+        return Scheme("litert", -128, 127, False, 127, q.per_channel,
+                      "trained input ranges of every Conv/Linear (their PT2E observers replaced after calibration); "
+                      "weight scales by construction")
+
+    def ptq_outputs(self, student, example, calib, x, prof, work: Path, kept: list) -> list:
+        """The held-out outputs of the full-integer .tflite PTQ makes of `student` now."""
+        from . import tflite
+
+        path = tflite.quantize_tflite_int8(student, example, calib, work / "qat-ptq.tflite",
+                                           channels_last=prof.export.channels_last,
+                                           per_channel=prof.quantize.per_channel, keep_float=kept)
+        return tflite.tflite_outputs(path, x)
+
     def for_timing(self, module, run, name: str):
         import torch
 

@@ -75,6 +75,29 @@ class OnnxRuntime(common.Defaults):
                                  lambda names: keep_float.onnx_nodes(graph, names, "the exported model", keep_float.module_names(compressed)),
                                  run.work / self.model_file, run.prof.verify)
 
+    def qat_scheme(self, q):
+        """QAT's fake quantization of this runtime's INT8: quantize.py's QDQ settings."""
+        from ..qat import Scheme
+
+        weight_qmax = 64 if q.reduce_range else 127  # ORT's reduced int8 range is [-64, 64]
+        lo, hi = (0, 255) if q.activations == "uint8" else (-128, 127)
+        return Scheme("onnxruntime", lo, hi, False, weight_qmax, q.per_channel,
+                      "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
+
+    def ptq_outputs(self, student, example, calib, x, prof, work: Path, kept: list, symmetric: bool = False) -> list:
+        """The held-out outputs of the INT8 file PTQ makes of `student` now (QAT's auto judges PTQ by them)."""
+        import onnx
+
+        from .. import export
+
+        fp32 = export.export_onnx(student, example, work / "qat-ptq.onnx", prof.export)
+        nodes = keep_float.onnx_nodes(onnx.load(str(fp32)), kept, "the exported model",
+                                      [n for n, _ in student.named_modules()]) if kept else []
+        q = prof.quantize.model_copy(update={"activations": "int8"}) if symmetric else prof.quantize
+        path = quantize.quantize_int8(fp32, work / "qat-ptq-int8.onnx", calib, q, export.INPUT_NAME,
+                                      symmetric=symmetric, keep_fp32=nodes)
+        return verify.onnx_outputs(path, x, exact_int8=symmetric or exact_int8(prof.device.arch))
+
     def for_timing(self, module, run, name: str):
         from .. import export, prune
 

@@ -185,6 +185,19 @@ class TensorRT(common.Defaults):
                                             c.output_names, held.y, task=run.prof.task), True, run.prof.verify)
         return qdq, check, choice
 
+    def qat_scheme(self, q):
+        """QAT's fake quantization of TensorRT's INT8: symmetric int8 activations (zero point 0)."""
+        from ..qat import Scheme
+
+        return Scheme("tensorrt", -127, 127, True, 64 if q.reduce_range else 127, q.per_channel,
+                      "trained input ranges of every Conv/Gemm (TensorQuantOverrides); weight scales by construction")
+
+    def ptq_outputs(self, student, example, calib, x, prof, work: Path, kept: list) -> list:
+        """The held-out outputs of the symmetric Q/DQ file PTQ makes of `student` now (as _qdq makes it)."""
+        from .onnxruntime import OnnxRuntime
+
+        return OnnxRuntime().ptq_outputs(student, example, calib, x, prof, work, kept, symmetric=True)
+
     def for_timing(self, module, run, name: str):
         from .. import export, prune
 
