@@ -123,3 +123,13 @@ def test_every_example_program_reads_the_manifest_version_edgecompress_writes():
     for template in sorted(bundle.EXAMPLES.glob("*.py")):
         assert _constant(template, "SCHEMA_VERSION") == manifest.SCHEMA_VERSION, template.name
         assert "read_manifest()" in template.read_text()
+
+
+def test_no_two_test_modules_share_a_basename():
+    """pytest imports test modules by basename (no packages here): two test_qat.py, or two
+    test_keep_float.py, stopped the whole run's collection twice in one session."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
