@@ -72,8 +72,7 @@ def teacher(held_out_fraction: float, log=print):
     path = cache_dir() / f"teacher-v{DEMO_VERSION}-seed{seed}-held{held_out_fraction:.3f}.pt"
     torch.manual_seed(seed)
     model = build()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if load_cached(model, path):
         log(f"demo: the teacher trained earlier, from {path}")
         return model.eval(), path
     train_idx, _ = split_indices(len(dataset()), held_out_fraction)
@@ -83,11 +82,28 @@ def teacher(held_out_fraction: float, log=print):
     start = time.perf_counter()
     _train(model, train.x, train.y, seed=seed)
     log(f"demo: trained the teacher on {len(train)} digits in {time.perf_counter() - start:.1f} s, cached at {path}")
+    save_cached(model, path)
+    return model.eval(), path
+
+
+def load_cached(model, path: Path) -> bool:
+    """Whether a teacher trained earlier was found at `path` (then loaded into `model`, weights only)."""
+    import torch
+
+    if not path.is_file():
+        return False
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return True
+
+
+def save_cached(model, path: Path) -> None:
+    """The trained teacher at `path`, written whole or not at all (a stopped run leaves no half file)."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-    return model.eval(), path
 
 
 def _train(model, x: np.ndarray, y: np.ndarray, epochs: int = 20, batch: int = 64, seed: int = 0) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -153,13 +152,12 @@ def teacher(held_out_fraction: float, log=print):
     import torch
 
     from ..data import split_indices
-    from . import teacher_seed
+    from . import load_cached, save_cached, teacher_seed
 
     seed, path = teacher_seed(), teacher_path(held_out_fraction)
     torch.manual_seed(seed)
     model = build()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if load_cached(model, path):
         log(f"demo animals: the teacher trained earlier, from {path}")
         return model.eval(), path
     data = dataset()
@@ -172,10 +170,7 @@ def teacher(held_out_fraction: float, log=print):
     accuracy = _accuracy(model, held.x, held.y)
     log(f"demo animals: trained the teacher in {time.perf_counter() - start:.0f} s: {accuracy:.1%} on the "
         f"{len(held)} held-out silhouettes; cached at {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    save_cached(model, path)
     return model.eval(), path
 
 
