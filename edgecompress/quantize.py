@@ -45,10 +45,11 @@ def _cwd(folder):
 
 def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_name: str,
                   symmetric: bool = False, keep_fp32: Sequence[str] = (),
-                  overrides: Optional[Callable[[object], dict]] = None) -> Path:
+                  overrides: Optional[Callable[[object], dict]] = None, float_tail: bool = False) -> Path:
     """symmetric: zero points of 0 for activations and weights (what TensorRT accepts).
     keep_fp32: names of nodes to leave unquantized. overrides: the pre-processed onnx.ModelProto ->
-    TensorQuantOverrides (qat.onnx_overrides: the ranges QAT trained; the other tensors are calibrated)."""
+    TensorQuantOverrides (qat.onnx_overrides: the ranges QAT trained; the other tensors are calibrated).
+    float_tail: leave a bilinear/cubic Resize that makes a graph output in float (resize_tails)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -68,16 +69,46 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
             import onnx
 
             extra["TensorQuantOverrides"] = overrides(onnx.load(str(pre)))
+        tails = resize_tails(pre) if float_tail else []
+        if tails:
+            console.log(f"quantize: {', '.join(tails)} (interpolating into an output) stays in float: ONNX Runtime "
+                        "runs it in float either way, and a Q/DQ pair after it only rounds the output")
         try:
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),
                             quant_format=QuantFormat.QDQ, activation_type=types[cfg.activations],
                             weight_type=types[cfg.weights], per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                            calibrate_method=methods[cfg.calibration_method], nodes_to_exclude=list(keep_fp32),
+                            calibrate_method=methods[cfg.calibration_method], nodes_to_exclude=list(keep_fp32) + tails,
                             extra_options=extra)
         except Exception as exc:
             raise StageError("quantize", f"INT8 quantization of {src.name} failed: {type(exc).__name__}: {exc}",
                              hint="try --set quantize.precision=fp32, or another quantize.calibration_method") from None
     return dst
+
+
+# Resize modes ONNX Runtime's CPU kernels compute in float between DQ and Q (its QDQ transformer does not
+# fuse them: the uint8 bilinear kernel measured 2.6x slower than the float one on a 4x64x64 map here)
+_INTERPOLATING = (b"linear", b"cubic")
+_PASS_THROUGH = ("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def resize_tails(path: Path) -> list:
+    """Names of the interpolating Resize nodes whose result is a graph output (directly or through reshapes).
+    Quantized, such a node runs DQ -> float Resize -> Q -> DQ: the last pair costs time (a segmenter's
+    full-size mask: ~10% of its INT8 run, benchmarks/tasks.py) and only rounds what the user reads."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    found = []
+    for out in graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Resize":
+            mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
+            if mode in _INTERPOLATING and node.name and node.name not in found:
+                found.append(node.name)
+    return found
 
 
 def quantization_params(path: Path) -> dict:

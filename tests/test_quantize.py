@@ -151,3 +151,54 @@ def test_quantizing_leaves_nothing_in_the_working_directory(tmp_path, monkeypatc
     quantize.quantize_int8(Path("work") / src.name, work / "q.onnx", x, Quantize(), export.INPUT_NAME)  # relative, as deploy gives it
     assert (work / "q.onnx").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["user", "work"]
     assert not any("pre-processing skipped" in line and "FileNotFound" in line for line in logged), logged
+
+
+SEGMENTER_SRC = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class TinySegmenter(nn.Module):
+    """A user's own segmenter: stride-2 features, per-pixel logits, upsampled to the input's size."""
+
+    def __init__(self, mode="bilinear"):
+        super().__init__()
+        self.mode = mode
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1), nn.ReLU())
+        self.classifier = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        logits = self.classifier(self.body(x))
+        if self.mode == "nearest":
+            return {"masks": F.interpolate(logits, scale_factor=2.0, mode="nearest")}
+        return {"masks": F.interpolate(logits, scale_factor=2.0, mode=self.mode, align_corners=False)}
+'''
+
+
+@pytest.mark.parametrize("mode, stays_float", [("bilinear", True), ("nearest", False)])
+def test_an_interpolating_resize_into_an_output_stays_float(tmp_path, mode, stays_float):
+    """The final bilinear Resize of a segmenter gets no Q/DQ after it (ONNX Runtime runs it in float anyway);
+    a nearest one only copies values, so it stays quantized and its output keeps its scale."""
+    import onnx
+    import torch
+
+    from edgecompress import outputs
+
+    ns: dict = {}
+    exec(SEGMENTER_SRC, ns)
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    model = outputs.flat(ns["TinySegmenter"](mode).eval(), torch.from_numpy(x[:1]))
+    src = export.export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "seg.onnx", profile.load("host-cpu")[0].export)
+    tails = quantize.resize_tails(src)
+    assert bool(tails) == stays_float
+    dst = quantize.quantize_int8(src, tmp_path / "seg-int8.onnx", x, profile.load("host-cpu")[0].quantize, "input",
+                                 float_tail=True)
+    graph = onnx.load(str(dst)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    last = made_by[graph.output[0].name]
+    assert (last.op_type == "Resize") == stays_float, last.op_type
+    assert (graph.output[0].name in quantize.quantization_params(dst)) != stays_float
+    fp32_out = _run(src, x)
+    int8_out = _run(dst, x)
+    assert np.abs(int8_out - fp32_out).max() < 0.1 * np.abs(fp32_out).max(), "still the same masks, within INT8 error"

@@ -67,7 +67,7 @@ class OnnxRuntime(common.Defaults):
 
         def make(layers, path):
             made = Path(quantize.quantize_int8(exported.student, path, calib, q, name, keep_fp32=layers,
-                                               overrides=qat.overrides_of(compressed.student)))
+                                               overrides=qat.overrides_of(compressed.student), float_tail=True))
             return made, verify.onnx_outputs(made, run.held.x, exact_int8=exact)
 
         return keep_float.decide(q.keep_float, make, common.judge("INT8 candidate", compressed, run),
@@ -95,7 +95,7 @@ class OnnxRuntime(common.Defaults):
                                       [n for n, _ in student.named_modules()]) if kept else []
         q = prof.quantize.model_copy(update={"activations": "int8"}) if symmetric else prof.quantize
         path = quantize.quantize_int8(fp32, work / "qat-ptq-int8.onnx", calib, q, export.INPUT_NAME,
-                                      symmetric=symmetric, keep_fp32=nodes)
+                                      symmetric=symmetric, keep_fp32=nodes, float_tail=True)
         return verify.onnx_outputs(path, x, exact_int8=symmetric or exact_int8(prof.device.arch))
 
     def for_timing(self, module, run, name: str):
@@ -106,7 +106,7 @@ class OnnxRuntime(common.Defaults):
         if run.prof.quantize.precision == "int8":
             calib = run.train.x[: min(32, run.prof.quantize.calibration_samples)]  # the speed does not depend on it
             path = quantize.quantize_int8(path, run.work / f"{name}-int8.onnx", calib, run.prof.quantize,
-                                          export.INPUT_NAME)
+                                          export.INPUT_NAME, float_tail=True)
         return bench.Model(Path(path), self.runtime)
 
     def run_section(self, manifest: dict) -> str:
