@@ -164,11 +164,15 @@ def _masks_after_resume(student, masks: dict) -> dict:
 def _data_hash(train) -> str:
     """The training split's fingerprint: another data set, or the same images at another size
     (--input-shape), must not continue a checkpoint trained on this one. Hashed in place (a
-    memoryview, not a copy: the split can be most of the memory a run uses)."""
+    memoryview, not a copy: the split can be most of the memory a run uses; memory-mapped rows a chunk at a
+    time, the same bytes in the same order, so the same digest)."""
     import numpy as np
 
+    from . import rows
+
     digest = hashlib.sha256(f"{train.x.shape} {train.x.dtype}".encode())
-    digest.update(memoryview(np.ascontiguousarray(train.x)).cast("B"))
+    for part in rows.chunks(train.x):
+        digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
     if train.y is not None:
         digest.update(memoryview(np.ascontiguousarray(train.y)).cast("B"))
     return digest.hexdigest()

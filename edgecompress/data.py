@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from . import rows
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -17,7 +18,7 @@ SPLIT_SEED = 0
 
 @dataclass
 class Dataset:
-    x: np.ndarray  # float32, (N, C, H, W) or (N, features)
+    x: np.ndarray  # float32, (N, C, H, W) or (N, features); rows.MappedRows for an uncompressed .npz
     y: Optional[np.ndarray]  # int64 (N,) or None
     source: str
     labels: Optional[List[str]] = None
@@ -28,7 +29,8 @@ class Dataset:
         return len(self.x)
 
     def subset(self, idx: np.ndarray) -> "Dataset":
-        return replace(self, x=self.x[idx], y=None if self.y is None else self.y[idx],
+        x = self.x.subset(idx) if isinstance(self.x, rows.MappedRows) else self.x[idx]
+        return replace(self, x=x, y=None if self.y is None else self.y[idx],
                        arrays={k: v[idx] for k, v in self.arrays.items()})
 
     @property
@@ -61,18 +63,15 @@ def load_npz(path: Path) -> Dataset:
     if "x" not in archive.files:
         raise InputError(f"data file {path} has no array 'x' (it has: {', '.join(archive.files) or 'nothing'})",
                          hint="save inputs as x (N, C, H, W) and optional integer labels as y (N,)")
-    try:
-        x = archive["x"]
-    except ValueError as exc:  # object arrays need pickle, which is refused for safety
-        raise InputError(f"data file {path}: 'x' could not be read: {exc}",
-                         hint="store x as a numeric float32 array, not Python objects") from None
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"data file {path}: 'x' has dtype {x.dtype}, expected floating point",
+    x = _x_of(archive, path)
+    stored = getattr(x, "stored_dtype", x.dtype)
+    if not np.issubdtype(stored, np.floating):
+        raise InputError(f"data file {path}: 'x' has dtype {stored}, expected floating point",
                          hint="store preprocessed float32 inputs (scaled and normalised as the model expects)")
     if x.ndim < 2 or len(x) == 0:
         raise InputError(f"data file {path}: 'x' has shape {x.shape}; expected (N, ...) with N >= 1 samples")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+    bad = sum(int((~np.isfinite(part)).reshape(len(part), -1).any(1).sum()) for part in rows.chunks(x))
+    if bad:
         raise InputError(f"data file {path}: 'x' has NaN or infinite values in {bad} sample(s)",
                          hint="clean or drop those samples before compressing")
     y = _labels_array(archive, path, len(x))
@@ -83,7 +82,25 @@ def load_npz(path: Path) -> Dataset:
     # other arrays with one row per sample travel with their rows (the same held-out split): a --metric reads them
     arrays = {k: archive[k] for k in archive.files if k not in ("x", "y", "labels")
               and archive[k].dtype.kind in "biuf" and archive[k].ndim >= 1 and len(archive[k]) == len(x)}
-    return Dataset(x.astype(np.float32), y, str(path), labels, prep, arrays)
+    if not isinstance(x, rows.MappedRows):
+        x = x.astype(np.float32)
+    return Dataset(x, y, str(path), labels, prep, arrays)
+
+
+def _x_of(archive, path: Path):
+    """The samples: memory-mapped rows when the file stores x uncompressed (numpy.savez), so a data set larger
+    than memory is read a batch at a time; else (numpy.savez_compressed) the array, read whole."""
+    try:
+        stored = rows.stored_member(path, "x.npy")
+    except Exception:  # an unusual zip: numpy's reader below says what is wrong with it
+        stored = None
+    if stored is not None and np.issubdtype(stored[2], np.number):
+        return rows.MappedRows(path, *stored)
+    try:
+        return archive["x"]
+    except ValueError as exc:  # object arrays need pickle, which is refused for safety
+        raise InputError(f"data file {path}: 'x' could not be read: {exc}",
+                         hint="store x as a numeric float32 array, not Python objects") from None
 
 
 def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:

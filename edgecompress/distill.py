@@ -394,8 +394,9 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
         cfg = cfg.model_copy(update={"losses": tasks.losses_for(task or tasks.Task("classification", ""), None)})
 
     check_data(cfg, train.x)
-    x, y = torch.from_numpy(train.x), None if train.y is None else torch.from_numpy(train.y)
-    tap = FeatureTap(student, teacher, cfg.feature_layers, x[:2]) if "feature" in cfg.losses else None
+    # x stays as it is (memory-mapped rows of a large .npz are read a batch at a time); y is small
+    x, y = train.x, None if train.y is None else torch.from_numpy(train.y)
+    tap = FeatureTap(student, teacher, cfg.feature_layers, torch.from_numpy(x[:2])) if "feature" in cfg.losses else None
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     run = _Progress(curve, steps, meta.get("round", 1), resume)
@@ -421,9 +422,9 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(cfg.lr, run.step, steps, time.perf_counter() - t0, seconds)
                 torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
-                idx = torch.from_numpy(batch_indices(len(x), cfg.batch_size, run.step))
-                xb = shifted(x[idx], run.step, cfg.shift_pixels)
-                loss = _train_step(student, teacher, xb, None if y is None else y[idx], cfg, tap, opt, regularize,
+                idx = batch_indices(len(x), cfg.batch_size, run.step)
+                xb = shifted(torch.from_numpy(np.ascontiguousarray(x[idx])), run.step, cfg.shift_pixels)
+                loss = _train_step(student, teacher, xb, None if y is None else y[torch.from_numpy(idx)], cfg, tap, opt, regularize,
                                    (getattr(task, "boxes", None), getattr(task, "scores", None)))
                 if after_step:
                     after_step()

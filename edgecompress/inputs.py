@@ -44,10 +44,19 @@ def load_and_check(opts) -> Inputs:
     from . import user_code
 
     return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train,
-                  held=held.subset(slice(0, prof.verify.samples)), device=device, name=name,
+                  held=_in_memory(held.subset(slice(0, prof.verify.samples))), device=device, name=name,
                   work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task,
                   postprocess=user_code.load(opts.postprocess, "--postprocess"),
                   metric=user_code.load(opts.metric, "--metric"))
+
+
+def _in_memory(part):
+    """The checks' samples (at most verify.samples) as an in-memory array: every check runs them whole."""
+    from dataclasses import replace
+
+    from . import rows
+
+    return replace(part, x=rows.materialized(part.x))
 
 
 def choose_task(source, dataset, requested: str):
