@@ -1,0 +1,90 @@
+"""Why benchmarks/tasks.py's segmenter misses 3x: its files timed side by side, at 1 and 2 ONNX Runtime threads.
+
+The segmenter tasks.py trained (its .pt in --work) is pruned to 50% channels as --target arm does (no
+distillation: the speed does not depend on the weights' values), exported, and quantized three ways: INT8 as
+edgecompress made it before the float-tail change, INT8 with the final bilinear Resize left in float (what it
+makes now), and the FP32 student unquantized. Every file is timed in rounds that alternate between the files,
+so a change in the host's load touches them alike.
+
+    .venv/bin/python benchmarks/segmenter_speed.py [--work /tmp/tbfinal] [--rounds 5] [--runs 1500]
+
+Writes benchmarks/results/segmenter_speed.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "models"))
+sys.path.insert(0, str(HERE))
+from machine import describe_cpu  # noqa: E402
+from tasks import p50_ms  # noqa: E402  (tasks.py's own timing: one zero input, perf_counter_ns, median)
+
+RESULTS = HERE / "results" / "segmenter_speed.json"
+
+
+def files(work: Path, out: Path) -> dict:
+    """{label: .onnx}: the original, the pruned FP32 student, and its INT8 files with and without the float tail."""
+    import torch
+
+    import task_bench_models as models
+    from edgecompress import export, outputs, profile, prune, quantize
+
+    torch.set_num_threads(1)
+    prof = profile.load("raspberry-pi-5")[0]
+    model = models.build_segmenter()
+    model.load_state_dict(torch.load(work / "segmenter.pt", map_location="cpu", weights_only=True))
+    x = np.load(work / "shapes_masks.npz")["x"][:256].astype(np.float32)
+    example = torch.from_numpy(x[:2])
+    original = export.export_onnx(outputs.flat(model.eval(), example), example[:1], out / "original.onnx", prof.export)
+    student = outputs.flat(model, example)
+    prune.prune_channels_(student, prof.prune, example)
+    fp32 = export.export_onnx(student.eval(), example[:1], out / "student_fp32.onnx", prof.export)
+    calib = x[: prof.quantize.calibration_samples]
+    return {"original (FP32)": original, "FP32 student (50% channels)": fp32,
+            "INT8, Q/DQ after the final Resize (before)": quantize.quantize_int8(fp32, out / "int8.onnx", calib,
+                                                                                 prof.quantize, "input"),
+            "INT8, final Resize in float (now)": quantize.quantize_int8(fp32, out / "int8_tail.onnx", calib,
+                                                                        prof.quantize, "input", float_tail=True)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tbfinal"), help="tasks.py's --work (segmenter.pt)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=1500)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    tmp = args.work / "segmenter_speed"
+    tmp.mkdir(parents=True, exist_ok=True)
+    made = files(args.work, tmp)
+    load_before, started = os.getloadavg(), time.time()
+    timed = {threads: {label: [] for label in made} for threads in (1, 2)}
+    for _ in range(args.rounds):
+        for threads in (1, 2):
+            for label, path in made.items():
+                timed[threads][label].append(round(p50_ms(Path(path), threads, args.runs), 4))
+    rows = []
+    for threads, by_label in timed.items():
+        base = float(np.median(by_label["original (FP32)"]))
+        for label, rounds in by_label.items():
+            p50 = float(np.median(rounds))
+            rows.append({"threads": threads, "file": label, "p50_ms": round(p50, 4), "rounds_ms": rounds,
+                         "speedup_vs_original": round(base / p50, 2)})
+    record = {"what": __doc__.split("\n\n")[0], "cpu": describe_cpu(), "rounds": args.rounds,
+              "runs_per_round": args.runs, "load_average_before_after": [round(v, 2) for v in load_before + os.getloadavg()],
+              "seconds": round(time.time() - started, 1), "rows": rows}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['threads']} thread(s)  {r['file']:45s} {r['p50_ms']:.4f} ms  {r['speedup_vs_original']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
