@@ -14,6 +14,7 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 0
+EAGER_BYTES = 512 << 20  # an image folder up to this size decoded is decoded up front (faster epochs); larger: lazily
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Dataset:
         return len(self.x)
 
     def subset(self, idx: np.ndarray) -> "Dataset":
-        x = self.x.subset(idx) if isinstance(self.x, rows.MappedRows) else self.x[idx]
+        x = self.x.subset(idx) if isinstance(self.x, rows.LAZY) else self.x[idx]
         return replace(self, x=x, y=None if self.y is None else self.y[idx],
                        arrays={k: v[idx] for k, v in self.arrays.items()})
 
@@ -257,19 +258,30 @@ def load_image_folder(path: Path, pre, size_hw: Optional[Tuple[int, int]]) -> Da
         with _opened(file) as img:
             sizes[img.size[::-1]] += 1  # PIL gives (width, height)
     size_hw, note = _choose_size(sizes, size_hw)
-    xs = []
-    for file, _ in found.files:
-        with _opened(file) as img:
-            try:
-                xs.append(_preprocess(img.convert("RGB" if pre.channels == 3 else "L").resize((size_hw[1], size_hw[0])),
-                                      pre))
-            except OSError as exc:  # a header that reads but pixels that do not (a truncated file)
-                raise InputError(f"image {file} could not be read: {exc}",
-                                 hint="replace or delete that file (a truncated download, or not an image)") from None
+    files = [file for file, _ in found.files]
+    decoded_bytes = len(files) * pre.channels * size_hw[0] * size_hw[1] * 4
+    if decoded_bytes > EAGER_BYTES:  # decoded as the batches are read (distill.workers decode ahead)
+        from .console import log
+
+        log(f"data: {len(files)} images ({decoded_bytes / 2**30:.1f} GiB decoded) are decoded as training reads them, "
+            f"not all up front (more than {EAGER_BYTES / 2**30:.1f} GiB); distill.workers decodes ahead in parallel")
+        x = rows.FolderRows(files, size_hw, pre)
+    else:
+        x = np.stack([decode_image(file, size_hw, pre) for file in files])
     prep = {"layout": "NCHW", "size": list(size_hw), "scale": pre.scale, "mean": pre.mean, "std": pre.std,
             "note": note}
     labels = np.array([label for _, label in found.files], dtype=np.int64)
-    return Dataset(np.stack(xs), labels, str(path), found.classes, prep)
+    return Dataset(x, labels, str(path), found.classes, prep)
+
+
+def decode_image(file: Path, size_hw: Tuple[int, int], pre) -> np.ndarray:
+    """One image as the model reads it: RGB or grey, resized to (height, width), scaled and normalised."""
+    with _opened(file) as img:
+        try:
+            return _preprocess(img.convert("RGB" if pre.channels == 3 else "L").resize((size_hw[1], size_hw[0])), pre)
+        except OSError as exc:  # a header that reads but pixels that do not (a truncated file)
+            raise InputError(f"image {file} could not be read: {exc}",
+                             hint="replace or delete that file (a truncated download, or not an image)") from None
 
 
 def _preprocess(img, pre) -> np.ndarray:

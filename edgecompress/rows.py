@@ -1,5 +1,6 @@
 """Samples that stay on disk: the `x` of an uncompressed `.npz` (numpy.savez) read row by row through a
-memory map, so a data set larger than the host's memory trains without being loaded whole.
+memory map, and a large image folder decoded as its rows are read, so a data set larger than the host's
+memory trains without being loaded whole; `batches` reads the training batches ahead in DataLoader workers.
 
 Each read maps the file, copies out the rows asked for and unmaps it again: the pages read do not stay in
 the process's resident set (a long-lived np.memmap keeps every page it ever touched resident until the
@@ -115,11 +116,95 @@ def materialized(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else np.asarray(x)
 
 
+class FolderRows:
+    """Images of a class-folder data set decoded when their rows are read (resized and normalised as the
+    eager reader does), for folders too large to decode into memory up front."""
+
+    def __init__(self, files, size_hw, pre, index: Optional[np.ndarray] = None):
+        self.files, self.size_hw, self.pre = list(files), tuple(size_hw), pre
+        self.index = np.arange(len(self.files)) if index is None else np.asarray(index, dtype=np.int64)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return (len(self.index), self.pre.channels, *self.size_hw)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    ndim = 4
+    stored_dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self._decode(int(self.index[key]))
+        if isinstance(key, tuple):
+            return self[key[0]][(slice(None), *key[1:])]
+        return np.stack([self._decode(int(i)) for i in np.atleast_1d(self.index[key])]) if len(self.index[key]) \
+            else np.empty((0, *self.shape[1:]), np.float32)
+
+    def subset(self, idx) -> "FolderRows":
+        return FolderRows(self.files, self.size_hw, self.pre, self.index[idx])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy=True) -> np.ndarray:
+        return np.asarray(self).astype(dtype, copy=False)
+
+    def chunks(self, nbytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+        step = max(1, nbytes // max(1, int(np.prod(self.shape[1:])) * 4))
+        for start in range(0, len(self.index), step):
+            yield self[start:start + step]
+
+    def _decode(self, i: int) -> np.ndarray:
+        from . import data
+
+        return data.decode_image(self.files[i], self.size_hw, self.pre)
+
+
+LAZY = (MappedRows, FolderRows)
+
+
 def chunks(x, nbytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """`x`'s rows a bounded number at a time, for an ndarray or MappedRows alike."""
-    if isinstance(x, MappedRows):
+    """`x`'s rows a bounded number at a time, for an ndarray, MappedRows or FolderRows alike."""
+    if isinstance(x, LAZY):
         yield from x.chunks(nbytes)
         return
     step = max(1, nbytes // max(1, x[:1].nbytes))
     for start in range(0, len(x), step):
         yield x[start:start + step]
+
+
+class _StepBatches:
+    """Step s -> the rows of batch s (a torch Dataset a DataLoader's workers read in parallel)."""
+
+    def __init__(self, x, index_of, first: int, last: int):
+        self.x, self.index_of, self.first, self.last = x, index_of, first, last
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, k: int):
+        step = self.first + k
+        return step, np.ascontiguousarray(self.x[self.index_of(step)])
+
+
+def batches(x, index_of, first: int, last: int, workers: int = 0, pin_memory: bool = False):
+    """(step, rows) for steps first .. last-1, in order. workers > 0: read (decoded, for image folders) by that
+    many DataLoader worker processes ahead of the training step; 0: in this process, as each step asks."""
+    if workers <= 0:
+        for step in range(first, last):
+            yield step, np.ascontiguousarray(x[index_of(step)])
+        return
+    import torch
+
+    loader = torch.utils.data.DataLoader(_StepBatches(x, index_of, first, last), batch_size=None, shuffle=False,
+                                         num_workers=workers, pin_memory=pin_memory, prefetch_factor=2,
+                                         persistent_workers=False)
+    for step, rows in loader:
+        yield int(step), rows

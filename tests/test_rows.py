@@ -110,3 +110,44 @@ def test_scanning_a_large_mapped_file_keeps_the_resident_set_small(tmp_path):
     mapped, whole = _peak_growth_mib(path, "mapped"), _peak_growth_mib(path, "whole")
     assert whole >= 200, f"the control read the file whole and grew only {whole} MiB: the measurement is off"
     assert mapped < 80, f"peak RSS grew {mapped} MiB reading a 256 MiB file row by row"
+
+
+def _image_folder(root, per_class=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_large_image_folder_is_decoded_as_read_and_equals_the_eager_one(tmp_path, monkeypatch, capsys):
+    from edgecompress.profile import Preprocess
+
+    root = _image_folder(tmp_path / "imgs")
+    eager = data.load(str(root), Preprocess(), None)
+    monkeypatch.setattr(data, "EAGER_BYTES", 1000)  # 12 images of 3x12x12 float32 are 20 kB
+    lazy = data.load(str(root), Preprocess(), None)
+    assert isinstance(lazy.x, rows.FolderRows) and lazy.x.shape == eager.x.shape
+    assert "are decoded as training reads them" in capsys.readouterr().err
+    assert np.array_equal(np.asarray(lazy.x), eager.x) and np.array_equal(lazy.y, eager.y)
+    train_l, _ = data.split(lazy, 0.25)
+    train_e, _ = data.split(eager, 0.25)
+    assert np.array_equal(train_l.x[[4, 0, 2]], train_e.x[[4, 0, 2]])
+    assert _data_hash(train_l) == _data_hash(train_e), "the same fingerprint whichever way it was read"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_come_in_step_order_with_or_without_workers(tmp_path, workers):
+    x = np.random.default_rng(4).normal(size=(30, 2, 3, 3)).astype(np.float32)
+    mapped = data.load_npz(_saved(tmp_path, x)).x
+
+    def index_of(step):
+        return np.random.default_rng(step).permutation(30)[:5]
+
+    got = list(rows.batches(mapped, index_of, 3, 9, workers=workers))
+    assert [s for s, _ in got] == list(range(3, 9))
+    for step, batch in got:
+        assert np.array_equal(np.asarray(batch), x[index_of(step)])
