@@ -76,6 +76,10 @@ class Distill(Closed):
     # stored images.
     shift_pixels: int = Field(default=0, ge=0, le=32)
     checkpoint_every: int = Field(default=100, ge=1)
+    # where and how distillation trains (accel.py); only training moves, every other stage stays on the CPU
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")  # --train-device
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    workers: int = Field(default=0, ge=0, le=64)  # DataLoader processes reading (decoding) batches ahead
 
     @model_validator(mode="after")
     def _budget(self):

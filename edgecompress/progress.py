@@ -84,7 +84,7 @@ class _TqdmProgress:
 
 def _progress(label: str, total: Optional[int], initial: int, seconds_left: Optional[float] = None,
               batch_size: Optional[int] = None, memory: Optional[Callable[[], Optional[str]]] = None):
-    if os.environ.get("EDGECOMPRESS_PROGRESS") == "0":
+    if os.environ.get("EDGECOMPRESS_PROGRESS") == "0" or console.muted():
         return _LogProgress(label, None, initial)
     if not sys.stderr.isatty():
         return _LogProgress(label, total, initial, seconds_left, batch_size, memory)
