@@ -56,6 +56,8 @@ def _add_deploy(sub) -> None:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile key, e.g. --set prune.ratio=0.3 (repeatable)")
     d.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    d.add_argument("--train-device", metavar="DEVICE", help="where distillation trains: auto (CUDA, else MPS, else "
+                   "the CPU), cpu, cuda, cuda:N or mps (= --set distill.device=DEVICE); every other stage runs on the CPU")
     d.add_argument("--lock-clocks", action="store_true", help="Jetson: jetson_clocks --store, pin the clocks for "
                    "the measurement, always --restore afterwards (same as --set bench.lock_clocks=true)")
     d.add_argument("--force", action="store_true", help="replace an existing bundle")
@@ -142,10 +144,14 @@ def cmd_deploy(args) -> int:
                             teacher=args.teacher, teacher_weights=args.teacher_weights,
                             input_shape=args.input_shape, out=args.out,
                             overrides=args.overrides + (["bench.lock_clocks=true"] if args.lock_clocks else [])
-                            + ([f"task={args.task}"] if args.task else []),
+                            + ([f"task={args.task}"] if args.task else [])
+                            + ([f"distill.device={args.train_device}"] if args.train_device else []),
                             device=args.device, resume=args.resume, force=args.force,
                             postprocess=args.postprocess, metric=args.metric, demo=args.demo)
-    summary = deploy(options).to_dict()
+    result = deploy(options)
+    if result is None:  # a torchrun rank other than 0: rank 0 wrote the bundle and prints the summary
+        return 0
+    summary = result.to_dict()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         for line in [summary.get("accuracy_note"), *summary["measured_on_text"].split("\n")[1:]]:

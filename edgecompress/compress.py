@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from . import distill, export, models, prune, qat, verify
+from . import distill, distributed, export, models, prune, qat, verify
 from .checkpoint import left_whole_of
 from .console import log
 from .errors import InputError
@@ -68,7 +68,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     p, d = prof.prune, prof.distill
     ckpt_path = work / "checkpoint.pt"
     meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train)}
-    resume = _load_checkpoint(ckpt_path, meta, student) if resume_run else None
+    resume = _resumed(ckpt_path, meta, student) if resume_run else None
     rounds = p.iterative_steps if p.structure == "channel" else 1
     qat_steps, qat_seconds = qat.budget_share(prof) if held is not None else (0, 0.0)
     steps = None if d.steps is None else (d.steps - (qat_steps or 0)) // rounds
@@ -95,7 +95,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                                      regularize=regularize, label="slimming", task=task).loss_curve
             continue
         if state is None:
-            left_whole += _prune_round_(student, teacher, prof, train, example, rnd, masks)
+            left_whole += _prune_round_everywhere_(student, teacher, prof, train, example, rnd, masks)
         if d.steps == 0:
             log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
             continue
@@ -116,6 +116,31 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore,
                "left_whole": sorted(set(left_whole))}
     return pruning, report_d
+
+
+def _resumed(path: Path, meta: dict, student) -> Optional[dict]:
+    """The checkpoint to continue from; under torchrun rank 0 reads it and sends it to the others (on another
+    machine the file is not there), and every rank's student takes its structure and weights."""
+    world = distributed.current()
+    if not world.distributed:
+        return _load_checkpoint(path, meta, student)
+    state = distributed.broadcast(_load_checkpoint(path, meta, student) if world.main else None)
+    if state is not None and not world.main:
+        distill.restore_(student, state)
+    return state
+
+
+def _prune_round_everywhere_(student, teacher, prof, train, example, rnd: int, masks) -> list:
+    """One pruning round; under torchrun decided on rank 0, whose pruned structure and weights every other
+    rank then takes, so all of them train the same student."""
+    world = distributed.current()
+    left = _prune_round_(student, teacher, prof, train, example, rnd, masks) if world.main else None
+    if world.distributed:
+        shared = distributed.broadcast({"state": distill.checkpoint_state(student), "left": left} if world.main else None)
+        if not world.main:
+            distill.restore_(student, shared["state"])
+            left = shared["left"]
+    return left
 
 
 def _prune_round_(student, teacher, prof, train, example, rnd: int, masks) -> list:
@@ -183,6 +208,8 @@ def _profile_hash(prof) -> str:
     stages' (quantize, export, verify, bench) may change on --resume, so a run that failed a check
     after distillation continues with a loosened check instead of distilling again."""
     trained_by = prof.model_dump(mode="json", include={"prune", "distill"})
+    for where in ("device", "precision", "workers"):  # how and where it trains: a run stopped on a GPU may go on here
+        trained_by["distill"].pop(where, None)
     if prof.quantize.method != "ptq":  # QAT takes its share of the budget and trains with fake quantization
         trained_by["qat"] = [prof.quantize.method, prof.quantize.qat_fraction]
     return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()

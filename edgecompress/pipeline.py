@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from . import (backends, bench, budget, bundle, compress, inputs, manifest_build, outlock, report, summary, user_code,
-               workdir)
+from . import (backends, bench, budget, bundle, compress, console, distributed, inputs, manifest_build, outlock, report,
+               summary, user_code, workdir)
 from .console import log
 from .records import Measurement, Summary
 
@@ -36,9 +36,28 @@ class DeployOptions:
     demo: Optional[str] = None  # --demo NAME (digits | animals); None: digits when no model is given
 
 
-def deploy(opts: DeployOptions) -> Summary:
+def deploy(opts: DeployOptions) -> Optional[Summary]:
+    """The bundle's Summary; under torchrun, None on every rank but 0 (which alone writes the bundle)."""
+    world = distributed.from_env()
+    if not world.distributed:
+        return _deploy(opts)
+    console.mute(not world.main)
+    if world.restart:  # torchrun restarted the ranks after a failure (--max-restarts): go on from the checkpoint
+        log(f"torchrun restart {world.restart}: continuing from the checkpoint (as --resume)")
+        opts = dataclasses.replace(opts, resume=True)
+    try:
+        return _deploy(opts, world)
+    finally:
+        distributed.stop()
+
+
+def _deploy(opts: DeployOptions, world: Optional[distributed.World] = None) -> Optional[Summary]:
     t_start, out = time.perf_counter(), Path(opts.out)
     run = inputs.load_and_check(opts)
+    if world is not None:
+        world = _join(run, world)
+        if not world.main:
+            return _follow(run, opts)
     backend = backends.get(run.prof.runtime)
     # the run owns its work folder: a second run into OUT/<name> is refused before --force could delete it
     with outlock.held(out, run.name), bundle.disk_errors_named(out):
@@ -63,9 +82,40 @@ def deploy(opts: DeployOptions) -> Summary:
                                      texts=report.bundle_texts(run.dataset, manifest, result.to_dict()),
                                      manifest=manifest, parity=deployed.parity_samples, force=opts.force)
         shutil.rmtree(run.work, ignore_errors=True)  # the run finished: its checkpoint is no longer needed
+    distributed.barrier()  # the other ranks wait for the bundle, then exit 0
     return dataclasses.replace(result, after=dataclasses.replace(result.after, zip_bytes=bundle.zip_bytes(published)),
                                bundle=str(published), zip=str(bundle.zip_path(published)),
                                seconds=round(time.perf_counter() - t_start, 1))
+
+
+def _join(run, world):
+    """The process group under torchrun, after the checks every rank makes alike (a bad input stops them all)."""
+    from . import accel
+    from .errors import ProfileError
+
+    d = run.prof.distill
+    if run.source.kind != "torch" or d.steps == 0:
+        raise ProfileError(f"torchrun with {world.size} processes: this run does not distill "
+                           f"({'an .onnx model' if run.source.kind != 'torch' else 'distill.steps=0'})",
+                           hint="run it as one process: edgecompress deploy ...")
+    for what, refused in (("prune.latency_budget_ms", run.prof.prune.latency_budget_ms is not None),
+                          (f"quantize.method={run.prof.quantize.method}", run.prof.quantize.method != "ptq")):
+        if refused:
+            raise ProfileError(f"{what} is not supported under torchrun yet (it trains or times on one process)",
+                               hint="run it as one process, or find the ratio / use quantize.method=ptq with torchrun")
+    distributed.check_batch(d.batch_size, world)
+    placement = accel.resolve(distributed.device_for(d.device, world), d.precision)
+    joined = distributed.start(placement.kind)
+    log(f"torchrun: {joined.size} processes ({joined.backend}), rank 0 writes the bundle; a global batch of "
+        f"{d.batch_size} is {d.batch_size // joined.size} samples on each")
+    return joined
+
+
+def _follow(run, opts) -> None:
+    """A rank other than 0: train its share of every batch, then wait until rank 0 has written the bundle."""
+    compress.run(run, opts.resume)
+    distributed.barrier()
+    return None
 
 
 def _log_start(run) -> None:
