@@ -138,19 +138,23 @@ def grad_scaler(p: Placement):
     return torch.amp.GradScaler(p.kind)
 
 
-def place_teacher_(teacher, p: Placement):
-    """The teacher frozen for training on `p`: eval, no gradients; on a GPU cast to the half precision and
-    channels-last. Returns the teacher (moved in place)."""
+def training_teacher(teacher, p: Placement):
+    """The teacher distillation runs: on the CPU the model itself (in eval, its forward under no_grad); on a GPU a
+    frozen copy there, in the training's half precision and channels-last (a copy: casting the user's model to
+    bf16 and back would round the weights every later check compares against)."""
+    import copy
+
     import torch
 
     teacher.eval()
-    for param in teacher.parameters():
+    if not p.on_gpu:
+        return teacher
+    frozen = copy.deepcopy(teacher).to(p.device, memory_format=torch.channels_last)
+    if p.dtype() is not None:
+        frozen.to(p.dtype())
+    for param in frozen.parameters():
         param.requires_grad_(False)
-    if p.on_gpu:
-        teacher.to(p.device, memory_format=torch.channels_last)
-        if p.dtype() is not None:
-            teacher.to(p.dtype())
-    return teacher
+    return frozen.eval()
 
 
 def place_student_(student, p: Placement):

@@ -242,4 +242,5 @@ def _distillation(r, d, **teacher) -> Distillation:
         return Distillation(steps=0, seconds=0.0, temperature=d.temperature, alpha=d.alpha, losses=list(d.losses or []),
                             final_loss=None, **teacher)
     return Distillation(steps=r.steps, seconds=r.seconds, temperature=r.temperature, alpha=r.alpha, losses=r.losses,
-                        final_loss=r.final_loss, label_free=r.label_free, loss_curve=r.loss_curve, **teacher)
+                        final_loss=r.final_loss, label_free=r.label_free, loss_curve=r.loss_curve,
+                        training=r.training, **teacher)

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import console
+from . import accel, console, distributed
+from . import rows as rows_mod
+from .console import log
 from .errors import EdgeCompressError, ProfileError
 from .registry import Registry, closest
 # re-exported: pipeline, compress and tests use distill.<name>
@@ -59,6 +62,7 @@ class DistillReport:
     final_loss: Optional[float]
     label_free: bool
     loss_curve: List[list]  # [round, step, mean loss over the steps since the previous point]
+    training: Optional[dict] = None  # where and how it trained: device, precision, world size, steps/s, images/s
 
 
 @dataclass
@@ -273,7 +277,9 @@ class FeatureTap:
     """Captures named layers' outputs in student and teacher; a learned 1x1 projection maps the
     student's width onto the teacher's where pruning made them differ."""
 
-    def __init__(self, student, teacher, pairs, example):
+    def __init__(self, student, teacher, pairs, example, projections=None):
+        """example: two samples that size the projections; None with `projections` given (a tap moved to the
+        training's copy of the teacher keeps its projections)."""
         import torch
 
         self.pairs = [tuple(p) for p in pairs]
@@ -288,6 +294,9 @@ class FeatureTap:
                     raise ProfileError(f"distill.feature_layers names {which} layer '{name}', which does not exist."
                                        f"{closest(name, modules)}")
                 self.hooks.append(modules[name].register_forward_hook(self._keep(f"{role}:{name}")))
+        if projections is not None:
+            self.proj = projections
+            return
         with torch.no_grad():
             student.eval()(example), teacher(example)
         self.proj = torch.nn.ModuleList(self._projection(s, t) for s, t in self.pairs)
@@ -394,9 +403,19 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
         cfg = cfg.model_copy(update={"losses": tasks.losses_for(task or tasks.Task("classification", ""), None)})
 
     check_data(cfg, train.x)
+    world = distributed.current()
+    distributed.check_batch(cfg.batch_size, world)
+    place = accel.resolve(distributed.device_for(cfg.device, world), cfg.precision)
     # x stays as it is (memory-mapped rows of a large .npz are read a batch at a time); y is small
     x, y = train.x, None if train.y is None else torch.from_numpy(train.y)
     tap = FeatureTap(student, teacher, cfg.feature_layers, torch.from_numpy(x[:2])) if "feature" in cfg.losses else None
+    accel.place_student_(student, place)
+    if tap:
+        tap.proj.to(place.device)
+    frozen = accel.training_teacher(teacher, place)
+    if tap and frozen is not teacher:
+        tap.close()  # the copy on the GPU is the one whose features count
+        tap = FeatureTap(student, frozen, cfg.feature_layers, None, projections=tap.proj)
     params = list(student.parameters()) + (list(tap.proj.parameters()) if tap else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     run = _Progress(curve, steps, meta.get("round", 1), resume)
@@ -404,51 +423,76 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
         opt.load_state_dict(resume["optimizer"])
         if tap and resume.get("projections"):
             tap.proj.load_state_dict(resume["projections"])
-    teacher.eval()
     student.train()
-    bar = _progress(label, steps, run.step, None if seconds is None else seconds - run.spent_s)
-    t0, rnd = time.perf_counter() - run.spent_s, run.rnd
+    model, step_ = distributed.wrap(student, world, place.device), _Stepper(place, tap, regularize)
+    bar = _progress(label, steps, run.step, None if seconds is None else seconds - run.spent_s,
+                    batch_size=cfg.batch_size, memory=lambda: accel.memory_text(place))
+    t0, rnd, first = time.perf_counter() - run.spent_s, run.rnd, run.step
+    if place.on_gpu or world.distributed or cfg.precision != "auto":
+        log(f"{label}: training on {place.device_name} ({place.device}, {place.precision}"
+            f"{f', {world.size} processes' if world.distributed else ''}): {place.reason}")
 
     def state():
         return dict(meta, **checkpoint_state(student), step=run.step, seconds=time.perf_counter() - t0,
                     optimizer=opt.state_dict(), recent_losses=run.recent[-20:], loss_curve=run.curve,
                     projections=tap.proj.state_dict() if tap else None)
 
+    def rows_of(step):
+        return distributed.local_rows(batch_indices(len(x), cfg.batch_size, step), world)
+
     with _stop_on_ctrl_c() as stop:
         try:
-            while (steps is None or run.step < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
-                if stop.requested:
+            last = steps if steps is not None else 2 ** 62  # a budget in minutes: until the time is up
+            for step, rows in rows_mod.batches(x, rows_of, run.step, last, cfg.workers, pin_memory=place.kind == "cuda"):
+                over = seconds is not None and time.perf_counter() - t0 >= seconds
+                if distributed.any_rank(stop.requested or over, world):  # every rank stops at the same step
                     break
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(cfg.lr, run.step, steps, time.perf_counter() - t0, seconds)
                 torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
-                idx = batch_indices(len(x), cfg.batch_size, run.step)
-                xb = shifted(torch.from_numpy(np.ascontiguousarray(x[idx])), run.step, cfg.shift_pixels)
-                loss = _train_step(student, teacher, xb, None if y is None else y[torch.from_numpy(idx)], cfg, tap, opt, regularize,
-                                   (getattr(task, "boxes", None), getattr(task, "scores", None)))
+                xb = shifted(torch.as_tensor(rows).to(place.device, non_blocking=True), run.step, cfg.shift_pixels)
+                yb = None if y is None else y[torch.from_numpy(rows_of(step))].to(place.device, non_blocking=True)
+                loss = step_(model, frozen, xb, yb, cfg, opt, (getattr(task, "boxes", None), getattr(task, "scores", None)))
                 if after_step:
                     after_step()
-                run.record(loss)
+                run.record(distributed.mean(loss, world))
                 bar.set_postfix(loss=f"{np.mean(run.recent[-20:]):.4f}")  # before update: a log line shows this step's
                 bar.update(1)
-                if run.step % cfg.checkpoint_every == 0:
+                if run.step % cfg.checkpoint_every == 0 and world.main:
                     save_checkpoint(checkpoint, state())
+                    if not sys.stderr.isatty():
+                        log(f"{label}: checkpoint at step {run.step} -> {checkpoint}")
         finally:
             if tap:
                 tap.close()
+            distributed.unsync_batchnorm_(student)
+            accel.back_to_cpu_(student, tap.proj if tap else None)
+    trained_s = time.perf_counter() - t0  # the whole budget spent, this run's and an interrupted one's
     if stop.requested:
-        save_checkpoint(checkpoint, state())
+        if world.main:
+            save_checkpoint(checkpoint, state())
         bar.close()
         raise (Terminated if stop.signal_name == "SIGTERM" else Interrupted)(
             f"interrupted by {stop.signal_name} at {label} step {run.step}; progress saved to {checkpoint}",
             hint="run the same command again with --resume to continue")
     bar.close()
     student.eval()
-    save_checkpoint(checkpoint, state())
+    if world.main:
+        save_checkpoint(checkpoint, state())
     # the label losses need labels of their kind (ce: classes, pixel_ce: masks): dropped without
     used = [name for name in cfg.losses if not (name in ("ce", "pixel_ce") and (y is None or (y.dim() == 3) != (name == "pixel_ce")))]
-    return DistillReport(run.step, round(time.perf_counter() - t0, 2), cfg.temperature, cfg.alpha, used,
-                         float(np.mean(run.recent[-20:])) if run.recent else None, y is None, run.curve)
+    return DistillReport(run.step, round(trained_s, 2), cfg.temperature, cfg.alpha, used,
+                         float(np.mean(run.recent[-20:])) if run.recent else None, y is None, run.curve,
+                         _training_record(place, world, run.step - first, trained_s - run.spent_s, cfg.batch_size))
+
+
+def _training_record(place, world, steps_here: int, seconds_here: float, batch_size: int) -> dict:
+    """Where and how this distillation ran (the manifest's compression.distillation.training)."""
+    rate = steps_here / seconds_here if steps_here and seconds_here > 0 else None
+    return {"device": place.device, "device_name": place.device_name, "precision": place.precision,
+            "world_size": world.size, "backend": world.backend, "why": place.reason,
+            "steps_per_s": None if rate is None else round(rate, 2),
+            "images_per_s": None if rate is None else round(rate * batch_size, 1)}
 
 
 class _Progress:
@@ -503,23 +547,42 @@ def _stop_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
-def _train_step(student, teacher, xb, yb, cfg, tap, opt, regularize, heads=(None, None)) -> float:
-    import torch
+class _Stepper:
+    """One optimisation step on the resolved device and precision: the teacher's forward under no_grad, the
+    student's under autocast (bf16/fp16), fp16's gradient scaler, and the feature projections' gradients
+    averaged over torchrun's ranks (DDP averages the student's)."""
 
-    from . import outputs
+    def __init__(self, place, tap, regularize):
+        self.place, self.tap, self.regularize = place, tap, regularize
+        self.scaler = accel.grad_scaler(place)
 
-    with torch.no_grad():
-        t_out = outputs.flatten(teacher(xb))
-    s_out = outputs.flatten(student(xb))
-    batch = Batch(s_out, t_out, yb, cfg.temperature, tap.features() if tap else [], *heads)
-    terms = {name: LOSSES.get(name)(batch) for name in cfg.losses}
-    loss = combine(terms, cfg.alpha, cfg.feature_weight)
-    if loss is None:
-        raise ProfileError(f"distill.losses {cfg.losses} need labels, and the data has none",
-                           hint="add 'soft' or 'hard' to distill.losses for label-free distillation")
-    opt.zero_grad()
-    loss.backward()
-    if regularize:
-        regularize()
-    opt.step()
-    return float(loss.detach())
+    def __call__(self, model, teacher, xb, yb, cfg, opt, heads=(None, None)) -> float:
+        import torch
+
+        from . import outputs
+
+        with torch.no_grad(), accel.autocast(self.place):
+            t_out = outputs.flatten(teacher(xb))
+        with accel.autocast(self.place):
+            s_out = outputs.flatten(model(xb))
+            batch = Batch(s_out, t_out, yb, cfg.temperature, self.tap.features() if self.tap else [], *heads)
+            terms = {name: LOSSES.get(name)(batch) for name in cfg.losses}
+            loss = combine(terms, cfg.alpha, cfg.feature_weight)
+        if loss is None:
+            raise ProfileError(f"distill.losses {cfg.losses} need labels, and the data has none",
+                               hint="add 'soft' or 'hard' to distill.losses for label-free distillation")
+        opt.zero_grad()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.scaler:
+            self.scaler.unscale_(opt)  # the regularizer and the projections' average see true gradients
+        if self.tap:
+            distributed.average_gradients_(self.tap.proj.parameters())
+        if self.regularize:
+            self.regularize()
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        return float(loss.detach())
+

@@ -78,10 +78,9 @@ def test_bf16_autocast_on_the_cpu_computes_in_bf16_and_fp32_does_not():
     assert accel.grad_scaler(accel.resolve("cpu", "fp16")) is not None
 
 
-def test_the_teacher_is_frozen_and_left_in_fp32_on_the_cpu():
+def test_on_the_cpu_the_teacher_is_the_model_itself_in_eval_and_fp32():
     import torch
 
     teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
-    accel.place_teacher_(teacher, accel.resolve("cpu", "bf16"))
-    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    assert next(teacher.parameters()).dtype == torch.float32
+    assert accel.training_teacher(teacher, accel.resolve("cpu", "bf16")) is teacher
+    assert not teacher.training and next(teacher.parameters()).dtype == torch.float32
