@@ -61,8 +61,10 @@ def current() -> World:
     return _current
 
 
-def start(placement_kind: str = "cpu") -> World:
-    """Joins the process group torchrun set up (NCCL on GPUs, gloo on CPUs); one process: nothing to join."""
+def start() -> World:
+    """Joins the process group torchrun set up, first thing in the run (every rank arrives at about the same time:
+    a rank that came to it seconds after the others, still loading its data, was refused by gloo's connect
+    retries after an elastic restart here). gloo for CPU tensors, and NCCL for CUDA ones where there is CUDA."""
     global _current
     world = from_env()
     if not world.distributed:
@@ -71,13 +73,28 @@ def start(placement_kind: str = "cpu") -> World:
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if placement_kind == "cuda" else "gloo"
-    if placement_kind == "cuda":
-        torch.cuda.set_device(world.local_rank)
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=WAIT_FOR_RANK0)
+        dist.init_process_group(backend, timeout=WAIT_FOR_RANK0, **_store_of_this_attempt(world))
     _current = World(world.rank, world.local_rank, world.size, world.restart, backend)
     return _current
+
+
+def _store_of_this_attempt(world: World) -> dict:
+    """torchrun's agent store, its keys prefixed by the restart count. torch reuses that store across elastic
+    restarts without a prefix, and a restarted rank then read the gloo address its peer had in the attempt before
+    (connection refused, in one restart of three here)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+        return {}  # env:// as torch does it
+    import torch.distributed as dist
+
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.size, is_master=False,
+                          timeout=WAIT_FOR_RANK0)
+    return {"store": dist.PrefixStore(f"edgecompress/attempt_{world.restart}", agent), "rank": world.rank,
+            "world_size": world.size}
 
 
 def device_for(device: str, world: World) -> str:
@@ -108,8 +125,7 @@ def mean(value: float, world: Optional[World] = None) -> float:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([float(value)], dtype=torch.float64,
-                     device=f"cuda:{world.local_rank}" if world.backend == "nccl" else "cpu")
+    t = torch.tensor([float(value)], dtype=torch.float64)  # a CPU tensor: gloo carries it
     dist.all_reduce(t)
     return float(t.item()) / world.size
 
@@ -123,8 +139,7 @@ def any_rank(flag: bool, world: Optional[World] = None) -> bool:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32,
-                     device=f"cuda:{world.local_rank}" if world.backend == "nccl" else "cpu")
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -159,6 +174,21 @@ def stop() -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
     _current = World()
+
+
+def lost_peer(exc: RuntimeError, world: World, out) -> Exception:
+    """A collective that failed because another rank died (its connection reset, a timeout) as a StageError that
+    says so and how to go on; any other RuntimeError as it was."""
+    text = str(exc)
+    if not any(mark in text for mark in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "timed out")):
+        return exc
+    from .errors import StageError
+
+    first = text.strip().splitlines()[0][:200]
+    return StageError("distill", f"torchrun rank {world.rank}: lost contact with another rank ({first})",
+                      hint="the rank that stopped first printed its own error above; the last checkpoint in "
+                           f"{out}/.<name>.work is kept: the same torchrun command with --resume continues from it "
+                           "(torchrun --max-restarts=N restarts the ranks by itself)")
 
 
 def local_rows(idx, world: Optional[World] = None):

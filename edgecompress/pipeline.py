@@ -46,7 +46,9 @@ def deploy(opts: DeployOptions) -> Optional[Summary]:
         log(f"torchrun restart {world.restart}: continuing from the checkpoint (as --resume)")
         opts = dataclasses.replace(opts, resume=True)
     try:
-        return _deploy(opts, world)
+        return _deploy(opts, distributed.start())
+    except RuntimeError as exc:
+        raise distributed.lost_peer(exc, world, Path(opts.out)) from exc
     finally:
         distributed.stop()
 
@@ -104,11 +106,10 @@ def _join(run, world):
             raise ProfileError(f"{what} is not supported under torchrun yet (it trains or times on one process)",
                                hint="run it as one process, or find the ratio / use quantize.method=ptq with torchrun")
     distributed.check_batch(d.batch_size, world)
-    placement = accel.resolve(distributed.device_for(d.device, world), d.precision)
-    joined = distributed.start(placement.kind)
-    log(f"torchrun: {joined.size} processes ({joined.backend}), rank 0 writes the bundle; a global batch of "
-        f"{d.batch_size} is {d.batch_size // joined.size} samples on each")
-    return joined
+    accel.resolve(distributed.device_for(d.device, world), d.precision)  # a device this machine lacks: said now
+    log(f"torchrun: {world.size} processes ({world.backend}), rank 0 writes the bundle; a global batch of "
+        f"{d.batch_size} is {d.batch_size // world.size} samples on each")
+    return world
 
 
 def _follow(run, opts) -> None:
