@@ -25,6 +25,10 @@ def load_and_check(opts) -> Inputs:
     device = inventory.get(opts.device) if opts.device else None
     if device is not None and device.target != prof.name:
         log(f"note: device {device.name} is listed with target {device.target}; this run uses profile {prof.name}")
+    if prof.distill.steps != 0:  # a training device this machine lacks: said before the teacher or data load
+        from . import accel
+
+        accel.resolve(prof.distill.device, prof.distill.precision)
     source, dataset, teacher = _load(opts, prof)
     _check_source(source, prof, opts)
     data_mod.require_samples(dataset, 2, "a training and a held-out split", "verify.held_out_fraction")
