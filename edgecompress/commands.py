@@ -42,7 +42,9 @@ def _verify_folder(folder: Path, path: str) -> dict:
     # Against the outputs stored at build time: FP32 must match closely; INT8 kernels may round
     # differently on another CPU, so there the decisions must agree.
     n = _stored_outputs(stored, len(out))
-    names, task = [o["name"] for o in manifest["outputs"]][:n], manifest.get("task") or "classification"
+    # the model's own output names (a .tflite file calls its tensors StatefulPartitionedCall:0, ...)
+    names = [o.get("model_name") or o["name"] for o in manifest["outputs"]][:n]
+    task = manifest.get("task") or "classification"
     each = lambda key: [stored[key + ("" if i == 0 else f"_{i}")] for i in range(n)]  # noqa: E731
     rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", out[:n],
                                         each("expected"), names, None, task=task), quantized, tol)

@@ -35,8 +35,12 @@ def test_each_task_model_deploys_to_each_target(data, tmp_path, model, target, d
     if deployed["tolerance"] and "max_abs_diff" not in deployed["tolerance"]:  # quantized: the task's own figure
         (key, limit), = deployed["tolerance"].items()
         assert deployed["task_agreement"] >= limit, (key, deployed["task_agreement"])
-    code, _, verify_err = run_cli("verify", str(bundle))
+    code, verify_out, verify_err = run_cli("verify", str(bundle))
     assert code == 0, verify_err
+    if OUTPUTS[model] > 1:  # each output named as the model names it (a .tflite's tensors: serving_default_..._output)
+        said = verify_out + verify_err
+        assert all(f"{o.get('model_name') or o['name']} " in said for o in m["outputs"]), said
+        assert not [o["name"] for o in m["outputs"] if o.get("model_name") and o["name"] in said], said
     printed = _example(bundle)
     assert printed and first in printed[0], printed
     if model == "segmenter":  # the mask as a picture, beside the class areas
