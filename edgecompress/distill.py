@@ -95,8 +95,13 @@ def soft_kd(b: Batch):
     import torch.nn.functional as F
 
     t, pairs = b.temperature, b.class_outputs() or [(b.student_logits, b.teacher_logits)]
-    return sum(F.kl_div(F.log_softmax(s / t, 1), F.log_softmax(te / t, 1), reduction="batchmean",
-                        log_target=True) * t * t for s, te in pairs) / len(pairs)
+    kl = [F.kl_div(F.log_softmax(s / t, 1), F.log_softmax(te / t, 1), reduction="batchmean", log_target=True) * t * t
+          for s, te in pairs]
+    # a classifier's other outputs (a one-value score, an auxiliary map) are taught too: each regressed to the
+    # teacher's, scaled by its variance (var_mse), so that every output has a loss
+    taught = {id(s) for s, _ in pairs}
+    rest = [_var_mse_pair(s, te) for s, te in zip(b.student, b.teacher) if id(s) not in taught]
+    return sum(kl + rest) / (len(kl) + len(rest))
 
 
 @LOSSES.register("ce")
@@ -246,12 +251,13 @@ def mse(b: Batch):
 def var_mse(b: Batch):
     """Regression: MSE per output value scaled by the teacher's variance of it over the batch, so an
     output in metres and one in millimetres weigh alike."""
-    total = 0
-    for s, t in zip(b.student, b.teacher):
-        flat_t = t.detach().flatten(1)  # a floor: an output that barely varies in the batch must not weigh 1e8 times
-        var = flat_t.var(0, unbiased=False) + 1e-2 * flat_t.pow(2).mean(0) + 1e-8
-        total = total + ((s.flatten(1) - t.flatten(1)) ** 2 / var).mean()
-    return total / len(b.student)
+    return sum(_var_mse_pair(s, t) for s, t in zip(b.student, b.teacher)) / len(b.student)
+
+
+def _var_mse_pair(s, t):
+    flat_t = t.detach().flatten(1)  # a floor: an output that barely varies in the batch must not weigh 1e8 times
+    var = flat_t.var(0, unbiased=False) + 1e-2 * flat_t.pow(2).mean(0) + 1e-8
+    return ((s.flatten(1) - t.flatten(1)) ** 2 / var).mean()
 
 
 LABEL_LOSSES = ("ce", "hard", "pixel_ce")  # against labels (or the teacher's top-1): weighted by 1 - alpha

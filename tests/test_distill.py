@@ -346,3 +346,18 @@ def test_sigterm_passed_on_by_the_cli_stops_at_the_step_boundary_with_exit_143(t
             label="distill")
     assert stopped.value.exit_code == 143
     assert distill.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 3
+
+
+def test_a_classifiers_one_value_side_output_is_taught_too():
+    """A classifier with a second, one-value output (a quality score): soft KD covers the logits, and the score
+    gets its own loss, zero where the student matches the teacher and growing where it does not."""
+    logits_t, score_t = torch.randn(16, 5), torch.randn(16, 1)
+    same = distill.Batch([logits_t.clone(), score_t.clone()], [logits_t, score_t], None, 4.0, [])
+    off = distill.Batch([logits_t.clone(), score_t + 1.0], [logits_t, score_t], None, 4.0, [])
+    assert float(distill.soft_kd(same)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill.soft_kd(off)) > 0.1
+    moved = logits_t + torch.randn(16, 5)
+    only_logits = distill.Batch([moved], [logits_t], None, 4.0, [])
+    expected = float(F.kl_div(F.log_softmax(moved / 4, 1), F.log_softmax(logits_t / 4, 1), reduction="batchmean",
+                              log_target=True)) * 16
+    assert expected > 0.01 and float(distill.soft_kd(only_logits)) == pytest.approx(expected, rel=1e-5), "one output: as before"
