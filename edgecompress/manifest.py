@@ -134,6 +134,16 @@ class Pruning(Section):
     latency_budget: Optional[LatencyBudget] = None
 
 
+class Training(Section):
+    """Where and how distillation ran (accel.py, distributed.py)."""
+    device: str  # cpu, cuda:0, mps
+    device_name: str
+    precision: str  # fp32 | bf16 | fp16
+    world_size: int
+    steps_per_s: Optional[Number] = None
+    images_per_s: Optional[Number] = None
+
+
 class Distillation(Section):
     steps: int
     seconds: Number
@@ -146,6 +156,7 @@ class Distillation(Section):
     teacher: Optional[str] = None
     teacher_params: Optional[int] = None
     note: Optional[str] = None
+    training: Optional[Training] = None  # since issue 15
 
 
 class KeepFloat(Section):
