@@ -449,15 +449,16 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     with _stop_on_ctrl_c() as stop:
         try:
             last = steps if steps is not None else 2 ** 62  # a budget in minutes: until the time is up
-            for step, rows in rows_mod.batches(x, rows_of, run.step, last, cfg.workers, pin_memory=place.kind == "cuda"):
-                over = seconds is not None and time.perf_counter() - t0 >= seconds
-                if distributed.any_rank(stop.requested or over, world):  # every rank stops at the same step
+            for step, idx, rows in rows_mod.batches(x, rows_of, run.step, last, cfg.workers,
+                                                    pin_memory=place.kind == "cuda"):
+                # every rank stops at the same step (time, Ctrl-C and SIGTERM reach the ranks at different steps)
+                if seconds is not None and distributed.any_rank(time.perf_counter() - t0 >= seconds, world):
                     break
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(cfg.lr, run.step, steps, time.perf_counter() - t0, seconds)
                 torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
                 xb = shifted(torch.as_tensor(rows).to(place.device, non_blocking=True), run.step, cfg.shift_pixels)
-                yb = None if y is None else y[torch.from_numpy(rows_of(step))].to(place.device, non_blocking=True)
+                yb = None if y is None else y[torch.as_tensor(idx)].to(place.device, non_blocking=True)
                 loss = step_(model, frozen, xb, yb, cfg, opt, (getattr(task, "boxes", None), getattr(task, "scores", None)))
                 if after_step:
                     after_step()
@@ -468,6 +469,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                     save_checkpoint(checkpoint, state())
                     if not sys.stderr.isatty():
                         log(f"{label}: checkpoint at step {run.step} -> {checkpoint}")
+                if distributed.any_rank(stop.requested, world):  # after the step whose batch the signal met
+                    break
         finally:
             if tap:
                 tap.close()

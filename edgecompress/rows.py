@@ -191,20 +191,22 @@ class _StepBatches:
 
     def __getitem__(self, k: int):
         step = self.first + k
-        return step, np.ascontiguousarray(self.x[self.index_of(step)])
+        idx = self.index_of(step)
+        return step, idx, np.ascontiguousarray(self.x[idx])
 
 
 def batches(x, index_of, first: int, last: int, workers: int = 0, pin_memory: bool = False):
-    """(step, rows) for steps first .. last-1, in order. workers > 0: read (decoded, for image folders) by that
+    """(step, row numbers, rows) for steps first .. last-1, in order. workers > 0: read (decoded, for image folders) by that
     many DataLoader worker processes ahead of the training step; 0: in this process, as each step asks."""
     if workers <= 0:
         for step in range(first, last):
-            yield step, np.ascontiguousarray(x[index_of(step)])
+            idx = index_of(step)
+            yield step, idx, np.ascontiguousarray(x[idx])
         return
     import torch
 
     loader = torch.utils.data.DataLoader(_StepBatches(x, index_of, first, last), batch_size=None, shuffle=False,
                                          num_workers=workers, pin_memory=pin_memory, prefetch_factor=2,
                                          persistent_workers=False)
-    for step, rows in loader:
-        yield int(step), rows
+    for step, idx, rows in loader:
+        yield int(step), np.asarray(idx), rows

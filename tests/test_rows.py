@@ -148,6 +148,6 @@ def test_batches_come_in_step_order_with_or_without_workers(tmp_path, workers):
         return np.random.default_rng(step).permutation(30)[:5]
 
     got = list(rows.batches(mapped, index_of, 3, 9, workers=workers))
-    assert [s for s, _ in got] == list(range(3, 9))
-    for step, batch in got:
-        assert np.array_equal(np.asarray(batch), x[index_of(step)])
+    assert [s for s, _, _ in got] == list(range(3, 9))
+    for step, idx, batch in got:
+        assert np.array_equal(idx, index_of(step)) and np.array_equal(np.asarray(batch), x[index_of(step)])
