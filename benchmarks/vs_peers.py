@@ -158,7 +158,9 @@ def edgecompress_deploy(model_args: list, out: Path, sets: list) -> tuple:
         raise RuntimeError(done.stderr[-2000:])
     bundle = Path(json.loads(done.stdout)["bundle"])
     manifest = json.loads((bundle / "manifest.json").read_text())
-    return next(bundle.rglob("*.onnx")), manifest
+    listed = [bundle / f for f in manifest["files"] if f.endswith(".onnx")]
+    deployed = bundle / "model.onnx"  # the deployed file; a bundle may also list others
+    return (deployed if deployed.exists() else listed[0]), manifest
 
 
 def olive_quantize(olive_python: str, fp32: Path, calib_npz: Path, out: Path) -> tuple:
