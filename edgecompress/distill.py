@@ -335,6 +335,9 @@ def batch_indices(n: int, batch_size: int, step: int) -> np.ndarray:
 
 def check_data(cfg, x: np.ndarray) -> None:
     """Settings that depend on the data, refused before any work starts."""
+    if cfg.augment and x.ndim < 4:
+        raise ProfileError(f"distill.augment {cfg.augment} flips and crops images (N, C, H, W), and the data is "
+                           f"{tuple(x.shape)}", hint="set distill.augment=[] for data that is not images")
     if not cfg.shift_pixels:
         return
     if x.ndim < 4:
@@ -362,6 +365,42 @@ def shifted(x, step: int, pixels: int):
         rows = torch.from_numpy(np.flatnonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx)))
         out[rows] = padded[rows, ..., pixels - dy:pixels - dy + h, pixels - dx:pixels - dx + w]
     return out
+
+
+def augmented(x, y, step: int, kinds):
+    """(x, y) with distill.augment's flips and crops, a function of the step (a resumed run sees the views the
+    interrupted one would have). The same x goes to teacher and student; y changes only where it is a mask
+    (N, H, W): class labels and label-free batches pass through."""
+    import torch
+    import torch.nn.functional as F
+
+    if not kinds or x.dim() != 4:
+        return x, y
+    rng = np.random.default_rng([SEED, step, 2])
+    masks = y is not None and y.dim() == 3
+    if "flip" in kinds:
+        flip = torch.from_numpy(np.flatnonzero(rng.random(len(x)) < 0.5))
+        x = x.clone()
+        x[flip] = x[flip].flip(-1)
+        if masks:
+            y = y.clone()
+            y[flip] = y[flip].flip(-1)
+    if "crop" in kinds:
+        h, w = x.shape[-2:]
+        xs, ys = [], []
+        for i in range(len(x)):
+            area, ratio = rng.uniform(0.6, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            ch = max(1, min(h, int(round(h * np.sqrt(area / ratio)))))
+            cw = max(1, min(w, int(round(w * np.sqrt(area * ratio)))))
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            xs.append(F.interpolate(x[i:i + 1, :, top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
+                                    align_corners=False))
+            if masks:
+                part = y[i:i + 1, top:top + ch, left:left + cw][:, None].float()
+                ys.append(F.interpolate(part, size=(h, w), mode="nearest")[:, 0].to(y.dtype))
+        x = torch.cat(xs)
+        y = torch.cat(ys) if masks else y
+    return x, y
 
 
 def cosine_lr(lr: float, step: int, steps: Optional[int], elapsed_s: float, seconds: Optional[float]) -> float:
@@ -459,6 +498,7 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
                 torch.manual_seed(step_seed(rnd, run.step))  # dropout's masks: a function of the step, as the batch
                 xb = shifted(torch.as_tensor(rows).to(place.device, non_blocking=True), run.step, cfg.shift_pixels)
                 yb = None if y is None else y[torch.as_tensor(idx)].to(place.device, non_blocking=True)
+                xb, yb = augmented(xb, yb, run.step, cfg.augment)
                 loss = step_(model, frozen, xb, yb, cfg, opt, (getattr(task, "boxes", None), getattr(task, "scores", None)))
                 if after_step:
                     after_step()

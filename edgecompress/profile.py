@@ -75,6 +75,10 @@ class Distill(Closed):
     # input for teacher and student: the student learns the teacher's answers on more than the
     # stored images.
     shift_pixels: int = Field(default=0, ge=0, le=32)
+    # More views of the same images, identical for teacher and student (distill.augmented): flip mirrors half
+    # the images left-right, crop takes a random part (60-100% of the area) resized back to the input size;
+    # a segmentation's masks get the same flip and crop, so pixel_ce still reads the right labels.
+    augment: List[Literal["flip", "crop"]] = Field(default_factory=list)
     checkpoint_every: int = Field(default=100, ge=1)
     # where and how distillation trains (accel.py); only training moves, every other stage stays on the CPU
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")  # --train-device

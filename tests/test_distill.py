@@ -361,3 +361,35 @@ def test_a_classifiers_one_value_side_output_is_taught_too():
     expected = float(F.kl_div(F.log_softmax(moved / 4, 1), F.log_softmax(logits_t / 4, 1), reduction="batchmean",
                               log_target=True)) * 16
     assert expected > 0.01 and float(distill.soft_kd(only_logits)) == pytest.approx(expected, rel=1e-5), "one output: as before"
+
+
+def test_augment_flips_and_crops_images_and_their_masks_alike_and_repeats_per_step():
+    """distill.augment: one view per step for teacher and student (distill_ passes the same tensor to both); a
+    segmentation mask is flipped and cropped with its image, so a pixel's label stays under it."""
+    x = torch.arange(4 * 8 * 8, dtype=torch.float32).reshape(4, 1, 8, 8)
+    masks = x[:, 0].long()  # each pixel's label is its own value
+    fx, fy = distill.augmented(x, masks, 3, ["flip"])
+    assert not torch.equal(fx, x) and torch.equal(fx[:, 0].long(), fy), "masks flipped with their images"
+    flipped = [i for i in range(4) if not torch.equal(fx[i], x[i])]
+    assert flipped and all(torch.equal(fx[i], x[i].flip(-1)) for i in flipped)
+    again, _ = distill.augmented(x, masks, 3, ["flip"])
+    assert torch.equal(again, fx), "a function of the step: --resume sees the same views"
+    cx, cy = distill.augmented(x, masks, 5, ["flip", "crop"])
+    assert cx.shape == x.shape and cy.shape == masks.shape and not torch.equal(cx, fx)
+    labels = torch.tensor([0, 1, 2, 3])
+    assert distill.augmented(x, labels, 5, ["crop"])[1] is labels, "class labels pass through"
+    assert torch.equal(distill.augmented(x, None, 5, [])[0], x)
+
+
+def test_augment_on_data_that_is_not_images_is_a_profile_error():
+    with pytest.raises(ProfileError, match=r"distill.augment \['flip'\] flips and crops images"):
+        distill.check_data(Distill(augment=["flip"]), np.zeros((10, 5), np.float32))
+    with pytest.raises(Exception):
+        Distill(augment=["rotate"])
+
+
+def test_distillation_with_flips_and_crops_still_learns(tmp_path):
+    teacher, student = far_pair()
+    cfg = Distill(steps=40, lr=3e-3, losses=["soft", "ce"], augment=["flip", "crop"])
+    report = run(student, teacher, data(), cfg, tmp_path, steps=40)
+    assert report.steps == 40 and report.final_loss < report.loss_curve[0][2]
