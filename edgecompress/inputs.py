@@ -136,12 +136,20 @@ def _check_calibration(prof, dataset, train) -> None:
 
 
 def with_demo_defaults(prof, opts):
-    """The demo's data are 8x8 digit scans and its teacher learned them shifted by up to a pixel
-    (wrapping round; on the digits' blank borders the same as the zero fill used here): the student
-    is taught on such shifts too, unless the profile file or --set names distill.shift_pixels."""
-    if opts.model is not None or opts.data is not None or "shift_pixels" in prof.distill.model_fields_set:
+    """A built-in demo's teacher learned its images under its own augmentation (digits: rolled by up to a pixel;
+    animals: shifted by up to 2 and mirrored) and its small student was tuned on validation data (animals: lr):
+    the student is taught so (demo.Demo.distill), each setting unless --set or the user's own profile file names
+    it (a built-in target's distill section is the general recipe the demo's replaces). A user's model or data:
+    the profile as it is."""
+    from .yamlfile import parse_overrides
+
+    if opts.model is not None or opts.data is not None:
         return prof
-    return prof.model_copy(update={"distill": prof.distill.model_copy(update={"shift_pixels": 1})})
+    given = {key.split(".", 1)[1] for key in parse_overrides(opts.overrides) if key.startswith("distill.")}
+    if opts.target.endswith((".yaml", ".yml")):  # the user's own file: what it names is theirs
+        given |= prof.distill.model_fields_set
+    update = {k: v for k, v in demo_for(opts).distill.items() if k not in given}
+    return prof.model_copy(update={"distill": prof.distill.model_copy(update=update)}) if update else prof
 
 
 def _load(opts, prof):

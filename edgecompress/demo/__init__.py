@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -139,6 +139,9 @@ class Demo:
     model_name: str  # the bundle's model name (<model_name>-<profile>)
     dataset: Callable[[], object]  # () -> data.Dataset
     teacher: Callable[..., Tuple[object, Path]]  # (held_out_fraction, log) -> (model, cached file)
+    # distill settings that follow from how the demo's teacher was trained (the student is taught on the views
+    # its teacher learned from), used unless the profile file or --set names them (inputs.with_demo_defaults)
+    distill: Dict[str, object] = field(default_factory=dict)
 
 
 NAMES = ("digits", "animals")
@@ -148,11 +151,11 @@ DEFAULT = "digits"
 def get(name: str = DEFAULT) -> Demo:
     """The demo called name; digits (the default) keeps the bundle name 'demo' it always had."""
     if name == "digits":
-        return Demo("digits", "demo", dataset, teacher)
+        return Demo("digits", "demo", dataset, teacher, {"shift_pixels": 1})  # its teacher: rolls of a pixel
     if name == "animals":
         from . import animals
 
-        return Demo("animals", "animals", animals.dataset, animals.teacher)
+        return Demo("animals", "animals", animals.dataset, animals.teacher, animals.DISTILL)
     from ..errors import InputError
 
     raise InputError(f"no built-in demo called {name!r}", hint=f"--demo takes one of: {', '.join(NAMES)}")

@@ -64,10 +64,11 @@ def test_the_demo_teaches_on_shifted_digits_unless_the_profile_or_set_says_other
     prof, _ = profile.load("arm")
     assert prof.distill.shift_pixels == 0 and with_demo_defaults(prof, demo_run).distill.shift_pixels == 1
     prof, _ = profile.load("arm", ["distill.shift_pixels=2"])
-    assert with_demo_defaults(prof, demo_run).distill.shift_pixels == 2
+    set_two = DeployOptions(model=None, target="arm", overrides=["distill.shift_pixels=2"])
+    assert with_demo_defaults(prof, set_two).distill.shift_pixels == 2
     own = tmp_path / "mine.yaml"
     own.write_text(profile.dump(profile.load("arm")[0]).replace("shift_pixels: 0", "shift_pixels: 0  # mine"))
     prof, _ = profile.load(str(own))
-    assert with_demo_defaults(prof, demo_run).distill.shift_pixels == 0  # the file said 0
+    assert with_demo_defaults(prof, DeployOptions(model=None, target=str(own))).distill.shift_pixels == 0  # the file said 0
     prof, _ = profile.load("arm")
     assert with_demo_defaults(prof, DeployOptions(model="net.py:build", target="arm")).distill.shift_pixels == 0
