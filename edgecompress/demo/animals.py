@@ -102,9 +102,10 @@ class Images:
 
 # How this demo's student is taught, chosen on validation silhouettes carved from the training split at 75% of the
 # channels removed (benchmarks/results/animals_recipes.json, 3 teachers): the views the teacher was trained on
-# (_augment: shifts of up to 2 pixels, mirrored halves; +0.6 points for distillation, where the same views cost
-# cross-entropy 0.5), and a learning rate of 3e-3 (+0.8 to 1.4 points for either: a 9k-parameter student needs
-# larger steps). Not the profiles' lr for every model: 3e-3 at batch 64 is high for a large pretrained network.
+# (_augment: shifts of up to 2 pixels, mirrored halves; within 0.1 points either way for distillation: kept as the
+# teacher's own views), and a learning rate of 3e-3 (+0.7 to 1.4 points for distillation and cross-entropy alike:
+# a 9k-parameter student needs larger steps). Not the profiles' lr for every model: 3e-3 at batch 64 is high for
+# a large pretrained network.
 DISTILL = {"shift_pixels": 2, "augment": ["flip"], "lr": 3e-3}
 
 
