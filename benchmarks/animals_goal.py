@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import describe_cpu  # noqa: E402
+from vs_peers import onnx_accuracy, split  # noqa: E402  the demo's split; held-out accuracy of an .onnx
 
 RATIO = "prune.ratio=0.75"
 ARMS = {
@@ -52,27 +53,12 @@ def deploy(arm: str, seed: int, work: Path) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def onnx_accuracy(path: str, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i:i + 1]})[0].argmax(1) for i in range(len(x))])
-    return float((pred == y).mean())
-
-
 def teacher_accuracy(seed: int, held) -> float:
-    import torch
-
     os.environ["EDGECOMPRESS_DEMO_SEED"] = str(seed)
     from edgecompress.demo import animals
 
     model, _ = animals.teacher(0.2, log=lambda *_: None)
-    with torch.no_grad():
-        pred = torch.cat([model(b).argmax(1) for b in torch.from_numpy(held.x).split(512)]).numpy()
-    return float((pred == held.y).mean())
+    return animals._accuracy(model, held.x, held.y)
 
 
 def main() -> int:
@@ -83,19 +69,14 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/animals_goal"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "animals_goal.json")
     args = ap.parse_args()
-    from edgecompress.data import split_indices
-    from edgecompress.demo import animals
-
-    data = animals.dataset()
-    _, held_idx = split_indices(len(data), 0.2)
-    held = data.subset(held_idx)
+    _, held = split()
     t0 = time.perf_counter()
     with ThreadPool(args.procs) as pool:  # each deploy is its own process; threads only wait on them
         runs = pool.starmap(deploy, [(a, s, args.work) for s in args.seeds for a in args.arms])
     teachers = {s: round(teacher_accuracy(s, held), 5) for s in args.seeds}
     for r in runs:
         if "onnx" in r:
-            r["accuracy"] = round(onnx_accuracy(r["onnx"], held.x, held.y), 5)
+            r["accuracy"] = round(onnx_accuracy(Path(r["onnx"]), held.x, held.y), 5)
         r["teacher"] = teachers[r["seed"]]
         print(json.dumps({k: v for k, v in r.items() if k not in ("distillation", "failed")}), flush=True)
     summary = {}

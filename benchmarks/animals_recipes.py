@@ -88,11 +88,9 @@ def splits(split: str):
 
 
 def accuracy(model, data) -> float:
-    import torch
+    from edgecompress.demo import animals
 
-    with torch.no_grad():
-        pred = torch.cat([model.eval()(b).argmax(1) for b in torch.from_numpy(data.x).split(512)])
-    return float((pred.numpy() == data.y).mean())
+    return animals._accuracy(model.eval(), data.x, data.y)
 
 
 def teacher(seed: int):

@@ -146,7 +146,7 @@ def with_demo_defaults(prof, opts):
     if opts.model is not None or opts.data is not None:
         return prof
     given = {key.split(".", 1)[1] for key in parse_overrides(opts.overrides) if key.startswith("distill.")}
-    if opts.target.endswith((".yaml", ".yml")):  # the user's own file: what it names is theirs
+    if profile_mod.is_file_target(opts.target):  # the user's own file: what it names is theirs
         given |= prof.distill.model_fields_set
     update = {k: v for k, v in demo_for(opts).distill.items() if k not in given}
     return prof.model_copy(update={"distill": prof.distill.model_copy(update=update)}) if update else prof

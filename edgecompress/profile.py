@@ -333,9 +333,14 @@ def family_default(family: str) -> Optional[str]:
     return None
 
 
+def is_file_target(target: str) -> bool:
+    """Whether --target names the user's own profile file (a .yaml path), not a built-in target or family."""
+    return target.endswith((".yaml", ".yml"))
+
+
 def resolve_name(target: str) -> Tuple[Path, Optional[str]]:
     """A profile name, family name or path to a YAML file -> (path, note for the user)."""
-    if target.endswith((".yaml", ".yml")):
+    if is_file_target(target):
         path = Path(target)
         if not path.is_file():
             raise ProfileError(f"profile file {target} does not exist",

@@ -140,7 +140,7 @@ class Demo:
     dataset: Callable[[], object]  # () -> data.Dataset
     teacher: Callable[..., Tuple[object, Path]]  # (held_out_fraction, log) -> (model, cached file)
     # distill settings that follow from how the demo's teacher was trained (the student is taught on the views
-    # its teacher learned from), used unless the profile file or --set names them (inputs.with_demo_defaults)
+    # its teacher learned from), used unless --set or the user's own profile file names them (inputs.with_demo_defaults)
     distill: Dict[str, object] = field(default_factory=dict)
 
 
