@@ -74,14 +74,11 @@ RECIPES = {
 
 
 def splits(split: str):
-    from edgecompress.data import split_indices
-    from edgecompress.demo import animals
+    from vs_peers import split as demo_split  # exactly the demo's training and held-out rows
 
-    data = animals.dataset()
-    train_idx, held_idx = split_indices(len(data), HELD_FRACTION)  # exactly the demo's split
-    train = data.subset(np.sort(train_idx))
+    train, held = demo_split()
     if split == "held":
-        return train, data.subset(held_idx)
+        return train, held
     order = np.random.default_rng(VAL_SEED).permutation(len(train))
     n_val = int(VAL_FRACTION * len(train))
     return train.subset(np.sort(order[n_val:])), train.subset(np.sort(order[:n_val]))
