@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgecompress import demo, distill, prune
+from edgecompress import demo, distill, losses, prune
 from edgecompress.data import Dataset
 from edgecompress.errors import InputError, ProfileError
 from edgecompress.profile import Distill, Prune
@@ -31,21 +31,21 @@ def pair():
 
 def test_soft_kd_is_zero_for_identical_logits_and_scaled_by_t_squared():
     logits = torch.randn(8, 10)
-    b = distill.Batch([logits], [logits.clone()], None, 4.0, [])
-    assert distill.soft_kd(b).item() == pytest.approx(0.0, abs=1e-6)
+    b = losses.Batch([logits], [logits.clone()], None, 4.0, [])
+    assert losses.soft_kd(b).item() == pytest.approx(0.0, abs=1e-6)
     s, t = torch.randn(8, 10), torch.randn(8, 10)
     kl = F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="batchmean")
-    assert distill.soft_kd(distill.Batch([s], [t], None, 2.0, [])).item() == pytest.approx(4 * kl.item(), rel=1e-5)
+    assert losses.soft_kd(losses.Batch([s], [t], None, 2.0, [])).item() == pytest.approx(4 * kl.item(), rel=1e-5)
 
 
 def test_task_losses_are_zero_when_the_student_matches_and_grow_when_it_does_not():
     maps, boxes, scores = torch.randn(2, 3, 8, 8), torch.rand(2, 16, 4), torch.randn(2, 16, 2)
-    same = distill.Batch([maps, boxes, scores], [maps.clone(), boxes.clone(), scores.clone()], None, 2.0, [], 1, 2)
-    for loss in (distill.pixel_kl, distill.box_l1, distill.cosine, distill.mse, distill.var_mse):
+    same = losses.Batch([maps, boxes, scores], [maps.clone(), boxes.clone(), scores.clone()], None, 2.0, [], 1, 2)
+    for loss in (losses.pixel_kl, losses.box_l1, losses.cosine, losses.mse, losses.var_mse):
         assert loss(same).item() == pytest.approx(0.0, abs=1e-6), loss.__name__
-    other = distill.Batch([torch.randn(2, 3, 8, 8), torch.rand(2, 16, 4), torch.randn(2, 16, 2)],
+    other = losses.Batch([torch.randn(2, 3, 8, 8), torch.rand(2, 16, 4), torch.randn(2, 16, 2)],
                           [maps, boxes, scores], None, 2.0, [], 1, 2)
-    for loss in (distill.pixel_kl, distill.box_l1, distill.score_bce, distill.score_kl, distill.mse):
+    for loss in (losses.pixel_kl, losses.box_l1, losses.score_bce, losses.score_kl, losses.mse):
         assert loss(other).item() > 0.01, loss.__name__
 
 
@@ -57,36 +57,36 @@ def test_box_loss_weighs_the_anchors_the_teacher_is_confident_about():
     wrong_object[0, 0] = 1.0
     wrong_background = boxes.clone()
     wrong_background[0, 1] = 1.0
-    cost = lambda s_boxes: distill.box_l1(distill.Batch([s_boxes, scores], [boxes, scores], None, 1.0, [], 0, 1))  # noqa: E731
+    cost = lambda s_boxes: losses.box_l1(losses.Batch([s_boxes, scores], [boxes, scores], None, 1.0, [], 0, 1))  # noqa: E731
     assert cost(wrong_object).item() > 100 * cost(wrong_background).item()
 
 
 def test_var_mse_weighs_outputs_of_any_scale_alike():
     t = [torch.randn(16, 1) * 1000, torch.randn(16, 1) * 0.001]
-    off_big = distill.var_mse(distill.Batch([t[0] * 1.1, t[1]], t, None, 1.0, []))
-    off_small = distill.var_mse(distill.Batch([t[0], t[1] * 1.1], t, None, 1.0, []))
+    off_big = losses.var_mse(losses.Batch([t[0] * 1.1, t[1]], t, None, 1.0, []))
+    off_small = losses.var_mse(losses.Batch([t[0], t[1] * 1.1], t, None, 1.0, []))
     assert off_big.item() == pytest.approx(off_small.item(), rel=0.2)
 
 
 def test_pixel_ce_uses_masks_and_skips_class_labels():
     logits = torch.randn(2, 3, 4, 4)
     masks = torch.randint(0, 3, (2, 4, 4))
-    assert distill.pixel_ce(distill.Batch([logits], [logits], masks, 1.0, [])).item() == pytest.approx(
+    assert losses.pixel_ce(losses.Batch([logits], [logits], masks, 1.0, [])).item() == pytest.approx(
         F.cross_entropy(logits, masks).item())
-    assert distill.pixel_ce(distill.Batch([logits], [logits], torch.tensor([0, 1]), 1.0, [])) is None
+    assert losses.pixel_ce(losses.Batch([logits], [logits], torch.tensor([0, 1]), 1.0, [])) is None
 
 
 def test_hard_kd_uses_teacher_top1_as_label():
     s, t = torch.randn(8, 10), torch.randn(8, 10)
     expected = F.cross_entropy(s, t.argmax(1))
-    assert distill.hard_kd(distill.Batch([s], [t], None, 1.0, [])).item() == pytest.approx(expected.item())
+    assert losses.hard_kd(losses.Batch([s], [t], None, 1.0, [])).item() == pytest.approx(expected.item())
 
 
 def test_combine_weights_soft_by_alpha_and_goes_label_free_without_labels():
     soft, ce = torch.tensor(2.0), torch.tensor(4.0)
-    assert distill.combine({"soft": soft, "ce": ce}, 0.25, 1.0).item() == pytest.approx(0.25 * 2 + 0.75 * 4)
-    assert distill.combine({"soft": soft, "ce": None}, 0.25, 1.0).item() == pytest.approx(2.0)
-    assert distill.combine({"ce": None}, 0.5, 1.0) is None
+    assert losses.combine({"soft": soft, "ce": ce}, 0.25, 1.0).item() == pytest.approx(0.25 * 2 + 0.75 * 4)
+    assert losses.combine({"soft": soft, "ce": None}, 0.25, 1.0).item() == pytest.approx(2.0)
+    assert losses.combine({"ce": None}, 0.5, 1.0) is None
 
 
 def run(student, teacher, train, cfg, tmp_path, **kw):
@@ -352,15 +352,15 @@ def test_a_classifiers_one_value_side_output_is_taught_too():
     """A classifier with a second, one-value output (a quality score): soft KD covers the logits, and the score
     gets its own loss, zero where the student matches the teacher and growing where it does not."""
     logits_t, score_t = torch.randn(16, 5), torch.randn(16, 1)
-    same = distill.Batch([logits_t.clone(), score_t.clone()], [logits_t, score_t], None, 4.0, [])
-    off = distill.Batch([logits_t.clone(), score_t + 1.0], [logits_t, score_t], None, 4.0, [])
-    assert float(distill.soft_kd(same)) == pytest.approx(0.0, abs=1e-6)
-    assert float(distill.soft_kd(off)) > 0.1
+    same = losses.Batch([logits_t.clone(), score_t.clone()], [logits_t, score_t], None, 4.0, [])
+    off = losses.Batch([logits_t.clone(), score_t + 1.0], [logits_t, score_t], None, 4.0, [])
+    assert float(losses.soft_kd(same)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.soft_kd(off)) > 0.1
     moved = logits_t + torch.randn(16, 5)
-    only_logits = distill.Batch([moved], [logits_t], None, 4.0, [])
+    only_logits = losses.Batch([moved], [logits_t], None, 4.0, [])
     expected = float(F.kl_div(F.log_softmax(moved / 4, 1), F.log_softmax(logits_t / 4, 1), reduction="batchmean",
                               log_target=True)) * 16
-    assert expected > 0.01 and float(distill.soft_kd(only_logits)) == pytest.approx(expected, rel=1e-5), "one output: as before"
+    assert expected > 0.01 and float(losses.soft_kd(only_logits)) == pytest.approx(expected, rel=1e-5), "one output: as before"
 
 
 def test_augment_flips_and_crops_images_and_their_masks_alike_and_repeats_per_step():

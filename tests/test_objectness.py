@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecompress import distill, models, tasks, verify
+from edgecompress import losses, models, tasks, verify
 
 MODELS = Path(__file__).parent / "models"
 
@@ -30,12 +30,12 @@ def test_every_score_output_gets_its_loss():
     student = [o.clone().requires_grad_(True) for o in out]
     teacher = [o.clone() for o in out]
     teacher[2] = teacher[2] + 3.0  # the teacher is sure of objects where the student is not
-    batch = distill.Batch(student, teacher, None, 4.0, [], boxes=0, scores=1)
-    assert [s.shape[-1] for s, _ in distill._score_pairs(batch)] == [2, 1]
-    loss = distill.score_bce(batch)
+    batch = losses.Batch(student, teacher, None, 4.0, [], boxes=0, scores=1)
+    assert [s.shape[-1] for s, _ in losses._score_pairs(batch)] == [2, 1]
+    loss = losses.score_bce(batch)
     loss.backward()
     assert student[2].grad is not None and student[2].grad.abs().sum() > 0  # objectness is taught
-    kl = distill.score_kl(distill.Batch([o.detach().clone().requires_grad_(True) for o in out], teacher, None, 4.0,
+    kl = losses.score_kl(losses.Batch([o.detach().clone().requires_grad_(True) for o in out], teacher, None, 4.0,
                                         [], boxes=0, scores=1))
     assert torch.isfinite(kl) and kl > 0
 

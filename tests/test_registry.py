@@ -1,6 +1,6 @@
 import pytest
 
-from edgecompress.distill import LOSSES
+from edgecompress.losses import LOSSES
 from edgecompress.errors import InputError
 from edgecompress.prune import IMPORTANCE
 from edgecompress.registry import Registry
