@@ -262,6 +262,8 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     if place.on_gpu or world.distributed or cfg.precision != "auto":
         log(f"{label}: training on {place.device_name} ({place.device}, {place.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}): {place.reason}")
+    used = used_losses(cfg.losses, y)
+    log(f"{label}: {recipe_text(cfg, steps, seconds, used)}")
 
     def state():
         return dict(meta, **checkpoint_state(student), step=run.step, seconds=time.perf_counter() - t0,
@@ -314,11 +316,26 @@ def distill_(student, teacher, train, cfg, *, steps: Optional[int], seconds: Opt
     student.eval()
     if world.main:
         save_checkpoint(checkpoint, state())
-    # the label losses need labels of their kind (ce: classes, pixel_ce: masks): dropped without
-    used = [name for name in cfg.losses if not (name in ("ce", "pixel_ce") and (y is None or (y.dim() == 3) != (name == "pixel_ce")))]
     return DistillReport(run.step, round(trained_s, 2), cfg.temperature, cfg.alpha, used,
                          float(np.mean(run.recent[-20:])) if run.recent else None, y is None, run.curve,
                          _training_record(place, world, run.step - first, trained_s - run.spent_s, cfg.batch_size))
+
+
+def used_losses(names, y) -> List[str]:
+    """The losses that apply: the label losses need labels of their kind (ce: classes, pixel_ce: masks)."""
+    return [name for name in names
+            if not (name in ("ce", "pixel_ce") and (y is None or (y.dim() == 3) != (name == "pixel_ce")))]
+
+
+def recipe_text(cfg, steps: Optional[int], seconds: Optional[float], used: List[str]) -> str:
+    """The recipe in one line, so a log says what trained the student (the profile, the demo's defaults and
+    --set all feed it)."""
+    budget = " or ".join(b for b in (f"{steps} steps" if steps is not None else "",
+                                     f"{seconds / 60:g} min" if seconds is not None else "") if b)
+    views = ([f"shifts up to {cfg.shift_pixels} px"] if cfg.shift_pixels else []) + list(cfg.augment)
+    soft = f" (T {cfg.temperature:g}, alpha {cfg.alpha:g})" if set(used) - {"ce", "pixel_ce"} else ""
+    return (f"{budget} x batch {cfg.batch_size}, lr {cfg.lr:g} (cosine decay), losses {' + '.join(used) or 'none'}{soft}, "
+            f"views: {', '.join(views) or 'as given'}")
 
 
 def _training_record(place, world, steps_here: int, seconds_here: float, batch_size: int) -> dict:

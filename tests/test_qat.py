@@ -206,7 +206,7 @@ def test_qat_deploy_on_arm_trains_the_last_share_and_carries_the_ranges(tmp_path
     code, out, err = run_cli("deploy", f"{ROOT / 'benchmarks' / 'models' / 'qat_models.py'}:residual", "--data", tmp_path / "d.npz", "--target", "arm",
                              "--out", tmp_path / "out", *fast_sets("quantize.method=qat", "verify.min_top1_agreement=0.5"))
     assert code == 0, err
-    assert "distill 1/1: 24 steps" in err and "qat: quantize.method qat; 6 steps with fake quantization" in err, err
+    assert "distill 1/1: 24 steps in" in err and "qat: quantize.method qat; 6 steps with fake quantization" in err, err
     assert "5 Conv/Gemm input tensors take the ranges QAT trained" in err
     bundle = next(p for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith("."))
     q = json.loads((bundle / "manifest.json").read_text())["compression"]["quantization"]

@@ -90,3 +90,19 @@ def test_teacher_and_student_see_the_same_shifted_and_flipped_view_and_it_is_not
     stored = {tuple(np.round(img.ravel(), 3)) for img in x}
     moved = sum(tuple(np.round(v.numpy().ravel(), 3)) not in stored for t, _ in views for v in t)
     assert moved > 48, f"most views are shifted or flipped, not the stored images ({moved} of 96)"
+
+
+def test_the_log_line_names_the_recipe_that_trains():
+    """The deploy log's recipe line says what the run resolved (demo defaults, --set) and which losses apply."""
+    d = with_demo_defaults(profile.load("arm")[0], ANIMALS).distill
+    labels = torch.zeros(4, dtype=torch.long)
+    used = distill.used_losses(["soft", "ce"], labels)
+    assert distill.recipe_text(d, 1200, None, used) == (
+        "1200 steps x batch 64, lr 0.003 (cosine decay), losses soft + ce (T 4, alpha 0.7), "
+        "views: shifts up to 2 px, flip")
+    # no labels: ce cannot apply and the line does not claim it; a budget in minutes is named as such
+    assert distill.used_losses(["soft", "ce"], None) == ["soft"]
+    assert distill.recipe_text(profile.load("arm")[0].distill, None, 90.0, ["soft"]).startswith("1.5 min x batch 64")
+    # class labels do not feed the per-pixel loss, masks do not feed ce
+    assert distill.used_losses(["pixel_kl", "pixel_ce", "ce"], torch.zeros(2, 8, 8, dtype=torch.long)) == ["pixel_kl", "pixel_ce"]
+    assert distill.recipe_text(d, 10, None, ["ce"]).count("alpha") == 0

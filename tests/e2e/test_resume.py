@@ -76,7 +76,7 @@ def test_a_check_that_fails_after_distillation_resumes_without_distilling_again(
     assert code == 3 and "the distilled student is kept" in err and "--resume" in err, err
     code, _, err = run_cli("deploy", *args, "--resume")
     assert code == 0, err
-    assert "--resume: continuing round 1 at step 60" in err and "distill 1/1: 60 steps" in err, err
+    assert "--resume: continuing round 1 at step 60" in err and "distill 1/1: 60 steps in" in err, err
 
 
 class _Planted:
