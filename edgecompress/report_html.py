@@ -125,17 +125,22 @@ def trade_off_svg(points: List[tuple], metric: str, width: int = 480, height: in
     x = lambda ms: left + (width - left - right) * math.log(ms / lo) / math.log(hi / lo)  # noqa: E731
     y = lambda v: top + (height - top - bottom) * (y_hi - v) / (y_hi - y_lo)  # noqa: E731
     marks = "".join(f'<circle cx="{x(ms):.1f}" cy="{y(v):.1f}" r="5" fill="{COLOURS.get(key, "#555")}"/>'
-                    f'<text x="{x(ms) + 8:.1f}" y="{y(v) + 4:.1f}">{escape(name)} {v:.4g}</text>'
+                    f'<text x="{x(ms) + 8:.1f}" y="{y(v) + 4:.1f}">{escape(name)} {_figure(metric, v, 2)}</text>'
                     for name, key, v, ms in points)
     base = height - bottom
     ticks = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{base}" y2="{base + 4}" stroke="#999"/>'
                     f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{t:g}</text>' for t in _ticks(lo, hi))
-    y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>'
+    y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_figure(metric, v, 1)}</text>'
                       for v in (y_lo + pad, y_hi - pad))
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(metric)} against p50 latency">'
             f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#999"/>'
             f'<line x1="{left}" x2="{left}" y1="{top}" y2="{base}" stroke="#999"/>{ticks}{y_ticks}{marks}'
             f'<text x="{(width - right + left) / 2:.0f}" y="{height - 4}" text-anchor="middle">p50 ms (log)</text></svg>')
+
+
+def _figure(metric: str, v: float, digits: int) -> str:
+    """A figure as the table prints it: a share in % (accuracy, agreement, mIoU, mAP), R^2 and cosine as numbers."""
+    return f"{v:.{digits + 2}f}" if metric in report.NOT_A_SHARE else f"{v * 100:.{digits}f} %"
 
 
 def _ms(v) -> str:

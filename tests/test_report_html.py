@@ -62,11 +62,17 @@ def test_the_trade_off_places_each_model_by_its_latency_and_figure_and_names_the
                      "latency_ms": {"original": lat(4.0), "student_fp32": lat(2.0), "compressed": lat(1.0)}}}
     html = report_html._trade_off(m)
     circles = [tuple(map(float, c)) for c in re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', html)]
-    assert len(circles) == 3 and "original 0.99" in html and "deployed 0.98" in html
+    # figures as the table prints them: accuracy in %, R^2 as a number
+    assert len(circles) == 3 and "original 99.00 %" in html and "deployed 98.00 %" in html
+    assert "0.98<" not in html and ">99.0 %<" in html and ">98.0 %<" in html  # the y axis' ends too
     (ox, oy), (sx, sy), (dx, dy) = circles
     assert ox > sx > dx  # slower to the right, on a log scale: 4 ms, 2 ms, 1 ms equally spaced
     assert abs((ox - sx) - (sx - dx)) < 0.5
     assert oy < sy < dy  # higher accuracy higher up
+    r2 = dict(m, metrics=dict(m["metrics"], accuracy={"metric": "r2", "teacher": 0.999, "student_fp32": 0.998,
+                                                       "student": 0.9987}))
+    assert "deployed 0.9987<" in report_html._trade_off(r2) and "%" not in report_html.trade_off_svg(
+        [("original", "original", 0.999, 4.0), ("deployed", "compressed", 0.9987, 1.0)], "r2")
     del m["metrics"]["latency_ms"]["student_fp32"]  # a runtime that times only two models
     html = report_html._trade_off(m)
     assert html.count("<circle") == 2 and "not placed (no figure or no timing here): FP32 student" in html
