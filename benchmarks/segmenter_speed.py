@@ -3,7 +3,8 @@
 The segmenter tasks.py trained (its .pt in --work) is pruned to 50% channels as --target arm does (no
 distillation: the speed does not depend on the weights' values), exported, and quantized three ways: INT8 as
 edgecompress made it before the float-tail change, INT8 with the final bilinear Resize left in float (what it
-makes now), and the FP32 student unquantized. Every file is timed in rounds that alternate between the files,
+makes now), the same with the 3-channel stem conv in float too (tried, not adopted), and the FP32 student
+unquantized. Every file is timed in rounds that alternate between the files,
 so a change in the host's load touches them alike.
 
     .venv/bin/python benchmarks/segmenter_speed.py [--work /tmp/tbfinal] [--rounds 5] [--runs 1500]
@@ -51,7 +52,11 @@ def files(work: Path, out: Path) -> dict:
             "INT8, Q/DQ after the final Resize (before)": quantize.quantize_int8(fp32, out / "int8.onnx", calib,
                                                                                  prof.quantize, "input"),
             "INT8, final Resize in float (now)": quantize.quantize_int8(fp32, out / "int8_tail.onnx", calib,
-                                                                        prof.quantize, "input", float_tail=True)}
+                                                                        prof.quantize, "input", float_tail=True),
+            # tried, not adopted: the 3-channel stem conv in float too (its inner products are 27 long)
+            "INT8, final Resize and stem conv in float": quantize.quantize_int8(
+                fp32, out / "int8_tail_stem.onnx", calib, prof.quantize, "input", float_tail=True,
+                keep_fp32=["/inner/stem/conv/Conv"])}
 
 
 def main(argv=None) -> int:
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tbfinal"), help="tasks.py's --work (segmenter.pt)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=1500)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results file (one per machine: name the CPU)")
     args = parser.parse_args(argv)
     tmp = args.work / "segmenter_speed"
     tmp.mkdir(parents=True, exist_ok=True)

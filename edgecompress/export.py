@@ -30,7 +30,35 @@ def export_onnx(model, example, path: Path, cfg, layer_of_failure=None) -> Path:
         where = f" in layer '{layer}'" if layer else ""
         raise StageError("export", f"ONNX export failed{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                          hint="add the layer to prune.ignore, or try another export.opset") from None
+    _static_output_dims(path, outputs.flat(model, example), example)
     return path
+
+
+def _static_output_dims(path: Path, flat, example) -> None:
+    """Give the graph's outputs the sizes PyTorch gives them where the exporter left a name instead
+    ("Concatboxes_dim_1": its shape inference loses sizes through flatten/transpose/cat with a dynamic
+    batch), so the manifest and an app's buffers know every output's size. A size is written only
+    where two different inputs agree on it (a model that keeps a variable number of detections keeps
+    its named dimension); the batch dimension stays dynamic."""
+    import onnx
+    import torch
+
+    with torch.no_grad():
+        a = [tuple(t.shape) for t in flat(example)]
+        other = torch.flip(example, [0])
+        b = [tuple(t.shape) for t in flat(other * 0.5 + 0.25 if other.is_floating_point() else other)]
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for value, shape, other in zip(model.graph.output, a, b):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for i, dim in enumerate(dims):
+            if i > 0 and not dim.HasField("dim_value") and shape[i] == other[i]:
+                dim.dim_value = int(shape[i])
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
 
 
 def io_spec(path: Path) -> dict:

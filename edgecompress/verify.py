@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -145,9 +145,69 @@ def onnx_session(path: Path, threads: int = 2, exact_int8: bool = False):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    model = str(path)
     if exact_int8:
         opts.add_session_config_entry("session.x64quantprecision", "1")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        model = unshared_weights(path) or model
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def unshared_weights(path: Path) -> Optional[bytes]:
+    """The model with a DequantizeLinear and its own weight, scale and zero point per weight use, or None
+    where no quantized weight is shared. ONNX Runtime's exact-INT8 rewrite of int8 weights
+    (x64quantprecision) replaces a weight once per node that reads it and fails on the second ("Attempt
+    to replace the existing tensor"): a head shared by an FPN's levels is one such weight. The copy
+    computes the same integers; the file that ships keeps its shared weights (ARM's and the GPU's
+    runtimes take them as they are)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: Dict[str, list] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(index)
+    weight_dqs = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    if not any(len(readers.get(n.output[0], ())) > 1 or any(len(readers[i]) > 1 for i in n.input if i in inits)
+               for n in weight_dqs):
+        return None
+    count, nodes, seen_inputs = 0, [], set()
+
+    def twin_of(dq, out: str):
+        nonlocal count
+        count += 1
+        names = []
+        for name in dq.input:
+            if name in inits:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__use{count}"
+                graph.initializer.append(copy)
+                names.append(copy.name)
+            else:
+                names.append(name)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in dq.attribute}
+        return onnx.helper.make_node("DequantizeLinear", names, [out], name=f"{dq.name}__use{count}", **attrs)
+
+    dq_of = {n.output[0]: n for n in weight_dqs}
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type == "DequantizeLinear" and node.output[0] in dq_of:
+            if any(i in seen_inputs for i in node.input if i in inits):  # another DQ already reads this weight
+                node = twin_of(node, node.output[0])
+            seen_inputs.update(i for i in node.input if i in inits)
+            nodes.append(node)
+            continue
+        for pos, name in enumerate(node.input):
+            dq = dq_of.get(name)
+            if dq is not None and readers[name][0] != index:  # not this weight's first reader
+                out = f"{name}__use{count + 1}"
+                nodes.append(twin_of(dq, out))
+                node.input[pos] = out
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model.SerializeToString()
 
 
 def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,

@@ -283,3 +283,57 @@ def test_a_tflite_model_is_held_to_its_tensors_and_parameter_count(tflite_bundle
     assert refused(code, err, "model.tflite is not the model its manifest describes",
                    f"input {manifest['inputs'][0]['name']!r}: dtype 'int8' in the model file, 'float32' in the manifest",
                    f"{manifest['model']['parameters']:,} parameters in the model file")
+
+
+def _shared_head_int8(tmp_path):
+    """A user's net whose 1x1 head is applied to two feature maps (an FPN's levels), as ORT quantizes it."""
+    import torch
+    import torch.nn as nn
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return torch.cat([self.head(self.a(x)).flatten(2), self.head(self.b(x)).flatten(2)], 2)
+
+    torch.manual_seed(0)
+    torch.onnx.export(Net().eval(), torch.randn(1, 3, 16, 16), str(tmp_path / "m.onnx"), input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}}, dynamo=False)
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": rng.random((1, 3, 16, 16), np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return tmp_path / "q.onnx", rng.random((6, 3, 16, 16), np.float32)
+
+
+def test_a_weight_two_layers_share_is_checked_with_exact_int8_products(tmp_path):
+    """ONNX Runtime's exact-INT8 rewrite fails to load a file whose quantized weight two nodes read; the check
+    runs a copy with a weight per use, which computes the same thing, and the file itself is left as it is."""
+    path, x = _shared_head_int8(tmp_path)
+    before = path.read_bytes()
+    exact = verify.onnx_outputs(path, x, exact_int8=True)
+    plain = verify.onnx_outputs(path, x)
+    assert exact[0].shape == (6, 4, 320) and np.allclose(exact[0], plain[0], atol=0.05)
+    assert path.read_bytes() == before
+    copy = onnx.load_from_string(verify.unshared_weights(path))
+    onnx.checker.check_model(copy)
+    inits = {i.name for i in copy.graph.initializer}
+    reads = [name for node in copy.graph.node for name in node.input if name in inits]
+    dq_outs = [n.output[0] for n in copy.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    uses = [name for node in copy.graph.node for name in node.input if name in dq_outs]
+    assert len(uses) == len(set(uses)), "each dequantized weight feeds one node"
+    weights = [n.input[0] for n in copy.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weights) == len(set(weights)) and reads
+    # a model without shared weights is left alone
+    saturating_model(tmp_path / "s.onnx")
+    assert verify.unshared_weights(tmp_path / "s.onnx") is None

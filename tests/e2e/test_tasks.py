@@ -222,3 +222,16 @@ def test_a_model_that_fails_by_itself_is_not_blamed_on_the_data(data, tmp_path):
                            str(folder / "shapes.npz"), "--out", str(tmp_path / "out"))
     assert code == 2 and "fails by itself in layer 'top_bn'" in err and "running_mean should contain 16" in err
     assert "do not fit" not in err
+
+
+def test_a_detector_whose_head_is_shared_by_two_levels_deploys_to_arm_in_int8(data, tmp_path):
+    """An FPN head read by both levels is a weight two ONNX nodes share: the exact-INT8 checks (ONNX Runtime's
+    x64quantprecision) used to fail to load such a file; the check, the bundle and its example all work."""
+    folder, _ = data
+    m, _, err, bundle = _deploy("shared_head_detector", "arm", folder / "shapes.npz", tmp_path / "out")
+    assert m["task"] == "detection" and m["metrics"]["parity_exact_int8"] is True
+    assert m["compression"]["quantization"]["precision"] == "int8"
+    assert [(o["name"], o["shape"][1:]) for o in m["outputs"]] == [("boxes", [80, 4]), ("logits", [80, 2])]
+    code, _, verify_err = run_cli("verify", str(bundle))
+    assert code == 0, verify_err
+    assert len(_example(bundle)) == 5

@@ -128,3 +128,33 @@ class ObjectnessSSD(nn.Module):
 
 def objectness_detector():
     return ObjectnessSSD()
+
+
+class SharedHeadFPN(nn.Module):
+    """RetinaNet/FCOS-style: two feature levels (8x8 and 4x4, an FPN-like top-down sum) and ONE set of
+    head convs applied to both, so every head weight is read by two layers of the exported graph.
+    Returns {"boxes": (N, 80, 4), "logits": (N, 80, K)}."""
+
+    def __init__(self, classes=2):
+        super().__init__()
+        self.backbone = Backbone()
+        self.down = ConvBN(16, 16, 2)
+        self.lateral = nn.Conv2d(16, 16, 1)
+        self.tower = ConvBN(16, 16)
+        self.box_head = nn.Conv2d(16, 4, 1)
+        self.cls_head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        p3 = self.backbone(x)
+        p4 = self.down(p3)
+        p3 = p3 + F.interpolate(self.lateral(p4), scale_factor=2.0, mode="nearest")
+        boxes, logits = [], []
+        for level in (p3, p4):
+            f = self.tower(level)
+            boxes.append(torch.sigmoid(self.box_head(f)).flatten(2).transpose(1, 2))
+            logits.append(self.cls_head(f).flatten(2).transpose(1, 2))
+        return {"boxes": torch.cat(boxes, 1), "logits": torch.cat(logits, 1)}
+
+
+def shared_head_detector():
+    return SharedHeadFPN()
