@@ -154,6 +154,16 @@ def _nearest_multiple_pruner(tp):
             if keep > current_channels:  # a width that is no multiple itself: the largest multiple under it
                 keep = max(round_to, current_channels - current_channels % round_to)
             return max(current_channels - keep, 0)
+
+        def estimate_importance(self, group):
+            """None (the group is left whole) where Torch-Pruning cannot score a group: its dependency graph
+            maps a layer it does not model (PixelShuffle folds 4 channels into 1) to channels that are not
+            there, and the scoring indexes past a weight's end."""
+            try:
+                return super().estimate_importance(group)
+            except (IndexError, RuntimeError, ValueError) as exc:
+                self.unscorable.append((group[0].dep.target.module, f"{type(exc).__name__}: {exc}"))
+                return None
     return NearestMultiple
 
 
@@ -161,12 +171,19 @@ def _pruner(model, cfg, example, step: int, ignore: List[str]):
     import torch_pruning as tp
 
     names = dict(model.named_modules())
-    return _nearest_multiple_pruner(tp)(
+    pruner = _nearest_multiple_pruner(tp)(
         model, example, importance=IMPORTANCE.get(cfg.importance)(),
         pruning_ratio=step_ratio(cfg.ratio, step, cfg.iterative_steps), round_to=cfg.round_to,
         ignored_layers=[names[n] for n in ignore],
         output_transform=output_tensors,  # the graph traced through every output; None values skipped
     )
+    pruner.unscorable = []  # (root module, why) of the groups estimate_importance could not score
+    return pruner
+
+
+def _unscorable(pruner, model) -> List[str]:
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(m)] for m, _ in pruner.unscorable if id(m) in names]
 
 
 def output_shapes(model, example) -> list:
@@ -258,7 +275,12 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
     left: List[str] = []
     why = set()
     for searches in range(4):  # a group left whole can make another one the breaking one; bounded
-        _pruner(model, cfg, example, step, ignore + left).step()
+        pruner = _pruner(model, cfg, example, step, ignore + left)
+        pruner.step()
+        unscored = [n for n in _unscorable(pruner, model) if n not in left]
+        if unscored:
+            why.add("importance scoring")
+            left += unscored
         failure = breakage(model, example, shapes)
         if failure is None or searches == 3:  # the last try is pruned, not undone: check_runs judges it
             break
@@ -275,7 +297,11 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
     check_runs(model, example)
     left = sorted(set(left))
     if left:
-        log(f"prune: left whole (pruning them breaks the {'/'.join(w for w in ('forward pass', 'export') if w in why)}): {', '.join(left)}")
+        reasons = [w for w in ("forward pass", "export") if w in why]
+        because = ([f"pruning them breaks the {'/'.join(reasons)}"] if reasons else []) + \
+            (["Torch-Pruning cannot score some of them: its graph does not model a layer such as PixelShuffle"]
+             if "importance scoring" in why else [])
+        log(f"prune: left whole ({'; '.join(because)}): {', '.join(left)}")
     return left
 
 

@@ -92,3 +92,24 @@ def test_taylor_importance_survives_the_group_search():
     left = prune.prune_channels_(model, Prune(ratio=0.3, importance="taylor"), x, grad_fn=grads)
     assert left and set(left) <= CASES["efficientnet"]
     assert prune.count(model, x)[0] < 0.8 * macs_before
+
+
+def test_a_pixel_shuffle_decoder_that_torch_pruning_cannot_score_is_left_whole_and_the_rest_pruned(capsys):
+    """Torch-Pruning maps a conv feeding PixelShuffle to channels that are not there and its scoring raised
+    IndexError mid-deploy; those groups are now left whole, named, and the encoder is still pruned."""
+    import torch_pruning as tp
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    plain = models().pixel_shuffle_segmenter().eval()
+    with pytest.raises(IndexError):  # what a user calling Torch-Pruning gets
+        tp.pruner.BasePruner(plain, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.3,
+                             ignored_layers=[plain.classifier]).step()
+    model = models().pixel_shuffle_segmenter().eval()
+    shapes, macs_before = prune.output_shapes(model, x), prune.count(model, x)[0]
+    left = prune.prune_channels_(model, Prune(ratio=0.5), x)
+    assert left and prune.output_shapes(model, x) == shapes and prune.onnx_exports(model, x)
+    assert prune.count(model, x)[0] < 0.9 * macs_before, "the layers Torch-Pruning can score are pruned"
+    assert model.enc1[0].out_channels < 16 or model.enc2[0].out_channels < 32
+    err = capsys.readouterr().err
+    assert "Torch-Pruning cannot score some of them" in err and ", ".join(left) in err

@@ -142,6 +142,23 @@ class TinySegmenter(nn.Module):
         return {"out": out, "aux": self.aux(e2) if self.aux is not None else None}
 
 
+class PixelShuffleSegmenter(nn.Module):
+    """A sub-pixel decoder (ESPCN / many real-time segmenters): a conv makes 4x the channels and
+    PixelShuffle folds them into 2x the resolution. Torch-Pruning's graph does not model the fold."""
+    def __init__(self, classes=3):
+        super().__init__()
+        self.enc1, self.enc2 = conv_bn(3, 16, 2), conv_bn(16, 32, 2)
+        self.up = nn.Sequential(nn.Conv2d(32, 64, 1), nn.PixelShuffle(2))  # 16 channels at 2x
+        self.dec = conv_bn(16 + 16, 16)
+        self.up2 = nn.Sequential(nn.Conv2d(16, 64, 1), nn.PixelShuffle(2))
+        self.classifier = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        d = self.dec(torch.cat([self.up(self.enc2(e1)), e1], 1))
+        return self.classifier(self.up2(d))
+
+
 def efficientnet():
     return TinyEfficientNet()
 
@@ -160,6 +177,10 @@ def segmenter():
 
 def segmenter_aux():
     return TinySegmenter(aux=True)
+
+
+def pixel_shuffle_segmenter():
+    return PixelShuffleSegmenter()
 
 
 def build():
