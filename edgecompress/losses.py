@@ -100,12 +100,35 @@ def pixel_ce(b: Batch):
     return F.cross_entropy(s, masks)
 
 
+def _prob(teacher):
+    """A teacher's score output as probabilities: through a sigmoid where it holds logits, as it is where
+    the model ends in its own sigmoid/softmax (tasks.are_logits)."""
+    from .tasks import are_logits
+
+    t = teacher.detach()
+    return t.sigmoid() if are_logits(t) else t.clamp(0.0, 1.0)
+
+
+def _as_logits(student, teacher, softmax: bool = False):
+    """(student, teacher) as logits, for the losses that take logits: a probability head's values mapped
+    back (logit for sigmoid scores, log for softmax ones), decided on the teacher's values."""
+    import torch
+
+    from .tasks import are_logits
+
+    if are_logits(teacher):
+        return student, teacher
+    if softmax:
+        return torch.log(student.float().clamp_min(1e-6)), torch.log(teacher.float().clamp_min(1e-6))
+    return torch.logit(student.float(), eps=1e-6), torch.logit(teacher.float(), eps=1e-6)
+
+
 def _confidence(scores, objectness=()):
-    """The teacher's confidence per anchor (N, A): its largest class probability (sigmoid scores),
-    times its objectness probability where the detector has such outputs (N, A, 1)."""
-    conf = scores.detach().sigmoid().amax(-1)
+    """The teacher's confidence per anchor (N, A): its largest class probability, times its objectness
+    probability where the detector has such outputs (N, A, 1); logits or probabilities alike."""
+    conf = _prob(scores).amax(-1)
     for o in objectness:
-        conf = conf * o.detach().sigmoid()[..., 0]
+        conf = conf * _prob(o)[..., 0]
     return conf
 
 
@@ -145,7 +168,8 @@ def _score_pairs(b: Batch):
 
 @LOSSES.register("score_bce")
 def score_bce(b: Batch):
-    """Detection: class and objectness scores (logits) matched to the teacher's probabilities with BCE,
+    """Detection: class and objectness scores (logits, or a probability head's values mapped back to them)
+    matched to the teacher's probabilities with BCE,
     weighted by the teacher's confidence (plus a floor, so confident-background is learned too)."""
     import torch.nn.functional as F
 
@@ -153,6 +177,7 @@ def score_bce(b: Batch):
     conf = _confidence(b.teacher[b.scores], _objectness(b, b.teacher)) if b.boxes is not None else None
     for s, te in _score_pairs(b):
         weight = 0.1 + (conf if conf is not None else _confidence(te))
+        s, te = _as_logits(s, te)
         bce = F.binary_cross_entropy_with_logits(s, te.detach().sigmoid(), reduction="none").mean(-1)
         total = total + (bce * weight).sum() / weight.sum()
     return total if _score_pairs(b) else None
@@ -166,8 +191,10 @@ def score_kl(b: Batch):
     t, total = b.temperature, 0
     for s, te in _score_pairs(b):
         if s.shape[-1] == 1:  # objectness: one sigmoid, nothing to softmax over
+            s, te = _as_logits(s, te)
             total = total + F.binary_cross_entropy_with_logits(s, te.detach().sigmoid())
             continue
+        s, te = _as_logits(s, te, softmax=True)
         kl = F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(te / t, -1), reduction="none", log_target=True).sum(-1)
         weight = te.detach().softmax(-1).amax(-1)
         total = total + (kl * weight).sum() / weight.sum() * t * t

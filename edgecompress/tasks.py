@@ -81,17 +81,35 @@ def score_outputs(shapes, boxes: int) -> list:
     return [i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == a]
 
 
-def confidences(outputs, boxes: int, scores: int) -> np.ndarray:
-    """(N, A, K) probabilities of a detector's raw logits: sigmoid of the class scores, times the
-    sigmoid of each objectness output (K = 1) beside them."""
-    def sigmoid(v):
-        return 1 / (1 + np.exp(-np.clip(np.asarray(v, np.float64), -60, 60)))
+def are_logits(values) -> bool:
+    """Whether a detector's score output holds logits (some value outside [0, 1]) or probabilities
+    (a model that ends in its own sigmoid or softmax). Decided on the reference's values and applied to
+    both sides: a probability head, sigmoided again, made every anchor look confident."""
+    v = np.asarray(values.detach().float().cpu() if hasattr(values, "detach") else values, np.float64)
+    finite = v[np.isfinite(v)]
+    return bool(finite.size and (finite.min() < 0.0 or finite.max() > 1.0))
 
-    prob = sigmoid(outputs[scores])
+
+def score_kinds(outputs, boxes: int) -> dict:
+    """{output index: True where it holds logits} for every score output beside the boxes."""
+    return {i: are_logits(outputs[i]) for i in score_outputs([o.shape for o in outputs], boxes)}
+
+
+def confidences(outputs, boxes: int, scores: int, logits: Optional[dict] = None) -> np.ndarray:
+    """(N, A, K) probabilities of a detector's scores: the class scores (through a sigmoid where they are
+    logits), times each objectness output (K = 1) beside them, likewise. logits: score_kinds of the
+    reference, so that a candidate is read the way its reference is; None: decided on `outputs`."""
+    logits = score_kinds(outputs, boxes) if logits is None else logits
+
+    def prob(i):
+        v = np.asarray(outputs[i], np.float64)
+        return 1 / (1 + np.exp(-np.clip(v, -60, 60))) if logits.get(i, True) else np.clip(v, 0.0, 1.0)
+
+    conf = prob(scores)
     for i in score_outputs([o.shape for o in outputs], boxes):
         if i != scores and outputs[i].shape[2] == 1:
-            prob = prob * sigmoid(outputs[i])
-    return prob
+            conf = conf * prob(i)
+    return conf
 
 
 def _unit_rows(values: np.ndarray) -> bool:

@@ -84,7 +84,7 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
     with the same class; embedding: the mean cosine similarity of the first output's vectors;
     regression: R^2 of the candidate's values against the reference's (1 - SSE / SST), all outputs."""
     from . import task_metrics
-    from .tasks import _detection_heads, confidences
+    from .tasks import _detection_heads, confidences, score_kinds
 
     if task == "segmentation":  # the same figures task_details reports, from one implementation
         return task_metrics.segmentation(candidate[0], reference[0]).pixel_agreement
@@ -92,9 +92,10 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
         boxes, scores = _detection_heads([r.shape for r in reference])
         if scores is None:
             return None
-        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores), reference[boxes],
-                                              confidences(reference, boxes, scores), threshold=score_threshold,
-                                              scores_are_logits=False).confident_agreement
+        kinds = score_kinds(reference, boxes)
+        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
+                                              reference[boxes], confidences(reference, boxes, scores, kinds),
+                                              threshold=score_threshold, scores_are_logits=False).confident_agreement
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
@@ -256,7 +257,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
 def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
     """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
     from . import task_metrics
-    from .tasks import _detection_heads, confidences
+    from .tasks import _detection_heads, confidences, score_kinds
 
     if task == "segmentation":
         masks = y if y is not None and y.ndim == 3 and y.shape[1:] == reference[0].shape[2:] else None
@@ -265,8 +266,9 @@ def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
         boxes, scores = _detection_heads([r.shape for r in reference])
         if scores is None:
             return None
-        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores),
-                                              reference[boxes], confidences(reference, boxes, scores),
+        kinds = score_kinds(reference, boxes)
+        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
+                                              reference[boxes], confidences(reference, boxes, scores, kinds),
                                               scores_are_logits=False).to_dict()
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).to_dict()

@@ -50,3 +50,51 @@ def test_confidence_is_objectness_times_class_in_the_check():
     assert verify.task_agreement("detection", [boxes, classes, unsure], ref) == 0.0
     probs = tasks.confidences([boxes, classes, unsure], 0, 1)
     assert probs.shape == (8, 16, 2) and probs.max() < 0.01
+
+
+def _probability_heads(n=6, anchors=40, seed=0):
+    """A detector that ends in its own sigmoid: boxes (N, A, 4), class probabilities (N, A, 2) and objectness
+    probabilities (N, A, 1); a few anchors per image are confident (class 0.95, objectness 0.9), the rest low."""
+    rng = np.random.default_rng(seed)
+    boxes = rng.random((n, anchors, 4)).astype(np.float32)
+    cls = rng.uniform(0.0, 0.05, (n, anchors, 2)).astype(np.float32)
+    obj = rng.uniform(0.0, 0.05, (n, anchors, 1)).astype(np.float32)
+    for i in range(n):
+        for a in rng.choice(anchors, 3, replace=False):
+            cls[i, a, a % 2], obj[i, a, 0] = 0.95, 0.9
+    return [boxes, cls, obj]
+
+
+def test_scores_that_are_already_probabilities_are_not_sigmoided_again():
+    """A walkthrough's detector returned sigmoided scores: the check sigmoided them again and every anchor
+    (sigmoid(0.01) = 0.5025) counted as confident; now only the 18 truly confident ones do."""
+    ref = _probability_heads()
+    for heads in (ref[:2], ref):  # class probabilities alone, and with objectness beside them
+        details = verify.task_details("detection", [o.copy() for o in heads], heads)
+        assert details["confident_anchors"] == 18 and details["confident_agreement"] == 1.0
+    lost = [o.copy() for o in ref]
+    first = np.argwhere(ref[2][0, :, 0] > 0.5)[0, 0]
+    lost[2][0, first, 0] = 0.1  # the deployed model drops one object's objectness
+    assert verify.task_agreement("detection", lost, ref) == 17 / 18
+    lost = [o.copy() for o in ref[:2]]
+    lost[1][0, first] = 0.2  # or its class score
+    assert verify.task_agreement("detection", lost, ref[:2]) == 17 / 18
+    # logits are still sigmoided: the same heads as logits give the same count
+    as_logits = [ref[0]] + [np.log(o / (1 - o)) for o in ref[1:]]
+    assert verify.task_details("detection", as_logits, as_logits)["confident_anchors"] == 18
+
+
+def test_distillation_weights_read_probability_scores_as_probabilities():
+    _, cls, obj = (torch.from_numpy(o) for o in _probability_heads())
+    conf = losses._confidence(cls, [obj])
+    assert torch.allclose(conf, cls.amax(-1) * obj[..., 0]) and int((conf > 0.5).sum()) == 18
+    s, t = losses._as_logits(cls.clone(), cls)
+    assert torch.allclose(torch.sigmoid(t), cls, atol=1e-5) and torch.allclose(s, t)
+    logits = torch.randn(2, 5, 3) * 4
+    assert losses._as_logits(logits, logits)[1] is logits  # logits pass as they are
+    batch = losses.Batch([torch.from_numpy(_probability_heads()[0])] + [cls.clone().requires_grad_(True),
+                                                                          obj.clone().requires_grad_(True)],
+                         [torch.from_numpy(_probability_heads()[0]), cls, obj], None, 4.0, [], boxes=0, scores=1)
+    loss = losses.score_bce(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and batch.student[1].grad.abs().max() < 1e-3, "the student's equal scores are the optimum"
