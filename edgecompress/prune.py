@@ -150,10 +150,24 @@ def _nearest_multiple_pruner(tp):
     (as at 0.5) instead of 24, so every ratio below 0.5 pruned more than it said."""
     class NearestMultiple(tp.pruner.BasePruner):
         def _round_to(self, n_pruned, current_channels, round_to):
+            groups = self.__dict__.get("_groups_of", {}).get(id(self.__dict__.get("_asked_about")), 1)
+            if groups > 1 and current_channels % groups == 0:
+                # channels tied in groups (GroupNorm): Torch-Pruning passes the count to prune in EACH group
+                # with the layer's whole width, and the group's share rounded to round_to was always 0
+                # (a GroupNorm net at prune.ratio 0.5 kept all its channels); the layer's total stays a
+                # multiple of round_to
+                size, unit = current_channels // groups, round_to // math.gcd(round_to, groups)
+                keep = max(unit, math.floor((size - n_pruned) / unit + 0.5) * unit)
+                return max(size - min(keep, size - size % unit or size), 0)
             keep = max(round_to, math.floor((current_channels - n_pruned) / round_to + 0.5) * round_to)
             if keep > current_channels:  # a width that is no multiple itself: the largest multiple under it
                 keep = max(round_to, current_channels - current_channels % round_to)
             return max(current_channels - keep, 0)
+
+        def _get_channel_groups(self, group):
+            found = super()._get_channel_groups(group)
+            self.__dict__.setdefault("_groups_of", {})[id(group[0].dep.target.module)] = found  # (also from __init__)
+            return found
 
         def estimate_importance(self, group):
             """None (the group is left whole) where Torch-Pruning cannot score a group: its dependency graph
@@ -178,6 +192,14 @@ def _pruner(model, cfg, example, step: int, ignore: List[str]):
         output_transform=output_tensors,  # the graph traced through every output; None values skipped
     )
     pruner.unscorable = []  # (root module, why) of the groups estimate_importance could not score
+    # _round_to is told a layer's width but not its channel groups: the layer whose width Torch-Pruning
+    # asked for just before (it asks right before rounding) names them
+    pruner._asked_about = None
+    for fn in ("get_out_channels", "get_in_channels"):
+        def asked(module, _inner=getattr(pruner.DG, fn)):
+            pruner._asked_about = module
+            return _inner(module)
+        setattr(pruner.DG, fn, asked)
     return pruner
 
 
@@ -272,6 +294,7 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
         model.zero_grad()
         grad_fn(model)  # fills .grad, which GroupTaylorImportance reads
     backup = _copy(model)
+    widths = _widths(model)
     left: List[str] = []
     why = set()
     for searches in range(4):  # a group left whole can make another one the breaking one; bounded
@@ -302,7 +325,44 @@ def prune_channels_(model, cfg, example, step: int = 1, grad_fn: Optional[Callab
             (["Torch-Pruning cannot score some of them: its graph does not model a layer such as PixelShuffle"]
              if "importance scoring" in why else [])
         log(f"prune: left whole ({'; '.join(because)}): {', '.join(left)}")
+    _warn_if_short(model, cfg, widths, step, set(ignore) | set(left))
     return left
+
+
+def _widths(model) -> dict:
+    """{name: output channels} of the conv and linear layers."""
+    import torch.nn as nn
+
+    return {n: (m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+
+
+def _warn_if_short(model, cfg, before: dict, step: int, whole: set) -> None:
+    """A warning where pruning removed less than half of the channels the ratio asks for from the layers
+    it was free to prune, naming those that kept their width and the likely cause: a ratio that quietly
+    did nothing reads as a compressed model in the summary."""
+    import torch.nn as nn
+
+    after = _widths(model)
+    free = [n for n in before if n not in whole and n in after]
+    if not free:
+        return
+    asked = step_ratio(cfg.ratio, step, cfg.iterative_steps)
+    removed = 1 - sum(after[n] for n in free) / sum(before[n] for n in free)
+    if asked <= 0 or removed >= asked / 2:
+        return
+    kept = [n for n in free if after[n] == before[n]]
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.GroupNorm) and m.num_groups > 1]
+    if norms and cfg.round_to and cfg.round_to > 1:
+        cause = (f"GroupNorm ({', '.join(norms[:4])}{', ...' if len(norms) > 4 else ''}) ties channels into groups "
+                 f"that Torch-Pruning prunes evenly, and prune.round_to={cfg.round_to} rounds each group's share "
+                 "away: try --set prune.round_to=1, or a multiple of the GroupNorm's number of groups")
+    else:
+        cause = ("their channels are tied to layers left whole (an output head, a skip or concatenation into one, "
+                 f"prune.ignore){f', or prune.round_to={cfg.round_to} is more than the ratio removes' if cfg.round_to else ''}")
+    shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+    log(f"warning: prune.ratio {cfg.ratio:g} asked for {asked:.0%} of the channels and {removed:.0%} went: "
+        f"{len(kept)} of {len(free)} prunable layers kept their width ({shown}); {cause}")
 
 
 def magnitude_masks(model, ratio: float, ignore: List[str]) -> dict:

@@ -113,3 +113,30 @@ def test_a_pixel_shuffle_decoder_that_torch_pruning_cannot_score_is_left_whole_a
     assert model.enc1[0].out_channels < 16 or model.enc2[0].out_channels < 32
     err = capsys.readouterr().err
     assert "Torch-Pruning cannot score some of them" in err and ", ".join(left) in err
+
+
+def test_groupnorm_channels_prune_as_far_as_batchnorm_ones(capsys):
+    """GroupNorm ties channels in groups: Torch-Pruning rounded each group's share to round_to and pruned
+    nothing (a walkthrough's GroupNorm net at ratio 0.5: 1.00x fewer MACs, silently)."""
+    x = torch.randn(2, 3, 32, 32)
+    pruned = {}
+    for factory in ("groupnorm_net", "batchnorm_net"):
+        torch.manual_seed(0)
+        model = getattr(models(), factory)().eval()
+        before = prune.count(model, x)[0]
+        prune.prune_channels_(model, Prune(ratio=0.5, round_to=8), x)
+        pruned[factory] = [c.out_channels for c in model.convs]
+        assert prune.count(model, x)[0] < 0.35 * before and prune.onnx_exports(model, x)
+    assert pruned["groupnorm_net"] == pruned["batchnorm_net"] == [16, 32, 32]
+    gn = [m for m in getattr(models(), "groupnorm_net")().modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert gn and "warning: prune.ratio" not in capsys.readouterr().err
+
+
+def test_a_ratio_that_removes_little_is_a_warning_naming_the_layers(capsys):
+    torch.manual_seed(0)
+    model = models().batchnorm_net().eval()
+    x = torch.randn(2, 3, 32, 32)
+    prune.prune_channels_(model, Prune(ratio=0.2, round_to=32), x)  # 32 of 32: nothing to round down to
+    err = capsys.readouterr().err
+    assert "warning: prune.ratio 0.2 asked for 20% of the channels and 0% went: 3 of 3 prunable layers kept" in err
+    assert "convs.0, convs.1, convs.2" in err and "prune.round_to=32" in err

@@ -159,6 +159,22 @@ class PixelShuffleSegmenter(nn.Module):
         return self.classifier(self.up2(d))
 
 
+class GroupNormNet(nn.Module):
+    """A classifier normalised by GroupNorm(8, C) (detection heads and small-batch nets use it): its channels
+    are tied in 8 groups, which Torch-Pruning prunes evenly."""
+    def __init__(self, classes=3, norm=None):
+        super().__init__()
+        norm = norm or (lambda c: nn.GroupNorm(8, c))
+        self.convs = nn.ModuleList([nn.Conv2d(3, 32, 3, 2, 1), nn.Conv2d(32, 64, 3, 2, 1), nn.Conv2d(64, 64, 3, 2, 1)])
+        self.norms = nn.ModuleList([norm(32), norm(64), norm(64)])
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.silu(norm(conv(x)))
+        return self.fc(x.mean((2, 3)))
+
+
 def efficientnet():
     return TinyEfficientNet()
 
@@ -177,6 +193,14 @@ def segmenter():
 
 def segmenter_aux():
     return TinySegmenter(aux=True)
+
+
+def groupnorm_net():
+    return GroupNormNet()
+
+
+def batchnorm_net():
+    return GroupNormNet(norm=nn.BatchNorm2d)
 
 
 def pixel_shuffle_segmenter():
