@@ -122,7 +122,7 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 
 - Model file: `{m['model']['file']}` ({backend.precision_text(m)})
 - Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']}; preprocessing: {_preprocessing(inp['preprocessing'])}
-- Labels: {'`labels.txt`' if m.get('labels') else 'none known (outputs are class indices)'}
+- {_labels_line(m)}
 
 ## Run it
 
@@ -141,6 +141,20 @@ Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_
 `manifest.json` holds the full figures, the resolved target profile and a checksum for every
 file; `edgecompress verify` re-checks them and re-runs the stored parity samples.
 """
+
+
+def _labels_line(m: dict) -> str:
+    """What the outputs mean: class names where the bundle has them; else what the task's outputs are."""
+    outputs = ", ".join(f"`{o['name']}` {o['shape']}" for o in m.get("outputs", []))
+    task = m.get("task") or "classification"
+    if m.get("labels"):
+        return f"Labels: `labels.txt` ({len(m['labels'])} classes); outputs: {outputs}"
+    meaning = {"classification": "class scores, indexed by class (no class names were given)",
+               "segmentation": "per-pixel class scores, indexed by class (no class names were given)",
+               "detection": "boxes and scores per anchor" + (" (`postprocess.py` decodes them)" if m.get("postprocess") else ""),
+               "embedding": "an embedding vector per input (compare two with cosine similarity)",
+               "regression": "the model's values as they are"}.get(task, "as the model returns them")
+    return f"Outputs ({task}): {outputs}: {meaning}"
 
 
 def _report_page(manifest: dict, summary: dict) -> str:

@@ -114,7 +114,8 @@ class LiteRT(common.Defaults):
 
     def run_section(self, manifest: dict) -> str:
         return ("    pip install numpy ai-edge-litert\n    python example.py            # the first stored held-out sample\n\n"
-                "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite` and `labels.txt`\n"
+                "On Android: `ModelRunner.kt` (LiteRT Interpreter, XNNPACK) with `model.tflite`"
+                f"{' and `labels.txt`' if manifest.get('labels') else ''}\n"
                 "in the app's assets; its output buffers, quantization constants and task code are this model's.")
 
     def outputs(self, model_file: Path, x, manifest: dict) -> list:

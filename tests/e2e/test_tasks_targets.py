@@ -37,6 +37,8 @@ def test_each_task_model_deploys_to_each_target(data, tmp_path, model, target, d
         assert deployed["task_agreement"] >= limit, (key, deployed["task_agreement"])
     code, verify_out, verify_err = run_cli("verify", str(bundle))
     assert code == 0, verify_err
+    readme = (bundle / "README.md").read_text()  # what the outputs are, in the task's words; no labels.txt promised
+    assert f"Outputs ({TASKS[model]}): " in readme and "class indices" not in readme and "labels.txt" not in readme
     if OUTPUTS[model] > 1:  # each output named as the model names it (a .tflite's tensors: serving_default_..._output)
         said = verify_out + verify_err
         assert all(f"{o.get('model_name') or o['name']} " in said for o in m["outputs"]), said
