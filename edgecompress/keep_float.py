@@ -183,7 +183,7 @@ def decide(setting, make: Make, judge: Callable[[list], "verify.Parity"], heads:
         return path, out, FloatChoice("none", reason="quantize.keep_float none: every layer in INT8")
     if setting != "auto":
         layers = named(list(setting))
-        log(f"quantize: {len(layers)} operations left in float (quantize.keep_float {', '.join(setting)})")
+        log(f"quantize: {_operations(len(layers))} left in float (quantize.keep_float {', '.join(setting)})")
         path, out = make(layers, final)
         metric, value = verify.figure(judge(out))
         return path, out, FloatChoice(list(setting), layers, metric, kept_in_float=value,
@@ -198,20 +198,20 @@ def _auto(make, judge, heads, final: Path, cfg):
     missed = verify.problems(report, True, cfg)
     if not missed:
         return path, out, FloatChoice("auto", [], metric, everywhere,
-                                      reason=f"INT8 everywhere meets the tolerance ({metric} {_fmt(everywhere)})")
+                                      reason=f"INT8 everywhere meets the tolerance ({metric} {_fmt(everywhere, metric)})")
     layers = heads()
     if not layers:
         return path, out, FloatChoice("auto", [], metric, everywhere, reason="INT8 everywhere misses the tolerance "
                                       "and the model has no conv/linear head to keep in float")
     log(f"quantize: INT8 everywhere misses the tolerance ({'; '.join(missed)}); trying the heads in float "
-        f"({len(layers)} operations: {', '.join(layers[:4])}{' ...' if len(layers) > 4 else ''})")
+        f"({_operations(len(layers))}: {', '.join(layers[:4])}{' ...' if len(layers) > 4 else ''})")
     trial = final.with_name(final.stem + "-head-float" + final.suffix)
     trial_path, trial_out = make(layers, trial)
     _, in_float = verify.figure(judge(trial_out))
     better = in_float is not None and (everywhere is None or in_float > everywhere)
     verdict = "keeps the heads in float" if better else "keeps INT8 everywhere (the heads in float did no better)"
     words = verify.METRIC_WORDS.get(metric, "top-1 agreement")
-    log(f"quantize: {words} {_fmt(everywhere)} with INT8 everywhere, {_fmt(in_float)} with the heads in float: "
+    log(f"quantize: {words} {_fmt(everywhere, metric)} with INT8 everywhere, {_fmt(in_float, metric)} with the heads in float: "
         f"the file {verdict}")
     if better:
         shutil.move(str(trial_path), str(final))
@@ -222,5 +222,14 @@ def _auto(make, judge, heads, final: Path, cfg):
                                   reason=f"INT8 everywhere misses the tolerance: {'; '.join(missed)}; {verdict}")
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _fmt(value, metric: str = "") -> str:
+    """As verify's tolerance lines print it: a share in %, R^2 and cosine as numbers."""
+    from .report import NOT_A_SHARE
+
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if metric in NOT_A_SHARE else f"{value:.2%}"
+
+
+def _operations(n: int) -> str:
+    return f"{n} operation{'s' if n != 1 else ''}"

@@ -110,7 +110,7 @@ def _trade_off(m: dict) -> str:
         return ""
     note = f"; not placed (no figure or no timing here): {', '.join(missing)}" if missing else ""
     return ("<h2>Accuracy against latency</h2>" + trade_off_svg(placed, acc["metric"]) +
-            f"<p class=note>{escape(acc['metric'])} on the held-out samples against p50 latency (ms, where the "
+            f"<p class=note>{escape(summary_words(acc['metric']))} on the held-out samples against p50 latency (ms, where the "
             f"table's latency was measured){escape(note)}.</p>")
 
 
@@ -132,10 +132,17 @@ def trade_off_svg(points: List[tuple], metric: str, width: int = 480, height: in
                     f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{t:g}</text>' for t in _ticks(lo, hi))
     y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_figure(metric, v, 1)}</text>'
                       for v in (y_lo + pad, y_hi - pad))
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(metric)} against p50 latency">'
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(summary_words(metric))} against p50 latency">'
             f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#999"/>'
             f'<line x1="{left}" x2="{left}" y1="{top}" y2="{base}" stroke="#999"/>{ticks}{y_ticks}{marks}'
             f'<text x="{(width - right + left) / 2:.0f}" y="{height - 4}" text-anchor="middle">p50 ms (log)</text></svg>')
+
+
+def summary_words(metric: str) -> str:
+    """The figure's name as the summary says it ('pixel agreement', not 'pixel_agreement')."""
+    from .summary import metric_words
+
+    return metric_words(metric)
 
 
 def _figure(metric: str, v: float, digits: int) -> str:

@@ -33,7 +33,8 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
                          + _int8_note(lat),
-        accuracy_note=accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures),
+        accuracy_note=accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
+                                       distilled=bool(c.distillation and c.distillation.steps)),
         user_figures=user_figures,
         rounds=rounds or None, speedup_per_round=paired, energy_reason=results["compressed"].get("energy_reason"),
         latency_budget=budget)
@@ -112,7 +113,8 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
 BOX_RECALL_TRUSTED = 0.95  # a detector whose decoded boxes match the original's this well kept its answer
 
 
-def accuracy_warning(acc: Accuracy, quantized: bool, user_figures: Optional[dict] = None) -> Optional[str]:
+def accuracy_warning(acc: Accuracy, quantized: bool, user_figures: Optional[dict] = None,
+                     distilled: bool = True) -> Optional[str]:
     """The run passed its checks (the deployed model matches the student it came from), but the
     student may have learned too little, or quantization cost more than it should: say so, with the
     knob that helps. Which one, the FP32 student's accuracy tells (without it: the student's). A
@@ -133,6 +135,9 @@ def accuracy_warning(acc: Accuracy, quantized: bool, user_figures: Optional[dict
         remedy = ("quantization lost it (the FP32 student kept it): try more calibration samples "
                   "(--set quantize.calibration_samples=N), another calibration_method, or keep FP32 "
                   "(--set quantize.precision=fp32)")
+    elif not distilled:
+        remedy = ("pruning cost it and nothing taught it back (no distillation ran: distill.steps=0): distill "
+                  "(--set distill.steps=N, say 1200) or prune less (--set prune.ratio=R)")
     else:
         remedy = ("the compressed model learned too little: distill longer (--set distill.steps=N) or prune less "
                   "(--set prune.ratio=R); the distillation loss curve in report.html shows whether the loss was "

@@ -69,6 +69,8 @@ def test_the_trade_off_places_each_model_by_its_latency_and_figure_and_names_the
     assert ox > sx > dx  # slower to the right, on a log scale: 4 ms, 2 ms, 1 ms equally spaced
     assert abs((ox - sx) - (sx - dx)) < 0.5
     assert oy < sy < dy  # higher accuracy higher up
+    seg = dict(m, metrics=dict(m["metrics"], accuracy=dict(m["metrics"]["accuracy"], metric="pixel_agreement")))
+    assert "pixel_agreement" not in report_html._trade_off(seg) and "pixel agreement" in report_html._trade_off(seg)
     r2 = dict(m, metrics=dict(m["metrics"], accuracy={"metric": "r2", "teacher": 0.999, "student_fp32": 0.998,
                                                        "student": 0.9987}))
     assert "deployed 0.9987<" in report_html._trade_off(r2) and "%" not in report_html.trade_off_svg(

@@ -51,6 +51,8 @@ def test_a_large_accuracy_cost_is_said_with_the_knob_that_helps():
     said = accuracy_warning(acc, quantized=True)
     assert said.startswith("warning: accuracy fell 58.75 points (100.00% -> 41.25%) on 80 held-out samples")
     assert "distill.steps" in said and "prune.ratio" in said and "quantiz" not in said
+    undistilled = accuracy_warning(acc, quantized=True, distilled=False)  # distill.steps=0: not "distill longer"
+    assert "no distillation ran" in undistilled and "learned too little" not in undistilled
     said = accuracy_warning(replace(acc, student_fp32=0.99), quantized=True)  # the FP32 student kept it
     assert "quantization lost it" in said and "calibration_samples" in said
     assert "quantiz" not in accuracy_warning(replace(acc, student_fp32=0.99), quantized=False)
