@@ -34,7 +34,8 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
                          + _int8_note(lat),
         accuracy_note=accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
-                                       distilled=bool(c.distillation and c.distillation.steps)),
+                                       distilled=bool(c.distillation and c.distillation.steps))
+        or neighbour_warning(deployed.parity),
         user_figures=user_figures,
         rounds=rounds or None, speedup_per_round=paired, energy_reason=results["compressed"].get("energy_reason"),
         latency_budget=budget)
@@ -111,6 +112,23 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
 
 
 BOX_RECALL_TRUSTED = 0.95  # a detector whose decoded boxes match the original's this well kept its answer
+
+
+NN_WARN = 0.9  # an embedding whose nearest neighbours moved for more than 1 sample in 10 is said
+
+
+def neighbour_warning(parity) -> Optional[str]:
+    """An embedding's mean cosine with the original can read 0.999 while the nearest neighbour of many
+    samples changed, which is what retrieval and re-identification read: say so."""
+    d = (parity.task_details or {}) if parity is not None and parity.task_metric == "cosine" else {}
+    nn = d.get("original_nn_agreement")
+    if nn is None or nn >= NN_WARN:
+        return None
+    return (f"warning: the nearest neighbour of {1 - nn:.0%} of the {parity.samples} held-out samples changed "
+            f"against the original (nearest-neighbour agreement {nn:.2%}; mean cosine similarity "
+            f"{parity.original_task_agreement:.4f}): for retrieval that is the figure to judge; near-duplicate samples "
+            "flip easily, so check it on your gallery; prune less (--set prune.ratio=R), distill longer, or keep "
+            "FP32 (--set quantize.precision=fp32) to move fewer")
 
 
 def accuracy_warning(acc: Accuracy, quantized: bool, user_figures: Optional[dict] = None,

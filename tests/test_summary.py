@@ -102,3 +102,27 @@ def test_an_int8_file_slower_than_its_fp32_student_is_said():
     assert "quantize.precision=fp32" in note
     assert _int8_note({"compressed": {"p50": 0.026}, "student_fp32": {"p50": 0.025}}) == ""  # within noise
     assert _int8_note({"compressed": {"p50": 0.026}}) == ""  # a runtime that times two models
+
+
+def test_an_embeddings_moved_neighbours_are_said_though_its_mean_cosine_is_high():
+    """A walkthrough's embedding net: mean cosine 0.9996 with the original, 84% of nearest neighbours kept,
+    and nothing said. Near-duplicate pairs whose order a small change flips show it."""
+    import numpy as np
+
+    from edgecompress import summary, verify
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16))  # 10 groups of 4 near-duplicates: who is whose nearest is a near tie
+    original = np.repeat(centres, 4, axis=0) + rng.normal(scale=1e-3, size=(40, 16))
+    original /= np.linalg.norm(original, axis=1, keepdims=True)
+    moved = original + rng.normal(scale=1e-3, size=original.shape)
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    parity = verify.compare("deployed", [moved], [moved.copy()], ["embedding"], None, original=[original],
+                            task="embedding")
+    d = parity.task_details
+    assert d["nn_agreement"] == 1.0 and d["original_nn_agreement"] < 0.9 and parity.original_task_agreement > 0.999
+    said = summary.neighbour_warning(parity)
+    assert said.startswith("warning: the nearest neighbour of") and f"{d['original_nn_agreement']:.2%}" in said
+    assert "with the original: worst cosine" in parity.table()
+    same = verify.compare("deployed", [original], [original], ["embedding"], None, original=[original], task="embedding")
+    assert summary.neighbour_warning(same) is None
