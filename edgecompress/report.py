@@ -145,7 +145,9 @@ file; `edgecompress verify` re-checks them and re-runs the stored parity samples
 
 def _labels_line(m: dict) -> str:
     """What the outputs mean: class names where the bundle has them; else what the task's outputs are."""
-    outputs = ", ".join(f"`{o['name']}` {o['shape']}" for o in m.get("outputs", []))
+    outputs = ", ".join(f"`{o['name']}`" + (f" (the model's `{o['model_name']}`)" if o.get("model_name")
+                                             and o["model_name"] != o["name"] else "") + f" {o['shape']}"
+                        for o in m.get("outputs", []))
     task = m.get("task") or "classification"
     if m.get("labels"):
         return f"Labels: `labels.txt` ({len(m['labels'])} classes); outputs: {outputs}"
