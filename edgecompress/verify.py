@@ -276,9 +276,11 @@ def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
         if scores is None:
             return None
         kinds = score_kinds(reference, boxes)
-        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
-                                              reference[boxes], confidences(reference, boxes, scores, kinds),
-                                              scores_are_logits=False).to_dict()
+        details = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
+                                                 reference[boxes], confidences(reference, boxes, scores, kinds),
+                                                 scores_are_logits=False).to_dict()
+        details["scores_are_logits"] = kinds.get(scores, True)  # the model's own scores (the example programs read it)
+        return details
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).to_dict()
     return task_metrics.regression(candidate, reference).to_dict()

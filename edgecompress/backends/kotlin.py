@@ -100,7 +100,9 @@ def _task_parts(task: str, manifest: dict, outputs: Sequence[Tensor]) -> Tuple[s
             note = ("    // The bundle's postprocess.py ({file}:{function}, your decode function) is Python: port it to turn\n"
                     "    // these outputs into boxes, as example.py does with it.\n".format(**decode)) if decode else ""
             constants = (f"        const val BOX_OUTPUT = {heads[0]}  // {outputs[heads[0]].name}: N x A x 4\n"
-                         f"        const val SCORE_OUTPUT = {heads[1]}  // {outputs[heads[1]].name}: N x A x K\n")
+                         f"        const val SCORE_OUTPUT = {heads[1]}  // {outputs[heads[1]].name}: N x A x K\n"
+                         f"        // false where the model ends in its own sigmoid: its scores are probabilities already\n"
+                         f"        const val SCORES_ARE_LOGITS = {'true' if _scores_are_logits(manifest) else 'false'}\n")
             return _fragment("detection").replace("@DECODE_NOTE@\n", note), constants, ""
         raw = (" No N x A x 4 box output beside an N x A x K score output: decoding\n"
                "    // these outputs into boxes is the app's (the bundle's postprocess.py, where given, is Python).")
@@ -172,3 +174,9 @@ def runner_text(manifest: dict) -> str:
 
 def bundle_texts(manifest: dict) -> Dict[str, str]:
     return {"ModelRunner.kt": runner_text(manifest)}
+
+
+def _scores_are_logits(manifest: dict) -> bool:
+    """How the build read the detector's scores (verify's task_details): logits unless they never left [0, 1]."""
+    parity = (manifest.get("metrics") or {}).get("parity") or [{}]
+    return bool((parity[-1].get("task_details") or {}).get("scores_are_logits", True))

@@ -1,9 +1,10 @@
     // ---- detection (a fragment of ModelRunner.kt, filled in by edgecompress/backends/kotlin.py) ----
     // The raw heads: OUTPUTS[BOX_OUTPUT] is N x A x 4 (a box per anchor, as the model encodes it) and
-    // OUTPUTS[SCORE_OUTPUT] N x A x K (class scores, read as logits). Decoding the boxes and NMS are the
+    // OUTPUTS[SCORE_OUTPUT] N x A x K (class scores: logits, or probabilities
+    // where SCORES_ARE_LOGITS is false). Decoding the boxes and NMS are the
     // app's: topAnchors gives the raw top-scoring anchors, as example.py prints them without a decoder.
 @DECODE_NOTE@
-    /** One anchor: its best class, that class's sigmoid score and its raw box values. */
+    /** One anchor: its best class, that class's score as a probability and its raw box values. */
     class Anchor(val index: Int, val classId: Int, val label: String, val score: Float, val box: FloatArray)
 
     /** The k anchors with the highest score over the classes, highest first (no decoding, no NMS). */
@@ -17,7 +18,8 @@
         val prob = FloatArray(anchors)
         for (a in 0 until anchors) {
             for (c in 0 until classes) {
-                val p = sigmoid(scores.values[a * classes + c])
+                val v = scores.values[a * classes + c]
+                val p = if (SCORES_ARE_LOGITS) sigmoid(v) else v
                 if (c == 0 || p > prob[a]) {
                     prob[a] = p
                     best[a] = c

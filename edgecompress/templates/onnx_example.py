@@ -101,7 +101,9 @@ def describe(outputs, manifest, other=None):
         shapes = [o.shape for o in outputs]
         boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
         scores = next(i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1])
-        prob = 1 / (1 + np.exp(-outputs[scores][0]))
+        details = ((manifest.get("metrics") or {}).get("parity") or [{}])[-1].get("task_details") or {}
+        raw = np.asarray(outputs[scores][0], np.float64)  # logits, unless the model ends in its own sigmoid
+        prob = 1 / (1 + np.exp(-raw)) if details.get("scores_are_logits", True) else raw
         best = prob.max(-1)
         for a in np.argsort(-best)[:5]:  # the raw top-scoring anchors (no decoding, no NMS)
             print(f"anchor {int(a):>5}  class {int(prob[a].argmax())}  score {best[a]:.3f}  box "

@@ -235,3 +235,19 @@ def test_a_detector_whose_head_is_shared_by_two_levels_deploys_to_arm_in_int8(da
     code, _, verify_err = run_cli("verify", str(bundle))
     assert code == 0, verify_err
     assert len(_example(bundle)) == 5
+
+
+@pytest.mark.parametrize("target", ["arm", "android"])
+def test_a_detector_ending_in_its_own_sigmoid_is_read_as_probabilities_everywhere(data, tmp_path, target):
+    """The checks, the manifest and the example programs read probability scores as they are (a walkthrough's
+    example printed sigmoid(0.95) = 0.72 for an anchor the model gave 0.95, and 0.50 for every background one)."""
+    folder, weights = data
+    m, _, _, bundle = _deploy("probability_detector", target, folder / "shapes.npz", tmp_path / "out",
+                              weights["detector"])
+    details = m["metrics"]["parity"][-1]["task_details"]
+    assert details["scores_are_logits"] is False and details["confident_anchors"] < 0.5 * 64 * details.get("samples", 32)
+    expected = np.load(bundle / "parity.npz")["expected_1"][0]  # the deployed model's scores on the first sample
+    top = float(_example(bundle)[0].split("score ")[1].split()[0])
+    assert top == pytest.approx(float(expected.max()), abs=2e-3)
+    if target == "android":
+        assert "const val SCORES_ARE_LOGITS = false" in (bundle / "ModelRunner.kt").read_text()

@@ -158,3 +158,15 @@ class SharedHeadFPN(nn.Module):
 
 def shared_head_detector():
     return SharedHeadFPN()
+
+
+class ProbabilitySSD(TinySSD):
+    """TinySSD ending in its own sigmoid: its scores are probabilities, not logits."""
+
+    def forward(self, x):
+        boxes, scores = super().forward(x)
+        return boxes, torch.sigmoid(scores)
+
+
+def probability_detector():
+    return ProbabilitySSD()
