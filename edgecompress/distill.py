@@ -20,7 +20,7 @@ from . import accel, console, distributed
 from . import rows as rows_mod
 from .console import log
 from .errors import EdgeCompressError, ProfileError
-from .losses import LOSSES, Batch, combine
+from .losses import LABEL_LOSSES, LOSSES, TEMPERATURE_LOSSES, Batch, combine
 from .registry import closest
 # re-exported: pipeline, compress and tests use distill.<name>
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_state, load_checkpoint, restore_, save_checkpoint  # noqa: F401
@@ -333,7 +333,10 @@ def recipe_text(cfg, steps: Optional[int], seconds: Optional[float], used: List[
     budget = " or ".join(b for b in (f"{steps} steps" if steps is not None else "",
                                      f"{seconds / 60:g} min" if seconds is not None else "") if b)
     views = ([f"shifts up to {cfg.shift_pixels} px"] if cfg.shift_pixels else []) + list(cfg.augment)
-    soft = f" (T {cfg.temperature:g}, alpha {cfg.alpha:g})" if set(used) - {"ce", "pixel_ce"} else ""
+    label = [n for n in used if n in LABEL_LOSSES]
+    knobs = ([f"T {cfg.temperature:g}"] if set(used) & TEMPERATURE_LOSSES else []) + \
+        ([f"alpha {cfg.alpha:g}"] if label and [n for n in used if n not in LABEL_LOSSES and n != "feature"] else [])
+    soft = f" ({', '.join(knobs)})" if knobs else ""
     return (f"{budget} x batch {cfg.batch_size}, lr {cfg.lr:g} (cosine decay), losses {' + '.join(used) or 'none'}{soft}, "
             f"views: {', '.join(views) or 'as given'}")
 

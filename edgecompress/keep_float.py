@@ -198,7 +198,7 @@ def _auto(make, judge, heads, final: Path, cfg):
     missed = verify.problems(report, True, cfg)
     if not missed:
         return path, out, FloatChoice("auto", [], metric, everywhere,
-                                      reason=f"INT8 everywhere meets the tolerance ({metric} {_fmt(everywhere, metric)})")
+                                      reason=f"INT8 everywhere meets the tolerance ({_words(metric)} {_fmt(everywhere, metric)})")
     layers = heads()
     if not layers:
         return path, out, FloatChoice("auto", [], metric, everywhere, reason="INT8 everywhere misses the tolerance "
@@ -229,6 +229,12 @@ def _fmt(value, metric: str = "") -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if metric in NOT_A_SHARE else f"{value:.2%}"
+
+
+def _words(metric: str) -> str:
+    from .summary import metric_words
+
+    return metric_words(metric)
 
 
 def _operations(n: int) -> str:

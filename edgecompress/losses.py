@@ -231,6 +231,7 @@ def _var_mse_pair(s, t):
     return ((s.flatten(1) - t.flatten(1)) ** 2 / var).mean()
 
 
+TEMPERATURE_LOSSES = {"soft", "pixel_kl", "score_kl"}  # the losses distill.temperature softens
 LABEL_LOSSES = ("ce", "hard", "pixel_ce")  # against labels (or the teacher's top-1): weighted by 1 - alpha
 
 

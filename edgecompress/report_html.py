@@ -233,11 +233,26 @@ def _compression(m: dict) -> str:
     distill_row = [(k + (per_round if k in ("steps", "seconds") else ""), _value(d.get(k)))
                    for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss", "teacher", "note")
                    if d.get(k) is not None]
-    quant_row = [(k, _value(v)) for k, v in q.items()]
+    quant_row = [(k, _value(v)) for k, v in q.items() if k != "keep_float"] + _keep_float_rows(q.get("keep_float"))
     curve = [p for p in d.get("loss_curve") or [] if math.isfinite(p[2])]  # a diverged step has no place on the axis
     return ("<h2>Compression</h2><h3>Pruning</h3>" + _rows(prune_row) + "<h3>Distillation</h3>" +
             (loss_svg(curve) if len(curve) > 1 else "") + _rows(distill_row) + "<h3>Quantization</h3>" +
             _rows(quant_row))
+
+
+def _keep_float_rows(kf) -> list:
+    """quantize.keep_float's choice as rows in words, not the manifest's dict."""
+    if not isinstance(kf, dict):
+        return [] if kf is None else [("keep_float", _value(kf))]
+    metric = summary_words(kf.get("metric") or "")
+    rows = [("keep_float", _value(kf.get("setting"))),
+            ("layers kept in float", _value(kf.get("layers")) if kf.get("layers") else "none")]
+    for key, words in (("int8_everywhere", "INT8 everywhere"), ("kept_in_float", "heads in float")):
+        if kf.get(key) is not None:
+            rows.append((f"{metric}, {words}", _figure(kf.get("metric") or "", kf[key], 2)))
+    if kf.get("reason"):
+        rows.append(("why", str(kf["reason"])))
+    return rows
 
 
 def _value(v) -> str:

@@ -48,9 +48,15 @@ class Parity:
             rows.append(f"  agreement with the original model {self.original_agreement:.2%}")
         if self.accuracy is not None:
             rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
-        if self.task_agreement is not None:
-            rows.append(f"  {METRIC_WORDS[self.task_metric]} {self.task_agreement:.4f} over {self.samples} held-out "
-                        "samples" + (f" (with the original {self.original_task_agreement:.4f})"
+        if self.task_agreement is not None:  # as the summary's table prints it: a share in %, R^2 and cosine as numbers
+            from .report import NOT_A_SHARE
+
+            share = self.task_metric not in NOT_A_SHARE
+
+            def fmt(v):
+                return f"{v:.2%}" if share else f"{v:.4f}"
+            rows.append(f"  {METRIC_WORDS[self.task_metric]} {fmt(self.task_agreement)} over {self.samples} held-out "
+                        "samples" + (f" (with the original {fmt(self.original_task_agreement)})"
                                      if self.original_task_agreement is not None else ""))
         d = self.task_details or {}
         if d.get("mean_iou") is not None:
@@ -353,7 +359,14 @@ def problems(report: Parity, quantized: bool, cfg) -> List[str]:
             words, key = METRIC_WORDS[report.task_metric], "min_" + report.task_metric
             report.tolerance = {key: getattr(cfg, key)}
             if report.task_agreement is not None and not report.task_agreement >= getattr(cfg, key):
-                problems.append(f"{words} {report.task_agreement:.4f} < {getattr(cfg, key)} (verify.{key})")
+                from .report import NOT_A_SHARE
+
+                if report.task_metric in NOT_A_SHARE:
+                    said = f"{report.task_agreement:.4f} < {getattr(cfg, key)}"
+                else:  # in %, as the other lines: enough digits that a limit of 0.99999 does not read 100.00%
+                    pct = lambda v: f"{v * 100:.3f}".rstrip("0").rstrip(".") + "%"  # noqa: E731
+                    said = f"{pct(report.task_agreement)} < {pct(getattr(cfg, key))}"
+                problems.append(f"{words} {said} (verify.{key})")
     else:
         report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
         problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"

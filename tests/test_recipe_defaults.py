@@ -106,3 +106,7 @@ def test_the_log_line_names_the_recipe_that_trains():
     # class labels do not feed the per-pixel loss, masks do not feed ce
     assert distill.used_losses(["pixel_kl", "pixel_ce", "ce"], torch.zeros(2, 8, 8, dtype=torch.long)) == ["pixel_kl", "pixel_ce"]
     assert distill.recipe_text(d, 10, None, ["ce"]).count("alpha") == 0
+    # T and alpha only where they act: not for an embedding's losses, T alone for label-free per-pixel KL
+    assert "(T" not in distill.recipe_text(d, 10, None, ["cosine", "mse"]) and "alpha" not in distill.recipe_text(
+        d, 10, None, ["box_l1", "score_bce"])
+    assert "losses pixel_kl (T 4)," in distill.recipe_text(d, 10, None, ["pixel_kl"])

@@ -1,4 +1,6 @@
-"""Classify one input with this bundle's .tflite model on a computer (needs numpy and ai-edge-litert).
+"""Run one input through this bundle's .tflite model on a computer and print what its task answers: a
+classifier's top classes, a segmenter's class areas and mask.png, a detector's top boxes or raw anchors, an
+embedding's first values, a regressor's outputs (needs numpy and ai-edge-litert).
 
     python example.py                 # the first held-out sample stored in parity.npz
     python example.py input.npy       # one preprocessed NCHW input (batch optional)
