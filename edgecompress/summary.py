@@ -33,7 +33,8 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
                          + _int8_note(lat),
-        accuracy_note=accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
+        accuracy_note=collapse_warning(deployed.parity)
+        or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                                        distilled=bool(c.distillation and c.distillation.steps))
         or neighbour_warning(deployed.parity),
         user_figures=user_figures,
@@ -112,6 +113,19 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
 
 
 BOX_RECALL_TRUSTED = 0.95  # a detector whose decoded boxes match the original's this well kept its answer
+
+
+def collapse_warning(parity) -> Optional[str]:
+    """A segmenter that answers one class for every pixel while the original used several: its pixel agreement
+    is the background's share, which reads well; say what happened."""
+    d = (parity.task_details or {}) if parity is not None and parity.task_metric == "pixel_agreement" else {}
+    mine, theirs = d.get("classes_predicted"), d.get("original_classes_predicted")
+    if mine != 1 or not theirs or theirs < 2:
+        return None
+    return (f"warning: the deployed model gives every pixel of the {parity.samples} held-out samples one class, where "
+            f"the original uses {theirs}: its pixel agreement ({parity.original_task_agreement:.2%}) is the share of "
+            "that class's pixels, not a kept answer; distill longer (--set distill.steps=N), with masks in the data "
+            "(y) if you have them, or prune less (--set prune.ratio=R)")
 
 
 NN_WARN = 0.9  # an embedding whose nearest neighbours moved for more than 1 sample in 10 is said

@@ -126,3 +126,25 @@ def test_an_embeddings_moved_neighbours_are_said_though_its_mean_cosine_is_high(
     assert "with the original: worst cosine" in parity.table()
     same = verify.compare("deployed", [original], [original], ["embedding"], None, original=[original], task="embedding")
     assert summary.neighbour_warning(same) is None
+
+
+def test_a_segmenter_that_answers_one_class_everywhere_is_said_so():
+    """A walkthrough's label-free student marked every pixel background: pixel agreement 88.89% with the
+    original, the share of background, read as a kept answer."""
+    import numpy as np
+
+    from edgecompress import summary, verify
+
+    original = np.zeros((4, 3, 8, 8), np.float32)
+    original[:, 0] = 1.0
+    original[:, 1, 2:4, 2:4] = 2.0  # a small object of class 1 in each sample
+    collapsed = np.zeros_like(original)
+    collapsed[:, 0] = 1.0
+    parity = verify.compare("deployed", [collapsed], [collapsed.copy()], ["masks"], None, original=[original],
+                            task="segmentation")
+    assert parity.task_details["classes_predicted"] == 1 and parity.task_details["original_classes_predicted"] == 2
+    said = summary.collapse_warning(parity)
+    assert said.startswith("warning: the deployed model gives every pixel of the 4 held-out samples one class")
+    assert "93.75%" in said  # 60 of 64 pixels are background
+    kept = verify.compare("deployed", [original], [original], ["masks"], None, original=[original], task="segmentation")
+    assert summary.collapse_warning(kept) is None
