@@ -98,3 +98,13 @@ def test_distillation_weights_read_probability_scores_as_probabilities():
     loss = losses.score_bce(batch)
     loss.backward()
     assert torch.isfinite(loss) and batch.student[1].grad.abs().max() < 1e-3, "the student's equal scores are the optimum"
+
+
+def test_the_example_programs_and_kotlin_take_the_class_scores_before_a_listed_first_objectness():
+    from types import SimpleNamespace
+
+    from edgecompress.backends import kotlin
+
+    outs = [SimpleNamespace(shape=s) for s in ([1, 64, 4], [1, 64, 1], [1, 64, 3])]
+    assert kotlin.detection_heads(outs) == (0, 2)  # as tasks._detection_heads decides
+    assert kotlin.detection_heads(outs[:2]) == (0, 1)  # objectness alone: it is the score

@@ -70,9 +70,9 @@ def detection_heads(outputs: Sequence[Tensor]) -> Optional[Tuple[int, int]]:
     shapes = [o.shape for o in outputs]
     for b, box in enumerate(shapes):
         if len(box) == 3 and box[2] == 4:
-            for s, score in enumerate(shapes):
-                if s != b and len(score) == 3 and score[1] == box[1]:
-                    return b, s
+            beside = [s for s, score in enumerate(shapes) if s != b and len(score) == 3 and score[1] == box[1]]
+            if beside:  # class scores (K > 1) before a one-value objectness output
+                return b, next((s for s in beside if shapes[s][2] > 1), beside[0])
     return None
 
 

@@ -102,7 +102,8 @@ def describe(outputs, manifest, other=None):
     elif task == "detection":
         shapes = [o.shape for o in outputs]
         boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
-        scores = next(i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1])
+        beside = [i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == shapes[boxes][1]]
+        scores = next((i for i in beside if shapes[i][2] > 1), beside[0])  # class scores before a 1-value objectness
         details = ((manifest.get("metrics") or {}).get("parity") or [{}])[-1].get("task_details") or {}
         raw = np.asarray(outputs[scores][0], np.float64)  # logits, unless the model ends in its own sigmoid
         prob = 1 / (1 + np.exp(-raw)) if details.get("scores_are_logits", True) else raw
