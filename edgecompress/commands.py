@@ -72,8 +72,17 @@ def _build_check(manifest: dict) -> Optional[dict]:
     so a figure over the few stored samples is read beside the one that decided the build."""
     checks = (manifest.get("metrics") or {}).get("parity") or []
     last = checks[-1] if checks and isinstance(checks[-1], dict) else None
-    if not last or last.get("top1_agreement") is None:
+    if not last:
         return None
+    if last.get("top1_agreement") is None:
+        if last.get("task_agreement") is None:
+            return None
+        details = last.get("task_details") or {}
+        return {"samples": last.get("samples"), "task_metric": last.get("task_metric"),
+                "task_agreement": last["task_agreement"], "original_task_agreement": last.get("original_task_agreement"),
+                "tolerance": next(iter((last.get("tolerance") or {}).values()), None),
+                # what a mean figure can hide: an embedding's neighbours, against the original
+                "original_nn_agreement": details.get("original_nn_agreement")}
     return {"samples": last.get("samples"), "top1_agreement": last["top1_agreement"],
             "min_top1_agreement": (last.get("tolerance") or {}).get("min_top1_agreement")}
 

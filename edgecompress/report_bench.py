@@ -66,7 +66,9 @@ def verify_text(out: dict) -> str:
     if out.get("original"):
         lines.append(f"  {_agreement(out['original'], 'with the original model') or 'compared with the original model'}")
     build = out.get("build_check")
-    if build:
+    if build and build.get("task_metric"):
+        lines.append(_build_task_line(build, out["reference_is"], rerun["samples"]))
+    elif build:
         tol = build["min_top1_agreement"]
         lines.append(f"  at build time, over {build['samples']} held-out samples: {build['top1_agreement']:.2%} with "
                      f"{out['reference_is']}" + (f" (tolerance {tol:.2%})" if tol is not None else "")
@@ -74,6 +76,25 @@ def verify_text(out: dict) -> str:
                        f"figure by {1 / max(1, rerun['samples']):.1%}")
     lines.append("OK")
     return "\n".join(lines)
+
+
+def _build_task_line(build: dict, reference_is: str, stored: int) -> str:
+    """The build's own check for a task other than classification, as its verify line printed it."""
+    from .report import NOT_A_SHARE
+    from .verify import METRIC_WORDS
+
+    metric = build["task_metric"]
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4f}" if metric in NOT_A_SHARE else f"{v:.2%}")
+    line = (f"  at build time, over {build['samples']} held-out samples: {METRIC_WORDS.get(metric, metric)} "
+            f"{fmt(build['task_agreement'])} with {reference_is}"
+            + (f" (tolerance {fmt(build['tolerance'])})" if build.get("tolerance") is not None else "")
+            + (f", {fmt(build['original_task_agreement'])} with the original" if build.get("original_task_agreement")
+               is not None else ""))
+    if build.get("original_nn_agreement") is not None:
+        line += f"; nearest-neighbour agreement with the original {build['original_nn_agreement']:.2%}"
+    return line + f" (the {stored} stored samples here are a few of those)"
 
 
 def _diffs(report: dict) -> str:

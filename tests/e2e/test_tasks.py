@@ -143,11 +143,17 @@ def test_a_segmenter_returning_a_dict_deploys_to_litert_with_its_masks_as_labels
 
 def test_an_embedding_net_is_taught_by_cosine_and_judged_by_it(data, tmp_path):
     folder, _ = data
-    m, stdout, err, _ = _deploy("embedder", "arm", folder / "shapes.npz", tmp_path / "out")
+    m, stdout, err, bundle = _deploy("embedder", "arm", folder / "shapes.npz", tmp_path / "out")
     assert m["task"] == "embedding" and m["compression"]["distillation"]["losses"] == ["cosine", "mse"]
     assert m["metrics"]["accuracy"]["metric"] == "cosine"
     assert m["metrics"]["parity"][-1]["tolerance"] == {"min_cosine": 0.98}
     assert "top-1" not in err.split("task:")[1]  # no classifier's figure for a vector
+    nn = m["metrics"]["parity"][-1]["task_details"]["original_nn_agreement"]
+    assert 0.0 <= nn <= 1.0 and "(with the original: worst cosine" in err
+    code, out, verify_err = run_cli("verify", str(bundle))  # the build's figures beside the stored samples' re-run
+    assert code == 0, verify_err
+    assert (f"at build time, over {m['metrics']['parity'][-1]['samples']} held-out samples: mean cosine similarity"
+            in out and f"nearest-neighbour agreement with the original {nn:.2%}" in out), out
 
 
 def test_a_two_output_regressor_deploys_for_jetson_with_both_outputs(data, tmp_path):
