@@ -9,6 +9,7 @@ from .registry import Registry
 
 LOSSES = Registry("distillation loss")
 
+
 @dataclass
 class Batch:
     student: list  # the student's outputs, flat (outputs.flatten)
@@ -102,8 +103,8 @@ def pixel_ce(b: Batch):
 
 def _prob(teacher):
     """A teacher's score output as probabilities: through a sigmoid where it holds logits, as it is where
-    the model ends in its own sigmoid/softmax (tasks.are_logits)."""
-    from .tasks import are_logits
+    the model ends in its own sigmoid/softmax (task_metrics.are_logits)."""
+    from .task_metrics import are_logits
 
     t = teacher.detach()
     return t.sigmoid() if are_logits(t) else t.clamp(0.0, 1.0)
@@ -114,7 +115,7 @@ def _as_logits(student, teacher, softmax: bool = False):
     back (logit for sigmoid scores, log for softmax ones), decided on the teacher's values."""
     import torch
 
-    from .tasks import are_logits
+    from .task_metrics import are_logits
 
     if are_logits(teacher):
         return student, teacher

@@ -227,6 +227,20 @@ class AnchorParity:
         return _dict(self)
 
 
+def are_logits(values) -> bool:
+    """Whether a detector's score output holds logits (some finite value outside [0, 1]) or probabilities
+    (a model that ends in its own sigmoid or softmax). The checks decide it on the reference's values and
+    apply it to both sides: a probability head, sigmoided again, made every anchor look confident. A torch
+    tensor (the distillation's teacher, every step) is judged on its own device, without a copy."""
+    if hasattr(values, "detach"):
+        import torch
+
+        t = values.detach()
+        return bool((torch.isfinite(t) & ((t < 0) | (t > 1))).any())
+    v = np.asarray(values, np.float64)
+    return bool(np.any(np.isfinite(v) & ((v < 0.0) | (v > 1.0))))
+
+
 def detection_anchors(cand_boxes: np.ndarray, cand_scores: np.ndarray, ref_boxes: np.ndarray,
                       ref_scores: np.ndarray, threshold: float = 0.5,
                       scores_are_logits: Optional[bool] = None) -> AnchorParity:
@@ -244,8 +258,7 @@ def detection_anchors(cand_boxes: np.ndarray, cand_scores: np.ndarray, ref_boxes
     _same_shape("detection boxes", cb, rb)
     _same_shape("detection scores", cs, rs)
     if scores_are_logits is None:
-        finite = rs[np.isfinite(rs)]
-        scores_are_logits = bool(finite.size and (finite.min() < 0.0 or finite.max() > 1.0))
+        scores_are_logits = are_logits(rs)
     psnr = {"boxes": psnr_db(cb, rb), "scores": psnr_db(cs, rs)}
     if scores_are_logits:
         cs, rs = _sigmoid(cs), _sigmoid(rs)

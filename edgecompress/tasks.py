@@ -9,6 +9,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .task_metrics import are_logits
+
 KINDS = ("classification", "detection", "segmentation", "embedding", "regression")
 
 # the losses each task distils with unless distill.losses names others
@@ -79,15 +81,6 @@ def score_outputs(shapes, boxes: int) -> list:
     (K = 1), which a YOLO-style detector multiplies into them."""
     a = shapes[boxes][1]
     return [i for i, s in enumerate(shapes) if i != boxes and len(s) == 3 and s[1] == a]
-
-
-def are_logits(values) -> bool:
-    """Whether a detector's score output holds logits (some value outside [0, 1]) or probabilities
-    (a model that ends in its own sigmoid or softmax). Decided on the reference's values and applied to
-    both sides: a probability head, sigmoided again, made every anchor look confident."""
-    v = np.asarray(values.detach().float().cpu() if hasattr(values, "detach") else values, np.float64)
-    finite = v[np.isfinite(v)]
-    return bool(finite.size and (finite.min() < 0.0 or finite.max() > 1.0))
 
 
 def score_kinds(outputs, boxes: int) -> dict:
