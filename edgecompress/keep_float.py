@@ -18,6 +18,8 @@ from . import verify
 from .console import log
 from .errors import InputError
 from .registry import closest
+from .report import figure_text
+from .summary import metric_words
 
 PARAMETRIC_ONNX = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # a head ends at the last of these
 WRAPPERS = ("inner", "wrapped")  # outputs.flat's attribute, litert-torch's channels-last wrapper's: in front of names
@@ -198,7 +200,7 @@ def _auto(make, judge, heads, final: Path, cfg):
     missed = verify.problems(report, True, cfg)
     if not missed:
         return path, out, FloatChoice("auto", [], metric, everywhere,
-                                      reason=f"INT8 everywhere meets the tolerance ({_words(metric)} {_fmt(everywhere, metric)})")
+                                      reason=f"INT8 everywhere meets the tolerance ({metric_words(metric)} {figure_text(metric, everywhere)})")
     layers = heads()
     if not layers:
         return path, out, FloatChoice("auto", [], metric, everywhere, reason="INT8 everywhere misses the tolerance "
@@ -211,7 +213,7 @@ def _auto(make, judge, heads, final: Path, cfg):
     better = in_float is not None and (everywhere is None or in_float > everywhere)
     verdict = "keeps the heads in float" if better else "keeps INT8 everywhere (the heads in float did no better)"
     words = verify.METRIC_WORDS.get(metric, "top-1 agreement")
-    log(f"quantize: {words} {_fmt(everywhere, metric)} with INT8 everywhere, {_fmt(in_float, metric)} with the heads in float: "
+    log(f"quantize: {words} {figure_text(metric, everywhere)} with INT8 everywhere, {figure_text(metric, in_float)} with the heads in float: "
         f"the file {verdict}")
     if better:
         shutil.move(str(trial_path), str(final))
@@ -220,21 +222,6 @@ def _auto(make, judge, heads, final: Path, cfg):
         Path(trial_path).unlink(missing_ok=True)
     return path, out, FloatChoice("auto", layers if better else [], metric, everywhere, in_float,
                                   reason=f"INT8 everywhere misses the tolerance: {'; '.join(missed)}; {verdict}")
-
-
-def _fmt(value, metric: str = "") -> str:
-    """As verify's tolerance lines print it: a share in %, R^2 and cosine as numbers."""
-    from .report import NOT_A_SHARE
-
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if metric in NOT_A_SHARE else f"{value:.2%}"
-
-
-def _words(metric: str) -> str:
-    from .summary import metric_words
-
-    return metric_words(metric)
 
 
 def _operations(n: int) -> str:

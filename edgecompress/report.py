@@ -81,6 +81,14 @@ def table_rows(s: dict) -> list:
 NOT_A_SHARE = ("r2", "cosine")  # figures that are no share of anything (R^2 goes below 0): numbers, not %
 
 
+def figure_text(metric: str, value: Optional[float], digits: int = 2, sep: str = "") -> str:
+    """A check's figure as every line prints it: a share in % (`digits` decimals; sep " " as the table has it),
+    R^2 and cosine as numbers (digits + 2 decimals); "-" for none."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits + 2}f}" if metric in NOT_A_SHARE else f"{value * 100:.{digits}f}{sep}%"
+
+
 def _accuracy_cells(metric: str, before, after) -> tuple:
     if metric not in NOT_A_SHARE:
         return _fmt_pct(before), _fmt_pct(after), _delta_points(before, after)

@@ -80,13 +80,13 @@ def verify_text(out: dict) -> str:
 
 def _build_task_line(build: dict, reference_is: str, stored: int) -> str:
     """The build's own check for a task other than classification, as its verify line printed it."""
-    from .report import NOT_A_SHARE
+    from .report import figure_text
     from .verify import METRIC_WORDS
 
     metric = build["task_metric"]
 
-    def fmt(v):
-        return "-" if v is None else (f"{v:.4f}" if metric in NOT_A_SHARE else f"{v:.2%}")
+    def fmt(v):  # the figure as the build's verify line printed it
+        return figure_text(metric, v)
     line = (f"  at build time, over {build['samples']} held-out samples: {METRIC_WORDS.get(metric, metric)} "
             f"{fmt(build['task_agreement'])} with {reference_is}"
             + (f" (tolerance {fmt(build['tolerance'])})" if build.get("tolerance") is not None else "")

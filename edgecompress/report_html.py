@@ -9,6 +9,7 @@ from html import escape
 from typing import List, Optional
 
 from . import report
+from .summary import metric_words
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
@@ -110,7 +111,7 @@ def _trade_off(m: dict) -> str:
         return ""
     note = f"; not placed (no figure or no timing here): {', '.join(missing)}" if missing else ""
     return ("<h2>Accuracy against latency</h2>" + trade_off_svg(placed, acc["metric"]) +
-            f"<p class=note>{escape(summary_words(acc['metric']))} on the held-out samples against p50 latency (ms, where the "
+            f"<p class=note>{escape(metric_words(acc['metric']))} on the held-out samples against p50 latency (ms, where the "
             f"table's latency was measured){escape(note)}.</p>")
 
 
@@ -125,29 +126,17 @@ def trade_off_svg(points: List[tuple], metric: str, width: int = 480, height: in
     x = lambda ms: left + (width - left - right) * math.log(ms / lo) / math.log(hi / lo)  # noqa: E731
     y = lambda v: top + (height - top - bottom) * (y_hi - v) / (y_hi - y_lo)  # noqa: E731
     marks = "".join(f'<circle cx="{x(ms):.1f}" cy="{y(v):.1f}" r="5" fill="{COLOURS.get(key, "#555")}"/>'
-                    f'<text x="{x(ms) + 8:.1f}" y="{y(v) + 4:.1f}">{escape(name)} {_figure(metric, v, 2)}</text>'
+                    f'<text x="{x(ms) + 8:.1f}" y="{y(v) + 4:.1f}">{escape(name)} {report.figure_text(metric, v, 2, " ")}</text>'
                     for name, key, v, ms in points)
     base = height - bottom
     ticks = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{base}" y2="{base + 4}" stroke="#999"/>'
                     f'<text x="{x(t):.1f}" y="{base + 16}" text-anchor="middle">{t:g}</text>' for t in _ticks(lo, hi))
-    y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_figure(metric, v, 1)}</text>'
+    y_ticks = "".join(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{report.figure_text(metric, v, 1, " ")}</text>'
                       for v in (y_lo + pad, y_hi - pad))
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(summary_words(metric))} against p50 latency">'
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(metric_words(metric))} against p50 latency">'
             f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#999"/>'
             f'<line x1="{left}" x2="{left}" y1="{top}" y2="{base}" stroke="#999"/>{ticks}{y_ticks}{marks}'
             f'<text x="{(width - right + left) / 2:.0f}" y="{height - 4}" text-anchor="middle">p50 ms (log)</text></svg>')
-
-
-def summary_words(metric: str) -> str:
-    """The figure's name as the summary says it ('pixel agreement', not 'pixel_agreement')."""
-    from .summary import metric_words
-
-    return metric_words(metric)
-
-
-def _figure(metric: str, v: float, digits: int) -> str:
-    """A figure as the table prints it: a share in % (accuracy, agreement, mIoU, mAP), R^2 and cosine as numbers."""
-    return f"{v:.{digits + 2}f}" if metric in report.NOT_A_SHARE else f"{v * 100:.{digits}f} %"
 
 
 def _ms(v) -> str:
@@ -206,8 +195,6 @@ def _rounds(m: dict) -> str:
 
 def _checks(m: dict) -> str:
     acc = m["metrics"]["accuracy"]
-    from .summary import metric_words
-
     name = {"accuracy": "accuracy", "agreement": "agreement with the original model"}.get(
         acc["metric"], f"{metric_words(acc['metric'])} with the original model")
     head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
@@ -244,12 +231,12 @@ def _keep_float_rows(kf) -> list:
     """quantize.keep_float's choice as rows in words, not the manifest's dict."""
     if not isinstance(kf, dict):
         return [] if kf is None else [("keep_float", _value(kf))]
-    metric = summary_words(kf.get("metric") or "")
+    metric = metric_words(kf.get("metric") or "")
     rows = [("keep_float", _value(kf.get("setting"))),
             ("layers kept in float", _value(kf.get("layers")) if kf.get("layers") else "none")]
     for key, words in (("int8_everywhere", "INT8 everywhere"), ("kept_in_float", "heads in float")):
         if kf.get(key) is not None:
-            rows.append((f"{metric}, {words}", _figure(kf.get("metric") or "", kf[key], 2)))
+            rows.append((f"{metric}, {words}", report.figure_text(kf.get("metric") or "", kf[key], 2, " ")))
     if kf.get("reason"):
         rows.append(("why", str(kf["reason"])))
     return rows

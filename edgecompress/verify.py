@@ -49,15 +49,12 @@ class Parity:
         if self.accuracy is not None:
             rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
         if self.task_agreement is not None:  # as the summary's table prints it: a share in %, R^2 and cosine as numbers
-            from .report import NOT_A_SHARE
+            from .report import figure_text
 
-            share = self.task_metric not in NOT_A_SHARE
-
-            def fmt(v):
-                return f"{v:.2%}" if share else f"{v:.4f}"
-            rows.append(f"  {METRIC_WORDS[self.task_metric]} {fmt(self.task_agreement)} over {self.samples} held-out "
-                        "samples" + (f" (with the original {fmt(self.original_task_agreement)})"
-                                     if self.original_task_agreement is not None else ""))
+            rows.append(f"  {METRIC_WORDS[self.task_metric]} {figure_text(self.task_metric, self.task_agreement)} over "
+                        f"{self.samples} held-out samples"
+                        + (f" (with the original {figure_text(self.task_metric, self.original_task_agreement)})"
+                           if self.original_task_agreement is not None else ""))
         d = self.task_details or {}
         if d.get("mean_iou") is not None:
             rows.append(f"  mean IoU {d['mean_iou']:.4f}" + (f"; against the data's masks {d['mean_iou_labels']:.4f} "
