@@ -63,6 +63,9 @@ def _deploy(opts: DeployOptions, world: Optional[distributed.World] = None) -> O
     backend = backends.get(run.prof.runtime)
     # the run owns its work folder: a second run into OUT/<name> is refused before --force could delete it
     with outlock.held(out, run.name), bundle.disk_errors_named(out):
+        # again under the lock: a run that held it may have published OUT/<name> since the check at load
+        # (CI caught the second of two deploys distilling in full, then refused at publishing)
+        bundle.check_destination(out, run.name, opts.force)
         workdir.keep_interrupted_progress(run.work, opts)
         run.work.mkdir(parents=True, exist_ok=True)
         _log_start(run)

@@ -140,3 +140,30 @@ def test_two_deploys_at_once_into_one_out_one_runs_and_its_bundle_is_its_own(tmp
     code, verified, err = run_cli("verify", out / NAME)
     assert code == 0 and "OK" in verified, err
     assert sorted(p.name for p in out.iterdir()) == [NAME, f"{NAME}.zip"], "no lock, work or temp files left"
+
+
+def test_a_bundle_published_while_this_run_loaded_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The race CI caught: the second of two deploys passed the --out check while the first still ran,
+    took the lock once the first had published and left, distilled in full, and was refused only at
+    publishing, with its work folder left behind. The check is made again under the lock."""
+    from ecutil import FAST, MODEL_SRC
+
+    from edgecompress import inputs
+    from edgecompress.errors import InputError
+    from edgecompress.pipeline import DeployOptions, deploy
+
+    (tmp_path / "net.py").write_text(MODEL_SRC)
+    x, y = make_data(200)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out, loaded = tmp_path / "o", inputs.load_and_check
+
+    def load_then_the_other_run_publishes(opts):
+        run = loaded(opts)
+        (out / NAME).mkdir(parents=True)  # the other deploy's bundle, published while this one loaded
+        return run
+
+    monkeypatch.setattr(inputs, "load_and_check", load_then_the_other_run_publishes)
+    with pytest.raises(InputError, match="already exists"):
+        deploy(DeployOptions(model=f"{tmp_path / 'net.py'}:build", data=str(tmp_path / "d.npz"), target="host-cpu",
+                             out=out, overrides=list(FAST)))
+    assert sorted(p.name for p in out.iterdir()) == [NAME], "no work folder or lock is left beside the bundle"
