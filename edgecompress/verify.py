@@ -288,6 +288,9 @@ def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
                                                  reference[boxes], confidences(reference, boxes, scores, kinds),
                                                  scores_are_logits=False).to_dict()
         details["scores_are_logits"] = kinds.get(scores, True)  # the model's own scores (the example programs read it)
+        # the one-value outputs the checks multiply into the class scores, so that the examples rank anchors alike
+        details["objectness"] = [{"output": i, "are_logits": kinds.get(i, True)} for i in sorted(kinds)
+                                 if i != scores and reference[i].shape[2] == 1]
         return details
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).to_dict()

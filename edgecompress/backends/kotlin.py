@@ -102,7 +102,8 @@ def _task_parts(task: str, manifest: dict, outputs: Sequence[Tensor]) -> Tuple[s
             constants = (f"        const val BOX_OUTPUT = {heads[0]}  // {outputs[heads[0]].name}: N x A x 4\n"
                          f"        const val SCORE_OUTPUT = {heads[1]}  // {outputs[heads[1]].name}: N x A x K\n"
                          f"        // false where the model ends in its own sigmoid: its scores are probabilities already\n"
-                         f"        const val SCORES_ARE_LOGITS = {'true' if _scores_are_logits(manifest) else 'false'}\n")
+                         f"        const val SCORES_ARE_LOGITS = {'true' if _scores_are_logits(manifest) else 'false'}\n"
+                         + _objectness_constants(manifest, outputs, heads))
             return _fragment("detection").replace("@DECODE_NOTE@\n", note), constants, ""
         raw = (" No N x A x 4 box output beside an N x A x K score output: decoding\n"
                "    // these outputs into boxes is the app's (the bundle's postprocess.py, where given, is Python).")
@@ -174,6 +175,20 @@ def runner_text(manifest: dict) -> str:
 
 def bundle_texts(manifest: dict) -> Dict[str, str]:
     return {"ModelRunner.kt": runner_text(manifest)}
+
+
+def _objectness_constants(manifest: dict, outputs: Sequence[Tensor], heads: Tuple[int, int]) -> str:
+    """OBJECTNESS_OUTPUTS (N x A x 1 outputs beside the boxes, which the checks multiply into the class
+    scores, YOLO-style) and whether each holds logits, in the order verify recorded them."""
+    box, score = heads
+    found = [i for i, o in enumerate(outputs) if i not in (box, score) and len(o.shape) == 3
+             and o.shape[1] == outputs[box].shape[1] and o.shape[2] == 1]
+    parity = (manifest.get("metrics") or {}).get("parity") or [{}]
+    kinds = [bool(o.get("are_logits", True)) for o in (parity[-1].get("task_details") or {}).get("objectness", [])]
+    kinds += [True] * (len(found) - len(kinds))
+    return (f"        // one-value objectness outputs: an anchor's score is its class probability times each of them\n"
+            f"        val OBJECTNESS_OUTPUTS = intArrayOf({', '.join(str(i) for i in found)})\n"
+            f"        val OBJECTNESS_ARE_LOGITS = booleanArrayOf({', '.join('true' if k else 'false' for k in kinds[:len(found)])})\n")
 
 
 def _scores_are_logits(manifest: dict) -> bool:

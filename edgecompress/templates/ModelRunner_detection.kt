@@ -1,7 +1,8 @@
     // ---- detection (a fragment of ModelRunner.kt, filled in by edgecompress/backends/kotlin.py) ----
     // The raw heads: OUTPUTS[BOX_OUTPUT] is N x A x 4 (a box per anchor, as the model encodes it) and
     // OUTPUTS[SCORE_OUTPUT] N x A x K (class scores: logits, or probabilities
-    // where SCORES_ARE_LOGITS is false). Decoding the boxes and NMS are the
+    // where SCORES_ARE_LOGITS is false), times each one-value objectness output in
+    // OBJECTNESS_OUTPUTS (YOLO-style), as the build's checks read them. Decoding the boxes and NMS are the
     // app's: topAnchors gives the raw top-scoring anchors, as example.py prints them without a decoder.
 @DECODE_NOTE@
     /** One anchor: its best class, that class's score as a probability and its raw box values. */
@@ -24,6 +25,10 @@
                     prob[a] = p
                     best[a] = c
                 }
+            }
+            for (o in OBJECTNESS_OUTPUTS.indices) {
+                val v = outputs[OBJECTNESS_OUTPUTS[o]].values[a]
+                prob[a] *= if (OBJECTNESS_ARE_LOGITS[o]) sigmoid(v) else v
             }
         }
         return (0 until anchors).sortedByDescending { prob[it] }.take(k).map { a ->

@@ -98,6 +98,11 @@ def describe(outputs, manifest, other=None):
         details = ((manifest.get("metrics") or {}).get("parity") or [{}])[-1].get("task_details") or {}
         raw = np.asarray(outputs[scores][0], np.float64)  # logits, unless the model ends in its own sigmoid
         prob = 1 / (1 + np.exp(-raw)) if details.get("scores_are_logits", True) else raw
+        objectness = [i for i in beside if i != scores and shapes[i][2] == 1]  # multiplied in, as the checks do
+        kinds = [o.get("are_logits", True) for o in details.get("objectness", [])]
+        for i, logits in zip(objectness, kinds + [True] * len(objectness)):
+            o = np.asarray(outputs[i][0], np.float64)
+            prob = prob * (1 / (1 + np.exp(-o)) if logits else o)
         best = prob.max(-1)
         for a in np.argsort(-best)[:5]:  # the raw top-scoring anchors (no decoding, no NMS)
             print(f"anchor {int(a):>5}  class {int(prob[a].argmax())}  score {best[a]:.3f}  box "

@@ -56,6 +56,15 @@ def manifest(task):
     return {"task": task, "inputs": [dict(INPUT, preprocessing=NPZ_NOTE)], "outputs": copy.deepcopy(MANIFESTS[task])}
 
 
+def objectness_manifest():
+    """A YOLO-style detector: boxes, class logits (K = 2) and a one-value objectness logit per anchor."""
+    m = manifest("detection")
+    m["outputs"].append(_out(2, [1, 64, 1], 0.05, 3))
+    m["metrics"] = {"parity": [{"task_details": {"scores_are_logits": True,
+                                                 "objectness": [{"output": 2, "are_logits": True}]}}]}
+    return m
+
+
 def image_manifest(channels):
     """A classifier trained on an image folder: RGB channels last, or one luminance channel first."""
     m = manifest("classification")
@@ -236,6 +245,7 @@ fun main(args: Array<String>) {
             runner.describe(input) + listOf("bitmap ${bitmap.width}x${bitmap.height}")
         }
         "detection" -> com.example.edgecompress.detection.ModelRunner(context).describe(input)
+        "objectness" -> com.example.edgecompress.objectness.ModelRunner(context).describe(input)
         "embedding" -> {
             val runner = com.example.edgecompress.embedding.ModelRunner(context)
             val (a, b) = Pair(floatArrayOf(1f, 2f, 2f), floatArrayOf(-2f, -4f, -4f))
@@ -283,7 +293,8 @@ def compiled(tmp_path_factory):
         (stubs / rel).write_text(source)
     subprocess.run([javac, "-d", str(classes), *map(str, stubs.rglob("*.java"))], check=True, capture_output=True)
     sources = []
-    runners = {**{task: manifest(task) for task in MANIFESTS}, "image": image_manifest(3), "gray": image_manifest(1)}
+    runners = {**{task: manifest(task) for task in MANIFESTS}, "image": image_manifest(3), "gray": image_manifest(1),
+               "objectness": objectness_manifest()}
     for name, m in runners.items():
         text = kotlin.runner_text(m).replace("package com.example.edgecompress", f"package com.example.edgecompress.{name}")
         sources.append(root / f"{name}.kt")
@@ -378,6 +389,38 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     sent = np.frombuffer((tmp_path / "input_sent.bin").read_bytes(), np.int8)
     expected = np.clip(np.round(x.reshape(-1) / q["scale"]) + q["zero_point"], -128, 127)
     assert np.abs(sent.astype(int) - expected).max() <= 1 and (sent == expected).mean() > 0.99  # halves round apart
+
+
+def test_the_compiled_runner_ranks_anchors_by_class_times_objectness_as_example_py_does(compiled, tmp_path,
+                                                                                        monkeypatch):
+    """A YOLO-style detector's anchor score is sigmoid(class) * sigmoid(objectness), as the build's checks read
+    it; ranking by the class scores alone put background anchors first."""
+    java, classpath = compiled
+    monkeypatch.chdir(tmp_path)
+    m, rng = objectness_manifest(), np.random.default_rng(7)
+    raw, values = _raw_outputs(m, rng)
+    (tmp_path / "names.txt").write_text("\n".join(o["name"] for o in m["outputs"]) + "\n")
+    for i, data in enumerate(raw):
+        (tmp_path / f"out_{i}.bin").write_bytes(data)
+    (tmp_path / "model.tflite").write_bytes(b"\0\0\0\0TFL3")
+    x = rng.normal(0, 1, INPUT["shape"]).astype(np.float32)
+    (tmp_path / "input.bin").write_bytes(x.astype("<f4").tobytes())
+    (tmp_path / "input_bytes.txt").write_text(str(x.size))
+    done = subprocess.run([java, "-cp", classpath, "MainKt", "objectness", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines, python = done.stdout.splitlines(), _reference("detection", m, values)
+    _same(lines, python)
+    sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
+    conf = (sig(values[1][0]) * sig(values[2][0])).max(-1)
+    assert [int(line.split()[1]) for line in python] == list(np.argsort(-conf)[:5])
+    assert float(python[0].split("score ")[1].split()[0]) == pytest.approx(conf.max(), abs=1e-3)
+
+
+def test_an_objectness_output_is_named_in_the_runners_constants():
+    text = kotlin.runner_text(objectness_manifest())
+    assert "val OBJECTNESS_OUTPUTS = intArrayOf(2)" in text and "val OBJECTNESS_ARE_LOGITS = booleanArrayOf(true)" in text
+    assert "val OBJECTNESS_OUTPUTS = intArrayOf()" in kotlin.runner_text(manifest("detection"))
 
 
 @pytest.mark.parametrize("channels", [3, 1])

@@ -257,3 +257,18 @@ def test_a_detector_ending_in_its_own_sigmoid_is_read_as_probabilities_everywher
     assert top == pytest.approx(float(expected.max()), abs=2e-3)
     if target == "android":
         assert "const val SCORES_ARE_LOGITS = false" in (bundle / "ModelRunner.kt").read_text()
+
+
+def test_a_yolo_style_detector_s_example_ranks_anchors_by_class_times_objectness(data, tmp_path):
+    """The checks read an anchor's confidence as sigmoid(class) * sigmoid(objectness); the example programs
+    ranked by the class scores alone, so their top anchors were not the ones the checks call confident."""
+    folder, _ = data
+    m, _, _, bundle = _deploy("objectness_detector", "arm", folder / "shapes.npz", tmp_path / "out")
+    details = m["metrics"]["parity"][-1]["task_details"]
+    assert details["objectness"] == [{"output": 2, "are_logits": True}]
+    stored = np.load(bundle / "parity.npz")
+    sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
+    conf = (sig(stored["expected_1"][0]) * sig(stored["expected_2"][0])).max(-1)  # the first sample, as example.py runs
+    lines = _example(bundle)
+    assert [int(line.split()[1]) for line in lines][:3] == list(np.argsort(-conf)[:3])
+    assert float(lines[0].split("score ")[1].split()[0]) == pytest.approx(float(conf.max()), abs=2e-3)
