@@ -64,7 +64,11 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
         except Exception as exc:  # pre-processing is an optimisation; quantization works without it
             shutil.copy(src, pre)
             console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")
-        extra = {"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric, "WeightSymmetric": True}
+        extra = {"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                 # a normalisation's scale is one value per channel (1-D): ONNX Runtime's default axis 1 is out of
+                 # range for it, so it warned ("Axis 1 is out-of-range", once per use) and fell back to one scale
+                 "QDQOpTypePerChannelSupportToAxis": {"InstanceNormalization": 0, "BatchNormalization": 0,
+                                                      "LayerNormalization": -1}}
         if overrides is not None:
             import onnx
 

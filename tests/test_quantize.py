@@ -202,3 +202,56 @@ def test_an_interpolating_resize_into_an_output_stays_float(tmp_path, mode, stay
     fp32_out = _run(src, x)
     int8_out = _run(dst, x)
     assert np.abs(int8_out - fp32_out).max() < 0.1 * np.abs(fp32_out).max(), "still the same masks, within INT8 error"
+
+
+NORMS_SRC = '''
+import torch
+import torch.nn as nn
+
+
+class Norms(nn.Module):
+    """GroupNorm (exported as InstanceNormalization over the groups) and a LayerNorm over the channels, whose
+    scale varies per channel as a trained one does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.ln = nn.LayerNorm(16)
+        with torch.no_grad():
+            self.ln.weight.copy_(torch.linspace(0.05, 3.0, 16))
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.gn(self.conv(x)).mean((2, 3))
+        return self.fc(self.ln(x))
+
+
+def build():
+    return Norms().eval()
+'''
+
+
+def test_a_normalisation_s_scale_is_quantized_per_channel_without_a_warning(tmp_path, caplog):
+    """ONNX Runtime's per-channel axis for a normalisation's 1-D scale defaulted to 1: it warned 'Axis 1 is
+    out-of-range' once per use (a GroupNorm net printed five) and gave a LayerNorm's varied scale one INT8 scale."""
+    import logging
+
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    ns: dict = {}
+    exec(NORMS_SRC, ns)
+    prof = profile.load("raspberry-pi-5")[0]
+    src = export.export_onnx(ns["build"](), torch.zeros(1, 3, 16, 16), tmp_path / "fp.onnx", prof.export)
+    x = np.random.default_rng(0).normal(0, 1, (32, 3, 16, 16)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        dst = quantize.quantize_int8(src, tmp_path / "q.onnx", x, prof.quantize, "input")
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
+    graph = onnx.load(str(dst)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    ln = next(n for n in graph.node if n.op_type == "LayerNormalization")
+    gamma = producer[ln.input[1]]
+    assert gamma.op_type == "DequantizeLinear" and inits[gamma.input[1]].shape == (16,), "one scale per channel"
