@@ -54,15 +54,35 @@ def _auto(names, shapes, first, y, boxes, scores) -> Task:
         return Task("detection", f"outputs {seen}: a box output (N, A, 4) and a score output (N, A, K)", boxes, scores)
     lead = list(shapes[0])
     if len(lead) == 4 and lead[2] > 1 and lead[3] > 1:
-        return Task("segmentation", f"output '{names[0]}' is a map {lead[1:]} (classes x height x width)")
+        if any(word in names[0].lower() for word in _NOT_CLASS_MAPS):
+            return Task("regression", f"output '{names[0]}' is a map {lead[1:]} named as values, not class scores")
+        return Task("segmentation", f"output '{names[0]}' is a map {lead[1:]} (classes x height x width; keypoint "
+                                    "heatmaps or a depth map: --task regression)")
     if len(lead) == 2 and "logits" in names:
         return Task("classification", "an output named 'logits'")
+    if len(shapes) > 1 and len(lead) == 2 and lead[1] > 1 and _labels_fit(y, lead[1]) \
+            and not (first is not None and _unit_rows(first)):
+        return Task("classification", f"the first of {len(shapes)} outputs, '{names[0]}', has {lead[1]} values per "
+                                      f"sample and the data's labels are classes 0..{int(y.max())}")
     if len(shapes) == 1 and len(lead) == 2 and first is not None and lead[1] > 1 and _unit_rows(first):
         return Task("embedding", f"output '{names[0]}' has {lead[1]} values of length 1 per sample (L2-normalised)")
     if len(shapes) == 1 and len(lead) == 2 and lead[1] > 1:
         return Task("classification", f"one output of {lead[1]} values per sample"
                                       + (" and the data has labels" if y is not None else ""))
+    if len(shapes) > 1:
+        return Task("regression", f"outputs {seen}: several outputs, none named 'logits', no map or box output, and no "
+                                  "labels that the first one could score")
     return Task("regression", f"outputs {seen}: not class scores, maps, boxes or unit vectors")
+
+
+# a map output whose name says it holds values, not class scores (a keypoint net's heatmaps, a depth net)
+_NOT_CLASS_MAPS = ("heatmap", "keypoint", "depth", "disparity", "flow", "density")
+
+
+def _labels_fit(y, classes: int) -> bool:
+    """The data's labels are class indices that an output of `classes` values can score."""
+    return (y is not None and y.ndim == 1 and len(y) > 0 and np.issubdtype(y.dtype, np.integer)
+            and int(y.min()) >= 0 and int(y.max()) < classes)
 
 
 def _detection_heads(shapes) -> tuple:

@@ -337,10 +337,12 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
     """FP32 exports must match closely; quantized ones must agree on the decision."""
     found = problems(report, quantized, cfg)
     if found:
-        raise ToleranceError(f"{report.what} does not match its reference: " + "; ".join(found),
+        maps = ("; if these maps are not class scores per pixel (keypoint heatmaps, a depth map), deploy with "
+                "--task regression" if report.task_metric == TASK_METRICS["segmentation"][0] else "")
+        raise ToleranceError(f"{report.what}: outside the tolerance: " + "; ".join(found),
                              report=report.table(),
                              hint="loosen verify.* with --set if this is acceptable"
-                             + (", or use more calibration data" if quantized else ""))
+                             + (", or use more calibration data" if quantized else "") + maps)
     return report
 
 

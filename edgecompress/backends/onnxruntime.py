@@ -42,7 +42,7 @@ class OnnxRuntime(common.Defaults):
         else:
             model = Path(shutil.copy(exported.student, run.work / self.model_file))
             out = verify.onnx_outputs(model, held.x, exact_int8=exact)
-        parity = common.check_deployed(f"deployed {q.precision} model vs its reference", out, compressed, run,
+        parity = common.check_deployed(f"deployed {q.precision} model vs the FP32 student", out, compressed, run,
                                        quantized=q.precision != "fp32")
         params = quantize.quantization_params(model) if q.precision == "int8" else {}
         return Deployed(model=model, outputs=out, original_file=exported.original, parity=parity, checks=exported.checks,

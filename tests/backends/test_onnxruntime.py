@@ -17,7 +17,7 @@ def test_convert_quantizes_checks_and_says_what_bench_times(compressed_for, targ
                                                  "student FP32 ONNX vs PyTorch student"]
     assert all(c.outputs[0].max_abs_diff < 1e-4 for c in deployed.checks)  # FP32 export: equal up to rounding
     assert deployed.exact_int8 is exact  # an ARM target's INT8 dot products do not saturate; x86 without VNNI's do
-    assert deployed.parity.what == "deployed int8 model vs its reference" and deployed.parity.samples == 64
+    assert deployed.parity.what == "deployed int8 model vs the FP32 student" and deployed.parity.samples == 64
     assert deployed.parity.top1_agreement >= run.prof.verify.min_top1_agreement
     assert {k: (m.path.name, m.runtime) for k, m in deployed.bench_models.items()} == {
         "original": ("original.onnx", "onnxruntime"), "compressed": ("model.onnx", "onnxruntime"),

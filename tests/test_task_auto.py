@@ -1,0 +1,38 @@
+"""--task auto on the shapes a user's model returns (edgecompress.tasks.choose), beyond the ones the end-to-end
+tests deploy: a classifier returning (logits, embedding), keypoint heatmaps, and what auto says when it cannot tell."""
+import numpy as np
+
+from edgecompress import tasks
+
+
+def _unit(n, d):
+    v = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_a_tuple_of_logits_and_an_embedding_with_labels_is_a_classifier():
+    """A walkthrough's (logits, embedding) model with a labelled image folder was distilled as a regressor:
+    no cross-entropy, no accuracy, and a reason saying its unit vectors were not unit vectors."""
+    logits = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    task = tasks.choose("auto", ["output_0", "output_1"], [(2, 4), (2, 32)], logits, np.array([0, 3, 1, 2]))
+    assert task.kind == "classification"
+    assert "'output_0', has 4 values" in task.reason and "labels are classes 0..3" in task.reason
+
+
+def test_several_outputs_without_labels_that_fit_stay_regression_and_say_why():
+    first = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    for y in (None, np.array([0, 7])):  # no labels; a label the first output cannot score
+        task = tasks.choose("auto", ["output_0", "output_1"], [(2, 4), (2, 32)], first, y)
+        assert task.kind == "regression" and "unit vectors" not in task.reason and "labels" in task.reason
+
+
+def test_an_embedding_first_and_class_scores_second_is_not_called_a_classifier_on_its_embedding():
+    task = tasks.choose("auto", ["emb", "out"], [(2, 32), (2, 4)], _unit(2, 32), np.array([0, 1]))
+    assert task.kind != "classification"
+
+
+def test_maps_named_as_heatmaps_are_regression_and_other_maps_say_how_to_choose_it():
+    heat = tasks.choose("auto", ["heatmaps", "offsets"], [(2, 5, 16, 16), (2, 10, 16, 16)])
+    assert heat.kind == "regression" and "'heatmaps'" in heat.reason
+    seg = tasks.choose("auto", ["output_0"], [(2, 5, 16, 16)])
+    assert seg.kind == "segmentation" and "--task regression" in seg.reason
