@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 from . import backends, bundle, data as data_mod, distill, inventory, models, profile as profile_mod, prune, tasks, verify
 from .console import log
 from .errors import InputError
@@ -47,11 +49,17 @@ def load_and_check(opts) -> Inputs:
     _check_calibration(prof, dataset, train)
     from . import user_code
 
-    return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train,
-                  held=_in_memory(held.subset(slice(0, prof.verify.samples))), device=device, name=name,
-                  work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task,
-                  postprocess=user_code.load(opts.postprocess, "--postprocess"),
-                  metric=user_code.load(opts.metric, "--metric"))
+    held = _in_memory(held.subset(slice(0, prof.verify.samples)))
+    postprocess, metric = user_code.load(opts.postprocess, "--postprocess"), user_code.load(opts.metric, "--metric")
+    if postprocess or metric:  # a mistake in the user's code is said now, not after the distillation
+        k = min(8, len(held.x))
+        names, values = original_outputs(source, held.x[:k])
+        user_code.try_on_original(metric, postprocess, names, values,
+                                  {"x": held.x[:k], **({"y": held.y[:k]} if held.y is not None else {}),
+                                   **{key: v[:k] for key, v in held.arrays.items()}})
+    return Inputs(prof=prof, source=source, teacher=teacher, dataset=dataset, train=train, held=held, device=device,
+                  name=name, work=Path(opts.out) / f".{name}.work", teacher_spec=opts.teacher, task=task,
+                  postprocess=postprocess, metric=metric)
 
 
 def _in_memory(part):
@@ -63,23 +71,25 @@ def _in_memory(part):
     return replace(part, x=rows.materialized(part.x))
 
 
-def choose_task(source, dataset, requested: str):
-    """The task (tasks.Task) from the model's outputs on two samples: what --task or the profile asks for,
-    or what auto sees."""
-    x = dataset.x[:2]
+def original_outputs(source, x) -> tuple:
+    """(output names, numpy outputs) of the user's model on the samples x."""
     if source.kind == "torch":
         import torch
 
         from . import outputs
 
         with torch.no_grad():
-            out = source.module.eval()(torch.from_numpy(x))
-        names, values = outputs.names(out), [t.numpy() for t in outputs.flatten(out)]
-    else:
-        from . import export
+            out = source.module.eval()(torch.from_numpy(np.asarray(x)))
+        return outputs.names(out), [t.numpy() for t in outputs.flatten(out)]
+    from . import export
 
-        names = [o["name"] for o in export.io_spec(source.onnx_path)["outputs"]]
-        values = verify.onnx_outputs(source.onnx_path, x)
+    return [o["name"] for o in export.io_spec(source.onnx_path)["outputs"]], verify.onnx_outputs(source.onnx_path, x)
+
+
+def choose_task(source, dataset, requested: str):
+    """The task (tasks.Task) from the model's outputs on two samples: what --task or the profile asks for,
+    or what auto sees."""
+    names, values = original_outputs(source, dataset.x[:2])
     y = dataset.y
     if y is not None and y.ndim == 3 and requested in ("auto", "segmentation"):
         return tasks.Task("segmentation", "the data's y holds masks (N, H, W)" if requested == "auto"

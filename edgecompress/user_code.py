@@ -100,6 +100,18 @@ def figures(metric_fn: Optional[UserFunction], decode_fn: Optional[UserFunction]
     return out
 
 
+def try_on_original(metric_fn: Optional[UserFunction], decode_fn: Optional[UserFunction], names: List[str],
+                    outputs: list, arrays: Dict[str, np.ndarray]) -> None:
+    """The user's functions called once on the original's outputs for a few held-out samples, before any
+    training: a walkthrough's KeyError in --metric surfaced only after the whole distillation."""
+    try:
+        figures(metric_fn, decode_fn, names, {"original": outputs}, arrays)
+    except InputError as exc:
+        exc.hint = (f"{exc.hint}; found before training, on the original's outputs for {len(arrays['x'])} held-out "
+                    "samples")
+        raise
+
+
 def evaluate(run, compressed, deployed) -> Optional[dict]:
     """The user's figures for the original, the FP32 student and the deployed model (None without
     --metric or --postprocess); the log shows them."""

@@ -272,3 +272,18 @@ def test_a_yolo_style_detector_s_example_ranks_anchors_by_class_times_objectness
     lines = _example(bundle)
     assert [int(line.split()[1]) for line in lines][:3] == list(np.argsort(-conf)[:3])
     assert float(lines[0].split("score ")[1].split()[0]) == pytest.approx(float(conf.max()), abs=2e-3)
+
+
+def test_a_mistake_in_the_users_metric_is_said_before_any_training(data, tmp_path):
+    """A walkthrough's --metric read a key the data does not hold: the KeyError came after the whole
+    distillation. The functions now run once on the original's outputs first."""
+    folder, weights = data
+    (tmp_path / "metric_typo.py").write_text("def score(outputs, data):\n    return {'x': float(data['kps'].mean())}\n")
+    code, _, err = run_cli("deploy", f"{MODELS / 'task_models.py'}:detector", "--target", "arm", "--data",
+                           str(folder / "shapes_boxes.npz"), "--out", str(tmp_path / "out"), "--weights",
+                           str(weights["detector"]), "--metric", f"{tmp_path / 'metric_typo.py'}:score",
+                           *fast_sets(*SMALL))
+    assert code == 2 and "--metric metric_typo.py:score raised KeyError: 'kps'" in err, err
+    assert "found before training" in err and "data: x, boxes, classes" in err
+    assert "distill 1/" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing written"
