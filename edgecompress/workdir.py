@@ -33,8 +33,8 @@ def progress_kept_on_failure(work: Path):
     distilled student in the checkpoint: say how to go on from it instead of distilling again."""
     try:
         yield
-    except StageError as exc:
-        if (work / "checkpoint.pt").is_file():
+    except (StageError, InputError) as exc:  # InputError: the user's --metric failing on the deployed model, say
+        if (work / "checkpoint.pt").is_file() and "--resume" not in f"{exc.message} {exc.hint}":
             kept = (f"the distilled student is kept in {work}: the same command with --resume (changing only "
                     "quantize, export, verify or bench settings if you like) goes on from it without distilling again")
             exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept

@@ -1,27 +1,32 @@
-"""Ctrl-C outside distillation says exactly what it kept (the walkthrough: 'a distillation checkpoint,
-if one was saved, is kept', with an empty .work folder left in --out)."""
-from ecutil import fast_sets, run_cli
+"""What a run that fails after distilling says about its kept progress (edgecompress.workdir)."""
+import pytest
+
+from edgecompress import workdir
+from edgecompress.errors import InputError, StageError
 
 
-def _raise(*_, **__):
-    raise KeyboardInterrupt
+@pytest.mark.parametrize("error", [StageError("verify", "outside the tolerance", hint="loosen verify.*"),
+                                   InputError("--metric m.py:f raised ValueError: empty", hint="fix m.py")])
+def test_a_failure_after_distilling_says_the_student_is_kept_and_how_to_go_on(tmp_path, error):
+    (tmp_path / "checkpoint.pt").write_bytes(b"progress")
+    with pytest.raises(type(error)) as raised:
+        with workdir.progress_kept_on_failure(tmp_path):
+            raise error
+    assert raised.value.hint.count("--resume") == 1 and str(tmp_path) in raised.value.hint
+    assert raised.value.hint.startswith(error.hint.split(";")[0])
 
 
-def test_ctrl_c_before_any_checkpoint_says_so_and_leaves_no_work_folder(tmp_path, model_file, npz_data, monkeypatch):
-    from edgecompress import compress
+def test_an_error_about_resuming_itself_gets_no_second_resume_advice(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"progress")
+    error = InputError("--resume: the checkpoint was made with another profile", hint="run with --force instead")
+    with pytest.raises(InputError) as raised:
+        with workdir.progress_kept_on_failure(tmp_path):
+            raise error
+    assert raised.value.hint == "run with --force instead"
 
-    monkeypatch.setattr(compress, "_prune_round_", _raise)
-    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "host-cpu", "--data", npz_data,
-                           "--out", tmp_path / "o", *fast_sets())
-    assert code == 130 and "no distillation checkpoint had been saved yet: the same command starts over" in err
-    assert not (tmp_path / "o" / ".net-host-cpu.work").exists()
 
-
-def test_ctrl_c_after_distillation_names_the_kept_checkpoint(tmp_path, model_file, npz_data, monkeypatch):
-    from edgecompress import export
-
-    monkeypatch.setattr(export, "export_onnx", _raise)
-    code, _, err = run_cli("deploy", f"{model_file}:build", "--target", "host-cpu", "--data", npz_data,
-                           "--out", tmp_path / "o", *fast_sets())
-    checkpoint = tmp_path / "o" / ".net-host-cpu.work" / "checkpoint.pt"
-    assert code == 130 and f"the distillation progress in {checkpoint} is kept" in err and checkpoint.is_file()
+def test_without_a_checkpoint_nothing_is_promised(tmp_path):
+    with pytest.raises(StageError) as raised:
+        with workdir.progress_kept_on_failure(tmp_path):
+            raise StageError("export", "failed", hint="try opset 17")
+    assert raised.value.hint == "try opset 17"
