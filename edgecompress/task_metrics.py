@@ -94,6 +94,23 @@ def _peak(r: np.ndarray) -> float:
     return peak if peak > 0.0 else 1.0
 
 
+def max_range_error(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """max |c - r| / (max r - min r): the largest error as a fraction of the reference's range, which
+    stays meaningful where most values are near 0 (a keypoint net's heatmaps), unlike max_rel_error.
+    Capped at ERROR_CAP, which a non-finite candidate gives; 0 for a constant reference matched exactly."""
+    c = np.asarray(candidate, np.float64)
+    r = np.asarray(reference, np.float64)
+    _same_shape("range error", c, r)
+    c, r, broken = _comparable(c, r)
+    if broken:
+        return ERROR_CAP
+    if r.size == 0:
+        return 0.0
+    diff = float(np.abs(c - r).max())
+    span = float(r.max() - r.min())
+    return min(diff / span if span > 0 else (0.0 if diff == 0 else ERROR_CAP), ERROR_CAP)
+
+
 def max_rel_error(candidate: np.ndarray, reference: np.ndarray) -> float:
     """max |c - r| / (|r| + eps) with eps = REL_EPS_SCALE * max|r| (1e-12 for an all-zero
     reference); a fraction (0.01 = 1 %). Capped at ERROR_CAP, which a non-finite candidate gives."""
@@ -505,6 +522,7 @@ class OutputError:
     psnr_db: float  # see psnr_db(): peak = the reference's range, clamped to [PSNR_FLOOR_DB, PSNR_CAP_DB]
     max_rel_error: float  # see max_rel_error(): a fraction, capped at ERROR_CAP
     nonfinite: int  # candidate values that are NaN or inf
+    max_range_error: float = 0.0  # see max_range_error(): a fraction of the reference's range
 
 
 @dataclass(frozen=True)
@@ -512,10 +530,11 @@ class RegressionParity:
     outputs: Tuple[OutputError, ...]
     min_psnr_db: float  # the worst output's; PSNR_CAP_DB with no outputs
     max_rel_error: float  # the worst output's; 0.0 with no outputs
+    max_range_error: float = 0.0  # the worst output's
 
     def to_dict(self) -> dict:
         return {"outputs": [asdict(o) for o in self.outputs], "min_psnr_db": self.min_psnr_db,
-                "max_rel_error": self.max_rel_error}
+                "max_rel_error": self.max_rel_error, "max_range_error": self.max_range_error}
 
 
 def regression(candidate: Sequence[np.ndarray], reference: Sequence[np.ndarray],
@@ -528,9 +547,10 @@ def regression(candidate: Sequence[np.ndarray], reference: Sequence[np.ndarray],
     names = list(names) if names is not None else [f"output_{i}" for i in range(len(reference))]
     outputs = tuple(
         OutputError(name=name, psnr_db=psnr_db(c, r), max_rel_error=max_rel_error(c, r),
-                    nonfinite=int(np.size(c) - np.count_nonzero(np.isfinite(c))))
+                    nonfinite=int(np.size(c) - np.count_nonzero(np.isfinite(c))), max_range_error=max_range_error(c, r))
         for name, c, r in zip(names, candidate, reference))
     return RegressionParity(
         outputs=outputs,
         min_psnr_db=min((o.psnr_db for o in outputs), default=PSNR_CAP_DB),
-        max_rel_error=max((o.max_rel_error for o in outputs), default=0.0))
+        max_rel_error=max((o.max_rel_error for o in outputs), default=0.0),
+        max_range_error=max((o.max_range_error for o in outputs), default=0.0))

@@ -67,7 +67,11 @@ class Parity:
                            f"agreement {d['original_nn_agreement']:.2%})" if d.get("original_nn_agreement") is not None
                            else ""))
         if d.get("min_psnr_db") is not None:
-            rows.append(f"  PSNR {d['min_psnr_db']:.1f} dB (worst output), largest relative error {d['max_rel_error']:.3g}")
+            rows.append(f"  PSNR {d['min_psnr_db']:.1f} dB (worst output), largest error "
+                        + (f"{d['max_range_error']:.2%} of its output's range, " if "max_range_error" in d else "")
+                        + f"largest relative error {d['max_rel_error']:.3g}"
+                        + (" (a fraction of each value: large where the original's values are near 0)"
+                           if d["max_rel_error"] > 1 else ""))
         return "\n".join(rows)
 
 
@@ -256,7 +260,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
         report.task_agreement = task_agreement(task, candidate, reference)
         if original is not None:
             report.original_task_agreement = task_agreement(task, candidate, original)
-        report.task_details = task_details(task, candidate, reference, y)
+        report.task_details = task_details(task, candidate, reference, y, names)
         if task == "segmentation" and original is not None and report.task_details is not None:
             # a student that learned one class everywhere still agrees with the original on the background's
             # pixels (89% on a canvas of small shapes): the classes each side uses tell
@@ -271,7 +275,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     return report
 
 
-def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
+def task_details(task: str, candidate, reference, y=None, names=None) -> Optional[dict]:
     """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
     from . import task_metrics
     from .tasks import _detection_heads, confidences, score_kinds
@@ -294,7 +298,7 @@ def task_details(task: str, candidate, reference, y=None) -> Optional[dict]:
         return details
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).to_dict()
-    return task_metrics.regression(candidate, reference).to_dict()
+    return task_metrics.regression(candidate, reference, names).to_dict()
 
 
 def two_four_layers(path: Path) -> dict:

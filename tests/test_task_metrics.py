@@ -301,3 +301,16 @@ def test_regression_non_finite_is_worst():
     assert d["outputs"][0]["nonfinite"] == 1
     with pytest.raises(InputError):
         tm.regression(c, r + r)
+
+
+def test_the_range_error_stays_meaningful_where_values_are_near_zero():
+    """A keypoint net's heatmap: zeros but for a peak of 1. The relative error of a 0.01 error on a zero is
+    enormous (a walkthrough saw 6.83e+03); as a share of the map's range it is 1%."""
+    r = np.zeros((1, 5, 8, 8))
+    r[0, :, 3, 3] = 1.0
+    c = r + 0.01
+    assert tm.max_rel_error(c, r) > 1000
+    assert tm.max_range_error(c, r) == pytest.approx(0.01)
+    assert tm.max_range_error(r.copy(), r) == 0.0 and tm.max_range_error(np.full(3, np.nan), np.zeros(3)) == tm.ERROR_CAP
+    parity = tm.regression([c], [r], ["heatmaps"])
+    assert parity.outputs[0].name == "heatmaps" and parity.max_range_error == pytest.approx(0.01)

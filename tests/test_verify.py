@@ -337,3 +337,13 @@ def test_a_weight_two_layers_share_is_checked_with_exact_int8_products(tmp_path)
     # a model without shared weights is left alone
     saturating_model(tmp_path / "s.onnx")
     assert verify.unshared_weights(tmp_path / "s.onnx") is None
+
+
+def test_a_regressors_details_name_its_outputs_as_the_model_does():
+    """task_details.outputs said output_0/output_1 beside parity outputs named heatmaps/offsets."""
+    from edgecompress import verify
+
+    ref = [np.random.default_rng(0).normal(size=(4, 5, 8, 8)), np.random.default_rng(1).normal(size=(4, 10, 8, 8))]
+    report = verify.compare("x", [r + 0.01 for r in ref], ref, ["heatmaps", "offsets"], None, task="regression")
+    assert [o["name"] for o in report.task_details["outputs"]] == ["heatmaps", "offsets"]
+    assert "of its output's range" in report.table()
