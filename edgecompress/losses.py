@@ -29,9 +29,14 @@ class Batch:
         return self.teacher[0]
 
     def class_outputs(self) -> list:
-        """(student, teacher) pairs of every 2-D output of several classes: a loss per output (a model
-        with an auxiliary classifier is taught on both)."""
-        return [(s, t) for s, t in zip(self.student, self.teacher) if s.dim() == 2 and s.shape[1] > 1]
+        """(student, teacher) pairs of the class scores: the first output, and every other 2-D output of as
+        many classes (a model with an auxiliary classifier is taught on both). Other outputs are not class
+        distributions: a softmax KL ignores a shift of all their values, so a walkthrough's 2-value 'aux'
+        output drifted from the original's unseen; they are regressed (var_mse) instead."""
+        first = self.student[0]
+        if first.dim() != 2 or first.shape[1] < 2:
+            return []
+        return [(s, t) for s, t in zip(self.student, self.teacher) if s.dim() == 2 and s.shape[1] == first.shape[1]]
 
 
 @LOSSES.register("soft")

@@ -1,7 +1,8 @@
 """A model's outputs as every stage sees them: a flat list of tensors with one name each. A model may
 return a tensor, a tuple or list of tensors (nested or not), or a dict of named tensors (Hugging
 Face's ModelOutput is a dict); export, conversion, distillation and the checks all take the same
-flat order, so output i is the same tensor everywhere."""
+flat order, so output i is the same tensor everywhere. That order is the model's, except that a dict's
+'logits' of class scores comes first."""
 from __future__ import annotations
 
 from typing import Any, List, Tuple
@@ -19,7 +20,7 @@ def named(out: Any, prefix: str = "") -> List[Tuple[str, Any]]:
         return [(prefix or "output", out)]
     if isinstance(out, dict):
         pairs = []
-        for key, value in out.items():
+        for key, value in _logits_first(out, prefix):
             if value is not None:
                 pairs += named(value, f"{prefix}_{key}" if prefix else str(key))
         return pairs
@@ -31,6 +32,17 @@ def named(out: Any, prefix: str = "") -> List[Tuple[str, Any]]:
         return pairs
     raise InputError(f"the model returns a {type(out).__name__}{' in ' + prefix if prefix else ''}, which is not a "
                      "tensor", hint="return a tensor, a tuple or list of tensors, or a dict of named tensors")
+
+
+def _logits_first(out: dict, prefix: str) -> list:
+    """A dict's items, with a top-level 'logits' of class scores (N, K) moved first: a classifier's checks,
+    losses, labels and example programs read its first output (a walkthrough's {"aux", "logits"} model was
+    refused: its labels were counted against 'aux')."""
+    items = list(out.items())
+    logits = out.get("logits")
+    if not prefix and getattr(logits, "ndim", 0) == 2 and items[0][0] != "logits":
+        items = [("logits", logits)] + [(k, v) for k, v in items if k != "logits"]
+    return items
 
 
 def flatten(out: Any) -> list:
