@@ -197,9 +197,10 @@ def _checks(m: dict) -> str:
     acc = m["metrics"]["accuracy"]
     name = {"accuracy": "accuracy", "agreement": "agreement with the original model"}.get(
         acc["metric"], f"{metric_words(acc['metric'])} with the original model")
+    fig = lambda v: report.figure_text(acc["metric"], v, 2, " ")  # noqa: E731  (R^2 and cosine are not shares)
     head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
-            f"original {report._fmt_pct(acc.get('teacher'))}, compressed FP32 "
-            f"{report._fmt_pct(acc.get('student_fp32'))}, deployed {report._fmt_pct(acc.get('student'))}.</p>")
+            f"original {fig(acc.get('teacher'))}, compressed FP32 {fig(acc.get('student_fp32'))}, deployed "
+            f"{fig(acc.get('student'))}.</p>")
     rows = []
     for check in m["metrics"].get("parity") or []:
         diffs = ", ".join(f"{o['name']} {o['max_abs_diff']:.3g}" for o in check.get("outputs", []))
@@ -208,6 +209,8 @@ def _checks(m: dict) -> str:
                      report._fmt_pct(check.get("accuracy")), tol))
     exact = m["metrics"].get("parity_exact_int8")
     note = ("<p class=note>INT8 products were computed exactly, as the target computes them.</p>" if exact else "")
+    note += ("<p class=note>Checks that name a file the bundle does not hold (original.onnx, the FP32 student) "
+             "checked an intermediate file of the build, which is not shipped.</p>")
     return head + _rows(rows, ("check", "samples", "max abs diff", "top-1 agreement", "accuracy", "tolerance")) + note
 
 
@@ -220,11 +223,27 @@ def _compression(m: dict) -> str:
     distill_row = [(k + (per_round if k in ("steps", "seconds") else ""), _value(d.get(k)))
                    for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss", "teacher", "note")
                    if d.get(k) is not None]
-    quant_row = [(k, _value(v)) for k, v in q.items() if k != "keep_float"] + _keep_float_rows(q.get("keep_float"))
+    quant_row = ([(k, _value(v)) for k, v in q.items() if k not in ("keep_float", "qat")]
+                 + _keep_float_rows(q.get("keep_float")) + _qat_rows(q.get("qat")))
     curve = [p for p in d.get("loss_curve") or [] if math.isfinite(p[2])]  # a diverged step has no place on the axis
     return ("<h2>Compression</h2><h3>Pruning</h3>" + _rows(prune_row) + "<h3>Distillation</h3>" +
             (loss_svg(curve) if len(curve) > 1 else "") + _rows(distill_row) + "<h3>Quantization</h3>" +
             _rows(quant_row))
+
+
+def _qat_rows(qat) -> list:
+    """quantize.method's record (qat.QatRecord) as rows in words, not the manifest's dict."""
+    if not isinstance(qat, dict):
+        return []
+    rows = [("method setting", _value(qat.get("setting"))), ("why", str(qat.get("reason") or "-"))]
+    if qat.get("steps"):
+        rows += [("QAT steps", _value(qat["steps"])), ("QAT seconds", _value(qat.get("seconds"))),
+                 ("QAT lr", _value(qat.get("lr"))), ("ranges trained", _value(qat.get("ranges")))]
+    metric = qat.get("metric") or ""
+    for key, words in (("ptq_figure", "PTQ"), ("qat_simulated", "QAT, simulated")):
+        if qat.get(key) is not None:
+            rows.append((f"{metric_words(metric)}, {words}", report.figure_text(metric, qat[key], 2, " ")))
+    return rows
 
 
 def _keep_float_rows(kf) -> list:

@@ -90,3 +90,28 @@ def test_the_users_metric_and_box_parity_have_a_row_per_figure_for_all_three_mod
     assert "<td>map50 (--metric)</td><td>0.81</td><td>0.8</td><td>0.797</td>" in html
     assert "<td>boxes vs original: recall</td><td>1</td><td>0.99</td><td>0.97</td>" in html
     assert report_html._user_figures({"metrics": {"user_figures": None}}) == ""
+
+
+def test_an_r2_figure_is_a_number_and_the_qat_record_is_rows_in_words():
+    """A walkthrough's page read 'R^2 ... original 100.00 %, deployed 60.68 %' beside a table saying 0.6068, and
+    dumped quantize.method's record as a Python dict."""
+    from edgecompress import report_html
+
+    lat = {"p50": 1.0, "p90": 1.2, "p99": 2.0, "mean": 1.1, "std": 0.1, "min": 0.9, "max": 9.0, "n": 10}
+    qat = {"setting": "auto", "method": "qat", "reason": "PTQ missed the tolerance", "steps": 30, "seconds": 2.5,
+           "lr": 1e-4, "metric": "top1_agreement", "ptq_figure": 0.93, "qat_simulated": 0.99, "scheme": "", "carried": "",
+           "ranges": 7}
+    m = {"name": "net", "target": "host-cpu", "runtime": {"name": "onnxruntime", "version": "1"},
+         "model": {"file": "model.onnx"}, "provenance": {"edgecompress_version": "0", "torch_version": "2", "data": "d"},
+         "compression": {"pruning": {"structure": "none"}, "distillation": {"steps": 0, "loss_curve": []},
+                         "quantization": {"precision": "int8", "method": "qat", "qat": qat}},
+         "metrics": {"measured_on": {"note": "here"}, "latency_ms": {"original": lat, "compressed": lat},
+                     "accuracy": {"metric": "r2", "teacher": 1.0, "student_fp32": 0.6077, "student": 0.6068,
+                                  "samples": 5},
+                     "energy": {"original": None, "compressed": None}, "energy_reason": "no sensor"}}
+    s = {"before": {"bytes": 10, "params": None, "macs": None, "accuracy": 1.0, "p50_ms": 1.0},
+         "after": {"bytes": 5, "params": None, "macs": None, "accuracy": 0.6068, "p50_ms": 1.0},
+         "accuracy_metric": "r2", "measured_on_text": "here"}
+    page = report_html.page(m, s)
+    assert "deployed 0.6068" in page and "60.68" not in page
+    assert "{'setting'" not in page and "<td>QAT steps</td><td>30</td>" in page and "99.00 %" in page
