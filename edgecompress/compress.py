@@ -5,6 +5,7 @@ references every conversion is checked against."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -84,6 +85,7 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     if p.importance == "bn_scale" and p.structure == "channel" and p.sparsity_training.steps:
         regularize = prune.slimming_regularizer(student, p.sparsity_training.reg)
     report_d, curve = None, []
+    round_seconds = list((resume or {}).get("round_seconds", []))  # the finished rounds' (kept in checkpoints)
     first_round = 0 if regularize else 1
     for rnd in range(first_round, rounds + 1):
         state = resume if resume and resume["round"] == rnd else None
@@ -100,22 +102,40 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
             log(f"distill {rnd}/{rounds}: skipped (distill.steps=0): the pruned model is not trained again")
             continue
         report_d = distill.distill_(student, teacher, train, d, steps=steps, seconds=seconds, checkpoint=ckpt_path,
-                                    meta=dict(meta, round=rnd, left_whole=sorted(set(left_whole))), resume=state,
+                                    meta=dict(meta, round=rnd, left_whole=sorted(set(left_whole)),
+                                              round_seconds=list(round_seconds)), resume=state,
                                     after_step=(lambda: prune.apply_masks_(student, masks)) if masks else None,
                                     label=f"distill {rnd}/{rounds}", curve=curve, task=task)
         curve = report_d.loss_curve
+        round_seconds.append(round(report_d.seconds, 2))
         log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
             f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
     if held is not None and d.steps != 0:  # the QAT part (quantize.method), after the last round
         state = resume if resume and resume["round"] == rounds + 1 else None
         qat.finish_(student, teacher, train, held, prof, checkpoint=ckpt_path, resume=state, curve=curve, task=task,
-                    meta=dict(meta, round=rounds + 1, left_whole=sorted(set(left_whole))))
+                    meta=dict(meta, round=rounds + 1, left_whole=sorted(set(left_whole)),
+                              round_seconds=list(round_seconds)))
     pruning = {"structure": p.structure, "ratio": {"none": 0.0, "2:4": 0.5}.get(p.structure, p.ratio),
                "masked_layers": sorted(masks) if masks else [],
                "round_to": p.round_to, "importance": p.importance, "iterative_steps": rounds, "ignored_layers": ignore,
                "left_whole": sorted(set(left_whole))}
-    return pruning, report_d
+    return pruning, _all_rounds(report_d, round_seconds)
+
+
+def _all_rounds(report_d, round_seconds: list):
+    """The last round's report with the seconds of every round (a walkthrough's manifest gave the last of two
+    rounds, 0.8 s of 21.3), and steps/s and images/s over all of them."""
+    if report_d is None or len(round_seconds) < 2:
+        return report_d
+    total = float(sum(round_seconds))
+    training = dict(report_d.training or {})
+    if training.get("steps_per_s") and total > 0:
+        per_image = (training.get("images_per_s") or 0) / training["steps_per_s"]
+        training["steps_per_s"] = round(report_d.steps * len(round_seconds) / total, 2)
+        training["images_per_s"] = round(training["steps_per_s"] * per_image, 1) if per_image else None
+    return dataclasses.replace(report_d, seconds=round(total, 2), training=training or report_d.training,
+                               round_seconds=list(round_seconds))
 
 
 def _resumed(path: Path, meta: dict, student) -> Optional[dict]:
@@ -243,4 +263,4 @@ def _distillation(r, d, **teacher) -> Distillation:
                             final_loss=None, **teacher)
     return Distillation(steps=r.steps, seconds=r.seconds, temperature=r.temperature, alpha=r.alpha, losses=r.losses,
                         final_loss=r.final_loss, label_free=r.label_free, loss_curve=r.loss_curve,
-                        training=r.training, **teacher)
+                        training=r.training, round_seconds=r.round_seconds, **teacher)

@@ -63,6 +63,7 @@ class DistillReport:
     label_free: bool
     loss_curve: List[list]  # [round, step, mean loss over the steps since the previous point]
     training: Optional[dict] = None  # where and how it trained: device, precision, world size, steps/s, images/s
+    round_seconds: Optional[List[float]] = None  # each pruning round's seconds, where there were several
 
 
 class FeatureTap:

@@ -145,8 +145,8 @@ class Training(Section):
 
 
 class Distillation(Section):
-    steps: int
-    seconds: Number
+    steps: int  # per pruning round
+    seconds: Number  # all rounds together (round_seconds: each)
     temperature: Optional[Number] = None
     alpha: Optional[Number] = None
     losses: Optional[List[str]] = None
@@ -157,6 +157,7 @@ class Distillation(Section):
     teacher_params: Optional[int] = None
     note: Optional[str] = None
     training: Optional[Training] = None  # since issue 15
+    round_seconds: Optional[List[Number]] = None  # each round's, where prune.iterative_steps > 1
 
 
 class KeepFloat(Section):

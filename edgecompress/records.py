@@ -84,6 +84,7 @@ class Distillation:
     teacher_params: Optional[int] = None
     note: Optional[str] = None  # why nothing was distilled (an .onnx input)
     training: Optional[dict] = None  # where and how: device, device_name, precision, world_size, steps/s, images/s
+    round_seconds: Optional[List[float]] = None  # each pruning round's seconds (seconds: all of them)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("final_loss",)}

@@ -220,8 +220,10 @@ def _compression(m: dict) -> str:
     prune_row = [(k, _value(p.get(k))) for k in ("structure", "ratio", "importance", "round_to", "iterative_steps",
                                                  "params_before", "params_after", "macs_before", "macs_after") if k in p]
     per_round = " per round" if (p.get("iterative_steps") or 1) > 1 else ""
-    distill_row = [(k + (per_round if k in ("steps", "seconds") else ""), _value(d.get(k)))
-                   for k in ("steps", "seconds", "losses", "temperature", "alpha", "final_loss", "teacher", "note")
+    distill_row = [(k + (per_round if k == "steps" else " (all rounds)" if k == "seconds" and per_round else ""),
+                    _value(d.get(k)))
+                   for k in ("steps", "seconds", "round_seconds", "losses", "temperature", "alpha", "final_loss",
+                             "teacher", "note")
                    if d.get(k) is not None]
     quant_row = ([(k, _value(v)) for k, v in q.items() if k not in ("keep_float", "qat")]
                  + _keep_float_rows(q.get("keep_float")) + _qat_rows(q.get("qat")))
