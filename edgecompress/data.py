@@ -104,6 +104,18 @@ def _x_of(archive, path: Path):
                          hint="store x as a numeric float32 array, not Python objects") from None
 
 
+def _labels_hint(y: np.ndarray, n: int) -> str:
+    """What to do about a 'y' that is not labels: the remedy for what is wrong with it."""
+    other = ("'y' is only for class indices or masks: store other targets (boxes, keypoints, values) under "
+             "another key, such as 'targets'; every array with a row per sample reaches --metric")
+    if not np.issubdtype(y.dtype, np.integer):
+        return other + "; for labels, numpy.asarray(labels, dtype=numpy.int64)"
+    if len(y) != n:
+        return (f"y has {len(y)} rows and x {n}: give one label per sample of x, in the same order "
+                "(drop the samples without one from both)")
+    return other
+
+
 def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     if "y" not in archive.files:
         return None
@@ -116,8 +128,7 @@ def _labels_array(archive, path: Path, n: int) -> Optional[np.ndarray]:
     if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 3) or len(y) != n:
         raise InputError(f"data file {path}: 'y' has shape {y.shape} and dtype {y.dtype}; "
                          f"expected integer class indices of shape ({n},), or masks of shape ({n}, H, W)",
-                         hint="save y as numpy.asarray(labels, dtype=numpy.int64), one index per sample of x "
-                              "(per pixel for masks)")
+                         hint=_labels_hint(y, n))
     if y.min() < 0:
         raise InputError(f"data file {path}: 'y' has negative class index {int(y.min())}",
                          hint="class indices run from 0 to classes-1; drop or relabel unlabelled samples")

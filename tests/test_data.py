@@ -234,3 +234,16 @@ def test_too_few_samples_name_the_setting_that_lowers_the_need():
         data.require_samples(ds, 6, "calibration", "quantize.calibration_samples")
     assert exc.value.message == "data small.npz has 5 samples for calibration, which needs 6"
     assert exc.value.hint == "give more data, or lower it with --set quantize.calibration_samples=5"
+
+
+@pytest.mark.parametrize("y, remedy", [
+    (np.zeros((3, 5, 2), np.float32), "store other targets (boxes, keypoints, values) under another key"),
+    (np.array([0, 1], np.int64), "y has 2 rows and x 3: give one label per sample of x"),
+])
+def test_a_y_that_is_not_labels_gets_the_remedy_for_what_it_is(tmp_path, y, remedy):
+    """A regressor's float keypoints in 'y', and labels one row short, were both told to save y as int64."""
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((3, 2), np.float32), y=y)
+    with pytest.raises(InputError) as exc:
+        data.load_npz(path)
+    assert remedy in exc.value.hint
