@@ -22,7 +22,7 @@
     /** What example.py prints for the same input: the vector's size, length and first values. */
     fun describe(input: FloatArray): List<String> {
         val v = embed(input)
-        return listOf(fmt("%s: %d values, |v| %.3f; first: ", OUTPUTS[0].name, v.size, norm(v))
+        return listOf(fmt("%s: %d values, |v| %.3f; first: ", OUTPUTS[0].modelName, v.size, norm(v))
                       + v.take(8).joinToString(" ") { fmt("%.4f", it) })
     }
 

@@ -6,4 +6,7 @@
 
     /** What example.py prints for the same input: each output's first values. */
     fun describe(input: FloatArray): List<String> =
-        run(input).map { o -> o.spec.name + ": " + o.values.take(8).joinToString(" ") { fmt("%.4f", it) } }
+        run(input).map { o ->
+            o.spec.modelName + (if (o.spec.layout == "NHWC") " (NHWC)" else "") + ": " +
+                o.values.take(8).joinToString(" ") { fmt("%.4f", it) }
+        }

@@ -76,7 +76,10 @@ def describe(outputs, manifest, other=None):
     """What a model that is not a classifier answered (manifest task): segmentation's class areas
     (and mask.png), a detector's top anchors, an embedding's first values (and, given a second
     input's outputs, `other`, their cosine similarity), a regressor's outputs."""
-    task, names = manifest.get("task"), [o["name"] for o in manifest["outputs"]]
+    task = manifest.get("task")
+    # the model's own names (a .tflite's tensors are serving_default_output_0_output ...), and the file's layout
+    names = [(o.get("model_name") or o["name"]) + (" (NHWC)" if o.get("layout") == "NHWC" else "")
+             for o in manifest["outputs"]]
     first = outputs[0][0]
     if task == "segmentation":
         classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)

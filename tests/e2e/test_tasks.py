@@ -287,3 +287,13 @@ def test_a_mistake_in_the_users_metric_is_said_before_any_training(data, tmp_pat
     assert "found before training" in err and "data: x, boxes, classes" in err
     assert "distill 1/" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing written"
+
+
+def test_a_litert_regressors_example_names_its_outputs_as_the_model_does(data, tmp_path):
+    """The Android bundle's example printed 'serving_default_output_0_output: ...' where the arm one printed
+    'output_0: ...'; the manifest keeps the model's name beside the tensor's."""
+    folder, weights = data
+    m, _, _, bundle = _deploy("regressor", "android", folder / "shapes.npz", tmp_path / "out", weights["regressor"])
+    assert m["outputs"][0]["name"].startswith("serving_default")
+    printed = _example(bundle)
+    assert [line.split(":")[0] for line in printed] == ["output_0", "output_1"], printed
