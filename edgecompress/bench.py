@@ -160,16 +160,18 @@ def _all_warnings(results: List[dict], chosen: int) -> list:
 
 
 def measure_on_devices(model, cfg, runtime: str, devices: List, quiet: bool = False,
-                       input_shape: Optional[Sequence[int]] = None) -> List[dict]:
+                       input_shape: Optional[Sequence[int]] = None, cap_local_threads: bool = False) -> List[dict]:
     """One job per device, all devices at once (each device runs one job at a time anyway). `model`:
     a model file, or a Model with its runtime's options. A device's failure is its row's `error`;
     Ctrl-C (KeyboardInterrupt, also SIGTERM through the CLI) is raised once every device's job has
-    run its cleanup (the device restored, its job folder and lock gone)."""
+    run its cleanup (the device restored, its job folder and lock gone). cap_local_threads: on a device
+    that is this host, the profile's threads are capped at its CPUs (settings_here)."""
     label = model.path.name if isinstance(model, Model) else Path(model).name
 
     def one(device, stop=None) -> dict:
         try:
-            return measure({label: model}, cfg, runtime, device, quiet, input_shape, stop)[label]
+            here = settings_here(cfg, device, quiet) if cap_local_threads else cfg
+            return measure({label: model}, here, runtime, device, quiet, input_shape, stop)[label]
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # reported in the device's row, after every job has ended

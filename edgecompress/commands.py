@@ -263,11 +263,7 @@ def _bench_problem(err: dict, given: Dict[str, _Given]) -> str:
 
 def _settings_for(request: _Request, prof) -> profile_mod.Bench:
     """The profile's bench section with the keys the command line named laid over it."""
-    cfg = prof.bench.model_copy(update=request.asked.model_dump(exclude_unset=True))
-    named_threads = "threads" in request.asked.model_fields_set
-    if not named_threads and all(t is None or t.transport == "local" for t in request.targets):  # all on this host
-        cfg = bench.settings_here(cfg, None)
-    return cfg
+    return prof.bench.model_copy(update=request.asked.model_dump(exclude_unset=True))
 
 
 def _bench_model(request: _Request, model, prof, shape) -> dict:
@@ -276,6 +272,9 @@ def _bench_model(request: _Request, model, prof, shape) -> dict:
     # a size it cannot tell is refused once, here, not once per device
     if bench.random_inputs(path, prof.runtime, shape) is None and request.shape is not None:
         log(f"note: --input-shape is not used: {path.name} has a fixed size (or its runtime times it as built)")
+    # the profile's threads are capped at this host's CPUs on each device that is this host (not where
+    # --set bench.threads named them), also beside a remote device in the same command
     results = bench.measure_on_devices(model, cfg, prof.runtime, request.targets, quiet=request.quiet,
-                                       input_shape=shape)
+                                       input_shape=shape,
+                                       cap_local_threads="threads" not in request.asked.model_fields_set)
     return {"results": [dict(r, artifact=str(request.artifact)) for r in results]}

@@ -137,3 +137,24 @@ def test_the_build_host_times_with_no_more_threads_than_it_has(monkeypatch, caps
     assert pi.threads == 4, "the profile (saved in the bundle) keeps the target's threads"
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert bench.settings_here(pi, None, quiet=True) is pi
+
+
+def test_a_local_device_beside_a_remote_one_is_capped_and_the_remote_one_is_not(monkeypatch):
+    """`bench --device lab-pi --device here` timed 'here' at the Pi's 4 threads on a 2-CPU host: the cap
+    applied only when every device was local."""
+    pi = profile.load("raspberry-pi-5")[0].bench
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    seen = {}
+
+    def measure(models, cfg, runtime, device, quiet, input_shape, stop):
+        seen[device.name] = cfg.threads
+        return {label: {"device_name": device.name} for label in models}
+
+    monkeypatch.setattr(bench, "measure", measure)
+    devices = [Device(name="lab-pi", target="raspberry-pi-5"),
+               Device(name="here", target="raspberry-pi-5", transport="local")]
+    bench.measure_on_devices("m.onnx", pi, "onnxruntime", devices, quiet=True, cap_local_threads=True)
+    assert seen == {"lab-pi": 4, "here": 2}
+    seen.clear()
+    bench.measure_on_devices("m.onnx", pi, "onnxruntime", devices, quiet=True, cap_local_threads=False)
+    assert seen == {"lab-pi": 4, "here": 4}, "bench.threads named on the command line is used as it is"
