@@ -32,7 +32,7 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         accuracy_metric=accuracy.metric, accuracy_samples=accuracy.samples, latency_ms=lat, measured_on=measured,
         measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
-                         + _int8_note(lat),
+                         + (_int8_note(lat) or _slower_note(lat, measured)),
         accuracy_note=collapse_warning(deployed.parity)
         or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                                        distilled=bool(c.distillation and c.distillation.steps))
@@ -82,6 +82,11 @@ def median_margin(logits) -> Optional[float]:
     return float(np.median(top2[:, 1] - top2[:, 0]))
 
 
+# `uname -m` / platform.machine() as the profiles name CPUs
+ARCH_NAMES = {"aarch64": "arm64", "arm64": "arm64", "armv7l": "armv7", "armv7": "armv7", "x86_64": "x86_64",
+              "amd64": "x86_64", "AMD64": "x86_64"}
+
+
 def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> dict:
     """Where the latency (and energy) figures come from, in words and in fields."""
     r = results["compressed"]
@@ -103,6 +108,10 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
     elif device:
         fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
                           f"{prof.runtime} {state.get('runtime_version')}).")
+        arch = ARCH_NAMES.get(state.get("arch") or "", state.get("arch"))
+        if arch and arch != prof.device.arch:
+            fields["note"] += (f" Its CPU is {state.get('arch')}, not the {prof.device.arch} a {prof.name} has: these "
+                               f"figures are that machine's, not a {prof.name}'s.")
     else:
         fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
                           f"{prof.name} target: run with --device to measure on the device.")
@@ -208,6 +217,20 @@ def _int8_note(lat: dict) -> str:
     return (f"\nnote: the FP32 student ran faster here than the INT8 file ({fp32:.3g} against {int8:.3g} ms): INT8 "
             "does not pay for this model on this CPU; --set quantize.precision=fp32 ships the faster file "
             "(measure on the device before deciding: its INT8 kernels may differ)")
+
+
+def _slower_note(lat: dict, measured: dict) -> str:
+    """The deployed model timed slower than the original, said with where that was measured (a walkthrough's
+    Android bundle: 0.017 -> 0.047 ms on the x86 build host, '2.77x slower' without a word)."""
+    before, after = (lat.get("original") or {}).get("p50"), (lat.get("compressed") or {}).get("p50")
+    if not before or not after or after <= before * 1.05:
+        return ""
+    where = (": timed on this host, not on the target, whose runtime's kernels differ (LiteRT's INT8 kernels on an "
+             "x86 CPU are not a phone's); measure on the device with --device before deciding, or ship the FP32 "
+             "student with --set quantize.precision=fp32" if measured.get("where") == "host" else
+             ": on this device the compression does not pay in speed; --set quantize.precision=fp32, or a larger "
+             "prune.ratio")
+    return f"\nnote: the deployed model ran slower than the original ({after:.3g} against {before:.3g} ms){where}"
 
 
 def _drift_note(results: dict) -> str:

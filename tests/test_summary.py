@@ -148,3 +148,28 @@ def test_a_segmenter_that_answers_one_class_everywhere_is_said_so():
     assert "93.75%" in said  # 60 of 64 pixels are background
     kept = verify.compare("deployed", [original], [original], ["masks"], None, original=[original], task="segmentation")
     assert summary.collapse_warning(kept) is None
+
+
+def test_a_deployed_model_slower_than_the_original_is_said_with_where_it_was_timed():
+    from edgecompress.summary import _slower_note
+
+    lat = {"original": {"p50": 0.017}, "compressed": {"p50": 0.047}}
+    note = _slower_note(lat, {"where": "host"})
+    assert "ran slower than the original (0.047 against 0.017 ms)" in note and "--device" in note
+    assert "does not pay in speed" in _slower_note(lat, {"where": "device"})
+    assert _slower_note({"original": {"p50": 0.047}, "compressed": {"p50": 0.017}}, {"where": "host"}) == ""
+
+
+def test_a_device_whose_cpu_is_not_the_profiles_is_said_in_the_measurement_note():
+    """A walkthrough measured a raspberry-pi-5 bundle on an x86_64 machine over ssh without a word."""
+    from edgecompress import profile
+    from edgecompress.inventory import Device
+    from edgecompress.summary import measured_on
+
+    prof = profile.load("raspberry-pi-5")[0]
+    results = {"compressed": {"device": {"arch": "x86_64", "runtime_version": "1.2"}, "host": "box",
+                              "latency_ms": {"n": 10}}}
+    note = measured_on(results, prof, Device(name="lab-pi", target="raspberry-pi-5"))["note"]
+    assert "Its CPU is x86_64, not the arm64 a raspberry-pi-5 has" in note
+    results["compressed"]["device"]["arch"] = "aarch64"
+    assert "Its CPU" not in measured_on(results, prof, Device(name="lab-pi", target="raspberry-pi-5"))["note"]
