@@ -24,6 +24,8 @@ def fit(inputs, backend, resume: bool) -> Tuple[object, Optional[dict]]:
     budget_ms, saved = prof.prune.latency_budget_ms, inputs.work / "latency_budget.json"
     if budget_ms is None:
         return inputs, None
+    log(f"prune: prune.latency_budget_ms {budget_ms} chooses the ratio, so prune.ratio {prof.prune.ratio} (the "
+        "profile's or --set's) is not used")
     found = json.loads(saved.read_text()) if resume and saved.is_file() else None
     if found is None or found["budget_ms"] != budget_ms:  # a changed budget is searched again
         found = search(_prober(inputs, backend), budget_ms, _where(inputs))

@@ -114,6 +114,8 @@ class LatencyBudget(Section):
     ratio: Optional[Number] = None
     budget_ms: Optional[Number] = None
     probes_p50_ms: Optional[Dict[str, Number]] = None
+    p50_ms: Optional[Number] = None  # the deployed model's, timed in full (metrics.latency_ms.compressed.p50)
+    met: Optional[bool] = None  # p50_ms <= budget_ms
 
 
 class Pruning(Section):

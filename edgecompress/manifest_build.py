@@ -6,7 +6,9 @@ from .errors import StageError
 from .records import Accuracy
 
 
-def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, figures=None) -> dict:
+def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, figures=None,
+          budget_outcome=None) -> dict:
+    """budget_outcome: budget.outcome, where prune.latency_budget_ms was set (the deployed model's p50 against it)."""
     import onnxruntime
     import torch
 
@@ -28,7 +30,7 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
         "model": {"file": deployed.model.name, "format": deployed.model.suffix[1:], "opset": backend.opset(deployed.model)},
         **io,
         "labels": run.dataset.labels,
-        "compression": {"pruning": compressed.pruning.to_dict(deployed.two_four),
+        "compression": {"pruning": _with_outcome(compressed.pruning.to_dict(deployed.two_four), budget_outcome),
                         "distillation": compressed.distillation.to_dict(),
                         # the INT8 recipe's settings only where INT8 was made: an FP16 bundle listing
                         # "activations uint8" would read as if it were quantized
@@ -68,6 +70,13 @@ def build(run, compressed, deployed, measurement, backend, accuracy: Accuracy, f
         raise StageError("bundle", exc.message, hint="this is a bug in edgecompress, not in your model: please "
                                                      "report it with this message; no bundle was written") from None
     return manifest
+
+
+def _with_outcome(pruning: dict, outcome) -> dict:
+    """The latency budget's record with whether the deployed model, measured in full, met it."""
+    if outcome and pruning.get("latency_budget"):
+        pruning["latency_budget"] = dict(pruning["latency_budget"], p50_ms=outcome["p50_ms"], met=outcome["met"])
+    return pruning
 
 
 def _qat(compressed, prof) -> dict:

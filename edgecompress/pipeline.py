@@ -76,8 +76,9 @@ def _deploy(opts: DeployOptions, world: Optional[distributed.World] = None) -> O
             figures = user_code.check(user_code.evaluate(run, compressed, deployed), run.prof.verify)
             measurement = measure(run, deployed, opts.quiet)
             accuracy = summary.accuracy(compressed, deployed.parity, run.held.y)
-            manifest = manifest_build.build(run, compressed, deployed, measurement, backend, accuracy, figures)
             outcome = budget.outcome(found, measurement.compressed) if found else None
+            manifest = manifest_build.build(run, compressed, deployed, measurement, backend, accuracy, figures,
+                                            outcome)
             result = summary.build(run, compressed, deployed, measurement, accuracy, outcome, figures)
             if outcome:
                 log(outcome["note"])

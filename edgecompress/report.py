@@ -142,13 +142,23 @@ A compressed model built by edgecompress {m['provenance']['edgecompress_version'
 {table(summary)}
 ```
 
-p50 {lat.get('p50', float('nan')):.3f} ms over n={lat.get('n')} runs. {m['metrics']['measured_on']['note']}
+p50 {lat.get('p50', float('nan')):.3f} ms over n={lat.get('n')} runs. {m['metrics']['measured_on']['note']}{_budget_text(m)}
 Energy: {m['metrics']['energy_mj_per_inference'] if m['metrics']['energy_mj_per_inference'] is not None else 'not measured: ' + str(m['metrics'].get('energy_reason'))}
 
 `report.html` shows these figures with the latency spread, every check and the distillation loss.
 `manifest.json` holds the full figures, the resolved target profile and a checksum for every
 file; `edgecompress verify` re-checks them and re-runs the stored parity samples.
 """
+
+
+def _budget_text(m: dict) -> str:
+    """prune.latency_budget_ms's outcome, where one was set: the ratio it chose, and whether the deployed model met it."""
+    b = (m["compression"]["pruning"] or {}).get("latency_budget")
+    if not b or b.get("budget_ms") is None:
+        return ""
+    met = {True: "met", False: "missed", None: "not judged"}[b.get("met")]
+    return (f"\nLatency budget {b['budget_ms']} ms (prune.latency_budget_ms): {b['ratio']:.0%} of the channels "
+            f"removed; the deployed model's p50 {b.get('p50_ms', float('nan')):.3f} ms: {met}.")
 
 
 def _labels_line(m: dict) -> str:

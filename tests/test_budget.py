@@ -68,6 +68,11 @@ def test_the_smallest_ratio_that_meets_the_budget_is_found_and_recorded(wide, tm
     assert f"of the channels removed reaches the {budget} ms budget on this host" in err
     summary = json.loads(out)["latency_budget"]
     assert summary["met"] == (summary["p50_ms"] <= budget) and summary["ratio"] == found["ratio"]
+    # the manifest says it too, as the README promises (a walkthrough found only the --json summary did)
+    assert found["met"] == summary["met"] and found["p50_ms"] == m["metrics"]["latency_ms"]["compressed"]["p50"]
+    assert "prune.ratio 0.5 (the profile's or --set's) is not used" in err
+    readme = (tmp_path / "out" / "wide-raspberry-pi-5" / "README.md").read_text()
+    assert f"Latency budget {budget} ms (prune.latency_budget_ms): {found['ratio']:.0%} of the channels" in readme
 
 
 def test_a_budget_the_unpruned_model_meets_prunes_nothing(tmp_path, model_file, npz_data):
