@@ -299,8 +299,8 @@ def collect_warnings(job, latency, m, device, energy, stability=None):
     warnings = [w for w in (m["warmup_cut"], timed_cut, device["throttle_reason"], noise_warning(stability),
                             outlier_warning(latency, m["latencies"].sample)) if w]
     if window_s < SHORT_WINDOW_S:
-        warnings.append("timed window %.2f s is short; runs.seconds >= %.0f (edgecompress bench --seconds, "
-                        "profile bench.seconds) gives steadier numbers"
+        warnings.append("timed window %.2f s is short; a window of >= %.0f s gives steadier numbers (bench.seconds, "
+                        "edgecompress bench --seconds, is shared between the bench.rounds)"
                         % (window_s, SHORT_WINDOW_S))
     if latency["n"] < FEW_RUNS_FOR_P99:
         warnings.append("p99 from only %d runs is close to the max; use >= %d runs"

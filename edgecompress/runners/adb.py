@@ -256,8 +256,8 @@ def _result(got: dict, plan: _Plan, phone: _Phone) -> dict:
                            "units_detected": units})
     warnings = plan.warnings + summary.pop("warnings") + ([why] if why else [])
     if summary["timed_window_s"] < 1.0:
-        warnings.append(f"timed window {summary['timed_window_s']:.2f} s is short; runs.seconds >= 1 gives steadier "
-                        f"numbers")
+        warnings.append(f"timed window {summary['timed_window_s']:.2f} s is short; a window of >= 1 s gives steadier "
+                        "numbers (bench.seconds, edgecompress bench --seconds, is shared between the bench.rounds)")
     return dict(summary, protocol_version=PROTOCOL_VERSION, energy=energy, energy_reason=reason, device=device,
                 runtime_options=plan.opts, warnings=warnings, host=got["props"]["model"], runner="adb",
                 measured_on="device", device_name=phone.device.name)
