@@ -234,7 +234,12 @@ def _choose_size(sizes: Counter, size_hw: Optional[Tuple[int, int]]) -> Tuple[Tu
     than half of them and small enough to be a model's input: one odd image among hundreds must not
     send them all to 224x224 (a walkthrough's model fell to chance that way)."""
     if size_hw is not None:
-        return size_hw, f"images resized to {size_hw[0]}x{size_hw[1]} (preprocess.size or --input-shape)"
+        asked = tuple(size_hw)
+        if set(sizes) == {asked}:  # a walkthrough's 32x32 images were said to be "resized to 32x32"
+            return size_hw, f"images at {asked[0]}x{asked[1]}, the size preprocess.size or --input-shape asks for"
+        resized = sum(n for hw, n in sizes.items() if hw != asked)
+        return size_hw, (f"images resized to {asked[0]}x{asked[1]} (preprocess.size or --input-shape): {resized} of "
+                         f"{sum(sizes.values())} had another size")
     (common, count), total = sizes.most_common(1)[0], sum(sizes.values())
     if count * 2 > total and max(common) <= OWN_SIZE_MAX_PX:
         others = total - count

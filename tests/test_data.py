@@ -247,3 +247,13 @@ def test_a_y_that_is_not_labels_gets_the_remedy_for_what_it_is(tmp_path, y, reme
     with pytest.raises(InputError) as exc:
         data.load_npz(path)
     assert remedy in exc.value.hint
+
+
+def test_a_size_asked_for_says_how_many_images_it_resized():
+    """Images already 32x32 with --input-shape 1x3x32x32 were said to be 'resized to 32x32'."""
+    from collections import Counter
+
+    _, same = data._choose_size(Counter({(32, 32): 10}), (32, 32))
+    assert same == "images at 32x32, the size preprocess.size or --input-shape asks for"
+    _, mixed = data._choose_size(Counter({(32, 32): 8, (64, 48): 2}), (32, 32))
+    assert mixed.startswith("images resized to 32x32") and "2 of 10 had another size" in mixed
