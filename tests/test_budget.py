@@ -97,6 +97,7 @@ def test_a_budget_out_of_reach_fails_before_distilling_and_leaves_no_bundle(tmp_
     assert not (tmp_path / "out" / "net-raspberry-pi-5").exists()
 
 
+@pytest.mark.litert
 def test_a_litert_budget_times_tflite_probes_here(tmp_path, model_file, npz_data):
     """The search converts each probe with the target's back end: on an Android target it times .tflite
     files with LiteRT on this host (XNNPACK standing in for the phone)."""

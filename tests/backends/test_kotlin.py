@@ -358,6 +358,7 @@ def _same(kotlin_lines, python_lines):
                 assert a == b, (k, p)
 
 
+@pytest.mark.litert
 @pytest.mark.parametrize("task", sorted(MANIFESTS))
 def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_bytes(task, compiled, tmp_path,
                                                                                     monkeypatch):
@@ -391,6 +392,7 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     assert np.abs(sent.astype(int) - expected).max() <= 1 and (sent == expected).mean() > 0.99  # halves round apart
 
 
+@pytest.mark.litert
 def test_the_compiled_runner_ranks_anchors_by_class_times_objectness_as_example_py_does(compiled, tmp_path,
                                                                                         monkeypatch):
     """A YOLO-style detector's anchor score is sigmoid(class) * sigmoid(objectness), as the build's checks read
@@ -423,6 +425,7 @@ def test_an_objectness_output_is_named_in_the_runners_constants():
     assert "val OBJECTNESS_OUTPUTS = intArrayOf()" in kotlin.runner_text(manifest("detection"))
 
 
+@pytest.mark.litert
 @pytest.mark.parametrize("channels", [3, 1])
 def test_the_compiled_inputfrom_preprocesses_a_bitmap_as_example_py_preprocesses_the_image(channels, compiled,
                                                                                           tmp_path):

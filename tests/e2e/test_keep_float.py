@@ -70,6 +70,7 @@ def test_a_name_the_model_lacks_is_refused_with_the_closest(data, tmp_path):
     assert not [p for p in (tmp_path / "o").glob("*") if not p.name.startswith(".")], "no bundle for a refused run"
 
 
+@pytest.mark.litert
 def test_litert_computes_the_detector_heads_in_float(data, tmp_path):
     folder, weights = data
     m, *_, bundle = _deploy("detector", "android", folder / "shapes.npz", tmp_path / "out", weights["detector"],

@@ -125,6 +125,7 @@ def _example(bundle: Path) -> list:
     return done.stdout.strip().splitlines()
 
 
+@pytest.mark.litert
 def test_a_segmenter_returning_a_dict_deploys_to_litert_with_its_masks_as_labels(data, tmp_path):
     folder, weights = data
     m, stdout, err, bundle = _deploy("segmenter", "android", folder / "shapes_masks.npz", tmp_path / "out",
@@ -289,6 +290,7 @@ def test_a_mistake_in_the_users_metric_is_said_before_any_training(data, tmp_pat
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing written"
 
 
+@pytest.mark.litert
 def test_a_litert_regressors_example_names_its_outputs_as_the_model_does(data, tmp_path):
     """The Android bundle's example printed 'serving_default_output_0_output: ...' where the arm one printed
     'output_0: ...'; the manifest keeps the model's name beside the tensor's."""

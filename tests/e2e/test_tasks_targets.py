@@ -66,6 +66,7 @@ def test_each_task_model_deploys_to_each_target(data, tmp_path, model, target, d
         assert -1 <= cosine < 0.9999, other.stdout
 
 
+@pytest.mark.litert
 def test_the_users_decode_and_metric_on_litert_read_the_models_own_output_names(data, tmp_path):
     """A .tflite names its outputs serving_default_output_0_output; the user's decode and metric were
     written for the model's names (output_0, a dict's keys), in the deploy and in the bundle's example."""
