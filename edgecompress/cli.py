@@ -93,7 +93,8 @@ def _add_devices(sub) -> None:
     dv = sub.add_parser("devices", help="list the device inventory, or check that a device is reachable")
     dv.add_argument("action", nargs="?", choices=["list", "check"], default="list")
     dv.add_argument("name", nargs="?")
-    dv.add_argument("--inventory", help="a devices.yaml (default: ./devices.yaml, then ~/.config/edgecompress/)")
+    dv.add_argument("--inventory", help="a devices.yaml (default: $EDGECOMPRESS_DEVICES, else ./devices.yaml, "
+                                        "then ~/.config/edgecompress/)")
     dv.add_argument("--json", action="store_true")
 
 
