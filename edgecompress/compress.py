@@ -54,8 +54,12 @@ def from_onnx(inputs) -> Compressed:
     original = models.write_single_file(inputs.source.onnx_path, inputs.work / "original.onnx")
     names = [o["name"] for o in export.io_spec(original)["outputs"]]
     ref = verify.onnx_outputs(original, inputs.held.x)
+    from .backends import onnx_files
+
+    stored = onnx_files.parameters(original)  # the file's weight values: the table's params, unchanged by INT8
     return Compressed(student=None, original=None, example=None, reference=ref, reference_original=ref,
-                      output_names=names, pruning=Pruning(structure="none", ratio=0.0),
+                      output_names=names, pruning=Pruning(structure="none", ratio=0.0, params_before=stored,
+                                                          params_after=stored),
                       distillation=Distillation(steps=0, seconds=0.0, final_loss=None, note="ONNX input: not distilled"),
                       onnx_file=original)
 

@@ -64,5 +64,6 @@ def test_an_onnx_input_is_not_compressed(tmp_path):
     c = compress.run(run, resume=False)
     assert c.student is None and c.onnx_file == run.work / "original.onnx" and c.output_names == ["logits"]
     assert c.reference is c.reference_original and c.pruning.to_dict()["structure"] == "none"
+    assert c.pruning.params_before == c.pruning.params_after == 4 * 9 + 4 + 144 * 4 + 4  # the file's weight values
     assert c.distillation.to_dict() == {"steps": 0, "seconds": 0.0, "final_loss": None,
                                         "note": "ONNX input: not distilled"}

@@ -51,7 +51,7 @@ class OnnxRuntime(common.Defaults):
                                       "compressed": bench.Model(model, self.runtime),
                                       # the accuracy/latency trade-off in report.html: what pruning alone gave
                                       **({"student_fp32": bench.Model(exported.student, self.runtime)}
-                                         if q.precision == "int8" else {})},
+                                         if q.precision == "int8" and compressed.student is not None else {})},
                         io=onnx_files.io(model, params), exact_int8=exact, two_four=exported.two_four,
                         keep_float=choice)
 
