@@ -32,7 +32,8 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         accuracy_metric=accuracy.metric, accuracy_samples=accuracy.samples, latency_ms=lat, measured_on=measured,
         measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
-                         + (_int8_note(lat) or _slower_note(lat, measured)),
+                         + _paired_note(bench.speedup(results["original"], results["compressed"]), paired)
+                         + (_int8_note(lat) or _slower_note(lat, measured, run.prof.runtime)),
         accuracy_note=collapse_warning(deployed.parity)
         or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                                        distilled=bool(c.distillation and c.distillation.steps))
@@ -219,18 +220,45 @@ def _int8_note(lat: dict) -> str:
             "(measure on the device before deciding: its INT8 kernels may differ)")
 
 
-def _slower_note(lat: dict, measured: dict) -> str:
+def _slower_note(lat: dict, measured: dict, runtime: str = "onnxruntime") -> str:
     """The deployed model timed slower than the original, said with where that was measured (a walkthrough's
-    Android bundle: 0.017 -> 0.047 ms on the x86 build host, '2.77x slower' without a word)."""
+    Android bundle: 0.017 -> 0.047 ms on the x86 build host, '2.77x slower' without a word). The FP32 student
+    is offered only where it was timed faster than the original (a walkthrough's tiny MLP: it was slower still)."""
     before, after = (lat.get("original") or {}).get("p50"), (lat.get("compressed") or {}).get("p50")
     if not before or not after or after <= before * 1.05:
         return ""
-    where = (": timed on this host, not on the target, whose runtime's kernels differ (LiteRT's INT8 kernels on an "
-             "x86 CPU are not a phone's); measure on the device with --device before deciding, or ship the FP32 "
-             "student with --set quantize.precision=fp32" if measured.get("where") == "host" else
-             ": on this device the compression does not pay in speed; --set quantize.precision=fp32, or a larger "
-             "prune.ratio")
+    fp32 = (lat.get("student_fp32") or {}).get("p50")
+    ship_fp32 = ("" if fp32 and fp32 >= before else
+                 ", or ship the FP32 student with --set quantize.precision=fp32")
+    kernels = ("LiteRT's INT8 kernels on an x86 CPU are not a phone's" if runtime == "litert" else
+               "this host's CPU and runtime build are not the target's")
+    if measured.get("where") == "host":
+        where = (f": timed on this host, not on the target, whose kernels differ ({kernels}); measure on the device "
+                 f"with --device before deciding{ship_fp32}")
+    else:
+        where = ": on this device the compression does not pay in speed; " + (
+            "--set quantize.precision=fp32, or a larger prune.ratio" if ship_fp32 else "a larger prune.ratio")
+    if fp32 and fp32 >= before:
+        where += f" (the FP32 student was slower still: {fp32:.3g} ms; the model may be too small to gain)"
     return f"\nnote: the deployed model ran slower than the original ({after:.3g} against {before:.3g} ms){where}"
+
+
+def _paired_note(headline: Optional[float], paired: Optional[List[float]]) -> str:
+    """The headline speed-up divides each model's median round, which may come from different rounds; where the
+    rounds' own ratios (the pairs that ran side by side) disagree with it, say so (a walkthrough: 1.16x headline
+    beside 0.76x / 0.73x / 1.16x per round)."""
+    if not headline or not paired or len(paired) < 2:
+        return ""
+    import statistics
+
+    mid = statistics.median(paired)
+    if abs(headline - mid) <= 0.1 * mid:
+        return ""
+    slower = sum(1 for s in paired if s < 1)
+    also = f"; in {slower} of {len(paired)} rounds the deployed model was the slower" if slower and headline >= 1 else ""
+    return (f"\nwarning: round by round the speed-up was {min(paired):.2f}x to {max(paired):.2f}x (median "
+            f"{mid:.2f}x), not the {headline:.2f}x of the two median rounds{also}: the load changed between rounds; "
+            "run bench again on a quiet device")
 
 
 def _drift_note(results: dict) -> str:

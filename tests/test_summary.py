@@ -173,3 +173,23 @@ def test_a_device_whose_cpu_is_not_the_profiles_is_said_in_the_measurement_note(
     assert "Its CPU is x86_64, not the arm64 a raspberry-pi-5 has" in note
     results["compressed"]["device"]["arch"] = "aarch64"
     assert "Its CPU" not in measured_on(results, prof, Device(name="lab-pi", target="raspberry-pi-5"))["note"]
+
+
+def test_the_slower_note_names_the_runtime_and_offers_fp32_only_where_it_was_faster():
+    from edgecompress.summary import _slower_note
+
+    lat = {"original": {"p50": 0.0182}, "compressed": {"p50": 0.0258}, "student_fp32": {"p50": 0.0333}}
+    note = _slower_note(lat, {"where": "host"}, "onnxruntime")
+    assert "LiteRT" not in note and "quantize.precision=fp32" not in note and "slower still" in note
+    lat["student_fp32"]["p50"] = 0.012
+    note = _slower_note(lat, {"where": "host"}, "litert")
+    assert "LiteRT" in note and "quantize.precision=fp32" in note and "slower still" not in note
+
+
+def test_round_speedups_that_disagree_with_the_headline_are_warned():
+    from edgecompress.summary import _paired_note
+
+    note = _paired_note(1.16, [0.76, 0.73, 1.16])
+    assert "0.73x to 1.16x (median 0.76x)" in note and "2 of 3 rounds" in note
+    assert _paired_note(3.45, [3.81, 2.45, 3.45]) == ""
+    assert _paired_note(1.2, None) == "" and _paired_note(1.2, [1.2]) == ""
