@@ -33,7 +33,7 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         measured_on_text=f"{measured['note']} Timed runs: {lat['original']['n']} original, "
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
                          + _paired_note(bench.speedup(results["original"], results["compressed"]), paired)
-                         + (_int8_note(lat) or _slower_note(lat, measured, run.prof.runtime)),
+                         + (_int8_note(lat) or _slower_note(lat, measured, _host_kernels(run.prof.runtime))),
         accuracy_note=collapse_warning(deployed.parity)
         or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                                        distilled=bool(c.distillation and c.distillation.steps))
@@ -220,7 +220,13 @@ def _int8_note(lat: dict) -> str:
             "(measure on the device before deciding: its INT8 kernels may differ)")
 
 
-def _slower_note(lat: dict, measured: dict, runtime: str = "onnxruntime") -> str:
+def _host_kernels(runtime: str) -> str:
+    from . import backends  # the back ends import summary's wording helpers
+
+    return backends.get(runtime).host_kernels
+
+
+def _slower_note(lat: dict, measured: dict, kernels: str = "this host's CPU and runtime build are not the target's") -> str:
     """The deployed model timed slower than the original, said with where that was measured (a walkthrough's
     Android bundle: 0.017 -> 0.047 ms on the x86 build host, '2.77x slower' without a word). The FP32 student
     is offered only where it was timed faster than the original (a walkthrough's tiny MLP: it was slower still)."""
@@ -230,8 +236,6 @@ def _slower_note(lat: dict, measured: dict, runtime: str = "onnxruntime") -> str
     fp32 = (lat.get("student_fp32") or {}).get("p50")
     ship_fp32 = ("" if fp32 and fp32 >= before else
                  ", or ship the FP32 student with --set quantize.precision=fp32")
-    kernels = ("LiteRT's INT8 kernels on an x86 CPU are not a phone's" if runtime == "litert" else
-               "this host's CPU and runtime build are not the target's")
     if measured.get("where") == "host":
         where = (f": timed on this host, not on the target, whose kernels differ ({kernels}); measure on the device "
                  f"with --device before deciding{ship_fp32}")

@@ -176,13 +176,14 @@ def test_a_device_whose_cpu_is_not_the_profiles_is_said_in_the_measurement_note(
 
 
 def test_the_slower_note_names_the_runtime_and_offers_fp32_only_where_it_was_faster():
+    from edgecompress import backends
     from edgecompress.summary import _slower_note
 
     lat = {"original": {"p50": 0.0182}, "compressed": {"p50": 0.0258}, "student_fp32": {"p50": 0.0333}}
-    note = _slower_note(lat, {"where": "host"}, "onnxruntime")
+    note = _slower_note(lat, {"where": "host"}, backends.get("onnxruntime").host_kernels)
     assert "LiteRT" not in note and "quantize.precision=fp32" not in note and "slower still" in note
     lat["student_fp32"]["p50"] = 0.012
-    note = _slower_note(lat, {"where": "host"}, "litert")
+    note = _slower_note(lat, {"where": "host"}, backends.get("litert").host_kernels)
     assert "LiteRT" in note and "quantize.precision=fp32" in note and "slower still" not in note
 
 

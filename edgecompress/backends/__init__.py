@@ -23,6 +23,7 @@ class Backend(Protocol):
     sparse_2_4: bool  # whether 2:4 sparsity runs faster on it (TensorRT's sparse tensor cores)
     bare_file_profile: Optional[str]  # the profile `bench` uses for a bare model file on this host
     runs_bare_files: bool  # whether `bench`/`verify` run a bare model file with it (tensorrt: a bundle's only)
+    host_kernels: str  # why a timing on the build host says little of the target's (the summary's slower note)
 
     def convert(self, compressed, run):
         """records.Deployed: the runtime's model file made from `compressed` (records.Compressed)

@@ -15,6 +15,8 @@ class Defaults:
     rest of the Backend protocol): the runtime's version as the device reported it, the model and
     example.py as the bundle's files, no sections or texts of its own, no dynamic inputs."""
 
+    host_kernels = "this host's CPU and runtime build are not the target's"
+
     def runtime_section(self, deployed, measurement) -> dict:
         return {"name": self.runtime, "version": (measurement.compressed.get("device") or {}).get("runtime_version")}
 

@@ -23,6 +23,7 @@ class LiteRT(common.Defaults):
     sparse_2_4 = False  # whether 2:4 sparsity runs faster (sparse tensor cores)
     bare_file_profile = "android-arm64"  # the profile `bench` uses for a bare file without a device
     runs_bare_files = True
+    host_kernels = "LiteRT's INT8 kernels on an x86 CPU are not a phone's"
 
     def convert(self, compressed, run) -> Deployed:
         from . import tflite
