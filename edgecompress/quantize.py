@@ -51,19 +51,14 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
     TensorQuantOverrides (qat.onnx_overrides: the ranges QAT trained; the other tensors are calibrated).
     float_tail: leave a bilinear/cubic Resize that makes a graph output in float (resize_tails)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="ec-quant-") as tmp:
         pre, source = Path(tmp) / "pre.onnx", str(Path(src).resolve())  # resolved here: the cwd changes below
-        try:
-            with _cwd(tmp):  # ORT writes sym_shape_infer_temp.onnx (+ a .data file) to the cwd when shape inference stops
-                quant_pre_process(source, str(pre), skip_symbolic_shape=False)
-        except Exception as exc:  # pre-processing is an optimisation; quantization works without it
-            shutil.copy(src, pre)
-            console.log(f"quantize: pre-processing skipped ({type(exc).__name__}: {exc}); the model may run slower")
+        _pre_process(source, pre, tmp)
+        pre = own_initializers(pre, Path(tmp) / "own.onnx")  # after: shape inference stops on the copies
         extra = {"CalibTensorRangeSymmetric": symmetric, "ActivationSymmetric": symmetric, "WeightSymmetric": True,
                  # a normalisation's scale is one value per channel (1-D): ONNX Runtime's default axis 1 is out of
                  # range for it, so it warned ("Axis 1 is out-of-range", once per use) and fell back to one scale
@@ -86,6 +81,59 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
         except Exception as exc:
             raise StageError("quantize", f"INT8 quantization of {src.name} failed: {type(exc).__name__}: {exc}",
                              hint="try --set quantize.precision=fp32, or another quantize.calibration_method") from None
+    return dst
+
+
+def _pre_process(source: str, pre: Path, tmp: str) -> None:
+    """ORT's quant_pre_process into `pre`: symbolic shape inference first; where it stops ("Incomplete symbolic
+    shape inference": a Resize given scales and an empty roi, as F.interpolate exports) again with ONNX's own shape
+    inference, which still folds the graph. The segmenter of benchmarks/tasks.py had been quantized without any
+    pre-processing for that reason. Pre-processing is an optimisation: where both stop, the file goes as it is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    failures = []
+    for skip_symbolic in (False, True):
+        try:
+            with _cwd(tmp):  # ORT writes sym_shape_infer_temp.onnx (+ a .data file) to the cwd when shape inference stops
+                quant_pre_process(source, str(pre), skip_symbolic_shape=skip_symbolic)
+            return
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    shutil.copy(source, pre)
+    console.log(f"quantize: pre-processing skipped ({'; '.join(dict.fromkeys(failures))}); the model may run slower")
+
+
+def own_initializers(src: Path, dst: Path) -> Path:
+    """`src` with every Identity of an initializer replaced by a copy of it, written to `dst` (else `src` itself).
+    The exporter shares equal weights through Identity nodes (two convs whose folded biases are both zero: a
+    freshly initialised BatchNorm, a detector's heads given one prior bias); ONNX Runtime's quantizer then finds
+    a bias that is not an initializer ("Expected bias ... to be an initializer"), leaves DQ -> float Conv -> Q, and
+    the INT8 file ran 2.8x slower than it does with its biases its own (benchmarks/shared_bias_int8.py)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+    except Exception:  # not a model: the quantizer says so, as a StageError with the way out
+        return src
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in inits.values()):
+        return src  # a file with its weights beside it (over 2 GB): left as it is rather than copied around
+    outputs = {o.name for o in graph.output}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input and n.input[0] in inits
+              and n.output[0] not in outputs]
+    if not shared:
+        return src
+    for node in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+    gone = {id(n) for n in shared}
+    keep = [n for n in graph.node if id(n) not in gone]
+    del graph.node[:]
+    graph.node.extend(keep)
+    onnx.save(model, str(dst))
     return dst
 
 
