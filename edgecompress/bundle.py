@@ -45,9 +45,17 @@ def check_destination(out: Path, name: str, force: bool) -> Path:
         raise InputError(f"--out {out} is a file, not a folder", hint="pass a folder for the bundle, e.g. --out dist")
     final = out / name
     if (final.exists() or zip_path(final).exists()) and not force:
-        raise InputError(f"output {final} already exists", hint="pass --force to replace it, or choose another --out")
+        raise InputError(f"output {_existing(final)} already exists",
+                         hint="pass --force to replace it, or choose another --out")
     check_writable(out)
     return final
+
+
+def _existing(final: Path) -> str:
+    """What of a bundle is already there: its folder, its zip, or both (a walkthrough's zip alone was
+    refused naming the folder, which did not exist)."""
+    found = [str(p) for p in (final, zip_path(final)) if p.exists()]
+    return " and ".join(found) or str(final)
 
 
 def check_writable(out: Path) -> None:
@@ -215,7 +223,7 @@ def _publish(tmp: Path, tmp_zip: Path, final: Path, force: bool) -> None:
     zip_file = zip_path(final)
     if final.exists() or zip_file.exists():
         if not force:
-            raise InputError(f"output {final} already exists", hint="pass --force to replace it")
+            raise InputError(f"output {_existing(final)} already exists", hint="pass --force to replace it")
         shutil.rmtree(final, ignore_errors=True)
         zip_file.unlink(missing_ok=True)
     os.replace(tmp, final)

@@ -47,13 +47,15 @@ def _verify_folder(folder: Path, path: str) -> dict:
     task = manifest.get("task") or "classification"
     each = lambda key: [stored[key + ("" if i == 0 else f"_{i}")] for i in range(n)]  # noqa: E731
     rerun = verify.check(verify.compare("model re-run vs its outputs stored at build time", out[:n],
-                                        each("expected"), names, None, task=task), quantized, tol)
+                                        each("expected"), names, None, task=task,
+                                        score_threshold=tol.score_threshold), quantized, tol)
     reference = "the original ONNX model" if manifest["provenance"].get("source_format") == "onnx" else "PyTorch"
-    vs_ref = verify.compare(f"model vs {reference} (information)", out[:n], each("reference"), names, None, task=task)
+    vs_ref = verify.compare(f"model vs {reference} (information)", out[:n], each("reference"), names, None, task=task,
+                            score_threshold=tol.score_threshold)
     vs_original = None
     if "original" in stored and manifest["provenance"].get("source_format") != "onnx":  # bundles since 11
         vs_original = verify.compare("model vs the original model (information)", out[:n], each("original"),
-                                     names, None, task=task).to_dict()
+                                     names, None, task=task, score_threshold=tol.score_threshold).to_dict()
     return {"bundle": path, "files_checked": len(manifest["files"]), "rerun": rerun.to_dict(),
             "reference": vs_ref.to_dict(), "reference_is": reference, "original": vs_original,
             "build_check": _build_check(manifest), "ok": True}

@@ -60,8 +60,10 @@ def find_inventory(explicit: Optional[str] = None) -> Optional[Path]:
 def load(explicit: Optional[str] = None) -> Dict[str, Device]:
     path = find_inventory(explicit)
     if path is None:
-        raise InputError("no device inventory found (looked at " + ", ".join(map(str, inventory_paths())) + ")",
-                         hint="write devices.yaml as in the README (devices: NAME: {target, transport, host, ...})")
+        raise InputError("no device inventory found (looked at " + ", ".join(map(str, inventory_paths()))
+                         + "; $EDGECOMPRESS_DEVICES is not set)",
+                         hint="write devices.yaml as in the README (devices: NAME: {target, transport, host, ...}) "
+                              "in one of those places, or point to yours: export EDGECOMPRESS_DEVICES=FILE")
     from .profile import load_yaml
 
     data = load_yaml(path, "device inventory", InputError) or {}

@@ -62,6 +62,23 @@ def onnx_module_path(node_name: str) -> str:
     return ".".join(name)
 
 
+def _shown(layers: List[str]) -> str:
+    """Layers as the user's model names them: '/inner/hm/Conv' (an ONNX node under the export's wrapper) is
+    'hm (Conv)', so the log reads in the names quantize.keep_float takes."""
+    shown = []
+    for layer in layers:
+        path, op = (onnx_module_path(layer), layer.rsplit("/", 1)[-1]) if layer.startswith("/") else (layer, "")
+        parts = [p for p in path.split(".") if p]
+        while parts and parts[0] in WRAPPERS:
+            parts = parts[1:]
+        if not op:
+            shown.append(".".join(parts) or layer)
+        else:  # an operation of the model's own forward, outside any submodule, has no module to name
+            shown.append(f"{'.'.join(parts)} ({op})" if parts else f"{op} (in forward)")
+    unique = list(dict.fromkeys(shown))
+    return ", ".join(unique[:4]) + (" ..." if len(unique) > 4 else "")
+
+
 def onnx_heads(model) -> List[str]:
     """Node names of each output's head in an ONNX graph: walking back from every graph output to the
     first Conv/Gemm/MatMul on each path, then those layers with the parameter-free operations after
@@ -198,6 +215,10 @@ def _auto(make, judge, heads, final: Path, cfg):
     report = judge(out)
     metric, everywhere = verify.figure(report)
     missed = verify.problems(report, True, cfg)
+    if not missed and everywhere is None:  # a detector with no confident anchor: nothing to judge the heads by
+        return path, out, FloatChoice("auto", [], metric, everywhere,
+                                      reason=f"INT8 everywhere kept: its {metric_words(metric)} compared nothing, so "
+                                             "keeping the heads in float could not be judged")
     if not missed:
         return path, out, FloatChoice("auto", [], metric, everywhere,
                                       reason=f"INT8 everywhere meets the tolerance ({metric_words(metric)} {figure_text(metric, everywhere)})")
@@ -206,7 +227,7 @@ def _auto(make, judge, heads, final: Path, cfg):
         return path, out, FloatChoice("auto", [], metric, everywhere, reason="INT8 everywhere misses the tolerance "
                                       "and the model has no conv/linear head to keep in float")
     log(f"quantize: INT8 everywhere misses the tolerance ({'; '.join(missed)}); trying the heads in float "
-        f"({_operations(len(layers))}: {', '.join(layers[:4])}{' ...' if len(layers) > 4 else ''})")
+        f"({_operations(len(layers))}: {_shown(layers)})")
     trial = final.with_name(final.stem + "-head-float" + final.suffix)
     trial_path, trial_out = make(layers, trial)
     _, in_float = verify.figure(judge(trial_out))

@@ -143,6 +143,8 @@ class Verify(Closed):
     # the other tasks' figures for a quantized model (verify.task_agreement): 1 is a perfect match
     min_pixel_agreement: float = Field(default=0.95, ge=0, le=1)  # segmentation: pixels with the same class
     min_confident_agreement: float = Field(default=0.9, ge=0, le=1)  # detection: confident anchors kept, same class
+    # detection: an anchor is confident where its best class score (times objectness, if any) exceeds this
+    score_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_cosine: float = Field(default=0.98, ge=-1, le=1)  # embedding: mean cosine similarity
     min_r2: float = Field(default=0.95, le=1)  # regression: R^2 of the outputs against the reference's
     # --metric: how far each of your figures may fall from the original's (None: reported, not checked)

@@ -237,7 +237,8 @@ def simulated_outputs(student, record: QatRecord, prof, x) -> list:
 def _parity(prof, out, reference, names, y, task: str):
     from . import verify
 
-    report = verify.compare("fake-quantized student", out, reference, names, y, task=task)
+    report = verify.compare("fake-quantized student", out, reference, names, y, task=task,
+                            score_threshold=prof.verify.score_threshold)
     metric, value = verify.figure(report)
     return metric, value, verify.problems(report, True, prof.verify)
 

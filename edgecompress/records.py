@@ -201,6 +201,7 @@ class Summary:
     energy_reason: Optional[str]
     latency_budget: Optional[dict] = None  # budget.outcome, where a budget was set
     user_figures: Optional[dict] = None  # --metric and --postprocess figures (user_code.figures)
+    distillation: Optional[dict] = None  # {steps, seconds}: the manifest's, so a script reads the training time here
     bundle: Optional[str] = None
     zip: Optional[str] = None
     seconds: Optional[float] = None

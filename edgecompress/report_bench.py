@@ -64,7 +64,7 @@ def verify_text(out: dict) -> str:
              f"  {_agreement(ref, 'with ' + out['reference_is']) or 'max |diff| ' + _diffs(ref) + ' with ' + out['reference_is']}"
              + (" (the FP32 student the model was made from)" if out["reference_is"] == "PyTorch" else "")]
     if out.get("original"):
-        lines.append(f"  {_agreement(out['original'], 'with the original model') or 'compared with the original model'}")
+        lines.append(f"  {_agreement(out['original'], 'with the original model') or 'max |diff| ' + _diffs(out['original']) + ' with the original model'}")
     build = out.get("build_check")
     if build and build.get("task_metric"):
         lines.append(_build_task_line(build, out["reference_is"], rerun["samples"]))

@@ -237,7 +237,9 @@ def _qat_rows(qat) -> list:
     """quantize.method's record (qat.QatRecord) as rows in words, not the manifest's dict."""
     if not isinstance(qat, dict):
         return []
-    rows = [("method setting", _value(qat.get("setting"))), ("why", str(qat.get("reason") or "-"))]
+    # the quantization rows above show the profile's method; the one used is said where auto chose
+    rows = [] if qat.get("setting") == qat.get("method") else [("method used", _value(qat.get("method")))]
+    rows.append(("method: why", str(qat.get("reason") or "-")))
     if qat.get("steps"):
         rows += [("QAT steps", _value(qat["steps"])), ("QAT seconds", _value(qat.get("seconds"))),
                  ("QAT lr", _value(qat.get("lr"))), ("ranges trained", _value(qat.get("ranges")))]
@@ -259,7 +261,7 @@ def _keep_float_rows(kf) -> list:
         if kf.get(key) is not None:
             rows.append((f"{metric}, {words}", report.figure_text(kf.get("metric") or "", kf[key], 2, " ")))
     if kf.get("reason"):
-        rows.append(("why", str(kf["reason"])))
+        rows.append(("keep_float: why", str(kf["reason"])))
     return rows
 
 

@@ -37,10 +37,11 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         accuracy_note=collapse_warning(deployed.parity)
         or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                                        distilled=bool(c.distillation and c.distillation.steps))
-        or neighbour_warning(deployed.parity),
+        or neighbour_warning(deployed.parity) or no_anchor_warning(deployed.parity),
         user_figures=user_figures,
         rounds=rounds or None, speedup_per_round=paired, energy_reason=results["compressed"].get("energy_reason"),
-        latency_budget=budget)
+        latency_budget=budget,
+        distillation={"steps": c.distillation.steps, "seconds": c.distillation.seconds} if c.distillation else None)
 
 
 def accuracy(compressed, parity, held_y) -> Accuracy:
@@ -50,8 +51,12 @@ def accuracy(compressed, parity, held_y) -> Accuracy:
     if parity.task_metric is not None:  # not a classifier: its own figure, against the original model
         from .verify import METRIC_TASKS, task_agreement
 
-        fp32 = task_agreement(METRIC_TASKS[parity.task_metric], compressed.reference, compressed.reference_original)
-        return Accuracy(parity.task_metric, teacher=1.0, student=parity.original_task_agreement, student_fp32=fp32,
+        threshold = (parity.task_details or {}).get("threshold", 0.5)  # a detector's confident anchors, as verify judged
+        fp32 = task_agreement(METRIC_TASKS[parity.task_metric], compressed.reference, compressed.reference_original,
+                              threshold)
+        # the original against itself is 1, unless nothing was compared (a detector with no confident anchor)
+        teacher = None if parity.original_task_agreement is None else 1.0
+        return Accuracy(parity.task_metric, teacher=teacher, student=parity.original_task_agreement, student_fp32=fp32,
                         samples=parity.samples)
     original = compressed.reference_original[0]
     teacher_top1 = original.argmax(1)
@@ -136,6 +141,19 @@ def collapse_warning(parity) -> Optional[str]:
             f"the original uses {theirs}: its pixel agreement ({parity.original_task_agreement:.2%}) is the share of "
             "that class's pixels, not a kept answer; distill longer (--set distill.steps=N), with masks in the data "
             "(y) if you have them, or prune less (--set prune.ratio=R)")
+
+
+def no_anchor_warning(parity) -> Optional[str]:
+    """A detector whose original marks no anchor confident: the confident-anchor agreement compared nothing, and
+    the table's 100% for the original is no answer kept (a walkthrough's untrained detector read as fine)."""
+    d = (parity.task_details or {}) if parity is not None and parity.task_metric == "confident_agreement" else {}
+    if d.get("confident_anchors") != 0:
+        return None
+    return (f"warning: the original marks no anchor confident on the {parity.samples} held-out samples (no score above "
+            f"verify.score_threshold {d.get('threshold', 0.5):g}), so no detection was compared: the figures above "
+            "check only the raw outputs' PSNR. Lower the threshold to your model's scores (--set "
+            "verify.score_threshold=0.2), give --postprocess file.py:decode for box-level parity, or check that the "
+            "model is the trained one")
 
 
 NN_WARN = 0.9  # an embedding whose nearest neighbours moved for more than 1 sample in 10 is said

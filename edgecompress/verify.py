@@ -56,6 +56,12 @@ class Parity:
                         + (f" (with the original {figure_text(self.task_metric, self.original_task_agreement)})"
                            if self.original_task_agreement is not None else ""))
         d = self.task_details or {}
+        if d.get("confident_anchors") == 0:  # nothing was compared: say so rather than print no figure
+            rows.append(f"  confident anchors: none of the reference's scores exceeds {d['threshold']:g} over "
+                        f"{self.samples} held-out samples (verify.score_threshold): no anchor was compared")
+        elif d.get("confident_anchors"):
+            rows.append(f"  confident anchors {d['confident_anchors']} (score above {d['threshold']:g}), mean box "
+                        f"difference {d['mean_box_diff']:.3g}")
         if d.get("mean_iou") is not None:
             rows.append(f"  mean IoU {d['mean_iou']:.4f}" + (f"; against the data's masks {d['mean_iou_labels']:.4f} "
                                                              f"(reference {d['reference_mean_iou_labels']:.4f})"
@@ -67,12 +73,26 @@ class Parity:
                            f"agreement {d['original_nn_agreement']:.2%})" if d.get("original_nn_agreement") is not None
                            else ""))
         if d.get("min_psnr_db") is not None:
-            rows.append(f"  PSNR {d['min_psnr_db']:.1f} dB (worst output), largest error "
-                        + (f"{d['max_range_error']:.2%} of its output's range, " if "max_range_error" in d else "")
-                        + f"largest relative error {d['max_rel_error']:.3g}"
-                        + (" (a fraction of each value: large where the original's values are near 0)"
-                           if d["max_rel_error"] > 1 else ""))
+            rows.append(_regression_row(d))
         return "\n".join(rows)
+
+
+def _regression_row(d: dict) -> str:
+    """A regressor's errors, each with the output it comes from (a walkthrough's 'largest relative error 289'
+    named neither the output nor what 289 was)."""
+    outs = d.get("outputs") or []
+
+    def worst(key, largest=True) -> str:  # the output the figure comes from, where there are several
+        if len(outs) < 2:
+            return ""
+        return (max if largest else min)(outs, key=lambda o: o.get(key) or 0)["name"]
+    psnr_in, range_in, rel_in = worst("psnr_db", False), worst("max_range_error"), worst("max_rel_error")
+    row = f"  PSNR {d['min_psnr_db']:.1f} dB ({psnr_in + ', ' if psnr_in else ''}the worst output), largest error "
+    if "max_range_error" in d:
+        row += f"{d['max_range_error']:.2%} of {range_in + chr(39) + 's' if range_in else 'its output' + chr(39) + 's'} range, "
+    rel = d["max_rel_error"]
+    row += f"largest relative error {rel:.3g} (|diff| / |original value|{', in ' + rel_in if rel_in else ''}"
+    return row + ("; large where the original's values are near 0)" if rel > 1 else ")")
 
 
 # per task: its figure's words; the verify key of its tolerance for a quantized model is "min_" + the
@@ -239,10 +259,11 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 64, threads: int = 2,
 
 def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray], names: List[str],
             y: Optional[np.ndarray], original: Optional[List[np.ndarray]] = None,
-            task: str = "classification") -> Parity:
+            task: str = "classification", score_threshold: float = 0.5) -> Parity:
     """original: the unpruned model's outputs, when the reference is the student: the deployed
     model's top-1 agreement with them is reported beside the agreement with the reference.
-    task: top-1 agreement and accuracy are a classifier's figures; other tasks have their own."""
+    task: top-1 agreement and accuracy are a classifier's figures; other tasks have their own.
+    score_threshold: a detector's confident anchors (verify.score_threshold)."""
     report = Parity(what, len(reference[0]))
     for name, c, r in zip(names, candidate, reference):
         diff = np.abs(c.astype(np.float64) - r.astype(np.float64))
@@ -257,10 +278,10 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
             report.reference_accuracy = float((r_top == y).mean())
     elif task in TASK_METRICS:
         report.task_metric = TASK_METRICS[task][0]
-        report.task_agreement = task_agreement(task, candidate, reference)
+        report.task_agreement = task_agreement(task, candidate, reference, score_threshold)
         if original is not None:
-            report.original_task_agreement = task_agreement(task, candidate, original)
-        report.task_details = task_details(task, candidate, reference, y, names)
+            report.original_task_agreement = task_agreement(task, candidate, original, score_threshold)
+        report.task_details = task_details(task, candidate, reference, y, names, score_threshold)
         if task == "segmentation" and original is not None and report.task_details is not None:
             # a student that learned one class everywhere still agrees with the original on the background's
             # pixels (89% on a canvas of small shapes): the classes each side uses tell
@@ -275,7 +296,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     return report
 
 
-def task_details(task: str, candidate, reference, y=None, names=None) -> Optional[dict]:
+def task_details(task: str, candidate, reference, y=None, names=None, score_threshold: float = 0.5) -> Optional[dict]:
     """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
     from . import task_metrics
     from .tasks import _detection_heads, confidences, score_kinds
@@ -290,7 +311,7 @@ def task_details(task: str, candidate, reference, y=None, names=None) -> Optiona
         kinds = score_kinds(reference, boxes)
         details = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
                                                  reference[boxes], confidences(reference, boxes, scores, kinds),
-                                                 scores_are_logits=False).to_dict()
+                                                 threshold=score_threshold, scores_are_logits=False).to_dict()
         details["scores_are_logits"] = kinds.get(scores, True)  # the model's own scores (the example programs read it)
         # the one-value outputs the checks multiply into the class scores, so that the examples rank anchors alike
         details["objectness"] = [{"output": i, "are_logits": kinds.get(i, True)} for i in sorted(kinds)

@@ -327,7 +327,7 @@ def test_device_without_an_inventory(model_file, npz_data, out_dir, tmp_path, mo
     monkeypatch.setenv("HOME", str(tmp_path))
     code, _, err = run_cli(*deploy_args(f"{model_file}:build", npz_data, "--device", "lab-pi", out=out_dir))
     assert code == 2, err
-    assert "no device inventory found" in err and "devices.yaml" in err
+    assert "no device inventory found" in err and "devices.yaml" in err and "EDGECOMPRESS_DEVICES=" in err
     assert not out_dir.exists()
 
 

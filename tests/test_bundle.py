@@ -334,3 +334,15 @@ def test_the_zip_sits_beside_a_dotted_name_whole_and_a_file_as_out_is_refused(tm
         bundle.check_destination(tmp_path / "taken", "net-host-cpu", force=False)
     assert exc.value.message == f"--out {tmp_path / 'taken'} is a file, not a folder"
 
+
+
+def test_a_zip_left_without_its_folder_is_named_as_what_exists(tmp_path):
+    from edgecompress import bundle
+    from edgecompress.errors import InputError
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    (out / "toy-host-cpu.zip").write_bytes(b"PK")
+    with pytest.raises(InputError) as info:
+        bundle.check_destination(out, "toy-host-cpu", force=False)
+    assert f"output {out / 'toy-host-cpu.zip'} already exists" in str(info.value)

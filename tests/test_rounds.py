@@ -132,3 +132,5 @@ def test_deploy_reports_every_round_and_the_median_one(tmp_path, model_file, npz
     assert "The models took turns in 3 rounds" in summary["measured_on_text"]
     manifest = json.loads((tmp_path / "dist" / "net-host-cpu" / "manifest.json").read_text())
     assert manifest["metrics"]["latency_rounds"]["compressed"]["count"] == 3
+    distilled = manifest["compression"]["distillation"]
+    assert summary["distillation"] == {"steps": distilled["steps"], "seconds": distilled["seconds"]}

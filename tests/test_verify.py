@@ -1,4 +1,6 @@
 """The host-side INT8 check for a non-x86 target computes INT8 products exactly, as ARM does."""
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -346,4 +348,4 @@ def test_a_regressors_details_name_its_outputs_as_the_model_does():
     ref = [np.random.default_rng(0).normal(size=(4, 5, 8, 8)), np.random.default_rng(1).normal(size=(4, 10, 8, 8))]
     report = verify.compare("x", [r + 0.01 for r in ref], ref, ["heatmaps", "offsets"], None, task="regression")
     assert [o["name"] for o in report.task_details["outputs"]] == ["heatmaps", "offsets"]
-    assert "of its output's range" in report.table()
+    assert re.search(r"of (heatmaps|offsets)'s range", report.table())  # the output the largest error is in

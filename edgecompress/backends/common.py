@@ -52,7 +52,8 @@ def judge(what: str, compressed, run):
     but without raising: what quantize.keep_float compares two INT8 files by."""
     held = run.held
     return lambda out: verify.compare(what, out, compressed.reference, compressed.output_names, held.y,
-                                      compressed.reference_original, task=run.prof.task)
+                                      compressed.reference_original, task=run.prof.task,
+                                      score_threshold=run.prof.verify.score_threshold)
 
 
 def check_deployed(what: str, out: list, compressed, run, quantized: bool):
@@ -60,7 +61,8 @@ def check_deployed(what: str, out: list, compressed, run, quantized: bool):
     over every held-out sample, within the profile's tolerance; the table goes to the log."""
     held = run.held
     parity = verify.check(verify.compare(what, out, compressed.reference, compressed.output_names, held.y,
-                                         compressed.reference_original, task=run.prof.task), quantized, run.prof.verify)
+                                         compressed.reference_original, task=run.prof.task,
+                                         score_threshold=run.prof.verify.score_threshold), quantized, run.prof.verify)
     log("verify: " + parity.table().strip().replace("\n", "\n        "))
     return parity
 
@@ -73,7 +75,8 @@ def check_fp16(compressed, run):
     report = verify.check(verify.compare("student in FP16 arithmetic (PyTorch on this CPU, a stand-in for the "
                                          "device's FP16) vs PyTorch student",
                                          verify.fp16_outputs(compressed.student, held.x), compressed.reference,
-                                         compressed.output_names, held.y, task=run.prof.task), True, run.prof.verify)
+                                         compressed.output_names, held.y, task=run.prof.task,
+                                         score_threshold=run.prof.verify.score_threshold), True, run.prof.verify)
     log("verify: FP16 " + report.table().strip().replace("\n", "\n        "))
     return report
 

@@ -34,7 +34,8 @@ class LiteRT(common.Defaults):
         original = tflite.export_tflite(c.original, c.example, run.work / "original.tflite", channels_last=nhwc,
                                         layer_of_failure=prune.failing_layer)
         checks = [verify.check(verify.compare("original.tflite vs PyTorch original", tflite.tflite_outputs(original, held.x),
-                                              c.reference_original, c.output_names, held.y, task=run.prof.task), False, run.prof.verify)]
+                                              c.reference_original, c.output_names, held.y, task=run.prof.task,
+                                              score_threshold=run.prof.verify.score_threshold), False, run.prof.verify)]
         model, out, choice = self._student(c, run)
         if q.precision == "fp16":
             checks.append(common.check_fp16(c, run))

@@ -31,9 +31,11 @@ def export_checked(compressed, run) -> Exported:
                                  prune.failing_layer)
     checks = (
         verify.check(verify.compare("original.onnx vs PyTorch original", verify.onnx_outputs(original, held.x),
-                                    c.reference_original, c.output_names, held.y, task=run.prof.task), False, prof.verify),
+                                    c.reference_original, c.output_names, held.y, task=run.prof.task,
+                                    score_threshold=run.prof.verify.score_threshold), False, prof.verify),
         verify.check(verify.compare("student FP32 ONNX vs PyTorch student", verify.onnx_outputs(student, held.x),
-                                    c.reference, c.output_names, held.y, task=run.prof.task), False, prof.verify),
+                                    c.reference, c.output_names, held.y, task=run.prof.task,
+                                    score_threshold=run.prof.verify.score_threshold), False, prof.verify),
     )
     log("export: ONNX FP32 matches PyTorch (max |diff| " + _diffs(checks) + ")")
     two_four = check_two_four(student, c.pruning.masked_layers or []) if prof.prune.structure == "2:4" else None

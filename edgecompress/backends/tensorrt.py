@@ -143,7 +143,8 @@ class TensorRT(common.Defaults):
         model = Path(shutil.copy(exported.student, run.work / self.model_file))
         out = verify.onnx_outputs(model, held.x)
         parity = verify.check(verify.compare("model.onnx (the engine's source) vs PyTorch", out, c.reference,
-                                             c.output_names, held.y, c.reference_original, task=run.prof.task), False, run.prof.verify)
+                                             c.output_names, held.y, c.reference_original, task=run.prof.task,
+                                             score_threshold=run.prof.verify.score_threshold), False, run.prof.verify)
         checks = list(exported.checks)
         if q.precision == "fp16" and c.student is not None:  # an .onnx input has no PyTorch student to run in FP16
             checks.append(common.check_fp16(c, run))
@@ -182,7 +183,8 @@ class TensorRT(common.Defaults):
                                              lambda names: keep_float.onnx_nodes(graph, names, "the exported model", keep_float.module_names(c)),
                                              run.work / "model_qdq.onnx", run.prof.verify)
         check = verify.check(verify.compare("model_qdq.onnx (INT8 Q/DQ) vs PyTorch", out, c.reference,
-                                            c.output_names, held.y, task=run.prof.task), True, run.prof.verify)
+                                            c.output_names, held.y, task=run.prof.task,
+                                            score_threshold=run.prof.verify.score_threshold), True, run.prof.verify)
         return qdq, check, choice
 
     def qat_scheme(self, q):

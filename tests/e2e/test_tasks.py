@@ -299,3 +299,19 @@ def test_a_litert_regressors_example_names_its_outputs_as_the_model_does(data, t
     assert m["outputs"][0]["name"].startswith("serving_default")
     printed = _example(bundle)
     assert [line.split(":")[0] for line in printed] == ["output_0", "output_1"], printed
+
+
+def test_a_detector_with_no_confident_anchor_is_warned_not_passed_as_100_percent(data, tmp_path):
+    """A walkthrough's untrained detector marked no anchor confident: the summary showed the original's 100% and
+    said nothing. The threshold is the profile's (verify.score_threshold), and an empty comparison is said."""
+    folder, _ = data
+    m, stdout, err, bundle = _deploy("detector", "arm", folder / "shapes.npz", tmp_path / "out", None,
+                                     "--set", "verify.score_threshold=0.995")
+    details = m["metrics"]["parity"][-1]["task_details"]
+    assert details["confident_anchors"] == 0 and details["threshold"] == 0.995
+    assert "marks no anchor confident" in stdout and "verify.score_threshold 0.995" in stdout
+    assert m["metrics"]["accuracy"]["teacher"] is None and "100.00 %" not in stdout
+    assert "no anchor was compared" in err
+    code, out, verify_err = run_cli("verify", str(bundle))
+    assert code == 0, verify_err
+    assert not any(line.strip() == "compared with the original model" for line in out.splitlines()), out

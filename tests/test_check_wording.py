@@ -1,0 +1,33 @@
+"""What the checks print, read as a user reads it: each figure with the output or layer it comes from."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_a_regressors_errors_name_the_output_they_come_from():
+    from edgecompress import verify
+
+    rng = np.random.default_rng(0)
+    reference = [rng.random((20, 2)).astype(np.float32), rng.random((20, 1)).astype(np.float32) + 1.0]
+    candidate = [reference[0] + 0.001, reference[1] * 1.5]  # 'area' is the one that moved
+    row = verify.compare("x", candidate, reference, ["centre", "area"], None, task="regression").table().splitlines()[-1]
+    assert "(area, the worst output)" in row and "of area's range" in row
+    assert "largest relative error" in row and "|diff| / |original value|" in row
+
+
+def test_the_keep_float_log_names_layers_as_the_users_model_does():
+    from edgecompress.keep_float import _shown
+
+    text = _shown(["/inner/hm/Conv", "/inner/Mul", "/inner/hm/Sigmoid", "wrapped.head.cls"])
+    assert "/inner/" not in text and "inner." not in text
+    assert text == "hm (Conv), Mul (in forward), hm (Sigmoid), head.cls"
+
+
+def test_verify_says_the_difference_with_the_original_where_no_agreement_figure_exists():
+    from edgecompress.report_bench import verify_text
+
+    diff = {"outputs": [{"name": "y", "max_abs_diff": 0.25, "mean_abs_diff": 0.1}], "samples": 4}
+    out = {"bundle": "b", "files_checked": 3, "rerun": diff, "reference": diff, "reference_is": "PyTorch",
+           "original": diff, "build_check": None}
+    line = [x for x in verify_text(out).splitlines() if "original model" in x][0]
+    assert line.strip().startswith("max |diff| ") and line.strip().endswith("with the original model")
