@@ -343,6 +343,8 @@ def _warn_if_short(model, cfg, before: dict, step: int, whole: set) -> None:
     did nothing reads as a compressed model in the summary."""
     import torch.nn as nn
 
+    if step < cfg.iterative_steps:
+        return  # a round's shortfall (round_to rounding a small share away) is made up by the next: judged at the last
     after = _widths(model)
     free = [n for n in before if n not in whole and n in after]
     if not free:
@@ -361,7 +363,9 @@ def _warn_if_short(model, cfg, before: dict, step: int, whole: set) -> None:
         cause = ("their channels are tied to layers left whole (an output head, a skip or concatenation into one, "
                  f"prune.ignore){f', or prune.round_to={cfg.round_to} is more than the ratio removes' if cfg.round_to else ''}")
     shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
-    log(f"warning: prune.ratio {cfg.ratio:g} asked for {asked:.0%} of the channels and {removed:.0%} went: "
+    which = (f"in the last of {cfg.iterative_steps} pruning rounds, prune.ratio {cfg.ratio:g} asked for {asked:.0%} of "
+             "the channels left" if cfg.iterative_steps > 1 else f"prune.ratio {cfg.ratio:g} asked for {asked:.0%} of the channels")
+    log(f"warning: {which} and {removed:.0%} went: "
         f"{len(kept)} of {len(free)} prunable layers kept their width ({shown}); {cause}")
 
 

@@ -89,12 +89,18 @@ def _build_task_line(build: dict, reference_is: str, stored: int) -> str:
         return figure_text(metric, v)
     line = (f"  at build time, over {build['samples']} held-out samples: {METRIC_WORDS.get(metric, metric)} "
             f"{fmt(build['task_agreement'])} with {reference_is}"
-            + (f" (tolerance {fmt(build['tolerance'])})" if build.get("tolerance") is not None else "")
+            + (f" (tolerance {fmt(build['tolerance'])})" if build.get("tolerance") is not None else
+               f" (an FP32 file, held to max |diff| {build['max_abs_diff']:g} instead)"
+               if build.get("max_abs_diff") is not None else "")
             + (f", {fmt(build['original_task_agreement'])} with the original" if build.get("original_task_agreement")
                is not None else ""))
     if build.get("original_nn_agreement") is not None:
         line += f"; nearest-neighbour agreement with the original {build['original_nn_agreement']:.2%}"
-    return line + f" (the {stored} stored samples here are a few of those)"
+    line += f" (the {stored} stored samples here are a few of those)"
+    if build.get("confident_anchors") == 0:
+        line += (f"\n  no anchor was compared: no score of the reference exceeded verify.score_threshold "
+                 f"{build.get('threshold', 0.5):g} at build time, so the agreement above checks no detection")
+    return line
 
 
 def _diffs(report: dict) -> str:
@@ -113,9 +119,12 @@ def _agreement(report: dict, against: str = "") -> str:
     if report.get("top1_agreement") is not None:
         return (f"top-1 agreement {against}: {report['top1_agreement']:.2%}" if against
                 else f"top-1 agreement {report['top1_agreement']:.2%}")
-    if report.get("task_agreement") is not None:
+    if report.get("task_agreement") is not None:  # as the build-time line prints it: a share in %, R^2 as a number
+        from .report import figure_text
+
         words = METRIC_WORDS.get(report["task_metric"], report["task_metric"])
-        return f"{words} {against}: {report['task_agreement']:.4f}" if against else f"{words} {report['task_agreement']:.4f}"
+        value = figure_text(report["task_metric"], report["task_agreement"])
+        return f"{words} {against}: {value}" if against else f"{words} {value}"
     return ""
 
 

@@ -239,6 +239,8 @@ class AnchorParity:
     mean_box_diff: Optional[float]  # mean |cand - ref| over those anchors' 4 box numbers, box units
     threshold: float
     scores_are_logits: bool
+    anchors: int = 0  # all the reference's anchors (samples x anchors per sample)
+    max_reference_score: Optional[float] = None  # the reference's highest confidence (a probability)
 
     def to_dict(self) -> dict:
         return _dict(self)
@@ -285,9 +287,12 @@ def detection_anchors(cand_boxes: np.ndarray, cand_scores: np.ndarray, ref_boxes
         & (np.argmax(cs, axis=-1) == np.argmax(rs, axis=-1))
     count = int(r_conf.sum())
     agreement = float(agree[r_conf].mean()) if count else None
+    best = rs.max(axis=-1)
+    finite = best[np.isfinite(best)]
     return AnchorParity(psnr_db=psnr, confident_anchors=count, confident_agreement=agreement,
                         mean_box_diff=_mean_abs(cb[r_conf], rb[r_conf]) if count else None,
-                        threshold=float(threshold), scores_are_logits=scores_are_logits)
+                        threshold=float(threshold), scores_are_logits=scores_are_logits, anchors=int(r_conf.size),
+                        max_reference_score=float(finite.max()) if finite.size else None)
 
 
 def _scores_3d(scores: np.ndarray) -> np.ndarray:
@@ -523,6 +528,7 @@ class OutputError:
     max_rel_error: float  # see max_rel_error(): a fraction, capped at ERROR_CAP
     nonfinite: int  # candidate values that are NaN or inf
     max_range_error: float = 0.0  # see max_range_error(): a fraction of the reference's range
+    r2: Optional[float] = None  # this output's R^2 against the reference's (verify.min_r2 judges all pooled)
 
 
 @dataclass(frozen=True)
@@ -537,6 +543,16 @@ class RegressionParity:
                 "max_rel_error": self.max_rel_error, "max_range_error": self.max_range_error}
 
 
+def r_squared(candidate, reference) -> float:
+    """1 - SSE / SST of the candidate's values against the reference's (1: a perfect match; a constant reference
+    gives 1 where matched, else 0); -inf where a candidate value is not finite."""
+    c = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    sst = ((r - r.mean(0)) ** 2).sum()
+    r2 = 1 - ((c - r) ** 2).sum() / sst if sst > 0 else float(np.allclose(c, r))
+    return float(np.nan_to_num(r2, nan=-np.inf))
+
+
 def regression(candidate: Sequence[np.ndarray], reference: Sequence[np.ndarray],
                names: Optional[Sequence[str]] = None) -> RegressionParity:
     """PSNR and largest relative error of each output (the lists in the model's output order;
@@ -547,7 +563,8 @@ def regression(candidate: Sequence[np.ndarray], reference: Sequence[np.ndarray],
     names = list(names) if names is not None else [f"output_{i}" for i in range(len(reference))]
     outputs = tuple(
         OutputError(name=name, psnr_db=psnr_db(c, r), max_rel_error=max_rel_error(c, r),
-                    nonfinite=int(np.size(c) - np.count_nonzero(np.isfinite(c))), max_range_error=max_range_error(c, r))
+                    nonfinite=int(np.size(c) - np.count_nonzero(np.isfinite(c))), max_range_error=max_range_error(c, r),
+                    r2=r_squared(c, r))
         for name, c, r in zip(names, candidate, reference))
     return RegressionParity(
         outputs=outputs,

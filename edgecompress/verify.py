@@ -56,12 +56,8 @@ class Parity:
                         + (f" (with the original {figure_text(self.task_metric, self.original_task_agreement)})"
                            if self.original_task_agreement is not None else ""))
         d = self.task_details or {}
-        if d.get("confident_anchors") == 0:  # nothing was compared: say so rather than print no figure
-            rows.append(f"  confident anchors: none of the reference's scores exceeds {d['threshold']:g} over "
-                        f"{self.samples} held-out samples (verify.score_threshold): no anchor was compared")
-        elif d.get("confident_anchors"):
-            rows.append(f"  confident anchors {d['confident_anchors']} (score above {d['threshold']:g}), mean box "
-                        f"difference {d['mean_box_diff']:.3g}")
+        if d.get("confident_anchors") is not None:
+            rows.append(_anchor_row(d, self.samples))
         if d.get("mean_iou") is not None:
             rows.append(f"  mean IoU {d['mean_iou']:.4f}" + (f"; against the data's masks {d['mean_iou_labels']:.4f} "
                                                              f"(reference {d['reference_mean_iou_labels']:.4f})"
@@ -75,6 +71,33 @@ class Parity:
         if d.get("min_psnr_db") is not None:
             rows.append(_regression_row(d))
         return "\n".join(rows)
+
+
+def _worst_r2(report: Parity) -> str:
+    """For a regressor's pooled R^2, the output that pulls it down (a walkthrough's failure named none)."""
+    outs = [o for o in (report.task_details or {}).get("outputs") or [] if o.get("r2") is not None]
+    if report.task_metric != "r2" or len(outs) < 2:
+        return ""
+    worst = min(outs, key=lambda o: o["r2"])
+    return f"; the worst output is {worst['name']} (R^2 {worst['r2']:.4f})"
+
+
+def _anchor_row(d: dict, samples: int) -> str:
+    """A detector's confident anchors, whose they are, and the raw outputs' PSNR (all that is compared where none
+    is confident); a threshold every anchor passes counts the background too, which is said."""
+    psnr = ", ".join(f"{k} {v:.1f} dB" for k, v in (d.get("psnr_db") or {}).items())
+    count, threshold, best = d["confident_anchors"], d["threshold"], d.get("max_reference_score")
+    if count == 0:
+        row = (f"  confident anchors: none of the reference's scores exceeds {threshold:g} over {samples} held-out "
+               f"samples (verify.score_threshold; its highest {best:.4g}): no anchor was compared" if best is not None
+               else f"  confident anchors: none over {samples} held-out samples: no anchor was compared")
+    else:
+        row = (f"  the reference's confident anchors: {count} of {d.get('anchors') or '?'} (score above {threshold:g}), "
+               f"mean box difference {d['mean_box_diff']:.3g}")
+        if d.get("anchors") and count == d["anchors"]:
+            row += (" -- every anchor, so background anchors are counted too: raise verify.score_threshold to "
+                    "where your model's detections are")
+    return row + (f"; PSNR {psnr}" if psnr else "")
 
 
 def _regression_row(d: dict) -> str:
@@ -129,11 +152,8 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
-        c = np.concatenate([v.reshape(len(v), -1) for v in candidate], 1).astype(np.float64)
-        r = np.concatenate([v.reshape(len(v), -1) for v in reference], 1).astype(np.float64)
-        sst = ((r - r.mean(0)) ** 2).sum()
-        r2 = 1 - ((c - r) ** 2).sum() / sst if sst > 0 else float(np.allclose(c, r))
-        return float(np.nan_to_num(r2, nan=-np.inf))
+        return task_metrics.r_squared(np.concatenate([v.reshape(len(v), -1) for v in candidate], 1),
+                                      np.concatenate([v.reshape(len(v), -1) for v in reference], 1))
     return None
 
 
@@ -287,6 +307,11 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
             # pixels (89% on a canvas of small shapes): the classes each side uses tell
             report.task_details.update(classes_predicted=int(len(np.unique(candidate[0].argmax(1)))),
                                        original_classes_predicted=int(len(np.unique(original[0].argmax(1)))))
+        if task == "detection" and original is not None and report.task_details is not None:
+            # the summary speaks of the original's anchors, which may differ from the FP32 student's
+            details = task_details(task, candidate, original, None, names, score_threshold) or {}
+            report.task_details.update(original_confident_anchors=details.get("confident_anchors"),
+                                       original_max_score=details.get("max_reference_score"))
         if task == "embedding" and original is not None and report.task_details is not None:
             # retrieval reads neighbours, which a mean cosine near 1 can hide: against the original too
             from . import task_metrics
@@ -398,7 +423,7 @@ def problems(report: Parity, quantized: bool, cfg) -> List[str]:
                 else:  # in %, as the other lines: enough digits that a limit of 0.99999 does not read 100.00%
                     pct = lambda v: f"{v * 100:.3f}".rstrip("0").rstrip(".") + "%"  # noqa: E731
                     said = f"{pct(report.task_agreement)} < {pct(getattr(cfg, key))}"
-                problems.append(f"{words} {said} (verify.{key})")
+                problems.append(f"{words} {said} (verify.{key}){_worst_r2(report)}")
     else:
         report.tolerance = {"max_abs_diff": cfg.max_abs_diff}
         problems += [f"output '{o.name}' max |diff| {o.max_abs_diff:.3g} > {cfg.max_abs_diff:g}"

@@ -31,3 +31,35 @@ def test_verify_says_the_difference_with_the_original_where_no_agreement_figure_
            "original": diff, "build_check": None}
     line = [x for x in verify_text(out).splitlines() if "original model" in x][0]
     assert line.strip().startswith("max |diff| ") and line.strip().endswith("with the original model")
+
+
+def test_a_detectors_anchor_line_says_whose_anchors_and_when_every_anchor_passes():
+    from edgecompress import verify
+
+    rng = np.random.default_rng(0)
+    boxes = rng.random((4, 6, 4)).astype(np.float32)
+    scores = rng.normal(0, 1, (4, 6, 2)).astype(np.float32)  # logits: about half the anchors confident at 0.5
+    table = verify.compare("x", [boxes, scores], [boxes, scores], ["boxes", "scores"], None,
+                           task="detection").table()
+    assert "the reference's confident anchors: " in table and " of 24 (score above 0.5)" in table
+    assert "PSNR boxes" in table and "every anchor" not in table
+    table = verify.compare("x", [boxes, scores], [boxes, scores], ["boxes", "scores"], None, task="detection",
+                           score_threshold=0.001).table()
+    assert "24 of 24" in table and "every anchor, so background anchors are counted too" in table
+    table = verify.compare("x", [boxes, scores - 20], [boxes, scores - 20], ["boxes", "scores"], None,
+                           task="detection").table()
+    assert "none of the reference's scores exceeds 0.5" in table and "its highest" in table
+
+
+def test_a_regressors_failing_r2_names_the_output_that_pulls_it_down():
+    from edgecompress import verify
+    from edgecompress.profile import Verify
+
+    rng = np.random.default_rng(0)
+    reference = [rng.random((20, 2)).astype(np.float32), rng.random((20, 1)).astype(np.float32)]
+    candidate = [reference[0] + 0.001, reference[1] + rng.normal(0, 0.2, (20, 1)).astype(np.float32)]
+    report = verify.compare("x", candidate, reference, ["centre", "size"], None, task="regression")
+    per_output = {o["name"]: o["r2"] for o in report.task_details["outputs"]}
+    assert per_output["centre"] > 0.99 > per_output["size"]
+    (problem,) = verify.problems(report, True, Verify(min_r2=0.999))
+    assert "(verify.min_r2); the worst output is size (R^2 " in problem

@@ -40,9 +40,11 @@ def test_the_manifest_counts_the_seconds_of_every_pruning_round(tmp_path):
     (tmp_path / "net.py").write_text(MODEL_SRC)
     x, y = make_data(300)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    deploy(DeployOptions(model=f"{tmp_path / 'net.py'}:build", data=str(tmp_path / "d.npz"), target="host-cpu",
-                         out=tmp_path / "o", overrides=list(FAST) + ["prune.iterative_steps=2"]))
+    summary = deploy(DeployOptions(model=f"{tmp_path / 'net.py'}:build", data=str(tmp_path / "d.npz"),
+                                   target="host-cpu", out=tmp_path / "o", overrides=list(FAST) + ["prune.iterative_steps=2"]))
     d = json.loads((tmp_path / "o" / "net-host-cpu" / "manifest.json").read_text())["compression"]["distillation"]
+    # --json's figures: steps over both rounds beside the seconds over both (it gave one round's steps)
+    assert summary.to_dict()["distillation"] == {"steps": 30, "rounds": 2, "steps_per_round": 15, "seconds": d["seconds"]}
     assert len(d["round_seconds"]) == 2 and d["steps"] == 15
     assert d["seconds"] == round(sum(d["round_seconds"]), 2)
     assert d["training"]["steps_per_s"] * d["seconds"] == __import__("pytest").approx(30, rel=0.05)

@@ -140,3 +140,17 @@ def test_a_ratio_that_removes_little_is_a_warning_naming_the_layers(capsys):
     err = capsys.readouterr().err
     assert "warning: prune.ratio 0.2 asked for 20% of the channels and 0% went: 3 of 3 prunable layers kept" in err
     assert "convs.0, convs.1, convs.2" in err and "prune.round_to=32" in err
+
+
+def test_iterative_pruning_is_judged_at_its_last_round_not_its_first(capsys):
+    """A walkthrough's two rounds at ratio 0.5: round 1 (25% asked, round_to rounding it away) warned that the
+    layers kept their width, though round 2 halved them; the warning now waits for the last round."""
+    torch.manual_seed(0)
+    model = models().batchnorm_net().eval()
+    x = torch.randn(2, 3, 32, 32)
+    cfg = Prune(ratio=0.2, round_to=32, iterative_steps=2)  # a share neither round can round up to 32
+    prune.prune_channels_(model, cfg, x, step=1)
+    assert "warning:" not in capsys.readouterr().err
+    prune.prune_channels_(model, cfg, x, step=2)
+    err = capsys.readouterr().err
+    assert "warning: in the last of 2 pruning rounds, prune.ratio 0.2 asked for" in err and "of the channels left" in err

@@ -133,4 +133,5 @@ def test_deploy_reports_every_round_and_the_median_one(tmp_path, model_file, npz
     manifest = json.loads((tmp_path / "dist" / "net-host-cpu" / "manifest.json").read_text())
     assert manifest["metrics"]["latency_rounds"]["compressed"]["count"] == 3
     distilled = manifest["compression"]["distillation"]
-    assert summary["distillation"] == {"steps": distilled["steps"], "seconds": distilled["seconds"]}
+    assert summary["distillation"] == {"steps": distilled["steps"], "rounds": 1, "steps_per_round": distilled["steps"],
+                                       "seconds": distilled["seconds"]}

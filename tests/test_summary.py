@@ -194,3 +194,20 @@ def test_round_speedups_that_disagree_with_the_headline_are_warned():
     assert "0.73x to 1.16x (median 0.76x)" in note and "2 of 3 rounds" in note
     assert _paired_note(3.45, [3.81, 2.45, 3.45]) == ""
     assert _paired_note(1.2, None) == "" and _paired_note(1.2, [1.2]) == ""
+
+
+def test_an_original_right_only_by_chance_gets_a_warning_not_a_gain():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgecompress.records import Accuracy
+    from edgecompress.summary import chance_warning
+
+    compressed = SimpleNamespace(reference_original=[np.zeros((40, 4), np.float32)])
+    parity = SimpleNamespace(original_agreement=0.0625)
+    note = chance_warning(Accuracy("accuracy", teacher=0.10, student=0.15, student_fp32=0.12, samples=40), compressed,
+                          parity)
+    assert note and "10.00% of the 40 held-out samples, about chance for 4 classes" in note and "6.25%" in note
+    assert chance_warning(Accuracy("accuracy", teacher=0.90, student=0.88, student_fp32=0.89, samples=40),
+                          compressed, parity) is None

@@ -165,6 +165,10 @@ def test_a_two_output_regressor_deploys_for_jetson_with_both_outputs(data, tmp_p
     assert [(o["name"], o["shape"][1:]) for o in m["outputs"]] == [("output_0", [2]), ("output_1", [1])]
     assert m["metrics"]["accuracy"]["metric"] == "r2" and m["metrics"]["accuracy"]["student"] > 0.5
     assert (bundle / "model.onnx").is_file()
+    code, out, verify_err = run_cli("verify", str(bundle))
+    assert code == 0, verify_err
+    # the engine is built on the device: the build checked model.onnx in FP32, against max |diff|, not an R^2 limit
+    assert "held to max |diff| 0.001 instead" in out and "(tolerance 0.0010)" not in out, out
 
 
 def test_task_can_be_overridden_and_a_wrong_one_is_refused_naming_the_outputs(data, tmp_path):
@@ -309,9 +313,12 @@ def test_a_detector_with_no_confident_anchor_is_warned_not_passed_as_100_percent
                                      "--set", "verify.score_threshold=0.995")
     details = m["metrics"]["parity"][-1]["task_details"]
     assert details["confident_anchors"] == 0 and details["threshold"] == 0.995
+    assert details["original_confident_anchors"] == 0 and 0 < details["original_max_score"] < 0.995
+    assert f"its highest score {details['original_max_score']:.4g}" in stdout
     assert "marks no anchor confident" in stdout and "verify.score_threshold 0.995" in stdout
     assert m["metrics"]["accuracy"]["teacher"] is None and "100.00 %" not in stdout
     assert "no anchor was compared" in err
     code, out, verify_err = run_cli("verify", str(bundle))
     assert code == 0, verify_err
     assert not any(line.strip() == "compared with the original model" for line in out.splitlines()), out
+    assert "no anchor was compared" in out, out  # verify says it too, not just OK
