@@ -78,7 +78,7 @@ def _build_check(manifest: dict) -> Optional[dict]:
         return None
     if last.get("top1_agreement") is None:
         details, tolerance = last.get("task_details") or {}, last.get("tolerance") or {}
-        if last.get("task_agreement") is None and details.get("confident_anchors") != 0:
+        if last.get("task_agreement") is None and details.get("confident_anchors") is None:
             return None  # a detector with no confident anchor is said; another figure-less check has nothing to say
         return {"samples": last.get("samples"), "task_metric": last.get("task_metric"),
                 "task_agreement": last["task_agreement"], "original_task_agreement": last.get("original_task_agreement"),

@@ -63,7 +63,7 @@ def load_npz(path: Path) -> Dataset:
                          hint="save it with numpy.savez(path, x=inputs, y=labels)") from None
     if "x" not in archive.files:
         raise InputError(f"data file {path} has no array 'x' (it has: {', '.join(archive.files) or 'nothing'})",
-                         hint="save inputs as x (N, C, H, W) and optional integer labels as y (N,)")
+                         hint="save inputs as x (N, C, H, W), and optionally integer labels as y: classes (N,) or masks (N, H, W)")
     x = _x_of(archive, path)
     stored = getattr(x, "stored_dtype", x.dtype)
     if not np.issubdtype(stored, np.floating):

@@ -97,9 +97,10 @@ def _build_task_line(build: dict, reference_is: str, stored: int) -> str:
     if build.get("original_nn_agreement") is not None:
         line += f"; nearest-neighbour agreement with the original {build['original_nn_agreement']:.2%}"
     line += f" (the {stored} stored samples here are a few of those)"
-    if build.get("confident_anchors") == 0:
-        line += (f"\n  no anchor was compared: no score of the reference exceeded verify.score_threshold "
-                 f"{build.get('threshold', 0.5):g} at build time, so the agreement above checks no detection")
+    if build.get("confident_anchors") is not None and build.get("task_agreement") is None:
+        line += (f"\n  no anchor was compared: {build['confident_anchors']} of the reference's scores exceeded "
+                 f"verify.score_threshold {build.get('threshold', 0.5):g} at build time (too few to judge), so the "
+                 "agreement above checks no detection")
     return line
 
 

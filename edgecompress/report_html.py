@@ -59,7 +59,7 @@ def _where(where: dict) -> str:
 def _table(summary: dict) -> str:
     """The before/after table deploy prints, with its notes; warnings set apart."""
     head, *rows = report.table_rows(summary)
-    notes = summary["measured_on_text"].split("\n") + [summary.get("accuracy_note") or ""]
+    notes = summary["measured_on_text"].split("\n") + (summary.get("accuracy_note") or "").split("\n")
     warnings = "".join(f"<p class=warn>{escape(n)}</p>" for n in notes if n.startswith("warning:"))
     others = "".join(f"<p class=note>{escape(n)}</p>" for n in notes if n and not n.startswith("warning:"))
     return "<h2>Before and after</h2>" + _rows(rows, head) + others + warnings

@@ -34,10 +34,13 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
                          f"{lat['compressed']['n']} compressed." + _rounds_note(rounds, paired) + _drift_note(results)
                          + _paired_note(bench.speedup(results["original"], results["compressed"]), paired)
                          + (_int8_note(lat) or _slower_note(lat, measured, _host_kernels(run.prof.runtime))),
-        accuracy_note=collapse_warning(deployed.parity) or chance_warning(accuracy, c, deployed.parity)
-        or accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
-                                       distilled=bool(c.distillation and c.distillation.steps))
-        or neighbour_warning(deployed.parity) or no_anchor_warning(deployed.parity),
+        # every warning that applies, one per line (the first alone hid a lost neighbour behind a mean cosine's)
+        accuracy_note="\n".join(note for note in (
+            collapse_warning(deployed.parity), chance_warning(accuracy, c, deployed.parity),
+            same_vector_warning(deployed.parity),
+            accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
+                             distilled=bool(c.distillation and c.distillation.steps)),
+            neighbour_warning(deployed.parity), no_anchor_warning(deployed.parity)) if note) or None,
         user_figures=user_figures,
         rounds=rounds or None, speedup_per_round=paired, energy_reason=results["compressed"].get("energy_reason"),
         latency_budget=budget,
@@ -155,10 +158,19 @@ def collapse_warning(parity) -> Optional[str]:
 def no_anchor_warning(parity) -> Optional[str]:
     """A detector whose original marks no anchor confident: the confident-anchor agreement compared nothing, and
     the table's 100% for the original is no answer kept (a walkthrough's untrained detector read as fine)."""
+    from .task_metrics import MIN_CONFIDENT_ANCHORS
+
     d = (parity.task_details or {}) if parity is not None and parity.task_metric == "confident_agreement" else {}
-    if d.get("original_confident_anchors") != 0:
+    count = d.get("original_confident_anchors")
+    if count is None or count >= MIN_CONFIDENT_ANCHORS:
         return None
     best, threshold = d.get("original_max_score"), d.get("threshold", 0.5)
+    if count:
+        return (f"warning: the original marks only {count} anchor{'s' if count > 1 else ''} confident on the "
+                f"{parity.samples} held-out samples (score above verify.score_threshold {threshold:g}), fewer than "
+                f"{MIN_CONFIDENT_ANCHORS}: too few to judge, so no agreement was checked; the raw outputs' PSNR is in "
+                "the verify lines. Check on more samples (--set verify.samples=N with more data), train the model "
+                "further, or give --postprocess file.py:decode for box-level parity")
     highest = f" (its highest score {best:.4g})" if best is not None else ""
     lower = (f"; only if scores that low are detections for your model, a threshold under {best:.3g} (--set "
              f"verify.score_threshold={_below(best)})" if best else "")
@@ -193,6 +205,22 @@ def chance_warning(acc: Accuracy, compressed, parity) -> Optional[str]:
     return (f"warning: the original is right on {acc.teacher:.2%} of the {acc.samples} held-out samples, about chance "
             f"for {classes} classes{agree}: the accuracy row says nothing of what compression kept. Deploy the trained "
             "model (--weights), with the labels in its class order")
+
+
+SAME_VECTOR_COSINE = 0.95  # an embedding whose vectors for different samples agree this well tells them apart poorly
+
+
+def same_vector_warning(parity) -> Optional[str]:
+    """An embedding net whose original gives nearly one vector for every sample (a walkthrough's random-weight
+    embedder: mean cosine between different samples 0.998): the cosine figures against it read near 1 whatever
+    compression did."""
+    d = (parity.task_details or {}) if parity is not None and parity.task_metric == "cosine" else {}
+    spread = d.get("original_pairwise_cosine")
+    if spread is None or spread < SAME_VECTOR_COSINE:
+        return None
+    return (f"warning: the original gives nearly the same vector for every held-out sample (mean cosine between "
+            f"different samples {spread:.4f}): the cosine figures against it say little of what compression kept. "
+            "Deploy the trained model (--weights)")
 
 
 NN_WARN = 0.9  # an embedding whose nearest neighbours moved for more than 1 sample in 10 is said

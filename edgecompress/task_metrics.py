@@ -231,6 +231,11 @@ def _against_masks(c_cls: np.ndarray, r_cls: np.ndarray, masks: np.ndarray, clas
 
 # --- detection: raw anchors -----------------------------------------------------------------------
 
+# fewer confident anchors than this are too few to judge: with n of them one anchor moves the share by 1/n, and
+# at 10 one anchor is the whole margin of the default 0.9 tolerance (a walkthrough's pass/fail, and the choice of
+# 24 operations in float, rested on a single anchor)
+MIN_CONFIDENT_ANCHORS = 10
+
 @dataclass(frozen=True)
 class AnchorParity:
     psnr_db: Dict[str, float]  # per raw output: "boxes", "scores"
@@ -271,7 +276,7 @@ def detection_anchors(cand_boxes: np.ndarray, cand_scores: np.ndarray, ref_boxes
     confident_agreement is the share of the reference's confident anchors that the candidate also
     marks confident with the same best class; mean_box_diff the mean absolute difference of their
     boxes in box units (ERROR_CAP where a candidate box value is not finite). Both are None when the
-    reference has no confident anchor."""
+    reference has no confident anchor; verify judges none with fewer than MIN_CONFIDENT_ANCHORS."""
     cb, rb = np.asarray(cand_boxes, np.float64), np.asarray(ref_boxes, np.float64)
     cs, rs = _scores_3d(np.asarray(cand_scores, np.float64)), _scores_3d(np.asarray(ref_scores, np.float64))
     _same_shape("detection boxes", cb, rb)
@@ -541,6 +546,18 @@ class RegressionParity:
     def to_dict(self) -> dict:
         return {"outputs": [asdict(o) for o in self.outputs], "min_psnr_db": self.min_psnr_db,
                 "max_rel_error": self.max_rel_error, "max_range_error": self.max_range_error}
+
+
+def pairwise_cosine(vectors, most: int = 256) -> Optional[float]:
+    """The mean cosine similarity between the vectors of different samples (the first `most`): near 1 where a
+    model maps every input to about one vector (an untrained embedder), whatever its figures against itself."""
+    v = np.asarray(vectors, np.float64).reshape(len(vectors), -1)[:most]
+    if len(v) < 2:
+        return None
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    sims = v @ v.T
+    n = len(v)
+    return float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
 
 
 def r_squared(candidate, reference) -> float:

@@ -59,8 +59,11 @@ class Parity:
         if d.get("confident_anchors") is not None:
             rows.append(_anchor_row(d, self.samples))
         if d.get("mean_iou") is not None:
+            original = (f", the original {d['original_mean_iou_labels']:.4f}"
+                        if d.get("original_mean_iou_labels") is not None else "")
             rows.append(f"  mean IoU {d['mean_iou']:.4f}" + (f"; against the data's masks {d['mean_iou_labels']:.4f} "
-                                                             f"(reference {d['reference_mean_iou_labels']:.4f})"
+                                                             f"(the reference {d['reference_mean_iou_labels']:.4f}"
+                                                             f"{original})"
                                                              if d.get("mean_iou_labels") is not None else ""))
         if d.get("cosine_min") is not None:
             rows.append(f"  worst cosine {d['cosine_min']:.4f}, nearest-neighbour agreement "
@@ -86,8 +89,13 @@ def _anchor_row(d: dict, samples: int) -> str:
     """A detector's confident anchors, whose they are, and the raw outputs' PSNR (all that is compared where none
     is confident); a threshold every anchor passes counts the background too, which is said."""
     psnr = ", ".join(f"{k} {v:.1f} dB" for k, v in (d.get("psnr_db") or {}).items())
+    from .task_metrics import MIN_CONFIDENT_ANCHORS
+
     count, threshold, best = d["confident_anchors"], d["threshold"], d.get("max_reference_score")
-    if count == 0:
+    if 0 < count < MIN_CONFIDENT_ANCHORS:
+        row = (f"  the reference's confident anchors: only {count} of {d.get('anchors') or '?'} (score above "
+               f"{threshold:g}), fewer than {MIN_CONFIDENT_ANCHORS}: too few to judge, so no agreement is checked")
+    elif count == 0:
         row = (f"  confident anchors: none of the reference's scores exceeds {threshold:g} over {samples} held-out "
                f"samples (verify.score_threshold; its highest {best:.4g}): no anchor was compared" if best is not None
                else f"  confident anchors: none over {samples} held-out samples: no anchor was compared")
@@ -146,9 +154,11 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
         if scores is None:
             return None
         kinds = score_kinds(reference, boxes)
-        return task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
-                                              reference[boxes], confidences(reference, boxes, scores, kinds),
-                                              threshold=score_threshold, scores_are_logits=False).confident_agreement
+        found = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
+                                               reference[boxes], confidences(reference, boxes, scores, kinds),
+                                               threshold=score_threshold, scores_are_logits=False)
+        # too few confident anchors to judge by: the figure would turn on one of them
+        return found.confident_agreement if found.confident_anchors >= task_metrics.MIN_CONFIDENT_ANCHORS else None
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
@@ -307,6 +317,11 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
             # pixels (89% on a canvas of small shapes): the classes each side uses tell
             report.task_details.update(classes_predicted=int(len(np.unique(candidate[0].argmax(1)))),
                                        original_classes_predicted=int(len(np.unique(original[0].argmax(1)))))
+            if report.task_details.get("mean_iou_labels") is not None:  # the original's own score on the masks
+                from . import task_metrics
+
+                report.task_details["original_mean_iou_labels"] = task_metrics.segmentation(
+                    original[0], original[0], y).mean_iou_labels
         if task == "detection" and original is not None and report.task_details is not None:
             # the summary speaks of the original's anchors, which may differ from the FP32 student's
             details = task_details(task, candidate, original, None, names, score_threshold) or {}
@@ -317,7 +332,8 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
             from . import task_metrics
 
             e = task_metrics.embedding(candidate[0], original[0])
-            report.task_details.update(original_cosine_min=e.cosine_min, original_nn_agreement=e.nn_agreement)
+            report.task_details.update(original_cosine_min=e.cosine_min, original_nn_agreement=e.nn_agreement,
+                                       original_pairwise_cosine=task_metrics.pairwise_cosine(original[0]))
     return report
 
 

@@ -63,3 +63,20 @@ def test_a_regressors_failing_r2_names_the_output_that_pulls_it_down():
     assert per_output["centre"] > 0.99 > per_output["size"]
     (problem,) = verify.problems(report, True, Verify(min_r2=0.999))
     assert "(verify.min_r2); the worst output is size (R^2 " in problem
+
+
+def test_a_detector_with_too_few_confident_anchors_is_not_judged_on_them():
+    """A walkthrough's pass/fail (and 24 operations kept in float) rested on one confident anchor."""
+    from edgecompress import verify
+    from edgecompress.profile import Verify
+    from edgecompress.task_metrics import MIN_CONFIDENT_ANCHORS
+
+    rng = np.random.default_rng(0)
+    boxes = rng.random((4, 8, 4)).astype(np.float32)
+    scores = np.full((4, 8, 2), -8.0, np.float32)
+    scores[0, 0, 1] = 4.0  # one confident anchor in the reference; the candidate loses it
+    candidate = scores.copy()
+    candidate[0, 0, 1] = -8.0
+    report = verify.compare("x", [boxes, candidate], [boxes, scores], ["boxes", "scores"], None, task="detection")
+    assert report.task_agreement is None and verify.problems(report, True, Verify()) == []
+    assert f"only 1 of 32 (score above 0.5), fewer than {MIN_CONFIDENT_ANCHORS}: too few to judge" in report.table()

@@ -211,3 +211,21 @@ def test_an_original_right_only_by_chance_gets_a_warning_not_a_gain():
     assert note and "10.00% of the 40 held-out samples, about chance for 4 classes" in note and "6.25%" in note
     assert chance_warning(Accuracy("accuracy", teacher=0.90, student=0.88, student_fp32=0.89, samples=40),
                           compressed, parity) is None
+
+
+def test_an_embedder_mapping_every_sample_to_one_vector_is_warned_and_every_warning_is_kept():
+    import numpy as np
+
+    from edgecompress import verify
+    from edgecompress.summary import neighbour_warning, same_vector_warning
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 16))
+    same = base + rng.normal(0, 0.01, (40, 16))  # an untrained net: one vector, a little noise
+    report = verify.compare("x", [same], [same], ["emb"], None, original=[same[::-1].copy()], task="embedding")
+    assert report.task_details["original_pairwise_cosine"] > 0.99
+    assert "nearly the same vector for every held-out sample" in same_vector_warning(report)
+    assert neighbour_warning(report)  # its neighbours moved too: both are said, not only the first
+    spread = rng.normal(size=(40, 16))
+    trained = verify.compare("x", [spread], [spread], ["emb"], None, original=[spread], task="embedding")
+    assert same_vector_warning(trained) is None

@@ -36,3 +36,24 @@ def test_maps_named_as_heatmaps_are_regression_and_other_maps_say_how_to_choose_
     assert heat.kind == "regression" and "'heatmaps'" in heat.reason
     seg = tasks.choose("auto", ["output_0"], [(2, 5, 16, 16)])
     assert seg.kind == "segmentation" and "--task regression" in seg.reason
+
+
+def test_a_forced_task_the_outputs_do_not_fit_is_refused_naming_them():
+    """Two walkthroughs: --task segmentation on a detector crashed in distillation ('float' object has no attribute
+    'backward'); --task classification on a segmenter shipped a bundle whose INT8 check compared nothing."""
+    import pytest
+
+    from edgecompress.errors import InputError
+
+    detector = (["boxes", "scores"], [(2, 16, 4), (2, 16, 3)])
+    segmenter = (["logits"], [(2, 3, 32, 32)])
+    for requested, (names, shapes), auto in (("segmentation", detector, "detection"),
+                                             ("classification", segmenter, "segmentation"),
+                                             ("embedding", segmenter, "segmentation")):
+        with pytest.raises(InputError) as info:
+            tasks.choose(requested, names, shapes)
+        message = str(info.value)
+        assert f"--task {requested} needs " in message and names[0] in message
+        assert f"auto reads these outputs as {auto}" in message
+    assert tasks.choose("regression", *segmenter).kind == "regression"  # any outputs may be regressed
+    assert tasks.choose("segmentation", *segmenter).kind == "segmentation"

@@ -136,6 +136,8 @@ def test_a_segmenter_returning_a_dict_deploys_to_litert_with_its_masks_as_labels
     assert "(pixel_kl + pixel_ce)" in err  # the masks taught it, not only the teacher
     acc = m["metrics"]["accuracy"]
     assert acc["metric"] == "pixel_agreement" and acc["student"] > 0.9, acc
+    details = m["metrics"]["parity"][-1]["task_details"]  # the original's own score on the masks, beside the others
+    assert 0.5 < details["original_mean_iou_labels"] <= 1 and f"the original {details['original_mean_iou_labels']:.4f})" in err
     printed = _example(bundle)  # the class areas of the first stored sample's mask, then the mask's PNG
     areas = [line for line in printed if line.startswith("class ")]
     assert areas[0].startswith("class   0") and abs(sum(float(a.split()[2].rstrip("%")) for a in areas) - 100) < 0.5
