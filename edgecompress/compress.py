@@ -112,7 +112,9 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
                                     label=f"distill {rnd}/{rounds}", curve=curve, task=task)
         curve = report_d.loss_curve
         round_seconds.append(round(report_d.seconds, 2))
-        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s, "
+        # resumed: the figures count the interrupted run's steps and seconds too, which is said
+        since = f" (with the interrupted run's {state['step']}, resumed at it)" if state and state.get("step") else ""
+        log(f"distill {rnd}/{rounds}: {report_d.steps} steps in {report_d.seconds:.1f} s{since}, "
             f"loss {report_d.final_loss if report_d.final_loss is None else round(report_d.final_loss, 4)} "
             f"({' + '.join(report_d.losses)}{', label-free' if report_d.label_free else ''})")
     if held is not None and d.steps != 0:  # the QAT part (quantize.method), after the last round

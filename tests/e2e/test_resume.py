@@ -77,6 +77,7 @@ def test_a_check_that_fails_after_distillation_resumes_without_distilling_again(
     code, _, err = run_cli("deploy", *args, "--resume")
     assert code == 0, err
     assert "--resume: continuing round 1 at step 60" in err and "distill 1/1: 60 steps in" in err, err
+    assert "(with the interrupted run's 60, resumed at it)" in err, err  # none ran now: the line says whose they are
 
 
 class _Planted:
