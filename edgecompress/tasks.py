@@ -38,11 +38,10 @@ def choose(requested: str, names: Sequence[str], shapes: Sequence[Sequence[int]]
     output's values there (an embedding's rows have unit length); `y`: the data's labels, if any."""
     boxes, scores = _detection_heads(shapes)
     if requested != "auto":
-        needs = _NEEDS.get(requested)
-        if (requested == "detection" and boxes is None) or (needs and not needs[0](list(shapes[0]))):
+        fits, what = _NEEDS.get(requested, (lambda s: True, ""))
+        if not fits([list(s) for s in shapes]):
             from .errors import InputError
 
-            what = (needs[1] if needs else "a box output (N, anchors, 4) and a score output (N, anchors, classes)")
             auto = _auto(names, shapes, None, None, boxes, scores).kind
             raise InputError(f"--task {requested} needs {what}; the model's outputs are {_described(names, shapes)}",
                              hint=f"choose another --task (auto reads these outputs as {auto}), or return what "
@@ -53,10 +52,13 @@ def choose(requested: str, names: Sequence[str], shapes: Sequence[Sequence[int]]
 
 # what a task's checks, losses and example program read from the first output (a forced --task that does not
 # fit crashed in distillation, or shipped a bundle whose check compared nothing: two walkthroughs)
-_NEEDS = {"classification": (lambda s: len(s) == 2 and s[1] > 1, "class scores (N, classes) as the first output"),
-          "segmentation": (lambda s: len(s) == 4 and s[1] > 1 and s[2] > 1 and s[3] > 1,
+_NEEDS = {"classification": (lambda s: len(s[0]) == 2 and s[0][1] > 1, "class scores (N, classes) as the first output"),
+          "segmentation": (lambda s: len(s[0]) == 4 and min(s[0][1:]) > 1,
                            "class maps (N, classes, height, width) as the first output"),
-          "embedding": (lambda s: len(s) == 2 and s[1] > 1, "a vector per sample (N, dimensions) as the first output")}
+          "embedding": (lambda s: len(s[0]) == 2 and s[0][1] > 1,
+                        "a vector per sample (N, dimensions) as the first output"),
+          "detection": (lambda s: _detection_heads(s)[0] is not None,
+                        "a box output (N, anchors, 4) and a score output (N, anchors, classes)")}
 
 
 def _auto(names, shapes, first, y, boxes, scores) -> Task:

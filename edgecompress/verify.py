@@ -88,9 +88,9 @@ def _worst_r2(report: Parity) -> str:
 def _anchor_row(d: dict, samples: int) -> str:
     """A detector's confident anchors, whose they are, and the raw outputs' PSNR (all that is compared where none
     is confident); a threshold every anchor passes counts the background too, which is said."""
-    psnr = ", ".join(f"{k} {v:.1f} dB" for k, v in (d.get("psnr_db") or {}).items())
     from .task_metrics import MIN_CONFIDENT_ANCHORS
 
+    psnr = ", ".join(f"{k} {v:.1f} dB" for k, v in (d.get("psnr_db") or {}).items())
     count, threshold, best = d["confident_anchors"], d["threshold"], d.get("max_reference_score")
     if 0 < count < MIN_CONFIDENT_ANCHORS:
         row = (f"  the reference's confident anchors: only {count} of {d.get('anchors') or '?'} (score above "
@@ -145,20 +145,12 @@ def task_agreement(task: str, candidate: List[np.ndarray], reference: List[np.nd
     with the same class; embedding: the mean cosine similarity of the first output's vectors;
     regression: R^2 of the candidate's values against the reference's (1 - SSE / SST), all outputs."""
     from . import task_metrics
-    from .tasks import _detection_heads, confidences, score_kinds
 
     if task == "segmentation":  # the same figures task_details reports, from one implementation
         return task_metrics.segmentation(candidate[0], reference[0]).pixel_agreement
     if task == "detection":
-        boxes, scores = _detection_heads([r.shape for r in reference])
-        if scores is None:
-            return None
-        kinds = score_kinds(reference, boxes)
-        found = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
-                                               reference[boxes], confidences(reference, boxes, scores, kinds),
-                                               threshold=score_threshold, scores_are_logits=False)
-        # too few confident anchors to judge by: the figure would turn on one of them
-        return found.confident_agreement if found.confident_anchors >= task_metrics.MIN_CONFIDENT_ANCHORS else None
+        found = _anchor_parity(candidate, reference, score_threshold)
+        return _judged(found[0]) if found else None
     if task == "embedding":
         return task_metrics.embedding(candidate[0], reference[0]).cosine_mean
     if task == "regression":
@@ -309,7 +301,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     elif task in TASK_METRICS:
         report.task_metric = TASK_METRICS[task][0]
         report.task_agreement = task_agreement(task, candidate, reference, score_threshold)
-        if original is not None:
+        if original is not None and task != "detection":  # a detector's comes with the original's anchors, below
             report.original_task_agreement = task_agreement(task, candidate, original, score_threshold)
         report.task_details = task_details(task, candidate, reference, y, names, score_threshold)
         if task == "segmentation" and original is not None and report.task_details is not None:
@@ -324,9 +316,10 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
                     original[0], original[0], y).mean_iou_labels
         if task == "detection" and original is not None and report.task_details is not None:
             # the summary speaks of the original's anchors, which may differ from the FP32 student's
-            details = task_details(task, candidate, original, None, names, score_threshold) or {}
-            report.task_details.update(original_confident_anchors=details.get("confident_anchors"),
-                                       original_max_score=details.get("max_reference_score"))
+            against_original = _anchor_parity(candidate, original, score_threshold)[0]
+            report.original_task_agreement = _judged(against_original)
+            report.task_details.update(original_confident_anchors=against_original.confident_anchors,
+                                       original_max_score=against_original.max_reference_score)
         if task == "embedding" and original is not None and report.task_details is not None:
             # retrieval reads neighbours, which a mean cosine near 1 can hide: against the original too
             from . import task_metrics
@@ -337,22 +330,43 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
     return report
 
 
+def _anchor_parity(candidate, reference, score_threshold: float):
+    """(task_metrics.AnchorParity, score_kinds, the class-score output) of a detector's raw heads, the scores read
+    as the reference's are (logits or probabilities, objectness multiplied in); None without a score output."""
+    from . import task_metrics
+    from .tasks import _detection_heads, confidences, score_kinds
+
+    boxes, scores = _detection_heads([r.shape for r in reference])
+    if scores is None:
+        return None
+    kinds = score_kinds(reference, boxes)
+    parity = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
+                                            reference[boxes], confidences(reference, boxes, scores, kinds),
+                                            threshold=score_threshold, scores_are_logits=False)
+    return parity, kinds, scores
+
+
+def _judged(parity) -> Optional[float]:
+    """The confident-anchor agreement a tolerance may judge: none with too few confident anchors, where the figure
+    would turn on one of them."""
+    from .task_metrics import MIN_CONFIDENT_ANCHORS
+
+    return parity.confident_agreement if parity.confident_anchors >= MIN_CONFIDENT_ANCHORS else None
+
+
 def task_details(task: str, candidate, reference, y=None, names=None, score_threshold: float = 0.5) -> Optional[dict]:
     """The task's figures beyond the one its tolerance checks (edgecompress.task_metrics), JSON-ready."""
     from . import task_metrics
-    from .tasks import _detection_heads, confidences, score_kinds
 
     if task == "segmentation":
         masks = y if y is not None and y.ndim == 3 and y.shape[1:] == reference[0].shape[2:] else None
         return task_metrics.segmentation(candidate[0], reference[0], masks).to_dict()
     if task == "detection":
-        boxes, scores = _detection_heads([r.shape for r in reference])
-        if scores is None:
+        found = _anchor_parity(candidate, reference, score_threshold)
+        if found is None:
             return None
-        kinds = score_kinds(reference, boxes)
-        details = task_metrics.detection_anchors(candidate[boxes], confidences(candidate, boxes, scores, kinds),
-                                                 reference[boxes], confidences(reference, boxes, scores, kinds),
-                                                 threshold=score_threshold, scores_are_logits=False).to_dict()
+        parity, kinds, scores = found
+        details = parity.to_dict()
         details["scores_are_logits"] = kinds.get(scores, True)  # the model's own scores (the example programs read it)
         # the one-value outputs the checks multiply into the class scores, so that the examples rank anchors alike
         details["objectness"] = [{"output": i, "are_logits": kinds.get(i, True)} for i in sorted(kinds)
