@@ -76,6 +76,28 @@ def _unprocessed(fp32: Path, dst: Path, calib, cfg) -> Path:
         quantize._pre_process = real
 
 
+def side_by_side(made: dict, rounds: int, runs: int) -> dict:
+    """{label: .onnx} timed in `rounds` rounds that alternate between the files, at 1 and 2 threads: the record's
+    cpu, rounds, runs_per_round, load averages, seconds and rows (each file's median round and its speed-up over
+    the 'original (FP32)' file), so a change in the host's load touches every file alike."""
+    load_before, started = os.getloadavg(), time.time()
+    timed = {threads: {label: [] for label in made} for threads in (1, 2)}
+    for _ in range(rounds):
+        for threads in (1, 2):
+            for label, path in made.items():
+                timed[threads][label].append(round(p50_ms(Path(path), threads, runs), 4))
+    rows = []
+    for threads, by_label in timed.items():
+        base = float(np.median(by_label["original (FP32)"]))
+        for label, per_round in by_label.items():
+            p50 = float(np.median(per_round))
+            rows.append({"threads": threads, "file": label, "p50_ms": round(p50, 4), "rounds_ms": per_round,
+                         "speedup_vs_original": round(base / p50, 2)})
+    return {"cpu": describe_cpu(), "rounds": rounds, "runs_per_round": runs,
+            "load_average_before_after": [round(v, 2) for v in load_before + os.getloadavg()],
+            "seconds": round(time.time() - started, 1), "rows": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/tbfinal"), help="tasks.py's --work (segmenter.pt)")
@@ -85,23 +107,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     tmp = args.work / "segmenter_speed"
     tmp.mkdir(parents=True, exist_ok=True)
-    made = files(args.work, tmp)
-    load_before, started = os.getloadavg(), time.time()
-    timed = {threads: {label: [] for label in made} for threads in (1, 2)}
-    for _ in range(args.rounds):
-        for threads in (1, 2):
-            for label, path in made.items():
-                timed[threads][label].append(round(p50_ms(Path(path), threads, args.runs), 4))
-    rows = []
-    for threads, by_label in timed.items():
-        base = float(np.median(by_label["original (FP32)"]))
-        for label, rounds in by_label.items():
-            p50 = float(np.median(rounds))
-            rows.append({"threads": threads, "file": label, "p50_ms": round(p50, 4), "rounds_ms": rounds,
-                         "speedup_vs_original": round(base / p50, 2)})
-    record = {"what": __doc__.split("\n\n")[0], "cpu": describe_cpu(), "rounds": args.rounds,
-              "runs_per_round": args.runs, "load_average_before_after": [round(v, 2) for v in load_before + os.getloadavg()],
-              "seconds": round(time.time() - started, 1), "rows": rows}
+    record = {"what": __doc__.split("\n\n")[0], **side_by_side(files(args.work, tmp), args.rounds, args.runs)}
+    rows = record["rows"]
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     for r in rows:
         print(f"{r['threads']} thread(s)  {r['file']:45s} {r['p50_ms']:.4f} ms  {r['speedup_vs_original']:.2f}x")

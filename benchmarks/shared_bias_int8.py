@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -28,8 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "models"))
 sys.path.insert(0, str(HERE))
-from machine import describe_cpu  # noqa: E402
-from tasks import p50_ms  # noqa: E402
+from segmenter_speed import side_by_side  # noqa: E402  (the same alternating rounds, the same row format)
 
 RESULTS = HERE / "results" / "shared_bias_int8.json"
 
@@ -86,23 +83,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="shared-bias-") as tmp:
         made = files(Path(tmp))
         graphs = {label: ops(path) for label, path in made.items()}
-        load_before, started = os.getloadavg(), time.time()
-        timed = {threads: {label: [] for label in made} for threads in (1, 2)}
-        for _ in range(args.rounds):
-            for threads in (1, 2):
-                for label, path in made.items():
-                    timed[threads][label].append(round(p50_ms(Path(path), threads, args.runs), 4))
-    rows = []
-    for threads, by_label in timed.items():
-        base = float(np.median(by_label["original (FP32)"]))
-        for label, rounds in by_label.items():
-            p50 = float(np.median(rounds))
-            rows.append({"threads": threads, "file": label, "p50_ms": round(p50, 4), "rounds_ms": rounds,
-                         "speedup_vs_original": round(base / p50, 2), "graph": graphs[label]})
-    record = {"what": __doc__.split("\n\n")[0], "cpu": describe_cpu(), "rounds": args.rounds,
-              "runs_per_round": args.runs,
-              "load_average_before_after": [round(v, 2) for v in load_before + os.getloadavg()],
-              "seconds": round(time.time() - started, 1), "rows": rows}
+        record = {"what": __doc__.split("\n\n")[0], **side_by_side(made, args.rounds, args.runs)}
+    rows = record["rows"]
+    for r in rows:
+        r["graph"] = graphs[r["file"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     for r in rows:
