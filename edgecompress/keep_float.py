@@ -62,7 +62,7 @@ def onnx_module_path(node_name: str) -> str:
     return ".".join(name)
 
 
-def _shown(layers: List[str]) -> str:
+def layer_names(layers: List[str]) -> str:
     """Layers as the user's model names them: '/inner/hm/Conv' (an ONNX node under the export's wrapper) is
     'hm (Conv)', so the log reads in the names quantize.keep_float takes."""
     shown = []
@@ -227,7 +227,7 @@ def _auto(make, judge, heads, final: Path, cfg):
         return path, out, FloatChoice("auto", [], metric, everywhere, reason="INT8 everywhere misses the tolerance "
                                       "and the model has no conv/linear head to keep in float")
     log(f"quantize: INT8 everywhere misses the tolerance ({'; '.join(missed)}); trying the heads in float "
-        f"({_operations(len(layers))}: {_shown(layers)})")
+        f"({_operations(len(layers))}: {layer_names(layers)})")
     trial = final.with_name(final.stem + "-head-float" + final.suffix)
     trial_path, trial_out = make(layers, trial)
     _, in_float = verify.figure(judge(trial_out))

@@ -70,7 +70,9 @@ def quantize_int8(src: Path, dst: Path, calibration_x: np.ndarray, cfg, input_na
             extra["TensorQuantOverrides"] = overrides(onnx.load(str(pre)))
         tails = resize_tails(pre) if float_tail else []
         if tails:
-            console.log(f"quantize: {', '.join(tails)} (interpolating into an output) stays in float: ONNX Runtime "
+            from .keep_float import layer_names  # as the model names them, not the export's wrapper path
+
+            console.log(f"quantize: {layer_names(tails)} (interpolating into an output) stays in float: ONNX Runtime "
                         "runs it in float either way, and a Q/DQ pair after it only rounds the output")
         try:
             quantize_static(str(pre), str(dst), _Reader(input_name, calibration_x.astype(np.float32)),

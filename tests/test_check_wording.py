@@ -16,9 +16,9 @@ def test_a_regressors_errors_name_the_output_they_come_from():
 
 
 def test_the_keep_float_log_names_layers_as_the_users_model_does():
-    from edgecompress.keep_float import _shown
+    from edgecompress.keep_float import layer_names
 
-    text = _shown(["/inner/hm/Conv", "/inner/Mul", "/inner/hm/Sigmoid", "wrapped.head.cls"])
+    text = layer_names(["/inner/hm/Conv", "/inner/Mul", "/inner/hm/Sigmoid", "wrapped.head.cls"])
     assert "/inner/" not in text and "inner." not in text
     assert text == "hm (Conv), Mul (in forward), hm (Sigmoid), head.cls"
 

@@ -176,7 +176,7 @@ class TinySegmenter(nn.Module):
 
 
 @pytest.mark.parametrize("mode, stays_float", [("bilinear", True), ("nearest", False)])
-def test_an_interpolating_resize_into_an_output_stays_float(tmp_path, mode, stays_float):
+def test_an_interpolating_resize_into_an_output_stays_float(tmp_path, mode, stays_float, monkeypatch):
     """The final bilinear Resize of a segmenter gets no Q/DQ after it (ONNX Runtime runs it in float anyway);
     a nearest one only copies values, so it stays quantized and its output keeps its scale."""
     import onnx
@@ -192,8 +192,12 @@ def test_an_interpolating_resize_into_an_output_stays_float(tmp_path, mode, stay
     src = export.export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "seg.onnx", profile.load("host-cpu")[0].export)
     tails = quantize.resize_tails(src)
     assert bool(tails) == stays_float
+    logged = []
+    monkeypatch.setattr(quantize.console, "log", logged.append)
     dst = quantize.quantize_int8(src, tmp_path / "seg-int8.onnx", x, profile.load("host-cpu")[0].quantize, "input",
                                  float_tail=True)
+    said = [line for line in logged if "interpolating into an output" in line]
+    assert bool(said) == stays_float and not any("/inner/" in line for line in said), said  # the model's own names
     graph = onnx.load(str(dst)).graph
     made_by = {o: n for n in graph.node for o in n.output}
     last = made_by[graph.output[0].name]
