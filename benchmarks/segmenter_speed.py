@@ -1,4 +1,4 @@
-"""Why benchmarks/tasks.py's segmenter misses 3x: its files timed side by side, at 1 and 2 ONNX Runtime threads.
+"""tasks.py's segmenter (its 2-thread speed-up near 3x, set by the CPU): its files side by side, at 1 and 2 threads.
 
 The segmenter tasks.py trained (its .pt in --work) is pruned to 50% channels as --target arm does (no
 distillation: the speed does not depend on the weights' values), exported, and quantized three ways: INT8 as
