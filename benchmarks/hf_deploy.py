@@ -86,6 +86,8 @@ def deploy(model_file: Path, name: str, data: Path, work: Path) -> dict:
                 # a bundle is written only where every check held (else exit 3, nothing published)
                 "checks_held": [c["what"] for c in metrics["parity"]],
                 "top1_agreement": {c["what"]: c["top1_agreement"] for c in metrics["parity"]},
+                # the INT8 check's close calls (verify.decision_margins): why an untrained model's agreement is low
+                "int8_margins": (metrics["parity"][-1].get("task_details") or {}).get("margins"),
                 "p50_ms": p50, "bundle_files": sorted(p.name for p in bundle.iterdir())})
     row["fewer_macs"] = row["macs_after"] < row["macs_before"]
     return row

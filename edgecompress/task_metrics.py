@@ -470,6 +470,36 @@ def _ap_all_points(tp: np.ndarray, n_gt: int) -> float:
     return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
 
 
+# --- classification -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecisionMargins:
+    """How sure the reference was of its top-1 decisions, against how far the candidate moved the scores."""
+    top2_gap_median: float  # per sample: the reference's best score minus its second, median over samples
+    largest_move_median: float  # per sample: the most any score moved (|candidate - reference|), median
+    close_calls: int  # samples whose gap is under twice that move: a rounding can swap their top two
+    samples: int
+
+    def to_dict(self) -> dict:
+        return _dict(self)
+
+
+def decision_margins(candidate: np.ndarray, reference: np.ndarray) -> DecisionMargins:
+    """A classifier's close calls. An untrained model's 1000 near-equal logits (a Hugging Face classifier
+    built from its config) lie closer together than INT8 rounding moves them, so its top-1 flips for reasons
+    that say nothing of the compression; a trained classifier has few such samples."""
+    c = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    _same_shape("class scores", c, r)
+    if r.shape[0] == 0 or r.shape[1] < 2:
+        return DecisionMargins(top2_gap_median=0.0, largest_move_median=0.0, close_calls=0, samples=r.shape[0])
+    top2 = np.sort(r, axis=1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    moved = np.nan_to_num(np.abs(c - r), nan=np.inf).max(axis=1)
+    return DecisionMargins(top2_gap_median=float(np.median(gap)), largest_move_median=float(np.median(moved)),
+                           close_calls=int((gap < 2 * moved).sum()), samples=int(r.shape[0]))
+
+
 # --- embedding ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -73,7 +73,29 @@ class Parity:
                            else ""))
         if d.get("min_psnr_db") is not None:
             rows.append(_regression_row(d))
+        margins = d.get("margins") or {}
+        if margins.get("close_calls") and self.top1_agreement is not None and self.top1_agreement < 1:
+            rows.append(_margins_row(margins))
         return "\n".join(rows)
+
+
+def _margins_row(m: dict) -> str:
+    return (f"  close calls      {m['close_calls']} of {m['samples']}: the reference's top two scores nearer than "
+            f"twice the most this model moved the sample's scores (median gap {m['top2_gap_median']:.3g}, median "
+            f"largest move {m['largest_move_median']:.3g})")
+
+
+def _close_call_hint(report: Parity) -> str:
+    """Where most decisions were close calls, the disagreement is the model's, not the compression's: an
+    untrained classifier (random weights, a factory that does not load its checkpoint) is the usual cause."""
+    m = (report.task_details or {}).get("margins") or {}
+    if report.top1_agreement is None or not m.get("samples") or m["close_calls"] < m["samples"] / 2:
+        return ""
+    return (f"{m['close_calls']} of {m['samples']} samples were close calls (the reference's top two scores "
+            f"{m['top2_gap_median']:.3g} apart at the median), which more calibration data does not mend: is the model "
+            "trained, with its weights loaded (--weights, or by your factory)? A trained classifier is seldom that "
+            "unsure; at random weights top-1 agreement means little, and --set verify.min_top1_agreement=0 lets the "
+            "run through")
 
 
 def _worst_r2(report: Parity) -> str:
@@ -298,6 +320,9 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
         if y is not None and y.ndim == 1:
             report.accuracy = float((c_top == y).mean())
             report.reference_accuracy = float((r_top == y).mean())
+        from .task_metrics import decision_margins
+
+        report.task_details = {"margins": decision_margins(candidate[0], reference[0]).to_dict()}
     elif task in TASK_METRICS:
         report.task_metric = TASK_METRICS[task][0]
         report.task_agreement = task_agreement(task, candidate, reference, score_threshold)
@@ -419,10 +444,11 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
     if found:
         maps = ("; if these maps are not class scores per pixel (keypoint heatmaps, a depth map), deploy with "
                 "--task regression" if report.task_metric == TASK_METRICS["segmentation"][0] else "")
-        raise ToleranceError(f"{report.what}: outside the tolerance: " + "; ".join(found),
-                             report=report.table(),
-                             hint="loosen verify.* with --set if this is acceptable"
-                             + (", or use more calibration data" if quantized else "") + maps)
+        hint = (_close_call_hint(report) if quantized else "") or (
+            "loosen verify.* with --set if this is acceptable" + (", or use more calibration data" if quantized else "")
+            + maps)
+        raise ToleranceError(f"{report.what}: outside the tolerance: " + "; ".join(found), report=report.table(),
+                             hint=hint)
     return report
 
 

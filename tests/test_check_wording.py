@@ -80,3 +80,33 @@ def test_a_detector_with_too_few_confident_anchors_is_not_judged_on_them():
     report = verify.compare("x", [boxes, candidate], [boxes, scores], ["boxes", "scores"], None, task="detection")
     assert report.task_agreement is None and verify.problems(report, True, Verify()) == []
     assert f"only 1 of 32 (score above 0.5), fewer than {MIN_CONFIDENT_ANCHORS}: too few to judge" in report.table()
+
+
+def test_an_untrained_classifiers_failing_check_says_its_decisions_were_close_calls():
+    """A Hugging Face classifier built from its config (random weights) failed its INT8 check at 58% top-1
+    agreement with the hint 'use more calibration data', which cannot help: its 1000 logits lay closer together
+    than the rounding moved them."""
+    import pytest
+
+    from edgecompress import verify
+    from edgecompress.errors import ToleranceError
+    from edgecompress.profile import Verify
+
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0, 0.01, (40, 1000)).astype(np.float32)  # near-equal logits: an untrained head
+    moved = flat + rng.normal(0, 0.03, flat.shape).astype(np.float32)  # INT8's rounding, larger than the gaps
+    report = verify.compare("deployed int8 model vs the FP32 student", [moved], [flat], ["logits"], None)
+    margins = report.task_details["margins"]
+    assert margins["samples"] == 40 and margins["close_calls"] >= 30
+    assert "close calls" in report.table()
+    with pytest.raises(ToleranceError) as failed:
+        verify.check(report, True, Verify())
+    assert "is the model trained" in failed.value.hint and "verify.min_top1_agreement=0" in failed.value.hint
+
+    # a trained classifier: clear winners, the same rounding flips nothing, nothing is said of margins
+    sure = flat.copy()
+    sure[np.arange(40), rng.integers(0, 1000, 40)] += 5.0
+    report = verify.compare("x", [sure + (moved - flat)], [sure], ["logits"], None)
+    assert report.task_details["margins"]["close_calls"] == 0 and report.top1_agreement == 1.0
+    assert "close calls" not in report.table()
+    verify.check(report, True, Verify())
