@@ -202,6 +202,8 @@ class Summary:
     latency_budget: Optional[dict] = None  # budget.outcome, where a budget was set
     user_figures: Optional[dict] = None  # --metric and --postprocess figures (user_code.figures)
     distillation: Optional[dict] = None  # {steps, seconds}: the manifest's, so a script reads the training time here
+    # a segmenter with masks in the data: mean IoU on them, {"original": .., "deployed": ..} (verify's task_details)
+    mask_iou: Optional[dict] = None
     bundle: Optional[str] = None
     zip: Optional[str] = None
     seconds: Optional[float] = None
@@ -213,4 +215,6 @@ class Summary:
             out.pop("latency_budget")
         if self.user_figures is None:
             out.pop("user_figures")
+        if self.mask_iou is None:
+            out.pop("mask_iou")
         return out

@@ -72,6 +72,10 @@ def table_rows(s: dict) -> list:
     for key, before in ((user.get("metric") or {}).get("original") or {}).items():  # --metric: the user's own
         after = user["metric"]["deployed"][key]
         rows.insert(-1, (f"{key} (--metric)", f"{before:.4g}", f"{after:.4g}", f"{after - before:+.4g}"))
+    iou = s.get("mask_iou")
+    if iou:  # a segmenter with masks: the score on them, beside the agreement with the original
+        rows.insert(-1, ("mean IoU on the masks", f"{iou['original']:.4f}", f"{iou['deployed']:.4f}",
+                         f"{iou['deployed'] - iou['original']:+.4f}"))
     boxes = (user.get("boxes") or {}).get("deployed")
     if boxes:  # --postprocess: the original's boxes the deployed model finds
         rows.insert(-1, ("box recall vs original", "100.00 %", _fmt_pct(boxes["recall"]), "-"))

@@ -73,3 +73,28 @@ def test_r2_and_cosine_are_numbers_in_the_table_not_percentages():
     s["accuracy_metric"] = "pixel_agreement"
     row = next(r for r in table_rows(s) if r[0] == "pixel agreement")
     assert row[1:] == ("100.00 %", "-9.01 %", "-109.01 points")
+
+
+def test_a_segmenter_with_masks_shows_its_mean_iou_on_them_beside_the_agreement():
+    """The pixel-agreement row compares with the original (which reads 100%); a walkthrough's student that lost
+    a class kept 93.58% there while its IoU on the masks fell 0.988 -> 0.612: the table shows both."""
+    from edgecompress import summary, verify
+    from edgecompress.report import table_rows
+
+    import numpy as np
+
+    original = np.zeros((4, 3, 8, 8), np.float32)
+    original[:, 0] = 1.0
+    original[:, 1, 2:4, 2:4] = 2.0
+    masks = original.argmax(1)
+    lost = original.copy()
+    lost[:, 1] = 0.0
+    parity = verify.compare("deployed", [lost], [lost.copy()], ["masks"], masks, original=[original],
+                            task="segmentation")
+    iou = summary._mask_iou(parity)
+    assert iou["original"] == 1.0 and iou["deployed"] < 0.6  # class 1 gone: its IoU 0, background's below 1
+    rows = {r[0]: r for r in table_rows(dict(_summary(), accuracy_metric="pixel_agreement", mask_iou=iou))}
+    assert rows["mean IoU on the masks"][1:] == ("1.0000", f"{iou['deployed']:.4f}", f"{iou['deployed'] - 1:+.4f}")
+    assert list(rows).index("mean IoU on the masks") == len(rows) - 2  # just above the latency
+    assert summary._mask_iou(verify.compare("d", [lost], [lost], ["masks"], None, original=[original],
+                                            task="segmentation")) is None  # no masks: no row

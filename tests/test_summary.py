@@ -229,3 +229,27 @@ def test_an_embedder_mapping_every_sample_to_one_vector_is_warned_and_every_warn
     spread = rng.normal(size=(40, 16))
     trained = verify.compare("x", [spread], [spread], ["emb"], None, original=[spread], task="embedding")
     assert same_vector_warning(trained) is None
+
+
+def test_a_segmenter_that_lost_one_class_of_several_is_said_so_by_name():
+    """A walkthrough's student never predicted 'rectangle' (one class of three) and read 93.58% pixel agreement,
+    with only the generic 'learned too little' beside it."""
+    import numpy as np
+
+    from edgecompress import summary, verify
+
+    original = np.zeros((4, 3, 8, 8), np.float32)
+    original[:, 0] = 1.0
+    original[:, 1, 2:4, 2:4] = 2.0  # class 1: 4 of 64 pixels per sample
+    original[:, 2, 5:8, 5:8] = 2.0  # class 2: 9 of 64
+    lost = original.copy()
+    lost[:, 1] = 0.0  # the student gives class 1 to no pixel; background takes its place
+    parity = verify.compare("deployed", [lost], [lost.copy()], ["masks"], None, original=[original],
+                            task="segmentation")
+    assert parity.task_details["classes_lost"] == [{"class": 1, "original_pixel_share": 4 / 64}]
+    said = summary.collapse_warning(parity, ["background", "rectangle", "disc"])
+    assert said.startswith("warning: the deployed model never gives class 1 'rectangle' (6.2% of the original's")
+    assert "93.75%" in said and "distill longer" in said
+    assert "class 1 (6.2%" in summary.collapse_warning(parity)  # no names: the index
+    kept = verify.compare("deployed", [original], [original], ["masks"], None, original=[original], task="segmentation")
+    assert kept.task_details["classes_lost"] == [] and summary.collapse_warning(kept) is None
