@@ -244,6 +244,26 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     if logits.dim() == labelled_dim and int(dataset.y.max()) >= logits.shape[1]:
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
                          f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+    if logits.dim() == 4 and labelled_dim == 4:
+        _check_mask_size(dataset, tuple(logits.shape[2:]), role)
+
+
+def _check_mask_size(dataset, map_hw: tuple, role: str) -> None:
+    """Masks label pixels of the input or of the class map: at another size (a walkthrough's 32x32 crop of 64x64
+    canvases) they were stretched to the map and trained on as if they fit. At the input's size over a smaller
+    map, distillation's cross-entropy takes them down to it (nearest), which is said."""
+    mask_hw, input_hw = tuple(dataset.y.shape[1:]), tuple(dataset.sample_shape[-2:])
+    size = lambda hw: "x".join(map(str, hw))  # noqa: E731
+    if mask_hw == map_hw:
+        return
+    if mask_hw != input_hw:
+        raise InputError(f"data {dataset.source}: the masks 'y' are {size(mask_hw)}, but {role}'s class map is "
+                         f"{size(map_hw)} and its input {size(input_hw)}",
+                         hint="store masks (N, H, W) at the input's or the class map's size, one class index per pixel")
+    if role == "the model":  # once: a teacher's class map is checked against the same masks
+        log(f"data: the masks are {size(mask_hw)} (the input's size) and the class map {size(map_hw)}: distillation's "
+            "cross-entropy takes them to the map's size (nearest); the IoU on the masks needs them at the map's size, "
+            "so it is not computed")
 
 
 def _refuse_failure(model, example, layer: str, dataset, role: str) -> None:

@@ -257,3 +257,32 @@ def test_a_size_asked_for_says_how_many_images_it_resized():
     assert same == "images at 32x32, the size preprocess.size or --input-shape asks for"
     _, mixed = data._choose_size(Counter({(32, 32): 8, (64, 48): 2}), (32, 32))
     assert mixed.startswith("images resized to 32x32") and "2 of 10 had another size" in mixed
+
+
+def test_masks_at_neither_the_input_nor_the_class_maps_size_are_refused_before_any_work(capsys):
+    """A walkthrough's 32x32 masks for 64x64 canvases were stretched to the 64x64 class map and trained on."""
+    import torch.nn as nn
+
+    from edgecompress import inputs
+    from edgecompress.data import Dataset
+    from edgecompress.errors import InputError
+
+    class Seg(nn.Module):  # a class map at the input's size, or at half of it with stride 2
+        def __init__(self, stride=1):
+            super().__init__()
+            self.head = nn.Conv2d(3, 3, 3, stride, 1)
+
+        def forward(self, x):
+            return {"masks": self.head(x)}
+
+    x = np.zeros((4, 3, 16, 16), np.float32)
+    crop = Dataset(x=x, y=np.zeros((4, 8, 8), np.int64), source="bad_mask.npz")
+    with pytest.raises(InputError) as refused:
+        inputs.check_fit(Seg(), crop)
+    assert "the masks 'y' are 8x8, but the model's class map is 16x16 and its input 16x16" in str(refused.value)
+    assert "bad_mask.npz" in str(refused.value) and "input's or the class map's size" in refused.value.hint
+    inputs.check_fit(Seg(stride=2), crop)  # 8x8 is that model's class map: they fit
+    inputs.check_fit(Seg(), Dataset(x=x, y=np.zeros((4, 16, 16), np.int64), source="ok.npz"))
+    assert "distillation's cross-entropy takes them" not in capsys.readouterr().err
+    inputs.check_fit(Seg(stride=2), Dataset(x=x, y=np.zeros((4, 16, 16), np.int64), source="ok.npz"))
+    assert "the masks are 16x16 (the input's size) and the class map 8x8" in capsys.readouterr().err
