@@ -27,6 +27,20 @@ def read_manifest() -> dict:
     return manifest
 
 
+def as_one_sample(x, sample, arg):
+    """x as a batch of one `sample`-shaped input. A batch dimension in front is optional, and so is any of the
+    sample's size-1 dimensions (8x8 for a 1x8x8 input: the same numbers in the same order); any other shape is
+    refused, never reshaped: a 64x64x3 array holds as many numbers as a 3x64x64 input and reshaped it scrambles
+    the picture."""
+    if [d for d in x.shape if d != 1] == [d for d in sample if d != 1]:
+        return x.reshape([1] + list(sample))
+    hint = ""
+    if len(sample) == 3 and list(x.shape[-3:]) == [sample[1], sample[2], sample[0]]:
+        hint = "; it looks channels-last (H, W, C): save np.moveaxis(x, -1, -3) instead"
+    sys.exit("%s has shape %s; this model takes one sample of shape %s (a batch dimension in front is optional)%s"
+             % (arg, list(x.shape), list(sample), hint))
+
+
 def load_input(arg, manifest):
     if arg is None:
         return np.load(HERE / "parity.npz")["x"][:1]
@@ -38,10 +52,7 @@ def load_input(arg, manifest):
         sample = manifest["inputs"][0]["shape"][1:]
         if not all(isinstance(d, int) for d in sample):  # a size the model leaves open: take the array as given
             return x if x.ndim == len(sample) + 1 else x[None]
-        if x.size != int(np.prod(sample)):
-            sys.exit("%s has shape %s; this model takes one sample of shape %s (a batch dimension in front is "
-                     "optional)" % (arg, list(x.shape), sample))
-        return x.reshape([1] + sample)  # 8x8 for a 1x8x8 input: the same numbers
+        return as_one_sample(x, sample, arg)
     from PIL import Image
 
     pre = manifest["inputs"][0]["preprocessing"]

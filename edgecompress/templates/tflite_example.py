@@ -137,6 +137,11 @@ def load_input(arg, spec_in):
     n, h, w, c = spec_in["shape"] if len(spec_in["shape"]) == 4 else (None,) * 4
     if spec_in.get("layout") == "NHWC" and tuple(x.shape[1:]) == (c, h, w):
         x = x.transpose(0, 2, 3, 1)  # NCHW samples; the model takes channels last (no transpose inside it)
+    want = list(spec_in["shape"][1:])
+    if all(isinstance(d, int) for d in want) and list(x.shape[1:]) != want:
+        sys.exit("%s has shape %s; this model takes one sample of shape %s%s (a batch dimension in front is optional)"
+                 % (arg, list(x.shape), want, " or its NCHW twin %s" % [c, h, w] if spec_in.get("layout") == "NHWC"
+                    else ""))
     return x
 
 
