@@ -72,7 +72,8 @@ def prune_and_distill_(student, teacher, prof, train, example, work: Path, sourc
     held-out data auto judges PTQ's parity on)."""
     p, d = prof.prune, prof.distill
     ckpt_path = work / "checkpoint.pt"
-    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train)}
+    meta = {"model_sha256": source.sha256, "profile_sha256": _profile_hash(prof), "data_sha256": _data_hash(train),
+            "profile_settings": _trained_by(prof)}  # not compared: it names what changed where the hash differs
     resume = _resumed(ckpt_path, meta, student) if resume_run else None
     rounds = p.iterative_steps if p.structure == "channel" else 1
     qat_steps, qat_seconds = qat.budget_share(prof) if held is not None else (0, 0.0)
@@ -229,7 +230,7 @@ def _data_hash(train) -> str:
     return digest.hexdigest()
 
 
-def _profile_hash(prof) -> str:
+def _trained_by(prof) -> dict:
     """The settings a checkpoint's student depends on: how it was pruned and distilled. The later
     stages' (quantize, export, verify, bench) may change on --resume, so a run that failed a check
     after distillation continues with a loosened check instead of distilling again."""
@@ -238,7 +239,27 @@ def _profile_hash(prof) -> str:
         trained_by["distill"].pop(where, None)
     if prof.quantize.method != "ptq":  # QAT takes its share of the budget and trains with fake quantization
         trained_by["qat"] = [prof.quantize.method, prof.quantize.qat_fraction]
-    return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
+    return trained_by
+
+
+def _profile_hash(prof) -> str:
+    return hashlib.sha256(json.dumps(_trained_by(prof), sort_keys=True).encode()).hexdigest()
+
+
+def _changed_settings(before: Optional[dict], now: dict) -> dict:
+    """{'distill.steps': (1200, 500)} for each setting that differs, (the checkpoint's, this run's); a checkpoint
+    older than this record: {}."""
+    if not isinstance(before, dict):
+        return {}
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    old, new = flat(before), flat(now)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
 def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
@@ -249,11 +270,16 @@ def _load_checkpoint(path: Path, meta: dict, student) -> Optional[dict]:
         return None
     state = distill.load_checkpoint(path)
     for key, value in meta.items():
-        if state.get(key) != value:
+        if key != "profile_settings" and state.get(key) != value:
             what = {"model": "another model (or other weights)", "profile": "other prune or distill settings",
                     "data": "other data (or another --input-shape)"}[key.split("_")[0]]
+            changed = _changed_settings(state.get("profile_settings"), meta.get("profile_settings") or {})
+            same = ""
+            if key == "profile_sha256" and changed:  # a walkthrough shortened distill.steps and was told no key
+                what += " (" + ", ".join(f"{k} {a} there, {b} now" for k, (a, b) in changed.items()) + ")"
+                same = " (" + " ".join(f"--set {k}={a}" for k, (a, b) in changed.items() if a is not None) + ")"
             raise InputError(f"--resume: the checkpoint {path} was made with {what}",
-                             hint="pass the same model, data and settings as the interrupted run, or run with "
+                             hint=f"pass the same model, data and settings as the interrupted run{same}, or run with "
                                   "--force instead of --resume to start over")
     try:
         distill.restore_(student, state)

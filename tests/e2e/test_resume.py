@@ -36,6 +36,8 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(tmp_path, model_file, npz_d
     assert changed.returncode == 2 and "made with other prune or distill settings" in changed.stderr, \
         "another distillation recipe cannot resume"
     assert "--force instead of --resume" in changed.stderr
+    # the key that changed, both values, and the --set that resumes (a walkthrough was told no key)
+    assert "0.01 now)" in changed.stderr and "(distill.lr " in changed.stderr and "--set distill.lr=" in changed.stderr
     x2, y2 = make_data(seed=7)
     np.savez(tmp_path / "other.npz", x=x2, y=y2)
     other = [str(tmp_path / "other.npz") if a == str(npz_data) else a for a in args]
