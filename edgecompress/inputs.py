@@ -287,8 +287,13 @@ def _refuse_failure(model, example, layer: str, dataset, role: str) -> None:
         for h in hook:
             h.remove()
     if len(entered) <= 1 or layer == first:
-        raise InputError(f"data {dataset.source}: samples of shape {dataset.sample_shape} do not fit {role} "
-                         f"(it fails in layer '{layer}': {error})", hint="check the data's layout and --input-shape")
+        shape = dataset.sample_shape
+        hint = "check the data's layout and --input-shape"
+        if len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+            hint = (f"these samples look channels-last (H, W, C = {', '.join(map(str, shape))}): save "
+                    "x.transpose(0, 3, 1, 2), channels first, as PyTorch takes them")
+        raise InputError(f"data {dataset.source}: samples of shape {shape} do not fit {role} "
+                         f"(it fails in layer '{layer}': {error})", hint=hint)
     raise InputError(f"{role} fails by itself in layer '{layer}' on inputs of shape {dataset.sample_shape} "
                      f"({error}), after {len(entered) - 1} layers ran", hint=f"check that the model runs in PyTorch "
                      f"(model(torch.zeros(2, {', '.join(map(str, dataset.sample_shape))}))) and fix the layer; if it "

@@ -278,6 +278,9 @@ def _data_case(case, tmp_path):
     if case == "few samples of the wrong shape":  # the shape is the first thing to hear about
         return (_npz(tmp_path, "fewbad.npz", x=np.zeros((20, 3, 8, 8), np.float32), y=y[:20]), [],
                 ["fewbad.npz", "(3, 8, 8)", "do not fit the model"])
+    if case == "channels-last images":  # N, H, W, C as image libraries give them: said so, with the transpose
+        return (_npz(tmp_path, "nhwc.npz", x=np.zeros((200, 8, 8, 3), np.float32), y=y), [],
+                ["nhwc.npz", "(8, 8, 3)", "look channels-last (H, W, C = 8, 8, 3)", "x.transpose(0, 3, 1, 2)"])
     if case == "path missing":
         return tmp_path / "absent.npz", [], ["absent.npz", "does not exist"]
     if case == "not an npz":
@@ -289,7 +292,8 @@ def _data_case(case, tmp_path):
 
 DATA_CASES = ["no x", "integer x", "y wrong shape", "shape disagrees with --input-shape", "--input-shape without the batch",
               "--input-shape of the image only",
-              "too few for calibration", "few samples of the wrong shape", "path missing", "not an npz"]
+              "too few for calibration", "few samples of the wrong shape", "channels-last images", "path missing",
+              "not an npz"]
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
