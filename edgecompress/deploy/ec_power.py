@@ -19,6 +19,8 @@ import subprocess
 
 from ec_state import nvml_throttle_reasons, read_int, read_text
 
+NVIDIA_DRIVER = "/proc/driver/nvidia"  # present where the NVIDIA kernel driver is loaded
+
 # Input rails: the whole module's power. Sub-rails are never added to them (jetson-stats issue 51).
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 # Used where a sensor's refresh period cannot be read: a longer guess only lengthens the minimum window.
@@ -345,6 +347,9 @@ class Nvml(Source):
 
     def available(self):
         if importlib.util.find_spec("pynvml") is None:
+            if not os.path.exists(NVIDIA_DRIVER) and not glob.glob("/dev/nvidia[0-9]*"):
+                # no GPU to read: an install of nvidia-ml-py would only move the reason to NVML's own error
+                return False, "no NVIDIA GPU driver here (no %s, no /dev/nvidia*)" % NVIDIA_DRIVER
             return False, "pynvml not importable (pip install nvidia-ml-py)"
         try:
             self._connect()
