@@ -43,3 +43,18 @@ def test_tflite_example_refuses_a_shape_its_model_does_not_take(tmp_path):
     with pytest.raises(SystemExit) as refused:
         example.load_input(str(tmp_path / "wrong.npy"), spec)
     assert "wrong.npy has shape [1, 5, 4, 3]" in str(refused.value) and "NCHW twin [3, 4, 5]" in str(refused.value)
+
+
+def test_a_segmenters_example_names_its_classes_from_the_labels(tmp_path, capsys, monkeypatch):
+    """A walkthrough's segmenter example printed 'class   2    7.6% of the pixels' beside its labels.txt."""
+    example = _template("onnx_example")
+    monkeypatch.chdir(tmp_path)  # mask.png is written to the working folder
+    logits = np.zeros((1, 3, 4, 4), np.float32)
+    logits[0, 0] = 1.0
+    logits[0, 2, :2, :2] = 2.0  # a quarter of the pixels are class 2
+    manifest = {"task": "segmentation", "outputs": [{"name": "masks"}], "labels": ["background", "rectangle", "disc"]}
+    example.describe([logits], manifest)
+    out = capsys.readouterr().out
+    assert "class   0 background   75.0% of the pixels" in out and "class   2 disc   25.0% of the pixels" in out
+    example.describe([logits], dict(manifest, labels=None))
+    assert "class   2   25.0% of the pixels" in capsys.readouterr().out  # no names: the index alone
