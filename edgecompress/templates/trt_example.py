@@ -64,8 +64,10 @@ def describe(outputs, manifest, other=None):
     if task == "segmentation":
         classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)
         values, counts = np.unique(classes, return_counts=True)
+        labels = manifest.get("labels") or []  # the data's class names (labels.txt), where it had them
         for v, c in zip(values, counts):
-            print(f"class {int(v):>3}  {c / classes.size:6.1%} of the pixels")
+            named = f" {labels[int(v)]}" if int(v) < len(labels) else ""
+            print(f"class {int(v):>3}{named}  {c / classes.size:6.1%} of the pixels")
         n_classes = first.shape[-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0]
         level = 255 // max(1, n_classes - 1)  # class k drawn at grey level k * level, so the mask can be seen
         write_png("mask.png", (classes * level).astype(np.uint8))
