@@ -242,8 +242,9 @@ def check_fit(model, dataset, role: str = "the model") -> None:
         data_mod.check_label_names(dataset, logits.shape[1], role)
     labelled_dim = None if dataset.y is None else (4 if dataset.y.ndim == 3 else 2)  # masks label a map's pixels
     if logits.dim() == labelled_dim and int(dataset.y.max()) >= logits.shape[1]:
+        what = "classes (its class map's channels)" if labelled_dim == 4 else "outputs"
         raise InputError(f"data {dataset.source}: 'y' has class index {int(dataset.y.max())} but {role} has "
-                         f"{logits.shape[1]} outputs", hint="labels must be 0 .. outputs-1")
+                         f"{logits.shape[1]} {what}", hint=f"labels must be 0 .. {logits.shape[1] - 1}")
     if logits.dim() == 4 and labelled_dim == 4:
         _check_mask_size(dataset, tuple(logits.shape[2:]), role)
 

@@ -36,7 +36,8 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
                          + (_int8_note(lat) or _slower_note(lat, measured, _host_kernels(run.prof.runtime))),
         # every warning that applies, one per line (the first alone hid a lost neighbour behind a mean cosine's)
         accuracy_note="\n".join(note for note in (
-            collapse_warning(deployed.parity, run.dataset.labels), chance_warning(accuracy, c, deployed.parity),
+            collapse_warning(deployed.parity, run.dataset.labels,
+                             masks=run.dataset.y is not None and run.dataset.y.ndim == 3), chance_warning(accuracy, c, deployed.parity),
             same_vector_warning(deployed.parity),
             accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                              distilled=bool(c.distillation and c.distillation.steps)),
@@ -152,14 +153,16 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
 BOX_RECALL_TRUSTED = 0.95  # a detector whose decoded boxes match the original's this well kept its answer
 
 
-_MEND_SEGMENTER = ("distill longer (--set distill.steps=N), with masks in the data (y) if you have them, or prune less "
-                   "(--set prune.ratio=R)")
+def _mend_segmenter(masks: bool) -> str:
+    return ("distill longer (--set distill.steps=N), " + ("" if masks else "with masks in the data (y) if you have "
+            "them, ") + "or prune less (--set prune.ratio=R)")
 
 
-def collapse_warning(parity, names: Optional[List[str]] = None) -> Optional[str]:
+def collapse_warning(parity, names: Optional[List[str]] = None, masks: bool = False) -> Optional[str]:
     """A segmenter that answers one class for every pixel while the original used several, or that never gives
     one of the original's classes: its pixel agreement is the other classes' share, which reads well (93.6% with
-    one class of three lost); say what happened. names: the data's class names, in class order."""
+    one class of three lost); say what happened. names: the data's class names, in class order; masks: the data
+    has masks (the advice to add them is then left out)."""
     d = (parity.task_details or {}) if parity is not None and parity.task_metric == "pixel_agreement" else {}
     mine, theirs, lost = d.get("classes_predicted"), d.get("original_classes_predicted"), d.get("classes_lost") or []
     if not theirs or theirs < 2 or not (mine == 1 or lost):
@@ -167,12 +170,12 @@ def collapse_warning(parity, names: Optional[List[str]] = None) -> Optional[str]
     if mine == 1:
         return (f"warning: the deployed model gives every pixel of the {parity.samples} held-out samples one class, "
                 f"where the original uses {theirs}: its pixel agreement ({parity.original_task_agreement:.2%}) is the "
-                f"share of that class's pixels, not a kept answer; {_MEND_SEGMENTER}")
+                f"share of that class's pixels, not a kept answer; {_mend_segmenter(masks)}")
     said = ", ".join(f"{_class_name(k['class'], names)} ({k['original_pixel_share']:.1%} of the original's pixels)"
                      for k in lost)
     return (f"warning: the deployed model never gives class{'es' if len(lost) > 1 else ''} {said} to any pixel of the "
             f"{parity.samples} held-out samples, which the original does: its pixel agreement "
-            f"({parity.original_task_agreement:.2%}) hides {'them' if len(lost) > 1 else 'it'}; {_MEND_SEGMENTER}")
+            f"({parity.original_task_agreement:.2%}) hides {'them' if len(lost) > 1 else 'it'}; {_mend_segmenter(masks)}")
 
 
 def _class_name(k: int, names: Optional[List[str]]) -> str:

@@ -479,6 +479,7 @@ class DecisionMargins:
     largest_move_median: float  # per sample: the most any score moved (|candidate - reference|), median
     close_calls: int  # samples whose gap is under twice that move: a rounding can swap their top two
     samples: int
+    probability_gap_median: float = 0.0  # the same gap between the reference's softmax probabilities, median
 
     def to_dict(self) -> dict:
         return _dict(self)
@@ -496,8 +497,11 @@ def decision_margins(candidate: np.ndarray, reference: np.ndarray) -> DecisionMa
     top2 = np.sort(r, axis=1)[:, -2:]
     gap = top2[:, 1] - top2[:, 0]
     moved = np.nan_to_num(np.abs(c - r), nan=np.inf).max(axis=1)
+    p = np.exp(r - r.max(axis=1, keepdims=True))
+    p_top2 = np.sort(p / p.sum(axis=1, keepdims=True), axis=1)[:, -2:]
     return DecisionMargins(top2_gap_median=float(np.median(gap)), largest_move_median=float(np.median(moved)),
-                           close_calls=int((gap < 2 * moved).sum()), samples=int(r.shape[0]))
+                           close_calls=int((gap < 2 * moved).sum()), samples=int(r.shape[0]),
+                           probability_gap_median=float(np.median(p_top2[:, 1] - p_top2[:, 0])))
 
 
 # --- embedding ------------------------------------------------------------------------------------

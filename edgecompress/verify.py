@@ -89,22 +89,27 @@ def _classes_lost(candidate: np.ndarray, original: np.ndarray) -> List[dict]:
 
 
 def _margins_row(m: dict) -> str:
-    return (f"  close calls      {m['close_calls']} of {m['samples']}: the reference's top two scores nearer than "
+    return (f"  close calls      {m['close_calls']} of {m['samples']}: the reference's top two raw scores nearer than "
             f"twice the most this model moved the sample's scores (median gap {m['top2_gap_median']:.3g}, median "
-            f"largest move {m['largest_move_median']:.3g})")
+            f"largest move {m['largest_move_median']:.3g}, both in raw scores)")
 
 
 def _close_call_hint(report: Parity) -> str:
     """Where most decisions were close calls, the disagreement is the model's, not the compression's: an
     untrained classifier (random weights, a factory that does not load its checkpoint) is the usual cause."""
+    from .summary import NEAR_TIE_MARGIN  # the summary's test of the original's near ties, here on the reference
+
     m = (report.task_details or {}).get("margins") or {}
-    if report.top1_agreement is None or not m.get("samples") or m["close_calls"] < m["samples"] / 2:
+    if report.top1_agreement is None or not m.get("samples"):
         return ""
-    return (f"{m['close_calls']} of {m['samples']} samples were close calls (the reference's top two scores "
-            f"{m['top2_gap_median']:.3g} apart at the median), which more calibration data does not mend: is the model "
-            "trained, with its weights loaded (--weights, or by your factory)? A trained classifier is seldom that "
-            "unsure; at random weights top-1 agreement means little, and --set verify.min_top1_agreement=0 lets the "
-            "run through")
+    ties = m.get("probability_gap_median", 1.0) < NEAR_TIE_MARGIN
+    if m["close_calls"] < m["samples"] / 2 and not ties:
+        return ""
+    return (f"the reference is unsure of its decisions ({m['close_calls']} of {m['samples']} samples close calls; its "
+            f"two likeliest classes {m.get('probability_gap_median', 0.0):.3g} apart in probability at the median), "
+            "which more calibration data does not mend: is the model trained, with its weights loaded (--weights, "
+            "or by your factory)? A trained classifier is seldom that unsure; at random weights top-1 agreement means "
+            "little, and --set verify.min_top1_agreement=0 lets the run through")
 
 
 def _worst_r2(report: Parity) -> str:

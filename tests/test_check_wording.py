@@ -110,3 +110,26 @@ def test_an_untrained_classifiers_failing_check_says_its_decisions_were_close_ca
     assert report.task_details["margins"]["close_calls"] == 0 and report.top1_agreement == 1.0
     assert "close calls" not in report.table()
     verify.check(report, True, Verify())
+
+
+def test_a_failing_check_on_a_reference_of_near_ties_asks_whether_the_model_is_trained():
+    """A walkthrough's untrained 10-class classifier failed its INT8 check (forced tighter) with 4 of 60 close
+    calls, under half, and got only 'use more calibration data': its softmax near ties (median gap 0.004 in
+    probability, what the summary calls random weights) say the same thing and now give the same hint."""
+    import pytest
+
+    from edgecompress import verify
+    from edgecompress.errors import ToleranceError
+    from edgecompress.profile import Verify
+
+    rng = np.random.default_rng(1)
+    near_ties = rng.normal(0, 0.01, (60, 10)).astype(np.float32)  # probabilities about 0.1 each, 0.002 apart
+    moved = near_ties.copy()
+    moved[:4] = near_ties[:4][:, ::-1]  # four decisions flip; the others stay exact
+    report = verify.compare("deployed int8 model vs the FP32 student", [moved], [near_ties], ["logits"], None)
+    m = report.task_details["margins"]
+    assert m["close_calls"] < 30 and m["probability_gap_median"] < 0.01
+    with pytest.raises(ToleranceError) as failed:
+        verify.check(report, True, Verify(min_top1_agreement=0.99))
+    assert "the reference is unsure of its decisions" in failed.value.hint and "calibration data" in failed.value.hint
+    assert "apart in probability" in failed.value.hint and "raw scores" in report.table()

@@ -286,3 +286,7 @@ def test_masks_at_neither_the_input_nor_the_class_maps_size_are_refused_before_a
     assert "distillation's cross-entropy takes them" not in capsys.readouterr().err
     inputs.check_fit(Seg(stride=2), Dataset(x=x, y=np.zeros((4, 16, 16), np.int64), source="ok.npz"))
     assert "the masks are 16x16 (the input's size) and the class map 8x8" in capsys.readouterr().err
+    with pytest.raises(InputError) as refused:  # a class index beyond the map's channels: classes, not 'outputs'
+        inputs.check_fit(Seg(), Dataset(x=x, y=np.full((4, 16, 16), 5, np.int64), source="big.npz"))
+    assert "'y' has class index 5 but the model has 3 classes (its class map's channels)" in str(refused.value)
+    assert refused.value.hint == "labels must be 0 .. 2"

@@ -251,5 +251,7 @@ def test_a_segmenter_that_lost_one_class_of_several_is_said_so_by_name():
     assert said.startswith("warning: the deployed model never gives class 1 'rectangle' (6.2% of the original's")
     assert "93.75%" in said and "distill longer" in said
     assert "class 1 (6.2%" in summary.collapse_warning(parity)  # no names: the index
+    assert "with masks in the data (y) if you have them" in said  # none were given: the advice stands
+    assert "with masks in the data" not in summary.collapse_warning(parity, masks=True)  # given: left out
     kept = verify.compare("deployed", [original], [original], ["masks"], None, original=[original], task="segmentation")
     assert kept.task_details["classes_lost"] == [] and summary.collapse_warning(kept) is None
