@@ -38,7 +38,7 @@ def build(run, compressed, deployed, measurement, accuracy: Accuracy, budget: Op
         accuracy_note="\n".join(note for note in (
             collapse_warning(deployed.parity, run.dataset.labels,
                              masks=run.dataset.y is not None and run.dataset.y.ndim == 3), chance_warning(accuracy, c, deployed.parity),
-            same_vector_warning(deployed.parity),
+            same_vector_warning(deployed.parity), untrained_segmenter_warning(deployed.parity, run.dataset.labels),
             accuracy_warning(accuracy, run.prof.quantize.precision != "fp32", user_figures,
                              distilled=bool(c.distillation and c.distillation.steps)),
             neighbour_warning(deployed.parity), no_anchor_warning(deployed.parity)) if note) or None,
@@ -176,6 +176,20 @@ def collapse_warning(parity, names: Optional[List[str]] = None, masks: bool = Fa
     return (f"warning: the deployed model never gives class{'es' if len(lost) > 1 else ''} {said} to any pixel of the "
             f"{parity.samples} held-out samples, which the original does: its pixel agreement "
             f"({parity.original_task_agreement:.2%}) hides {'them' if len(lost) > 1 else 'it'}; {_mend_segmenter(masks)}")
+
+
+def untrained_segmenter_warning(parity, names: Optional[List[str]] = None) -> Optional[str]:
+    """A segmenter whose original scores no better on the masks than calling every pixel their most common class:
+    the agreement with it (and the IoU against it) says nothing of what compression kept (the README's own
+    random-weight example: 0.0133 on the masks)."""
+    d = (parity.task_details or {}) if parity is not None and parity.task_metric == "pixel_agreement" else {}
+    mine, floor = d.get("original_mean_iou_labels"), d.get("majority_class_labels")
+    if mine is None or not floor or mine > floor["mean_iou"]:
+        return None
+    return (f"warning: the original scores mean IoU {mine:.4f} on the masks of the {parity.samples} held-out samples, "
+            f"no better than calling every pixel class {_class_name(floor['class'], names)} ({floor['mean_iou']:.4f}):"
+            " the agreement with it says nothing of what compression kept. Deploy the trained model (--weights), "
+            "with masks in its class order")
 
 
 def _class_name(k: int, names: Optional[List[str]]) -> str:

@@ -354,6 +354,7 @@ def compare(what: str, candidate: List[np.ndarray], reference: List[np.ndarray],
 
                 report.task_details["original_mean_iou_labels"] = task_metrics.segmentation(
                     original[0], original[0], y).mean_iou_labels
+                report.task_details["majority_class_labels"] = task_metrics.majority_mean_iou(y, original[0].shape[1])
         if task == "detection" and original is not None and report.task_details is not None:
             # the summary speaks of the original's anchors, which may differ from the FP32 student's
             against_original = _anchor_parity(candidate, original, score_threshold)[0]

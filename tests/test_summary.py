@@ -255,3 +255,29 @@ def test_a_segmenter_that_lost_one_class_of_several_is_said_so_by_name():
     assert "with masks in the data" not in summary.collapse_warning(parity, masks=True)  # given: left out
     kept = verify.compare("deployed", [original], [original], ["masks"], None, original=[original], task="segmentation")
     assert kept.task_details["classes_lost"] == [] and summary.collapse_warning(kept) is None
+
+
+def test_a_segmenter_whose_original_scores_no_better_than_one_class_on_the_masks_is_warned_of():
+    """The README's random-weight segmenter scored mean IoU 0.0133 on the masks, and nothing said its original
+    had learned nothing (all background would score 0.30 there)."""
+    import numpy as np
+
+    from edgecompress import summary, verify
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 8, 8), np.int64)
+    masks[:, 2:4, 2:4] = 1
+    masks[:, 5:7, 5:7] = 2
+    random_original = rng.normal(0, 1, (6, 3, 8, 8)).astype(np.float32)  # no segmenter
+    parity = verify.compare("deployed", [random_original], [random_original], ["masks"], masks,
+                            original=[random_original], task="segmentation")
+    floor = parity.task_details["majority_class_labels"]
+    assert floor["class"] == 0 and abs(floor["mean_iou"] - (56 / 64) / 3) < 1e-9  # background's IoU, the others 0
+    said = summary.untrained_segmenter_warning(parity, ["background", "square", "disc"])
+    assert said.startswith("warning: the original scores mean IoU ") and "class 0 'background'" in said
+    assert "--weights" in said
+    trained = np.zeros((6, 3, 8, 8), np.float32)
+    for k in range(3):
+        trained[:, k][masks == k] = 5.0  # the masks exactly
+    kept = verify.compare("deployed", [trained], [trained], ["masks"], masks, original=[trained], task="segmentation")
+    assert kept.task_details["original_mean_iou_labels"] == 1.0 and summary.untrained_segmenter_warning(kept) is None
