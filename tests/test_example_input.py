@@ -55,6 +55,8 @@ def test_a_segmenters_example_names_its_classes_from_the_labels(tmp_path, capsys
     manifest = {"task": "segmentation", "outputs": [{"name": "masks"}], "labels": ["background", "rectangle", "disc"]}
     example.describe([logits], manifest)
     out = capsys.readouterr().out
-    assert "class   0 background   75.0% of the pixels" in out and "class   2 disc   25.0% of the pixels" in out
+    assert "class   0 background   75.0% of the pixels" in out and "class   2 disc         25.0% of the pixels" in out
+    shares = [line.index("%") for line in out.splitlines() if line.startswith("class")]
+    assert len(shares) == 2 and len(set(shares)) == 1  # names of different lengths, the shares lined up
     example.describe([logits], dict(manifest, labels=None))
     assert "class   2   25.0% of the pixels" in capsys.readouterr().out  # no names: the index alone

@@ -44,6 +44,12 @@
         return Bitmap.createBitmap(colours, mask.width, mask.height, Bitmap.Config.ARGB_8888)
     }
 
-    /** What example.py prints for the same input: each class's share of the pixels. */
-    fun describe(input: FloatArray): List<String> =
-        classAreas(segment(input)).map { (c, share) -> fmt("class %3d  %5.1f%% of the pixels", c, 100 * share) }
+    /** What example.py prints for the same input: each class's share of the pixels, named from labels.txt
+     *  where the bundle has one (padded to the longest name, so that the shares line up). */
+    fun describe(input: FloatArray): List<String> {
+        val nameWidth = labels.fold(0) { m, label -> maxOf(m, label.length) }
+        return classAreas(segment(input)).map { (c, share) ->
+            val named = if (labels.isEmpty()) "" else " " + labels.getOrElse(c) { "" }.padEnd(nameWidth)
+            fmt("class %3d%s  %5.1f%% of the pixels", c, named, 100 * share)
+        }
+    }

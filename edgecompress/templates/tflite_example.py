@@ -76,8 +76,11 @@ def describe(outputs, manifest, other=None):
         classes = first.argmax(-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0)
         values, counts = np.unique(classes, return_counts=True)
         labels = manifest.get("labels") or []  # the data's class names (labels.txt), where it had them
+        name_width = max((len(label) for label in labels), default=0)
         for v, c in zip(values, counts):
-            named = f" {labels[int(v)]}" if int(v) < len(labels) else ""
+            # padded to the longest name, so that the shares line up
+            name = labels[int(v)] if int(v) < len(labels) else ""
+            named = f" {name:<{name_width}}" if labels else ""
             print(f"class {int(v):>3}{named}  {c / classes.size:6.1%} of the pixels")
         n_classes = first.shape[-1 if manifest["outputs"][0].get("layout") == "NHWC" else 0]
         level = 255 // max(1, n_classes - 1)  # class k drawn at grey level k * level, so the mask can be seen

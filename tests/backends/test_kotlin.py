@@ -371,6 +371,9 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     for position, i in enumerate(order):
         (tmp_path / f"out_{position}.bin").write_bytes(raw[i])
     (tmp_path / "model.tflite").write_bytes(b"\0\0\0\0TFL3")
+    if task == "segmentation":  # the data's class names, as the bundle's labels.txt and manifest carry them
+        m["labels"] = ["background", "rectangle", "disc"]
+        (tmp_path / "labels.txt").write_text("\n".join(m["labels"]) + "\n")
     x = rng.normal(0, 1, INPUT["shape"]).astype(np.float32)
     (tmp_path / "input.bin").write_bytes(x.astype("<f4").tobytes())
     (tmp_path / "input_bytes.txt").write_text(str(x.size))
@@ -380,6 +383,8 @@ def test_the_compiled_runner_prints_what_example_py_prints_for_the_same_output_b
     lines = done.stdout.splitlines()
     if task == "segmentation":
         assert lines.pop() == "bitmap 32x32"
+        assert {line.split()[2] for line in lines} == set(m["labels"])  # by name, as example.py prints them
+        assert len({line.index("%") for line in lines}) == 1  # lined up
     if task == "regression":
         assert lines.pop() == "predict output_0 output_1"
     if task == "embedding":  # the stand-in answers every input alike: two inputs' similarity is 1 here
