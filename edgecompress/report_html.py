@@ -201,17 +201,30 @@ def _checks(m: dict) -> str:
     head = (f"<h2>Accuracy and checks</h2><p>{escape(name)} on {acc.get('samples')} held-out samples: "
             f"original {fig(acc.get('teacher'))}, compressed FP32 {fig(acc.get('student_fp32'))}, deployed "
             f"{fig(acc.get('student'))}.</p>")
-    rows = []
-    for check in m["metrics"].get("parity") or []:
+    rows, checks = [], m["metrics"].get("parity") or []
+    labelled = any(check.get("accuracy") is not None for check in checks)
+    for check in checks:
         diffs = ", ".join(f"{o['name']} {o['max_abs_diff']:.3g}" for o in check.get("outputs", []))
         tol = ", ".join(f"{k} {v}" for k, v in (check.get("tolerance") or {}).items())
-        rows.append((check["what"], check.get("samples"), diffs, report._fmt_pct(check.get("top1_agreement")),
-                     report._fmt_pct(check.get("accuracy")), tol))
+        row = (check["what"], check.get("samples"), diffs, _check_figure(check), tol)
+        rows.append(row[:4] + (report._fmt_pct(check.get("accuracy")),) + row[4:] if labelled else row)
     exact = m["metrics"].get("parity_exact_int8")
     note = ("<p class=note>INT8 products were computed exactly, as the target computes them.</p>" if exact else "")
     note += ("<p class=note>Checks that name a file the bundle does not hold (original.onnx, the FP32 student) "
              "checked an intermediate file of the build, which is not shipped.</p>")
-    return head + _rows(rows, ("check", "samples", "max abs diff", "top-1 agreement", "accuracy", "tolerance")) + note
+    columns = ("check", "samples", "max abs diff", "agreement", "accuracy", "tolerance")
+    return head + _rows(rows, columns if labelled else columns[:4] + columns[5:]) + note
+
+
+def _check_figure(check: dict) -> str:
+    """The figure the check was judged by, named: top-1 agreement for a classifier, the task's own else
+    (a segmenter's pixel agreement, an embedding's cosine); "-" for an FP32 file held to max |diff| alone."""
+    if check.get("task_metric") is not None:
+        metric, value = check["task_metric"], check.get("task_agreement")
+    else:
+        metric, value = "top1_agreement", check.get("top1_agreement")
+    words = "top-1 agreement" if metric == "top1_agreement" else metric_words(metric)
+    return "-" if value is None else f"{words} {report.figure_text(metric, value, 2, ' ')}"
 
 
 def _compression(m: dict) -> str:

@@ -115,3 +115,25 @@ def test_an_r2_figure_is_a_number_and_the_qat_record_is_rows_in_words():
     page = report_html.page(m, s)
     assert "deployed 0.6068" in page and "60.68" not in page
     assert "{'setting'" not in page and "<td>QAT steps</td><td>30</td>" in page and "99.00 %" in page
+
+
+def test_the_checks_table_shows_each_checks_own_figure_and_an_accuracy_column_only_where_there_are_labels():
+    """A segmenter's checks read '-' under 'top-1 agreement' and 'accuracy': the figure it was judged by
+    (pixel agreement) was nowhere in the table."""
+    from edgecompress import report_html
+
+    out = [{"name": "masks", "max_abs_diff": 0.25, "mean_abs_diff": 0.01}]
+    seg = {"metrics": {"accuracy": {"metric": "pixel_agreement", "teacher": 1.0, "student": 0.97, "samples": 8},
+                       "parity": [{"what": "INT8 vs FP32 student", "samples": 8, "outputs": out,
+                                   "task_metric": "pixel_agreement", "task_agreement": 0.9712,
+                                   "tolerance": {"min_pixel_agreement": 0.9}},
+                                  {"what": "ONNX vs PyTorch", "samples": 8, "outputs": out,
+                                   "tolerance": {"max_abs_diff": 0.001}}]}}
+    html = report_html._checks(seg)
+    assert "pixel agreement 97.12 %" in html and "top-1" not in html
+    assert "<th>accuracy</th>" not in html  # no labels: no column of dashes
+    cls = {"metrics": {"accuracy": {"metric": "accuracy", "teacher": 0.9, "student": 0.88, "samples": 8},
+                       "parity": [{"what": "INT8 vs FP32 student", "samples": 8, "outputs": out,
+                                   "top1_agreement": 0.975, "accuracy": 0.875}]}}
+    html = report_html._checks(cls)
+    assert "top-1 agreement 97.50 %" in html and "<th>accuracy</th>" in html and "87.50 %" in html
