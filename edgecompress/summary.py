@@ -352,10 +352,11 @@ def _host_kernels(runtime: str) -> str:
     return backends.get(runtime).host_kernels
 
 
-def _slower_note(lat: dict, measured: dict, kernels: str = "this host's CPU and runtime build are not the target's") -> str:
+def _slower_note(lat: dict, measured: dict, kernels: str) -> str:
     """The deployed model timed slower than the original, said with where that was measured (a walkthrough's
     Android bundle: 0.017 -> 0.047 ms on the x86 build host, '2.77x slower' without a word). The FP32 student
-    is offered only where it was timed faster than the original (a walkthrough's tiny MLP: it was slower still)."""
+    is offered only where it was timed faster than the original (a walkthrough's tiny MLP: it was slower still).
+    `kernels`: the runtime's own words for why host timings differ (Backend.host_kernels)."""
     before, after = (lat.get("original") or {}).get("p50"), (lat.get("compressed") or {}).get("p50")
     if not before or not after or after <= before * 1.05:
         return ""
