@@ -120,7 +120,7 @@ def test_jetson_deploy_builds_the_engine_on_the_device_and_bundles_it(inventory,
     assert code == 0, err
     folder = tmp_path / "dist" / "net-jetson-orin-nano"
     m = json.loads((folder / "manifest.json").read_text())
-    assert {"model.onnx", "model.engine", "model.engine.json", "trt_example.py", "device/ec_trt.py"} <= set(m["files"])
+    assert {"model.onnx", "model.engine", "model.engine.json", "trt_example.py", "example_tasks.py", "device/ec_trt.py"} <= set(m["files"])
     assert m["engine"]["status"] == "built on device lab-a" and m["engine"]["tensorrt_version"] is None
     built = json.loads((folder / "model.engine.json").read_text())
     assert built["build_options"]["precision"] == "fp16" and built["trtexec_device"]

@@ -1,32 +1,48 @@
-"""The bundle example programs that ship alone keep copies of example.py's describe() and write_png():
-tflite_example.py (a phone-side or desktop LiteRT run) must print what onnx_example.py prints for the same
-outputs. (trt_example.py's twin test is in tests/device/test_trt_outputs.py.)"""
+"""The bundle's example programs (example.py from onnx_example.py or tflite_example.py, and a Jetson
+bundle's trt_example.py) once each kept a copy of describe() and write_png(), and a change made to one
+was left out of another (a segmenter's class names). They now import the one in example_tasks.py,
+which every bundle ships beside them."""
 import ast
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "edgecompress" / "templates"
+SHARED = ("describe", "write_png", "read_manifest", "image_input", "print_top_classes")
+PROGRAMS = ("onnx_example.py", "tflite_example.py", "trt_example.py")
 
 
-def _bodies(path: Path) -> dict:
-    """describe() and write_png() as ASTs, bar docstrings and a local numpy import."""
-    found = {}
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.FunctionDef) and node.name in ("describe", "write_png"):
-            kept = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-                    and not (isinstance(s, ast.Import) and [a.name for a in s.names] == ["numpy"])]
-            found[node.name] = [ast.dump(s) for s in kept]
-    return found
+def _functions(path: Path) -> set:
+    return {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
 
 
-def test_tflite_examples_describe_is_example_pys_twin():
-    example, tflite = _bodies(TEMPLATES / "onnx_example.py"), _bodies(TEMPLATES / "tflite_example.py")
-    assert set(tflite) == {"describe", "write_png"}
-    assert tflite == example, "tflite_example.py's describe()/write_png() differ from onnx_example.py's: copy them over"
+def _imported(path: Path) -> set:
+    return {a.name for n in ast.parse(path.read_text()).body
+            if isinstance(n, ast.ImportFrom) and n.module == "example_tasks" for a in n.names}
 
 
-def test_the_twin_check_sees_a_changed_line(tmp_path):
-    """The comparison is not vacuous: one changed print in describe() is a difference."""
+def test_the_shared_code_has_one_home_and_no_example_program_keeps_a_copy():
+    assert set(SHARED) <= _functions(TEMPLATES / "example_tasks.py")
+    for name in PROGRAMS:
+        assert not _functions(TEMPLATES / name) & set(SHARED), f"{name} defines its own copy"
+        assert {"describe", "read_manifest", "print_top_classes"} <= _imported(TEMPLATES / name), name
+
+
+def test_the_check_sees_a_copy_put_back(tmp_path):
+    """Not vacuous: a program that defines describe() again is caught."""
     text = (TEMPLATES / "tflite_example.py").read_text()
-    changed = tmp_path / "tflite_example.py"
-    changed.write_text(text.replace("print(", "print('x', ", 1))
-    assert _bodies(changed) != _bodies(TEMPLATES / "onnx_example.py")
+    copied = tmp_path / "tflite_example.py"
+    copied.write_text(text + "\n\ndef describe(outputs, manifest, other=None):\n    pass\n")
+    assert _functions(copied) & set(SHARED) == {"describe"}
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "litert", "tensorrt"])
+def test_every_runtimes_bundle_ships_example_tasks_beside_its_example_programs(runtime, tmp_path):
+    from edgecompress import backends
+
+    deployed = SimpleNamespace(model=tmp_path / "model", extra_files={})
+    files = backends.get(runtime).bundle_files(deployed, tmp_path)
+    assert files["example_tasks.py"] == TEMPLATES / "example_tasks.py" and files["example_tasks.py"].is_file()
+    programs = [name for name in files if name in ("example.py", "trt_example.py")]
+    assert programs and all(_imported(files[name]) for name in programs)

@@ -26,7 +26,8 @@ class Defaults:
     def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
         from ..bundle import EXAMPLES
 
-        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example}
+        return {self.model_file: deployed.model, "example.py": EXAMPLES / self.example,
+                "example_tasks.py": EXAMPLES / "example_tasks.py"}  # what every example program shares
 
     def bundle_texts(self, manifest: dict) -> Dict[str, str]:
         return {}

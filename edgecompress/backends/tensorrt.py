@@ -238,8 +238,8 @@ class TensorRT(common.Defaults):
     def bundle_files(self, deployed, work: Path) -> Dict[str, Path]:
         from ..bundle import EXAMPLES
 
-        files = {self.model_file: deployed.model, "example.py": EXAMPLES / self.example, **deployed.extra_files,
-                 **fetched_files(work), "trt_example.py": EXAMPLES / "trt_example.py"}
+        files = {**super().bundle_files(deployed, work), **deployed.extra_files, **fetched_files(work),
+                 "trt_example.py": EXAMPLES / "trt_example.py"}
         files.update({f"device/{name}": EXAMPLES.parent / "deploy" / name for name in DEVICE_FILES})
         return files
 

@@ -87,7 +87,7 @@ def test_convert_without_a_device_ships_the_onnx_and_times_it_as_a_stand_in(comp
                                                                        "compressed": "onnxruntime"}
     assert sorted(deployed.extra_files) == ["calibration.npy", "model.onnx", "model_qdq.onnx"]
     files = backend.bundle_files(deployed, run.work)
-    assert {"model.onnx", "example.py", "trt_example.py", "device/ec_trt.py", "calibration.npy"} <= set(files)
+    assert {"model.onnx", "example.py", "trt_example.py", "example_tasks.py", "device/ec_trt.py", "calibration.npy"} <= set(files)
     assert backend.manifest_sections(deployed, None, run.work)["engine"]["build_settings"]["onnx"] == "model.onnx"
     assert backend.runtime_section(deployed, None) == {
         "name": "tensorrt", "version": None,

@@ -314,6 +314,7 @@ def _tiny_bundle(folder: Path, task: str) -> Path:
     templates = DEPLOY.parent / "templates"
     shutil.copy(templates / "onnx_example.py", folder / "example.py")
     shutil.copy(templates / "trt_example.py", folder / "trt_example.py")
+    shutil.copy(templates / "example_tasks.py", folder / "example_tasks.py")
     (folder / "device").mkdir()
     for name in DEVICE_FILES:
         shutil.copy(DEPLOY / name, folder / "device" / name)
@@ -345,23 +346,3 @@ def test_trt_example_writes_the_mask_and_compares_two_embeddings_as_example_py_d
         assert (tmp_path / "trt" / "mask.png").read_bytes() == (tmp_path / "example" / "mask.png").read_bytes()
     else:
         assert runs["trt"][-1].startswith("cosine similarity of the two inputs: ") and len(runs["trt"]) == 2
-
-
-def test_trt_examples_describe_is_example_pys_twin():
-    """trt_example.py ships without example.py (it runs on the Jetson with the device files only), so it
-    keeps a copy of describe() and write_png(): the same code, bar docstrings and its numpy import."""
-    import ast
-
-    def bodies(path):
-        found = {}
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name in ("describe", "write_png"):
-                kept = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-                        and not (isinstance(s, ast.Import) and [a.name for a in s.names] == ["numpy"])]
-                found[node.name] = [ast.dump(s) for s in kept]
-        return found
-
-    templates = DEPLOY.parent / "templates"
-    example, trt = bodies(templates / "onnx_example.py"), bodies(templates / "trt_example.py")
-    assert set(trt) == {"describe", "write_png"} and trt == example, \
-        "trt_example.py's describe()/write_png() differ from onnx_example.py's: copy them over"
