@@ -237,7 +237,9 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     from . import outputs
 
     with torch.no_grad():
-        logits = outputs.flatten(model(example))[0]
+        out = model(example)
+    names, flat = outputs.names(out), outputs.flatten(out)
+    logits = flat[names.index("logits")] if "logits" in names else flat[0]  # what the labels name: the class scores
     if logits.dim() == 2 and (dataset.y is None or dataset.y.ndim == 1):
         data_mod.check_label_names(dataset, logits.shape[1], role)
     labelled_dim = None if dataset.y is None else (4 if dataset.y.ndim == 3 else 2)  # masks label a map's pixels

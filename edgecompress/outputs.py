@@ -2,7 +2,7 @@
 return a tensor, a tuple or list of tensors (nested or not), or a dict of named tensors (Hugging
 Face's ModelOutput is a dict); export, conversion, distillation and the checks all take the same
 flat order, so output i is the same tensor everywhere. That order is the model's, except that a dict's
-'logits' of class scores comes first."""
+embedding (EMBEDDING_KEYS), else its 'logits' of class scores, comes first."""
 from __future__ import annotations
 
 from typing import Any, List, Tuple
@@ -35,14 +35,26 @@ def named(out: Any, prefix: str = "") -> List[Tuple[str, Any]]:
 
 
 def _logits_first(out: dict, prefix: str) -> list:
-    """A dict's items, with a top-level 'logits' of class scores (N, K) moved first: a classifier's checks,
-    losses, labels and example programs read its first output (a walkthrough's {"aux", "logits"} model was
-    refused: its labels were counted against 'aux')."""
+    """A dict's items, with a top-level vector per sample (N, D) named as an embedding (EMBEDDING_KEYS) moved
+    first, else a top-level 'logits' of class scores (N, K): each task's checks, losses and example programs
+    read the first output (a walkthrough's {"aux", "logits"} model was refused: its labels were counted against
+    'aux'; a re-identification net's {"embedding", "logits"} was judged by its ID head's scores under
+    --task embedding). The order depends on the keys alone, never on the values, so it is the same on
+    every input and in every file."""
     items = list(out.items())
-    logits = out.get("logits")
-    if not prefix and getattr(logits, "ndim", 0) == 2 and items[0][0] != "logits":
-        items = [("logits", logits)] + [(k, v) for k, v in items if k != "logits"]
+    if prefix:
+        return items
+    lead = next((k for k in EMBEDDING_KEYS if getattr(out.get(k), "ndim", 0) == 2), None)
+    if lead is None and getattr(out.get("logits"), "ndim", 0) == 2:
+        lead = "logits"
+    if lead is not None and items[0][0] != lead:
+        items = [(lead, out[lead])] + [(k, v) for k, v in items if k != lead]
     return items
+
+
+# the dict keys that name a model's embedding (what a re-identification or retrieval net ships; its ID head's
+# 'logits' trains it), in the order they are looked for
+EMBEDDING_KEYS = ("embedding", "embeddings", "embeds", "descriptor", "descriptors")
 
 
 def flatten(out: Any) -> list:

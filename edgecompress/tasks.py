@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .outputs import EMBEDDING_KEYS
 from .task_metrics import are_logits
 
 KINDS = ("classification", "detection", "segmentation", "embedding", "regression")
@@ -39,6 +40,13 @@ def choose(requested: str, names: Sequence[str], shapes: Sequence[Sequence[int]]
     boxes, scores = _detection_heads(shapes)
     if requested != "auto":
         fits, what = _NEEDS.get(requested, (lambda s: True, ""))
+        if requested == "classification" and names[0] in EMBEDDING_KEYS and "logits" in names:
+            from .errors import InputError
+
+            raise InputError(f"--task classification reads the first output, and a dict's '{names[0]}' comes first "
+                             f"(before 'logits'): the outputs are {_described(names, shapes)}",
+                             hint=f"deploy with --task embedding (the '{names[0]}' output is then judged by cosine "
+                                  "similarity), or return the class scores without the embedding for a classifier")
         if not fits([list(s) for s in shapes]):
             from .errors import InputError
 
@@ -71,14 +79,18 @@ def _auto(names, shapes, first, y, boxes, scores) -> Task:
             return Task("regression", f"output '{names[0]}' is a map {lead[1:]} named as values, not class scores")
         return Task("segmentation", f"output '{names[0]}' is a map {lead[1:]} (classes x height x width; keypoint "
                                     "heatmaps or a depth map: --task regression)")
+    if len(lead) == 2 and lead[1] > 1 and names[0] in EMBEDDING_KEYS:
+        others = f"; the other outputs ({', '.join(names[1:])}) are checked by max |diff|" if len(names) > 1 else ""
+        return Task("embedding", f"an output named '{names[0]}' ({lead[1]} values per sample){others}")
     if len(lead) == 2 and "logits" in names:
         return Task("classification", "an output named 'logits'")
     if len(shapes) > 1 and len(lead) == 2 and lead[1] > 1 and _labels_fit(y, lead[1]) \
             and not (first is not None and _unit_rows(first)):
         return Task("classification", f"the first of {len(shapes)} outputs, '{names[0]}', has {lead[1]} values per "
                                       f"sample and the data's labels are classes 0..{int(y.max())}")
-    if len(shapes) == 1 and len(lead) == 2 and first is not None and lead[1] > 1 and _unit_rows(first):
-        return Task("embedding", f"output '{names[0]}' has {lead[1]} values of length 1 per sample (L2-normalised)")
+    if len(lead) == 2 and first is not None and lead[1] > 1 and _unit_rows(first):
+        return Task("embedding", f"output '{names[0]}' has {lead[1]} values of length 1 per sample (L2-normalised)"
+                    + (f", the first of {len(shapes)} outputs" if len(shapes) > 1 else ""))
     if len(shapes) == 1 and len(lead) == 2 and lead[1] > 1:
         return Task("classification", f"one output of {lead[1]} values per sample"
                                       + (" and the data has labels" if y is not None else ""))

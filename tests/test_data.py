@@ -290,3 +290,30 @@ def test_masks_at_neither_the_input_nor_the_class_maps_size_are_refused_before_a
         inputs.check_fit(Seg(), Dataset(x=x, y=np.full((4, 16, 16), 5, np.int64), source="big.npz"))
     assert "'y' has class index 5 but the model has 3 classes (its class map's channels)" in str(refused.value)
     assert refused.value.hint == "labels must be 0 .. 2"
+
+
+def test_class_names_name_the_logits_beside_an_embedding_not_the_embedding():
+    """A walkthrough's re-identification net ({"embedding": 64 values, "logits": 10 ID scores}) with 10 ID
+    names in its .npz was refused: "10 names in 'labels' ... but the model has 64 outputs"."""
+    import torch
+    import torch.nn as nn
+
+    from edgecompress import inputs
+    from edgecompress.data import Dataset
+    from edgecompress.errors import InputError
+
+    class ReID(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Linear(12, 64), nn.Linear(64, 10)
+
+        def forward(self, x):
+            e = nn.functional.normalize(self.body(x.flatten(1)), dim=1)
+            return {"embedding": e, "logits": self.head(e)}
+
+    x = np.random.default_rng(0).normal(size=(4, 3, 2, 2)).astype(np.float32)
+    names = [f"id{i}" for i in range(10)]
+    inputs.check_fit(ReID(), Dataset(x=x, y=np.array([0, 9, 3, 1]), source="reid.npz", labels=names))
+    with pytest.raises(InputError) as refused:  # still counted: against the logits
+        inputs.check_fit(ReID(), Dataset(x=x, y=np.array([0, 1, 2, 3]), source="reid.npz", labels=names[:4]))
+    assert "4 names in 'labels'" in str(refused.value) and "10 outputs" in str(refused.value)

@@ -20,6 +20,17 @@ def test_a_dicts_logits_come_first_and_other_keys_keep_their_order():
     assert outputs.names({"x": {"aux": torch.zeros(2, 2), "logits": torch.zeros(2, 4)}}) == ["x_aux", "x_logits"]
 
 
+def test_a_dicts_embedding_comes_before_its_logits():
+    """A re-identification net's {"logits", "embedding"}: its embedding is what it ships, and each task reads the
+    first output; the order is the keys', whatever the values."""
+    out = {"logits": torch.zeros(2, 10), "aux": torch.zeros(2, 3), "embedding": torch.zeros(2, 64)}
+    assert outputs.names(out) == ["embedding", "logits", "aux"]
+    assert outputs.names({"descriptor": torch.zeros(2, 8), "logits": torch.zeros(2, 4)}) == ["descriptor", "logits"]
+    # an embedding key that holds no vector per sample leads nothing
+    assert outputs.names({"aux": torch.zeros(2, 2), "embedding": torch.zeros(2, 4, 4), "logits": torch.zeros(2, 4)}) \
+        == ["logits", "aux", "embedding"]
+
+
 def _batch(student, teacher):
     return Batch(student=student, teacher=teacher, labels=None, temperature=4.0, features=[])
 

@@ -1,8 +1,10 @@
 """--task auto on the shapes a user's model returns (edgecompress.tasks.choose), beyond the ones the end-to-end
 tests deploy: a classifier returning (logits, embedding), keypoint heatmaps, and what auto says when it cannot tell."""
 import numpy as np
+import pytest
 
 from edgecompress import tasks
+from edgecompress.errors import InputError
 
 
 def _unit(n, d):
@@ -27,8 +29,23 @@ def test_several_outputs_without_labels_that_fit_stay_regression_and_say_why():
 
 
 def test_an_embedding_first_and_class_scores_second_is_not_called_a_classifier_on_its_embedding():
+    """A walkthrough's re-identification net returning {"embedding", "id_scores"} (unit rows first) was judged
+    as a regressor, by R^2 over both outputs."""
     task = tasks.choose("auto", ["emb", "out"], [(2, 32), (2, 4)], _unit(2, 32), np.array([0, 1]))
-    assert task.kind != "classification"
+    assert task.kind == "embedding" and "the first of 2 outputs" in task.reason
+
+
+def test_a_reid_nets_embedding_beside_its_id_heads_logits_is_an_embedding_and_classification_is_refused():
+    """{"embedding", "logits"} (the dict's embedding first, as edgecompress.outputs orders it) was a classifier
+    under auto and, under --task embedding, was judged by its logits' cosine (0.9875 for an embedding at 0.90)."""
+    names, shapes = ["embedding", "logits"], [(2, 64), (2, 10)]
+    task = tasks.choose("auto", names, shapes, _unit(2, 64), np.array([0, 9]))
+    assert task.kind == "embedding" and "'embedding'" in task.reason and "(logits) are checked by max |diff|" in task.reason
+    assert tasks.choose("embedding", names, shapes).kind == "embedding"
+    with pytest.raises(InputError) as refused:
+        tasks.choose("classification", names, shapes)
+    assert "'embedding' comes first" in str(refused.value) and "--task embedding" in refused.value.hint
+    assert tasks.choose("auto", ["logits", "aux"], [(2, 10), (2, 64)]).kind == "classification"  # no embedding key
 
 
 def test_maps_named_as_heatmaps_are_regression_and_other_maps_say_how_to_choose_it():
