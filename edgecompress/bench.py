@@ -120,6 +120,20 @@ def settings_here(cfg, device, quiet: bool = False):
     return cfg.model_copy(update={"threads": cores})
 
 
+HOST_ROUNDS = 3  # turns on the build host for a profile that takes one on its device
+
+
+def host_turns(cfg, device, runtime: str):
+    """The bench settings on this host for a profile that measures in one turn on its device (Android's: a
+    phone's charging and idle windows make turns dear there): HOST_ROUNDS turns of a second each at least, since
+    one 1 s turn per model gave a walkthrough's net 15.79x on a shared host where three turns gave 4.77x. Kept as
+    they are on a device, for TensorRT (its first turn builds the engine) and where --set bench.rounds chose."""
+    on_host = device is None or device.transport == "local"
+    if not on_host or cfg.rounds > 1 or "rounds" in cfg.model_fields_set or runtime == "tensorrt":
+        return cfg
+    return cfg.model_copy(update={"rounds": HOST_ROUNDS, "seconds": max(cfg.seconds, float(HOST_ROUNDS))})
+
+
 def round_share(cfg):
     """One round's bench settings: its share of the timed runs and seconds; warm-up is not shared,
     since each round is a fresh process that has to warm up again."""

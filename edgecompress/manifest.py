@@ -268,6 +268,7 @@ class MeasuredOn(Section):
     runtime_version: Optional[str] = None
     host: Optional[str] = None
     governor: Optional[str] = None
+    cpu: Optional[Dict[str, Any]] = None  # {"model", "int8_features"} from the device's /proc/cpuinfo
     throttled: Optional[bool] = None
     runs: Optional[Dict[str, Optional[int]]] = None
     threads: Optional[int] = None

@@ -133,10 +133,11 @@ def _log_start(run) -> None:
 def measure(run, deployed, quiet: bool = False) -> Measurement:
     """The original and the compressed model on the bench device, in the same run."""
     prof, device = run.prof, run.device
-    turns = (f"taking turns in {prof.bench.rounds} rounds, each model's median round reported"
-             if prof.bench.rounds > 1 else "one after the other")
+    cfg = bench.host_turns(prof.bench, device, prof.runtime)
+    turns = (f"taking turns in {cfg.rounds} rounds, each model's median round reported"
+             if cfg.rounds > 1 else "one after the other")
     log(f"bench: original and compressed model on {device.name if device else 'this host'}, {turns}")
-    results = bench.measure(deployed.bench_models, bench.settings_here(prof.bench, device), prof.runtime,
+    results = bench.measure(deployed.bench_models, bench.settings_here(cfg, device), prof.runtime,
                             device=device, quiet=quiet, input_shape=(1, *run.dataset.x.shape[1:]))
     return Measurement(results=results, device=device,
                        measured_on=summary.measured_on(results, prof, device, deployed.stand_in))

@@ -116,6 +116,21 @@ ARCH_NAMES = {"aarch64": "arm64", "arm64": "arm64", "armv7l": "armv7", "armv7": 
               "amd64": "x86_64", "AMD64": "x86_64"}
 
 
+def cpu_words(cpu: Optional[dict]) -> str:
+    """", AMD EPYC with avx2, avx512bw, avx512_vnni": the CPU that timed the models and the INT8 features an
+    INT8 speed-up depends on (VNNI on x86, the dot product on ARM); "" where the device did not say."""
+    if not cpu or not cpu.get("model"):
+        return ""
+    features = cpu.get("int8_features") or []
+    lacking = ""
+    if {"avx2", "avx512bw"} & set(features) and not {"avx512_vnni", "avx_vnni"} & set(features):
+        lacking = " (no VNNI)"
+    elif {"sve", "i8mm"} & set(features) and "asimddp" not in features:
+        lacking = " (no dot product)"
+    return f", {cpu['model']} " + (f"with {', '.join(features)}{lacking}" if features
+                                   else "without INT8 dot-product features")
+
+
 def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> dict:
     """Where the latency (and energy) figures come from, in words and in fields."""
     r = results["compressed"]
@@ -124,25 +139,27 @@ def measured_on(results: dict, prof, device, stand_in: Optional[str] = None) -> 
     fields = {"device_name": device.name if device else "this host", "where": "host" if on_host else "device",
               "arch": state.get("arch"), "runtime": state.get("runtime") or prof.runtime,
               "runtime_version": state.get("runtime_version"),
-              "host": r.get("host"), "governor": state.get("governor"), "throttled": state.get("throttled"),
+              "host": r.get("host"), "governor": state.get("governor"), "cpu": state.get("cpu"),
+              "throttled": state.get("throttled"),
               "clocks_mhz_before": state.get("clocks_mhz_before"), "clocks_mhz_after": state.get("clocks_mhz_after"),
               "runs": {k: v["latency_ms"]["n"] for k, v in results.items()},
               "threads": (r.get("runtime_options") or {}).get("threads"),
               "inputs": {k: [{"name": i.get("name"), "shape": i.get("shape")} for i in v.get("inputs") or []] or None
                          for k, v in results.items()}}
+    cpu = cpu_words(state.get("cpu"))
     if device and on_host:
-        fields["note"] = (f"Measured on this host as device {device.name} ({r.get('host')}, {state.get('arch')}, "
+        fields["note"] = (f"Measured on this host as device {device.name} ({r.get('host')}, {state.get('arch')}{cpu}, "
                           f"{prof.runtime} {state.get('runtime_version')}), not on a {prof.name} board unless this "
                           "host is one.")
     elif device:
-        fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}, "
+        fields["note"] = (f"Measured on device {device.name} ({r.get('host')}, {state.get('arch')}{cpu}, "
                           f"{prof.runtime} {state.get('runtime_version')}).")
         arch = ARCH_NAMES.get(state.get("arch") or "", state.get("arch"))
         if arch and arch != prof.device.arch:
             fields["note"] += (f" Its CPU is {state.get('arch')}, not the {prof.device.arch} a {prof.name} has: these "
                                f"figures are that machine's, not a {prof.name}'s.")
     else:
-        fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}), not on the "
+        fields["note"] = (f"Measured on the build host ({r.get('host')}, {state.get('arch')}{cpu}), not on the "
                           f"{prof.name} target: run with --device to measure on the device.")
     if stand_in:
         fields["proxy"] = True

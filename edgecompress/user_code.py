@@ -57,6 +57,8 @@ def metric(user: UserFunction, outputs: Dict[str, np.ndarray], arrays: Dict[str,
     out = {}
     for key, value in got.items():
         try:
+            if isinstance(value, (str, bytes)):  # float("0.9") parses: a string is not the number it spells
+                raise TypeError
             out[key] = float(value)
         except (TypeError, ValueError):
             raise InputError(f"--metric {user.spec}: '{key}' is {value!r}, not a number",

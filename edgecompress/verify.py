@@ -40,6 +40,13 @@ class Parity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def judged_output(self) -> str:
+        """" of 'embedding'": the output an embedding's or a segmenter's figure is on, where there are several
+        (a re-identification net's logits beside its embedding); "" where it reads one output or all of them."""
+        if self.task_metric in ("cosine", "pixel_agreement") and len(self.outputs) > 1:
+            return f" of '{self.outputs[0].name}'"
+        return ""
+
     def table(self) -> str:
         rows = [f"  {o.name:<16} max |diff| {o.max_abs_diff:.3g}  mean |diff| {o.mean_abs_diff:.3g}" for o in self.outputs]
         if self.top1_agreement is not None:
@@ -51,8 +58,8 @@ class Parity:
         if self.task_agreement is not None:  # as the summary's table prints it: a share in %, R^2 and cosine as numbers
             from .report import figure_text
 
-            rows.append(f"  {METRIC_WORDS[self.task_metric]} {figure_text(self.task_metric, self.task_agreement)} over "
-                        f"{self.samples} held-out samples"
+            rows.append(f"  {METRIC_WORDS[self.task_metric]}{self.judged_output()} "
+                        f"{figure_text(self.task_metric, self.task_agreement)} over {self.samples} held-out samples"
                         + (f" (with the original {figure_text(self.task_metric, self.original_task_agreement)})"
                            if self.original_task_agreement is not None else ""))
         d = self.task_details or {}

@@ -139,6 +139,22 @@ def test_the_build_host_times_with_no_more_threads_than_it_has(monkeypatch, caps
     assert bench.settings_here(pi, None, quiet=True) is pi
 
 
+def test_a_one_turn_profile_takes_three_turns_on_the_build_host_but_not_on_its_device():
+    """An Android profile timed on the build host in one 1 s turn per model: a walkthrough's net read 15.79x
+    where three turns read 4.77x."""
+    phone = profile.load("android-arm64")[0].bench
+    assert phone.rounds == 1
+    here = bench.host_turns(phone, None, "litert")
+    assert (here.rounds, here.seconds) == (3, 3.0) and bench.round_share(here).seconds == 1.0
+    assert bench.host_turns(phone, Device(name="pixel", target="android-arm64", transport="adb"), "litert") is phone
+    chosen = profile.load("android-arm64", ["bench.rounds=1"])[0].bench
+    assert bench.host_turns(chosen, None, "litert") is chosen  # --set bench.rounds=1 is the user's choice
+    jetson = profile.load("jetson-orin-nano")[0].bench
+    assert bench.host_turns(jetson, None, "tensorrt") is jetson
+    pi = profile.load("raspberry-pi-5")[0].bench
+    assert bench.host_turns(pi, None, "onnxruntime") is pi  # already 3 turns
+
+
 def test_a_local_device_beside_a_remote_one_is_capped_and_the_remote_one_is_not(monkeypatch):
     """`bench --device lab-pi --device here` timed 'here' at the Pi's 4 threads on a 2-CPU host: the cap
     applied only when every device was local."""

@@ -2,6 +2,7 @@
 other shape refused. A walkthrough's channels-last 64x64x3 array was reshaped to 3x64x64 (as many numbers) and
 answered 'class 0 100.0% of the pixels' with no error."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,18 @@ def test_a_segmenters_example_names_its_classes_from_the_labels(tmp_path, capsys
     assert len(shares) == 2 and len(set(shares)) == 1  # names of different lengths, the shares lined up
     example.describe([logits], dict(manifest, labels=None))
     assert "class   2   25.0% of the pixels" in capsys.readouterr().out  # no names: the index alone
+
+
+def test_an_example_prints_its_usage_for_help_and_names_the_inputs_it_leaves_out(capsys, monkeypatch):
+    """A walkthrough: `example.py --help` answered '--help: no such file', and a classifier's example given two
+    files used the first one without a word."""
+    shared = _template("example_tasks")
+    monkeypatch.setattr(sys, "argv", ["example.py", "--help"])
+    with pytest.raises(SystemExit) as done:
+        shared.check_arguments("Run one input.\n\n    python example.py input.npy\n", {"task": "classification"})
+    assert done.value.code == 0 and "python example.py input.npy" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["example.py", "a.npy", "b.npy"])
+    shared.check_arguments("doc", {"task": "classification"})
+    assert "reads one input; left out: b.npy" in capsys.readouterr().err
+    shared.check_arguments("doc", {"task": "embedding"})  # two inputs: their similarity
+    assert capsys.readouterr().err == ""

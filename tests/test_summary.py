@@ -283,3 +283,21 @@ def test_a_segmenter_whose_original_scores_no_better_than_one_class_on_the_masks
         trained[:, k][masks == k] = 5.0  # the masks exactly
     kept = verify.compare("deployed", [trained], [trained], ["masks"], masks, original=[trained], task="segmentation")
     assert kept.task_details["original_mean_iou_labels"] == 1.0 and summary.untrained_segmenter_warning(kept) is None
+
+
+def test_the_latency_note_names_the_cpu_and_its_int8_features(tmp_path):
+    """A walkthrough: latencies said 'vm, x86_64' only, while the INT8 speed-up turns on the CPU (VNNI or not)."""
+    from edgecompress.deploy import ec_state
+    from edgecompress.summary import cpu_words
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n"
+                                               "flags\t\t: fpu sse2 avx2 avx512bw\n\nprocessor\t: 1\n"
+                                               "model name\t: other\nflags\t\t: avx512_vnni\n")
+    cpu = ec_state.cpu(str(tmp_path))
+    assert cpu == {"model": "Intel(R) Xeon(R) CPU @ 2.20GHz", "int8_features": ["avx2", "avx512bw"]}  # core 0's
+    assert cpu_words(cpu) == ", Intel(R) Xeon(R) CPU @ 2.20GHz with avx2, avx512bw (no VNNI)"
+    (tmp_path / "proc" / "cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU implementer\t: 0x41\n"
+                                               "CPU part\t: 0xd0b\n\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
+    assert cpu_words(ec_state.cpu(str(tmp_path))) == ", Raspberry Pi 5 Model B Rev 1.0 with asimddp"
+    assert ec_state.cpu(str(tmp_path / "none")) is None and cpu_words(None) == ""

@@ -240,7 +240,7 @@ def device_info(job, session, m, source_state):
     info = {
         "arch": platform.machine(), "python": platform.python_version(), "platform": platform.platform(),
         "runtime": job["runtime"], "runtime_version": session.version, "cpu_count": os.cpu_count(),
-        "governor": ec_state.governor(job["sysfs_root"]),
+        "governor": ec_state.governor(job["sysfs_root"]), "cpu": ec_state.cpu(job["sysfs_root"]),
         "clocks_mhz_before": before["clocks_mhz"], "clocks_mhz_after": after["clocks_mhz"],
         "gpu_clocks_hz_before": before["gpu_devfreq"], "gpu_clocks_hz_after": after["gpu_devfreq"],
         "temperatures_c_before": before["temperatures_c"], "temperatures_c_after": after["temperatures_c"],

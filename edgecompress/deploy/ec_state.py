@@ -49,6 +49,29 @@ def _sys(root, *parts):
     return os.path.join(root, "sys", *parts)
 
 
+# The CPU features INT8 kernels turn on (x86 "flags", ARM "Features" in /proc/cpuinfo): an INT8 speed-up
+# depends on them (an x86 CPU without VNNI sums INT8 products in saturating int16; an ARM core without
+# asimddp has no dot-product instruction).
+INT8_CPU_FEATURES = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve", "sve2")
+
+
+def cpu(root="/"):
+    """{"model": the CPU's name, "int8_features": [...]} from /proc/cpuinfo (x86 "model name"; ARM boards
+    "Model", else "Hardware", else the first core's implementer and part), or None where it is unreadable."""
+    text = read_text(os.path.join(root, "proc", "cpuinfo"))
+    if not text:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())  # the first core's
+    model = fields.get("model name") or fields.get("model") or fields.get("hardware")
+    if not model and fields.get("cpu part"):
+        model = "CPU implementer %s part %s" % (fields.get("cpu implementer"), fields["cpu part"])
+    present = set((fields.get("flags") or fields.get("features") or "").split())
+    return {"model": model or None, "int8_features": [f for f in INT8_CPU_FEATURES if f in present]}
+
+
 def governor(root="/"):
     return read_text(_sys(root, "devices", "system", "cpu", "cpu0", "cpufreq", "scaling_governor"))
 

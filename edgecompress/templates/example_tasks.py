@@ -19,6 +19,19 @@ def read_manifest() -> dict:
     return manifest
 
 
+def check_arguments(doc, manifest=None):
+    """-h or --help prints the program's usage (`doc`) and ends it; inputs beyond what the task reads (two for an
+    embedding's similarity, else one) are said to be left out, not dropped silently."""
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(doc.strip())
+        sys.exit(0)
+    takes = 2 if manifest and manifest.get("task") == "embedding" else 1
+    if manifest is not None and len(sys.argv) - 1 > takes:
+        print("note: this %s reads %s; left out: %s (run once per input)"
+              % (manifest.get("task") or "classification", "two inputs" if takes == 2 else "one input",
+                 " ".join(sys.argv[1 + takes:])), file=sys.stderr)
+
+
 def image_input(arg, spec_in):
     """An image to the model's NCHW input, with the preprocessing recorded at build time (the same
     formula the app must apply; the .tflite example transposes it where the model takes NHWC)."""

@@ -15,7 +15,7 @@ import onnxruntime as ort
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # example_tasks.py, beside this file in the bundle
 
-from example_tasks import describe, image_input, print_top_classes, read_manifest  # noqa: E402
+from example_tasks import check_arguments, describe, image_input, print_top_classes, read_manifest  # noqa: E402
 
 
 def as_one_sample(x, sample, arg):
@@ -49,6 +49,7 @@ def load_input(arg, manifest):
 
 def main():
     manifest = read_manifest()
+    check_arguments(__doc__, manifest)
     options = ort.SessionOptions()
     if manifest["metrics"].get("parity_exact_int8"):
         # Built for an ARM board or a GPU, whose INT8 products are exact. An x86 CPU without VNNI

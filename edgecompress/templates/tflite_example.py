@@ -17,7 +17,7 @@ from ai_edge_litert.interpreter import Interpreter
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # example_tasks.py, beside this file in the bundle
 
-from example_tasks import describe, image_input, print_top_classes, read_manifest  # noqa: E402
+from example_tasks import check_arguments, describe, image_input, print_top_classes, read_manifest  # noqa: E402
 
 
 def load_input(arg, spec_in):
@@ -66,6 +66,7 @@ def outputs_of(interpreter, manifest):
 
 def main():
     manifest = read_manifest()
+    check_arguments(__doc__, manifest)
     spec_in, spec_out = manifest["inputs"][0], manifest["outputs"][0]
     interpreter = Interpreter(model_path=str(HERE / manifest["model"]["file"]), num_threads=2)
     interpreter.allocate_tensors()

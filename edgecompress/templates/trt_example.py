@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE / "device"))  # the same TensorRT code edgecompress 
 sys.path.insert(0, str(HERE))  # example_tasks.py, beside this file in the bundle
 
 import ec_trt  # noqa: E402
-from example_tasks import describe, print_top_classes, read_manifest  # noqa: E402
+from example_tasks import check_arguments, describe, print_top_classes, read_manifest  # noqa: E402
 
 
 def outputs_in_model_order(names, arrays, manifest):
@@ -85,6 +85,7 @@ def seed_cache(report, cache_dir):
 
 def main():
     manifest = read_manifest()
+    check_arguments(__doc__, manifest)
     onnx = HERE / manifest["engine"]["build_settings"]["onnx"]
     report_file = HERE / "model.engine.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else None
@@ -120,6 +121,7 @@ def main():
 
 
 if __name__ == "__main__":
+    check_arguments(__doc__)
     if ec_trt._import_tensorrt()[0] is None and not shutil.which("trtexec") \
             and not os.path.exists("/usr/src/tensorrt/bin/trtexec"):
         sys.exit("trt_example.py: TensorRT is not installed here (neither its Python bindings nor trtexec): it runs "
