@@ -226,6 +226,18 @@ def check_teacher(teacher, student, dataset, spec: str) -> None:
                               "same order)")
 
 
+def _class_output(names, flat) -> int:
+    """The output the data's labels and class names count: 'logits' where there is one; beside an embedding
+    (a dict's 'embedding' comes first) the first other vector per sample, its ID head's scores; else the first."""
+    from .outputs import EMBEDDING_KEYS
+
+    if "logits" in names:
+        return names.index("logits")
+    if names[0] in EMBEDDING_KEYS:
+        return next((i for i, t in enumerate(flat) if i > 0 and t.dim() == 2), 0)
+    return 0
+
+
 def check_fit(model, dataset, role: str = "the model") -> None:
     """The data must fit the model, and labels its outputs, before any work starts."""
     import torch
@@ -239,7 +251,7 @@ def check_fit(model, dataset, role: str = "the model") -> None:
     with torch.no_grad():
         out = model(example)
     names, flat = outputs.names(out), outputs.flatten(out)
-    logits = flat[names.index("logits")] if "logits" in names else flat[0]  # what the labels name: the class scores
+    logits = flat[_class_output(names, flat)]
     if logits.dim() == 2 and (dataset.y is None or dataset.y.ndim == 1):
         data_mod.check_label_names(dataset, logits.shape[1], role)
     labelled_dim = None if dataset.y is None else (4 if dataset.y.ndim == 3 else 2)  # masks label a map's pixels

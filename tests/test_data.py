@@ -317,3 +317,10 @@ def test_class_names_name_the_logits_beside_an_embedding_not_the_embedding():
     with pytest.raises(InputError) as refused:  # still counted: against the logits
         inputs.check_fit(ReID(), Dataset(x=x, y=np.array([0, 1, 2, 3]), source="reid.npz", labels=names[:4]))
     assert "4 names in 'labels'" in str(refused.value) and "10 outputs" in str(refused.value)
+
+    class Renamed(ReID):  # the ID head under another name: the first vector beside the embedding
+        def forward(self, x):
+            out = super().forward(x)
+            return {"embedding": out["embedding"], "id_scores": out["logits"]}
+
+    inputs.check_fit(Renamed(), Dataset(x=x, y=np.array([0, 9, 3, 1]), source="reid.npz", labels=names))
