@@ -54,7 +54,9 @@ class Parity:
         if self.original_agreement is not None:
             rows.append(f"  agreement with the original model {self.original_agreement:.2%}")
         if self.accuracy is not None:
-            rows.append(f"  accuracy         {self.accuracy:.2%} (reference {self.reference_accuracy:.2%})")
+            # whose accuracy the reference's is: the FP32 student, mostly, which the table does not show
+            reference = self.what.split(" vs ")[-1] if " vs " in self.what else "the reference"
+            rows.append(f"  accuracy         {self.accuracy:.2%} ({reference} {self.reference_accuracy:.2%})")
         if self.task_agreement is not None:  # as the summary's table prints it: a share in %, R^2 and cosine as numbers
             from .report import figure_text
 
