@@ -159,6 +159,22 @@ def test_an_embedding_net_is_taught_by_cosine_and_judged_by_it(data, tmp_path):
             in out and f"nearest-neighbour agreement with the original {nn:.2%}" in out), out
 
 
+def test_a_reid_nets_embedding_beside_its_id_logits_is_what_is_judged(data, tmp_path):
+    """A walkthrough's {"embedding", "logits"} net was a classifier under auto and, under --task embedding, was
+    judged by the cosine of its logits; its 10 ID names were refused against the embedding's width."""
+    folder, _ = data
+    x, _, _, classes = canvas()
+    np.savez(folder / "shapes_ids.npz", x=x, y=classes, labels=np.array(["green", "blue"]))
+    m, stdout, err, bundle = _deploy("reid", "arm", folder / "shapes_ids.npz", tmp_path / "out")
+    assert m["task"] == "embedding" and "an output named 'embedding' (32 values" in m["task_reason"]
+    assert [o["name"] for o in m["outputs"]] == ["embedding", "logits"]  # the embedding first, in the file too
+    assert m["metrics"]["accuracy"]["metric"] == "cosine"
+    assert "mean cosine similarity of 'embedding'" in err and "top-1" not in err.split("task:")[1]
+    assert (bundle / "labels.txt").read_text() == "green\nblue\n"  # the ID head's names, kept
+    printed = _example(bundle)
+    assert printed[0].startswith("embedding: 32 values, |v| ")  # the embedding, not the 2 ID scores
+
+
 def test_a_two_output_regressor_deploys_for_jetson_with_both_outputs(data, tmp_path):
     folder, weights = data
     m, stdout, err, bundle = _deploy("regressor", "jetson", folder / "shapes.npz", tmp_path / "out",

@@ -79,6 +79,21 @@ class Embedder(nn.Module):
         return F.normalize(self.fc(self.backbone(x).mean((2, 3))), dim=1)
 
 
+class ReID(nn.Module):
+    """A re-identification net as it is trained: its embedding and an ID head's logits, in a dict that lists
+    the logits first."""
+
+    def __init__(self, dim=32, ids=2):
+        super().__init__()
+        self.backbone = Backbone()
+        self.fc = nn.Linear(16, dim)
+        self.ids = nn.Linear(dim, ids)
+
+    def forward(self, x):
+        e = F.normalize(self.fc(self.backbone(x).mean((2, 3))), dim=1)
+        return {"logits": self.ids(e) * 10.0, "embedding": e}
+
+
 class TwoRegressor(nn.Module):
     """Two regression outputs: an object's centre (2 numbers) and its area (1)."""
 
@@ -107,6 +122,10 @@ def embedder():
 
 def regressor():
     return TwoRegressor()
+
+
+def reid():
+    return ReID()
 
 
 class ObjectnessSSD(nn.Module):
