@@ -35,8 +35,8 @@ def test_bundle_layout_and_manifest(built):
     root, summary, _ = built
     folder = root / "dist" / "net-host-cpu"
     assert Path(summary["bundle"]) == folder
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "example.py", "labels.txt", "manifest.json",
-                                                        "model.onnx", "parity.npz", "report.html"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "example.py", "example_tasks.py", "labels.txt",
+                                                        "manifest.json", "model.onnx", "parity.npz", "report.html"]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["schema_version"] == 1 and m["target"] == "host-cpu" and m["runtime"]["name"] == "onnxruntime"
     assert m["inputs"][0]["shape"][1:] == [1, 8, 8] and m["inputs"][0]["dtype"] == "float32"
@@ -64,7 +64,7 @@ def test_bundle_layout_and_manifest(built):
     assert acc["metric"] == "accuracy" and acc["teacher"] > 0.95 and acc["student"] > acc["teacher"] - 0.1
     assert m["provenance"]["profile"]["prune"]["ratio"] == 0.5 and m["provenance"]["profile"]["distill"]["steps"] == 150
     assert (folder / "labels.txt").read_text().split() == ["nw", "ne", "sw", "se"]
-    assert set(m["files"]) == {"README.md", "example.py", "labels.txt", "model.onnx", "parity.npz", "report.html"}
+    assert set(m["files"]) == {"README.md", "example.py", "example_tasks.py", "labels.txt", "model.onnx", "parity.npz", "report.html"}
     curve = m["compression"]["distillation"]["loss_curve"]
     assert len(curve) == 50 and [p[1] for p in curve] == list(range(3, 151, 3)) and {p[0] for p in curve} == {1}
     assert curve[-1][2] < curve[0][2], "the recorded loss falls as the student learns"
@@ -74,8 +74,8 @@ def test_zip_holds_the_same_files(built):
     root, _, _ = built
     with zipfile.ZipFile(root / "dist" / "net-host-cpu.zip") as zf:
         names = sorted(zf.namelist())
-    assert names == sorted(f"net-host-cpu/{n}" for n in ["README.md", "example.py", "labels.txt", "manifest.json",
-                                                         "model.onnx", "parity.npz", "report.html"])
+    assert names == sorted(f"net-host-cpu/{n}" for n in ["README.md", "example.py", "example_tasks.py", "labels.txt",
+                                                         "manifest.json", "model.onnx", "parity.npz", "report.html"])
     assert not [p for p in (root / "dist").iterdir() if p.name.startswith(".")], "no temp or work folders left"
 
 
@@ -168,7 +168,7 @@ def test_example_program_classifies_one_input(built):
 def test_verify_passes_then_catches_a_changed_file(built, tmp_path):
     root, _, _ = built
     code, out, err = run_cli("verify", root / "dist" / "net-host-cpu.zip")
-    assert code == 0 and "6 files match" in out and "OK" in out, err  # 6 listed; the manifest is not in its own list
+    assert code == 0 and "7 files match" in out and "OK" in out, err  # 7 listed; the manifest is not in its own list
     import shutil
 
     copy = tmp_path / "b"
