@@ -223,10 +223,10 @@ def _check_figure(check: dict) -> str:
         metric, value = check["task_metric"], check.get("task_agreement")
     else:
         metric, value = "top1_agreement", check.get("top1_agreement")
+    from .verify import judged_output
+
     words = "top-1 agreement" if metric == "top1_agreement" else metric_words(metric)
-    outputs = check.get("outputs") or []
-    if metric in ("cosine", "pixel_agreement") and len(outputs) > 1:  # the output it is on, as verify says
-        words += f" of '{outputs[0]['name']}'"
+    words += judged_output(metric, [o["name"] for o in check.get("outputs") or []])
     return "-" if value is None else f"{words} {report.figure_text(metric, value, 2, ' ')}"
 
 

@@ -39,17 +39,15 @@ def choose(requested: str, names: Sequence[str], shapes: Sequence[Sequence[int]]
     output's values there (an embedding's rows have unit length); `y`: the data's labels, if any."""
     boxes, scores = _detection_heads(shapes)
     if requested != "auto":
+        from .errors import InputError
+
         fits, what = _NEEDS.get(requested, (lambda s: True, ""))
         if requested == "classification" and names[0] in EMBEDDING_KEYS and "logits" in names:
-            from .errors import InputError
-
             raise InputError(f"--task classification reads the first output, and a dict's '{names[0]}' comes first "
                              f"(before 'logits'): the outputs are {_described(names, shapes)}",
                              hint=f"deploy with --task embedding (the '{names[0]}' output is then judged by cosine "
                                   "similarity), or return the class scores without the embedding for a classifier")
         if not fits([list(s) for s in shapes]):
-            from .errors import InputError
-
             auto = _auto(names, shapes, None, None, boxes, scores).kind
             raise InputError(f"--task {requested} needs {what}; the model's outputs are {_described(names, shapes)}",
                              hint=f"choose another --task (auto reads these outputs as {auto}), or return what "

@@ -40,13 +40,6 @@ class Parity:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def judged_output(self) -> str:
-        """" of 'embedding'": the output an embedding's or a segmenter's figure is on, where there are several
-        (a re-identification net's logits beside its embedding); "" where it reads one output or all of them."""
-        if self.task_metric in ("cosine", "pixel_agreement") and len(self.outputs) > 1:
-            return f" of '{self.outputs[0].name}'"
-        return ""
-
     def table(self) -> str:
         rows = [f"  {o.name:<16} max |diff| {o.max_abs_diff:.3g}  mean |diff| {o.mean_abs_diff:.3g}" for o in self.outputs]
         if self.top1_agreement is not None:
@@ -60,7 +53,8 @@ class Parity:
         if self.task_agreement is not None:  # as the summary's table prints it: a share in %, R^2 and cosine as numbers
             from .report import figure_text
 
-            rows.append(f"  {METRIC_WORDS[self.task_metric]}{self.judged_output()} "
+            on = judged_output(self.task_metric, [o.name for o in self.outputs])
+            rows.append(f"  {METRIC_WORDS[self.task_metric]}{on} "
                         f"{figure_text(self.task_metric, self.task_agreement)} over {self.samples} held-out samples"
                         + (f" (with the original {figure_text(self.task_metric, self.original_task_agreement)})"
                            if self.original_task_agreement is not None else ""))
@@ -475,6 +469,15 @@ def check(report: Parity, quantized: bool, cfg) -> Parity:
         raise ToleranceError(f"{report.what}: outside the tolerance: " + "; ".join(found), report=report.table(),
                              hint=hint)
     return report
+
+
+def judged_output(metric: Optional[str], output_names: List[str]) -> str:
+    """" of 'embedding'": the output an embedding's or a segmenter's figure is on (the first), where there are
+    several (a re-identification net's logits beside its embedding); "" where it reads one output or all of them.
+    verify's lines and report.html's checks table both say it."""
+    if metric in ("cosine", "pixel_agreement") and len(output_names) > 1:
+        return f" of '{output_names[0]}'"
+    return ""
 
 
 def figure(report: Parity) -> tuple:
